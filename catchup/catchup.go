@@ -1,0 +1,117 @@
+// Package catchup decides when a node that is behind pulls chosen values from
+// a peer, and from which: it learns peers' applied frontiers from every
+// message (and from probes sent on a timer), and keeps one bounded range
+// request in flight to the most advanced peer, switching peer when one stops
+// answering. One request at a time is the flow control: the next is sent only
+// after the previous response was taken in.
+//
+// It is pure. The invariant it keeps: at most one request is outstanding,
+// and every request asks for at most Batch instances.
+package catchup
+
+import (
+	"github.com/paxosd/paxosd/core"
+)
+
+// Config tunes catch-up. Durations are in ticks.
+type Config struct {
+	Peers    []uint64 // whom to probe and learn from
+	Interval uint64   // between probes
+	Timeout  uint64   // a request unanswered this long moves to another peer
+	Grace    uint64   // how long a small lag may last before a request (normal commits close it)
+	Slack    uint64   // a lag above this is requested at once
+	Batch    uint64   // instances per request
+}
+
+type request struct {
+	peer, from, sent uint64
+}
+
+// Catchup tracks peers' progress and the outstanding request.
+type Catchup struct {
+	cfg         Config
+	known       map[uint64]uint64 // peer -> highest applied frontier it reported
+	failedUntil map[uint64]uint64
+	lastProbe   uint64
+	behindSince uint64
+	behind      bool
+	out         *request
+}
+
+// New returns a catch-up tracker.
+func New(cfg Config) *Catchup {
+	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
+}
+
+// Observe records that peer has applied everything below committed.
+func (c *Catchup) Observe(peer, committed uint64) {
+	if committed > c.known[peer] {
+		c.known[peer] = committed
+	}
+}
+
+// Best returns the most advanced peer's frontier and the peer (0 if none),
+// skipping peers that recently failed to answer.
+func (c *Catchup) Best(now uint64) (peer, committed uint64) {
+	for _, p := range c.cfg.Peers {
+		if k := c.known[p]; k > committed && now >= c.failedUntil[p] {
+			peer, committed = p, k
+		}
+	}
+	return peer, committed
+}
+
+// Behind reports whether any peer is known to have applied more than applied.
+func (c *Catchup) Behind(applied uint64) bool {
+	for _, k := range c.known {
+		if k > applied {
+			return true
+		}
+	}
+	return false
+}
+
+// Outstanding reports whether a request is in flight.
+func (c *Catchup) Outstanding() bool { return c.out != nil }
+
+// OnResponse notes that a response from peer arrived.
+func (c *Catchup) OnResponse(peer uint64) {
+	if c.out != nil && c.out.peer == peer {
+		c.out = nil
+	}
+}
+
+// Tick sends probes on the interval, gives up on a request that timed out,
+// and returns messages to send.
+func (c *Catchup) Tick(now, applied uint64) []core.Message {
+	var msgs []core.Message
+	if c.out != nil && now-c.out.sent >= c.cfg.Timeout {
+		c.failedUntil[c.out.peer] = now + c.cfg.Timeout
+		c.out = nil
+	}
+	if now-c.lastProbe >= c.cfg.Interval {
+		c.lastProbe = now
+		for _, p := range c.cfg.Peers {
+			msgs = append(msgs, core.Message{Type: core.MsgProbe, To: p})
+		}
+	}
+	return append(msgs, c.Maybe(now, applied)...)
+}
+
+// Maybe starts a request when the node is behind: at once when the lag is
+// above Slack, after Grace ticks otherwise.
+func (c *Catchup) Maybe(now, applied uint64) []core.Message {
+	peer, best := c.Best(now)
+	if best <= applied {
+		c.behind = false
+		return nil
+	}
+	if !c.behind {
+		c.behind, c.behindSince = true, now
+	}
+	if c.out != nil || (best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace) {
+		return nil
+	}
+	c.out = &request{peer: peer, from: applied, sent: now}
+	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: applied, End: applied + c.cfg.Batch}}
+}

@@ -1,0 +1,148 @@
+// Package core is the vocabulary the protocol roles share: messages between
+// nodes, the values chosen in instances and the commands inside them, and the
+// records a node persists. It holds types and their encodings only; the
+// decisions live in acceptor, proposer, learner, catchup and instance.
+//
+// It must never do I/O or keep state. Its one invariant: Decode(Encode(x))
+// is x, and a decoder never panics on any input (fuzzed).
+package core
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// MsgType says what a Message is.
+type MsgType uint8
+
+// The message types. Requests and their replies are adjacent.
+const (
+	MsgPrepare   MsgType = iota + 1 // phase 1a: Ballot, Instance = first instance the promise covers
+	MsgPromise                      // phase 1b: Ballot, Reject/Promised, Entries = accepted values ≥ Instance
+	MsgAccept                       // phase 2a: Ballot, Instance, Value
+	MsgAccepted                     // phase 2b: Ballot, Instance, Reject/Promised
+	MsgCommit                       // chosen: every instance in [Instance, End) was chosen at Ballot with the value the sender proposed at Ballot
+	MsgProbe                        // catch-up: "what have you applied?" (Committed carries the asker's)
+	MsgProbeResp                    // catch-up: the answer is in Committed
+	MsgLearnReq                     // catch-up: send chosen values from Instance, at most End-Instance of them
+	MsgLearnResp                    // catch-up or follower push: Entries = chosen values in instance order
+)
+
+var msgTypeNames = [...]string{"?", "Prepare", "Promise", "Accept", "Accepted", "Commit", "Probe", "ProbeResp", "LearnReq", "LearnResp"}
+
+func (t MsgType) String() string {
+	if int(t) < len(msgTypeNames) {
+		return msgTypeNames[t]
+	}
+	return fmt.Sprintf("MsgType(%d)", t)
+}
+
+// Message is one protocol message between two nodes. Fields that a type does
+// not use are zero. Every message carries the sender's applied frontier in
+// Committed, so any message can tell a node that it is behind.
+type Message struct {
+	Type      MsgType
+	From, To  uint64
+	Ballot    idgen.Ballot // the proposer's ballot the message is about
+	Reject    bool         // Promise/Accepted: refused
+	Promised  idgen.Ballot // Promise/Accepted: the acceptor's promise when it refused
+	Instance  uint64
+	End       uint64
+	Committed uint64 // sender's applied frontier: every instance below it is chosen and applied there
+	Value     Value  // Accept
+	Entries   []InstanceValue
+}
+
+func (m Message) String() string {
+	return fmt.Sprintf("%s %d->%d b=%d i=%d end=%d rej=%v p=%d c=%d n=%d", m.Type, m.From, m.To, m.Ballot, m.Instance, m.End, m.Reject, m.Promised, m.Committed, len(m.Entries))
+}
+
+// InstanceValue is a value in an instance: accepted at Ballot (Promise) or
+// chosen (LearnResp, where Ballot is zero).
+type InstanceValue struct {
+	Instance uint64
+	Ballot   idgen.Ballot
+	Value    Value
+}
+
+// CommandKind says what a Command does when applied.
+type CommandKind uint8
+
+// The command kinds. Only CmdUser takes log indexes.
+const (
+	CmdUser  CommandKind = iota + 1 // client entries
+	CmdNoop                         // fills a hole left by a previous master
+	CmdLease                        // master lease: Holder, Prev (compare-and-set on the version), Epoch/Start
+	CmdTrim                         // drop user entries below Before
+)
+
+// Command is one operation inside a chosen value.
+type Command struct {
+	Kind CommandKind
+	// CmdUser.
+	Entries  [][]byte
+	ClientID uint64 // 0: no exactly-once
+	Seq      uint64
+	Origin   uint64 // node that proposed it
+	Req      uint64 // request ID at Origin, to route the result back
+	// CmdLease. Epoch and Start are the holder's incarnation and local tick
+	// when it proposed the lease; only the holder interprets them.
+	Holder, Prev, Epoch, Start uint64
+	// CmdTrim.
+	Before uint64
+}
+
+// Value is what one instance chooses: a batch of commands.
+type Value struct {
+	Commands []Command
+}
+
+// Size is the encoded size of v in bytes; proposers use it to bound batches.
+func (v Value) Size() int { return len(AppendValue(nil, v)) }
+
+// IsZero reports whether v holds no command.
+func (v Value) IsZero() bool { return len(v.Commands) == 0 }
+
+// ApplyState is the replicated state machine minus the log entries: where
+// apply has reached, the user index counter, the trim point and the lease.
+type ApplyState struct {
+	Applied    uint64 // instances below it are applied
+	NextIndex  uint64 // the next user entry gets this index
+	FirstIndex uint64 // user entries below it are trimmed
+	LeaseHolder,
+	LeaseVersion uint64
+}
+
+// DedupEntry records the last applied (client, seq) and where it landed.
+type DedupEntry struct {
+	ClientID, Seq, First, Last uint64
+}
+
+// Entry is one user log entry, as applied.
+type Entry struct {
+	Index uint64
+	Data  []byte
+}
+
+// Errors the core returns.
+var (
+	ErrNotMaster = errors.New("not the master")
+	ErrDropped   = errors.New("proposal dropped: mastership changed, outcome decided by whoever is master now")
+	ErrStaleSeq  = errors.New("sequence number older than the last one applied for this client")
+	ErrEmpty     = errors.New("empty proposal")
+)
+
+// NotMasterError is ErrNotMaster with the master this node believes in (0 if none).
+type NotMasterError struct{ Master uint64 }
+
+func (e *NotMasterError) Error() string {
+	if e.Master == 0 {
+		return "not the master (no master known)"
+	}
+	return fmt.Sprintf("not the master (master is %d)", e.Master)
+}
+
+// Unwrap makes errors.Is(err, ErrNotMaster) work.
+func (e *NotMasterError) Unwrap() error { return ErrNotMaster }

@@ -1,0 +1,205 @@
+package core
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// The encodings are compact and versioned by their first byte. Lengths are
+// bounded by the input, so a decoder allocates at most what it was given.
+
+const valueVersion = 1
+
+// ErrCorrupt says an encoded value or message could not be decoded.
+var ErrCorrupt = errors.New("corrupt encoding")
+
+// AppendValue appends the encoding of v to dst.
+func AppendValue(dst []byte, v Value) []byte {
+	dst = append(dst, valueVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(v.Commands)))
+	for _, c := range v.Commands {
+		dst = append(dst, byte(c.Kind))
+		switch c.Kind {
+		case CmdUser:
+			dst = binary.AppendUvarint(dst, c.ClientID)
+			dst = binary.AppendUvarint(dst, c.Seq)
+			dst = binary.AppendUvarint(dst, c.Origin)
+			dst = binary.AppendUvarint(dst, c.Req)
+			dst = binary.AppendUvarint(dst, uint64(len(c.Entries)))
+			for _, e := range c.Entries {
+				dst = binary.AppendUvarint(dst, uint64(len(e)))
+				dst = append(dst, e...)
+			}
+		case CmdLease:
+			dst = binary.AppendUvarint(dst, c.Holder)
+			dst = binary.AppendUvarint(dst, c.Prev)
+			dst = binary.AppendUvarint(dst, c.Epoch)
+			dst = binary.AppendUvarint(dst, c.Start)
+		case CmdTrim:
+			dst = binary.AppendUvarint(dst, c.Before)
+		}
+	}
+	return dst
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.err = fmt.Errorf("%w: truncated", ErrCorrupt)
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+// count reads a length and checks that at least min bytes per item remain.
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/min) {
+		d.err = fmt.Errorf("%w: count %d exceeds input", ErrCorrupt, n)
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.count(1)
+	if d.err != nil {
+		return nil
+	}
+	out := make([]byte, n)
+	copy(out, d.b[:n])
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) value() Value {
+	if v := d.byte(); d.err == nil && v != valueVersion {
+		d.err = fmt.Errorf("%w: value version %d", ErrCorrupt, v)
+	}
+	n := d.count(1)
+	var v Value
+	if n > 0 {
+		v.Commands = make([]Command, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		c := Command{Kind: CommandKind(d.byte())}
+		switch c.Kind {
+		case CmdUser:
+			c.ClientID, c.Seq, c.Origin, c.Req = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
+			m := d.count(1)
+			if m > 0 {
+				c.Entries = make([][]byte, 0, m)
+			}
+			for j := 0; j < m && d.err == nil; j++ {
+				c.Entries = append(c.Entries, d.bytes())
+			}
+		case CmdNoop:
+		case CmdLease:
+			c.Holder, c.Prev, c.Epoch, c.Start = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
+		case CmdTrim:
+			c.Before = d.uvarint()
+		default:
+			if d.err == nil {
+				d.err = fmt.Errorf("%w: command kind %d", ErrCorrupt, c.Kind)
+			}
+		}
+		v.Commands = append(v.Commands, c)
+	}
+	return v
+}
+
+// DecodeValue decodes a value encoded by AppendValue.
+func DecodeValue(b []byte) (Value, error) {
+	d := decoder{b: b}
+	v := d.value()
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
+	}
+	if d.err != nil {
+		return Value{}, d.err
+	}
+	return v, nil
+}
+
+const messageVersion = 1
+
+// AppendMessage appends the encoding of m to dst.
+func AppendMessage(dst []byte, m Message) []byte {
+	dst = append(dst, messageVersion, byte(m.Type))
+	flags := byte(0)
+	if m.Reject {
+		flags = 1
+	}
+	dst = append(dst, flags)
+	for _, x := range []uint64{m.From, m.To, uint64(m.Ballot), uint64(m.Promised), m.Instance, m.End, m.Committed} {
+		dst = binary.AppendUvarint(dst, x)
+	}
+	dst = AppendValue(dst, m.Value)
+	dst = binary.AppendUvarint(dst, uint64(len(m.Entries)))
+	for _, e := range m.Entries {
+		dst = binary.AppendUvarint(dst, e.Instance)
+		dst = binary.AppendUvarint(dst, uint64(e.Ballot))
+		dst = AppendValue(dst, e.Value)
+	}
+	return dst
+}
+
+// DecodeMessage decodes a message encoded by AppendMessage.
+func DecodeMessage(b []byte) (Message, error) {
+	d := decoder{b: b}
+	var m Message
+	if v := d.byte(); d.err == nil && v != messageVersion {
+		return m, fmt.Errorf("%w: message version %d", ErrCorrupt, v)
+	}
+	m.Type = MsgType(d.byte())
+	flags := d.byte()
+	if d.err == nil && (m.Type < MsgPrepare || m.Type > MsgLearnResp || flags > 1) {
+		return m, fmt.Errorf("%w: message type %d flags %d", ErrCorrupt, m.Type, flags)
+	}
+	m.Reject = flags == 1
+	m.From, m.To = d.uvarint(), d.uvarint()
+	m.Ballot, m.Promised = idgen.Ballot(d.uvarint()), idgen.Ballot(d.uvarint())
+	m.Instance, m.End, m.Committed = d.uvarint(), d.uvarint(), d.uvarint()
+	m.Value = d.value()
+	n := d.count(3)
+	if n > 0 {
+		m.Entries = make([]InstanceValue, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		e := InstanceValue{Instance: d.uvarint(), Ballot: idgen.Ballot(d.uvarint())}
+		e.Value = d.value()
+		m.Entries = append(m.Entries, e)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
+	}
+	if d.err != nil {
+		return Message{}, d.err
+	}
+	return m, nil
+}

@@ -1,0 +1,85 @@
+package core
+
+import (
+	"reflect"
+	"testing"
+)
+
+func sampleValue() Value {
+	return Value{Commands: []Command{
+		{Kind: CmdUser, Entries: [][]byte{[]byte("a"), {}, []byte("hello")}, ClientID: 7, Seq: 3, Origin: 2, Req: 99},
+		{Kind: CmdNoop},
+		{Kind: CmdLease, Holder: 1, Prev: 4, Epoch: 123456789, Start: 42},
+		{Kind: CmdTrim, Before: 1000},
+	}}
+}
+
+func TestValueRoundTrip(t *testing.T) {
+	for _, v := range []Value{{}, sampleValue(), {Commands: []Command{{Kind: CmdUser}}}} {
+		b := AppendValue(nil, v)
+		got, err := DecodeValue(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(AppendValue(nil, got), b) {
+			t.Fatalf("round trip changed %+v into %+v", v, got)
+		}
+		if v.Size() != len(b) {
+			t.Fatalf("Size %d, encoded %d", v.Size(), len(b))
+		}
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	m := Message{Type: MsgPromise, From: 1, To: 2, Ballot: 65, Reject: true, Promised: 130, Instance: 5, End: 9, Committed: 4,
+		Value: sampleValue(), Entries: []InstanceValue{{Instance: 5, Ballot: 64, Value: sampleValue()}, {Instance: 6}}}
+	got, err := DecodeMessage(AppendMessage(nil, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(AppendMessage(nil, got), AppendMessage(nil, m)) {
+		t.Fatalf("round trip: %v vs %v", got, m)
+	}
+}
+
+func TestDecodeRejectsGarbage(t *testing.T) {
+	b := AppendValue(nil, sampleValue())
+	for i := 0; i < len(b); i++ {
+		if _, err := DecodeValue(b[:i]); err == nil {
+			t.Fatalf("truncation at %d accepted", i)
+		}
+	}
+	if _, err := DecodeValue(append(b, 0)); err == nil {
+		t.Fatal("trailing byte accepted")
+	}
+	if _, err := DecodeMessage([]byte{9, 9, 9}); err == nil {
+		t.Fatal("bad version accepted")
+	}
+}
+
+func FuzzDecodeValue(f *testing.F) {
+	f.Add(AppendValue(nil, sampleValue()))
+	f.Add([]byte{1, 200, 200, 200, 200, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := DecodeValue(b)
+		if err != nil {
+			return
+		}
+		if _, err := DecodeValue(AppendValue(nil, v)); err != nil {
+			t.Fatalf("re-encoding of a decoded value does not decode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add(AppendMessage(nil, Message{Type: MsgAccept, From: 1, To: 2, Value: sampleValue()}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeMessage(b)
+		if err != nil {
+			return
+		}
+		if _, err := DecodeMessage(AppendMessage(nil, m)); err != nil {
+			t.Fatalf("re-encoding of a decoded message does not decode: %v", err)
+		}
+	})
+}

@@ -1,0 +1,159 @@
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// Member is a voting member: its node ID and its ballot slot.
+type Member struct {
+	ID   uint64
+	Slot uint64
+}
+
+// Follower is a non-voting node and the member that pushes chosen values to it.
+type Follower struct {
+	ID     uint64
+	Target uint64
+}
+
+// LogReader reads durable chosen values, to answer catch-up requests.
+type LogReader interface {
+	// Chosen returns the chosen values of instances in [from, to) in order,
+	// stopping before maxBytes is exceeded (but returning at least one value
+	// when there is one).
+	Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, error)
+}
+
+// Bug plants one known protocol bug, so that tests can show the simulator
+// (and later the fault tests) catch it. Never set outside tests.
+type Bug int
+
+// The plantable bugs.
+const (
+	BugNone               Bug = iota
+	BugReplyBeforePersist     // promises and accepts leave before their records are durable
+	BugBallotReuse            // after a restart the proposer may reissue its last ballot
+	BugIgnoreAccepted         // a new master ignores accepted values found in phase 1
+	BugAcceptBelowPromise     // the acceptor accepts ballots below its promise
+	BugSkipDedup              // apply ignores the dedup table
+)
+
+var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup"}
+
+func (b Bug) String() string { return bugNames[b] }
+
+// Bugs lists every plantable bug.
+func Bugs() []Bug {
+	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup}
+}
+
+// Config configures one node's core. Durations are in ticks; the runtime
+// decides how long a tick is (DefaultTickMillis).
+type Config struct {
+	ID        uint64
+	Members   []Member   // voting members, this node included unless it is a follower
+	Followers []Follower // non-voting nodes
+	K         uint64     // ballot stride, fixed at cluster creation
+
+	// Window is how many instances the master keeps in flight.
+	Window int
+	// MaxBatchEntries and MaxBatchBytes bound the commands packed in one instance.
+	MaxBatchEntries int
+	MaxBatchBytes   int
+	// MaxAhead bounds how far beyond its applied frontier a node holds
+	// accepted or chosen values; it bounds memory. At least 2*Window.
+	MaxAhead uint64
+
+	// LeaseTicks is the master lease. The holder counts it from when it
+	// proposed the lease, less LeaseMargin (clock drift); the others count
+	// it from when they applied it. The holder renews at half of it.
+	LeaseTicks  uint64
+	LeaseMargin uint64
+	// PhaseTimeout: a phase without a quorum for this long is retried.
+	PhaseTimeout uint64
+	// ElectionJitter: a node that may take over waits a random 1..ElectionJitter
+	// ticks first, so that nodes rarely duel.
+	ElectionJitter uint64
+	// LearnInterval: how often a node asks its peers how far they are.
+	LearnInterval uint64
+	// CatchupBatch and CatchupBytes bound one catch-up response.
+	CatchupBatch uint64
+	CatchupBytes int
+
+	Rand *rand.Rand // the only source of randomness
+	Log  LogReader  // durable chosen values
+	Bug  Bug
+}
+
+// DefaultTickMillis is the tick length the defaults below assume.
+const DefaultTickMillis = 10
+
+// DefaultConfig returns a config with the defaults filled in; the caller sets
+// ID, Members, Followers, Rand and Log.
+func DefaultConfig() Config {
+	return Config{
+		K:               idgen.DefaultK,
+		Window:          32,
+		MaxBatchEntries: 4096,
+		MaxBatchBytes:   4 << 20,
+		MaxAhead:        256,
+		LeaseTicks:      300, // 3 s
+		LeaseMargin:     75,
+		PhaseTimeout:    20, // 200 ms
+		ElectionJitter:  30,
+		LearnInterval:   100, // 1 s
+		CatchupBatch:    1024,
+		CatchupBytes:    4 << 20,
+	}
+}
+
+// Validate says which field is wrong, if any.
+func (c *Config) Validate() error {
+	if c.ID == 0 {
+		return errors.New("config: ID must be non-zero")
+	}
+	if len(c.Members) == 0 {
+		return errors.New("config: Members is empty")
+	}
+	ids, slots := map[uint64]bool{}, map[uint64]bool{}
+	for _, m := range c.Members {
+		if m.ID == 0 || ids[m.ID] || slots[m.Slot] || m.Slot >= c.K {
+			return fmt.Errorf("config: member %d (slot %d): IDs and slots must be unique, non-zero IDs, slots below K=%d", m.ID, m.Slot, c.K)
+		}
+		ids[m.ID], slots[m.Slot] = true, true
+	}
+	for _, f := range c.Followers {
+		if f.ID == 0 || ids[f.ID] || !slices.ContainsFunc(c.Members, func(m Member) bool { return m.ID == f.Target }) {
+			return fmt.Errorf("config: follower %d must have a unique ID and follow a member (target %d)", f.ID, f.Target)
+		}
+		ids[f.ID] = true
+	}
+	if !ids[c.ID] {
+		return fmt.Errorf("config: ID %d is neither a member nor a follower", c.ID)
+	}
+	switch {
+	case c.Window < 1:
+		return errors.New("config: Window must be at least 1")
+	case c.MaxBatchEntries < 1 || c.MaxBatchBytes < 1:
+		return errors.New("config: MaxBatchEntries and MaxBatchBytes must be positive")
+	case c.MaxAhead < 2*uint64(c.Window):
+		return fmt.Errorf("config: MaxAhead %d must be at least 2*Window", c.MaxAhead)
+	case c.LeaseTicks < 4 || c.LeaseMargin == 0 || c.LeaseMargin >= c.LeaseTicks/2:
+		return errors.New("config: LeaseTicks must be at least 4 and LeaseMargin in (0, LeaseTicks/2)")
+	case c.PhaseTimeout == 0 || c.ElectionJitter == 0 || c.LearnInterval == 0:
+		return errors.New("config: PhaseTimeout, ElectionJitter and LearnInterval must be positive")
+	case c.CatchupBatch == 0 || c.CatchupBytes <= 0:
+		return errors.New("config: CatchupBatch and CatchupBytes must be positive")
+	case c.Rand == nil:
+		return errors.New("config: Rand is nil")
+	case c.Log == nil:
+		return errors.New("config: Log is nil")
+	}
+	return nil
+}

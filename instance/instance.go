@@ -1,0 +1,673 @@
+// Package instance is the single entry point of the protocol core, the
+// paxosd equivalent of etcd-io/raft's RawNode: it ties one node's acceptor,
+// proposer, learner and catch-up together, routes every message by its
+// instance ID, runs the master lease, and hands back a Ready: records to
+// persist, messages to send (some at once, some only after the persist), and
+// outcomes of proposals.
+//
+// It is pure: no goroutines, no clock (time is Tick), no randomness but
+// Config.Rand, no I/O but reading durable chosen values through Config.Log.
+// Given the same inputs it makes the same outputs.
+//
+// The contract with the caller, on which safety rests: take a Ready, send its
+// Messages, persist its records with one synced write, and only then send
+// its After messages and deliver its Results, and call Advance. Take the
+// next Ready only after Advance.
+package instance
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/paxosd/paxosd/acceptor"
+	"github.com/paxosd/paxosd/catchup"
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/learner"
+	"github.com/paxosd/paxosd/proposer"
+)
+
+// Durable is the state a node restarts from, as its storage holds it.
+type Durable struct {
+	Promised idgen.Ballot
+	Accepted []core.InstanceValue // open instances (at or above State.Applied)
+	State    core.ApplyState
+	Dedup    []core.DedupEntry
+}
+
+// Proposal is a client append.
+type Proposal struct {
+	Req      uint64 // unique among this node's outstanding requests
+	Entries  [][]byte
+	ClientID uint64 // 0: no exactly-once
+	Seq      uint64
+}
+
+// Result is the outcome of a Proposal.
+type Result struct {
+	Req         uint64
+	First, Last uint64
+	Duplicate   bool
+	Err         error
+}
+
+// Ready is what the core asks of its caller.
+type Ready struct {
+	// Messages may be sent at once: they depend on nothing in this Ready.
+	Messages []core.Message
+	// Records to persist in one synced batch.
+	Promised idgen.Ballot         // the new promise, zero if unchanged
+	Accepted []core.InstanceValue // accepted values of open instances
+	Chosen   []core.InstanceValue // values of newly applied instances, in order
+	Entries  []core.Entry         // user entries of newly applied instances, in index order
+	Dedup    []core.DedupEntry    // dedup rows written
+	State    *core.ApplyState     // the apply state after this Ready; nil if unchanged
+	// After the persist is durable: messages and proposal outcomes.
+	After   []core.Message
+	Results []Result
+}
+
+// Status describes the node.
+type Status struct {
+	ID         uint64
+	Role       string // "master", "candidate", "acceptor" or "follower"
+	Master     uint64 // the lease holder this node knows of (0: none)
+	Phase      string
+	Ballot     idgen.Ballot
+	Promised   idgen.Ballot
+	Applied    uint64 // applied instances
+	NextIndex  uint64 // user entries applied (the next index)
+	FirstIndex uint64
+	InFlight   int
+	Waiting    int
+	Behind     bool
+}
+
+// Node is one node's protocol core.
+type Node struct {
+	cfg      Config
+	id       uint64
+	voters   []uint64
+	voter    bool
+	pushTo   []uint64 // followers this node pushes chosen values to
+	now      uint64
+	epoch    uint64 // random per incarnation: tells the holder its own lease proposals apart
+	acc      *acceptor.Acceptor
+	prop     *proposer.Proposer
+	learn    *learner.Learner
+	cu       *catchup.Catchup
+	commitTo []uint64 // voters to send commits to
+
+	leaseOtherUntil  uint64 // as a non-holder: the lease is valid until then
+	leaseHolderUntil uint64 // as the holder: my lease is valid until then
+	leaseInFlight    bool
+	leaseStart       uint64
+	electionArmed    bool
+	electionAt       uint64
+
+	reqs       map[uint64]bool     // outstanding proposals
+	byInstance map[uint64][]uint64 // instance -> proposals placed there
+
+	rd             Ready
+	stateChanged   bool
+	commits        []uint64 // instances this node saw chosen at its ballot, to announce
+	local          []core.Message
+	readyApplied   uint64
+	durableApplied uint64 // applied frontier as of the last Advance: what Log can serve
+}
+
+// New returns a node restored from its durable state.
+func New(cfg Config, d Durable) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, id: cfg.ID, epoch: cfg.Rand.Uint64() | 1, reqs: map[uint64]bool{}, byInstance: map[uint64][]uint64{}}
+	var slot uint64
+	for _, m := range cfg.Members {
+		n.voters = append(n.voters, m.ID)
+		if m.ID == cfg.ID {
+			n.voter, slot = true, m.Slot
+		} else {
+			n.commitTo = append(n.commitTo, m.ID)
+		}
+	}
+	var peers []uint64
+	for _, f := range cfg.Followers {
+		if f.Target == cfg.ID {
+			n.pushTo = append(n.pushTo, f.ID)
+		}
+		if f.ID == cfg.ID {
+			peers = append(peers, f.Target)
+		}
+	}
+	for _, v := range n.voters {
+		if v != cfg.ID && !slices.Contains(peers, v) {
+			peers = append(peers, v)
+		}
+	}
+	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
+	if cfg.Bug == BugSkipDedup {
+		n.learn.PlantSkipDedup()
+	}
+	if n.voter {
+		n.acc = acceptor.New(d.Promised, d.Accepted, cfg.MaxAhead)
+		if cfg.Bug == BugAcceptBelowPromise {
+			n.acc.PlantAcceptBelowPromise()
+		}
+		floor := d.Promised
+		if cfg.Bug == BugBallotReuse && floor > 0 {
+			floor-- // the planted off-by-one: NextAbove(promise-1) can be the promise itself
+		}
+		n.prop = proposer.New(proposer.Config{
+			ID: cfg.ID, Voters: n.voters, Window: cfg.Window,
+			MaxBatchEntries: cfg.MaxBatchEntries, MaxBatchBytes: cfg.MaxBatchBytes, PhaseTimeout: cfg.PhaseTimeout,
+		}, idgen.NewGenerator(slot, cfg.K, floor))
+		if cfg.Bug == BugIgnoreAccepted {
+			n.prop.PlantIgnoreAccepted()
+		}
+	}
+	n.cu = catchup.New(catchup.Config{
+		Peers: peers, Interval: cfg.LearnInterval, Timeout: 4 * cfg.PhaseTimeout,
+		Grace: cfg.PhaseTimeout, Slack: uint64(cfg.Window), Batch: cfg.CatchupBatch,
+	})
+	if d.State.LeaseHolder != 0 {
+		// We do not know when the lease was last renewed: assume just now.
+		n.leaseOtherUntil = cfg.LeaseTicks
+	}
+	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
+	return n, nil
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() uint64 { return n.id }
+
+// Now returns the node's tick count.
+func (n *Node) Now() uint64 { return n.now }
+
+// IsMaster reports whether this node is the master: it completed phase 1,
+// it holds the lease in the log, and by its own clock the lease has not
+// expired. Only the master takes proposals and serves linearizable reads.
+func (n *Node) IsMaster() bool {
+	return n.voter && n.prop.Phase() == proposer.Leading &&
+		n.learn.State().LeaseHolder == n.id && n.now < n.leaseHolderUntil
+}
+
+// Master returns the master this node believes in, 0 if none.
+func (n *Node) Master() uint64 {
+	st := n.learn.State()
+	if st.LeaseHolder == n.id {
+		if n.IsMaster() {
+			return n.id
+		}
+		return 0
+	}
+	if st.LeaseHolder != 0 && n.now < n.leaseOtherUntil {
+		return st.LeaseHolder
+	}
+	return 0
+}
+
+// ReadIndex allows a linearizable read: if this node is the master it
+// returns the user log length as of now (everything acknowledged is applied
+// and below it). A read is linearizable when served from state that has
+// applied at least that far.
+func (n *Node) ReadIndex() (nextIndex uint64, err error) {
+	if !n.IsMaster() {
+		return 0, &core.NotMasterError{Master: n.Master()}
+	}
+	return n.learn.State().NextIndex, nil
+}
+
+// Applied returns the applied state.
+func (n *Node) Applied() core.ApplyState { return n.learn.State() }
+
+// Tick advances the node's clock by one tick.
+func (n *Node) Tick() {
+	n.now++
+	for _, m := range n.cu.Tick(n.now, n.learn.Applied()) {
+		n.send(m, false)
+	}
+	if n.voter {
+		msgs, abandoned := n.prop.Tick(n.now)
+		for _, m := range msgs {
+			n.send(m, false)
+		}
+		if abandoned {
+			n.backoff()
+		}
+	}
+	n.settle()
+}
+
+// Propose asks the master to append p. The outcome comes in a later Ready's
+// Results. A non-master returns a *core.NotMasterError naming the master it
+// knows.
+func (n *Node) Propose(p Proposal) error {
+	if len(p.Entries) == 0 {
+		return core.ErrEmpty
+	}
+	if !n.IsMaster() {
+		return &core.NotMasterError{Master: n.Master()}
+	}
+	if n.reqs[p.Req] {
+		return fmt.Errorf("instance: request %d is already outstanding", p.Req)
+	}
+	n.reqs[p.Req] = true
+	n.prop.Propose(core.Command{Kind: core.CmdUser, Entries: p.Entries, ClientID: p.ClientID, Seq: p.Seq, Origin: n.id, Req: p.Req})
+	return nil
+}
+
+// Step feeds a message from a peer.
+func (n *Node) Step(m core.Message) error {
+	if m.To != n.id {
+		return fmt.Errorf("instance: message for %d stepped into %d", m.To, n.id)
+	}
+	if m.Type < core.MsgPrepare || m.Type > core.MsgLearnResp {
+		return fmt.Errorf("instance: unknown message type %d", m.Type)
+	}
+	n.step(m)
+	n.settle()
+	return nil
+}
+
+func (n *Node) step(m core.Message) {
+	if m.From != n.id {
+		n.cu.Observe(m.From, m.Committed)
+	}
+	if n.voter {
+		n.prop.Observe(m.Ballot)
+	}
+	applied := n.learn.Applied()
+	switch m.Type {
+	case core.MsgPrepare:
+		if !n.voter {
+			return
+		}
+		reply, changed := n.acc.Prepare(m, applied)
+		if changed {
+			n.rd.Promised = n.acc.Promised()
+			n.outbidBy(n.acc.Promised())
+		}
+		reply.To = m.From
+		n.send(reply, true)
+	case core.MsgPromise:
+		if !n.voter {
+			return
+		}
+		outcome, msgs := n.prop.OnPromise(n.now, m)
+		for _, a := range msgs {
+			n.send(a, false)
+		}
+		switch outcome {
+		case proposer.PromiseBehind, proposer.PromiseOutbid:
+			n.backoff()
+		}
+	case core.MsgAccept:
+		if !n.voter {
+			return
+		}
+		reply, rec, changed := n.acc.Accept(m, applied)
+		if changed {
+			n.rd.Promised = n.acc.Promised()
+			n.outbidBy(n.acc.Promised())
+		}
+		if rec != nil {
+			n.rd.Accepted = append(n.rd.Accepted, *rec)
+		}
+		reply.To = m.From
+		n.send(reply, true)
+	case core.MsgAccepted:
+		if !n.voter {
+			return
+		}
+		chosen, outbid := n.prop.OnAccepted(m)
+		if outbid {
+			n.stepDown()
+			n.backoff()
+		}
+		if chosen != nil {
+			n.commits = append(n.commits, chosen.Instance)
+			n.learnValue(chosen.Instance, chosen.Value)
+		}
+	case core.MsgCommit:
+		if !n.voter {
+			return
+		}
+		// Learn without transfer: an accepted value at the committed ballot
+		// is the value chosen (one value per ballot per instance).
+		for i := max(m.Instance, applied); i < m.End && i < applied+n.cfg.MaxAhead; i++ {
+			if iv, ok := n.acc.Accepted(i); ok && iv.Ballot == m.Ballot {
+				n.learnValue(i, iv.Value)
+			}
+		}
+	case core.MsgProbe:
+		n.send(core.Message{Type: core.MsgProbeResp, To: m.From}, false)
+	case core.MsgProbeResp:
+	case core.MsgLearnReq:
+		n.serveLearn(m)
+	case core.MsgLearnResp:
+		if m.End != 0 {
+			n.cu.OnResponse(m.From)
+		}
+		for _, e := range m.Entries {
+			n.learnValue(e.Instance, e.Value)
+		}
+	}
+}
+
+// serveLearn answers a catch-up request from durable chosen values only.
+func (n *Node) serveLearn(m core.Message) {
+	reply := core.Message{Type: core.MsgLearnResp, To: m.From, Instance: m.Instance, End: max(m.End, m.Instance+1)}
+	to := min(m.End, n.durableApplied, m.Instance+n.cfg.CatchupBatch)
+	if m.Instance < to {
+		vals, err := n.cfg.Log.Chosen(m.Instance, to, n.cfg.CatchupBytes)
+		if err == nil {
+			reply.Entries = vals
+		}
+	}
+	n.send(reply, false)
+}
+
+// learnValue records a chosen value and applies what became contiguous.
+func (n *Node) learnValue(i uint64, v core.Value) {
+	if !n.learn.Learn(i, v) {
+		return
+	}
+	if n.voter {
+		n.prop.Forget(i)
+	}
+	for n.learn.Ready() {
+		n.apply(n.learn.ApplyNext())
+	}
+}
+
+func (n *Node) apply(a learner.Applied) {
+	n.stateChanged = true
+	n.rd.Chosen = append(n.rd.Chosen, core.InstanceValue{Instance: a.Instance, Value: a.Value})
+	n.rd.Entries = append(n.rd.Entries, a.Entries...)
+	n.rd.Dedup = append(n.rd.Dedup, a.Dedup...)
+	for _, r := range a.Results {
+		if r.Origin == n.id && n.reqs[r.Req] {
+			delete(n.reqs, r.Req)
+			n.rd.Results = append(n.rd.Results, Result{Req: r.Req, First: r.First, Last: r.Last, Duplicate: r.Duplicate, Err: r.Err})
+		}
+	}
+	for _, req := range n.byInstance[a.Instance] {
+		if n.reqs[req] {
+			// Our command was placed here but another value was chosen.
+			delete(n.reqs, req)
+			n.rd.Results = append(n.rd.Results, Result{Req: req, Err: core.ErrDropped})
+		}
+	}
+	delete(n.byInstance, a.Instance)
+	for _, lc := range a.Leases {
+		if lc.Epoch == n.epoch && lc.Start == n.leaseStart {
+			n.leaseInFlight = false
+		}
+		if !lc.OK {
+			continue
+		}
+		n.leaseOtherUntil = n.now + n.cfg.LeaseTicks
+		n.leaseHolderUntil = 0
+		if lc.Holder == n.id && lc.Epoch == n.epoch {
+			n.leaseHolderUntil = lc.Start + n.cfg.LeaseTicks - n.cfg.LeaseMargin
+		}
+	}
+	if n.voter {
+		n.acc.Forget(n.learn.Applied())
+	}
+}
+
+// send routes a message: to this node at once (in memory), to peers now or
+// after the persist.
+func (n *Node) send(m core.Message, afterPersist bool) {
+	m.From = n.id
+	if m.To == n.id {
+		n.local = append(n.local, m)
+		return
+	}
+	m.Committed = n.learn.Applied()
+	if afterPersist && n.cfg.Bug != BugReplyBeforePersist {
+		n.rd.After = append(n.rd.After, m)
+	} else {
+		n.rd.Messages = append(n.rd.Messages, m)
+	}
+}
+
+// settle runs everything an input set in motion: messages to self, master
+// duties, elections.
+func (n *Node) settle() {
+	for len(n.local) > 0 {
+		m := n.local[0]
+		n.local = n.local[1:]
+		m.Committed = n.learn.Applied()
+		n.step(m)
+	}
+	n.local = nil
+	for _, m := range n.cu.Maybe(n.now, n.learn.Applied()) {
+		n.send(m, false)
+	}
+	if !n.voter {
+		return
+	}
+	if n.prop.Phase() == proposer.Leading {
+		n.leaderDuties()
+	}
+	n.maybeElect()
+	for len(n.local) > 0 { // an election sends Prepare to self
+		m := n.local[0]
+		n.local = n.local[1:]
+		m.Committed = n.learn.Applied()
+		n.step(m)
+	}
+	n.local = nil
+}
+
+// leaderDuties keeps the lease: step down for a valid lease held by another,
+// otherwise propose a lease (take over or renew) when due.
+func (n *Node) leaderDuties() {
+	st := n.learn.State()
+	if st.LeaseHolder != n.id && st.LeaseHolder != 0 && n.now < n.leaseOtherUntil {
+		n.stepDown()
+		return
+	}
+	if n.leaseInFlight {
+		return
+	}
+	if st.LeaseHolder == n.id && n.now < n.leaseHolderUntil && n.leaseHolderUntil-n.now > n.cfg.LeaseTicks/2 {
+		return // fresh enough
+	}
+	n.leaseInFlight, n.leaseStart = true, n.now
+	_, msgs := n.prop.ProposeValue(n.now, core.Value{Commands: []core.Command{{
+		Kind: core.CmdLease, Holder: n.id, Prev: st.LeaseVersion, Epoch: n.epoch, Start: n.now,
+	}}})
+	for _, m := range msgs {
+		n.send(m, false)
+	}
+}
+
+// eligible reports whether this node may try to become master: no one holds
+// a lease it believes valid.
+func (n *Node) eligible() bool {
+	h := n.learn.State().LeaseHolder
+	return h == 0 || h == n.id || n.now >= n.leaseOtherUntil
+}
+
+func (n *Node) maybeElect() {
+	if n.prop.Phase() != proposer.Idle || !n.eligible() || n.cu.Behind(n.learn.Applied()) {
+		if n.prop.Phase() == proposer.Idle {
+			n.electionArmed = false
+		}
+		return
+	}
+	if !n.electionArmed {
+		n.electionArmed, n.electionAt = true, n.now+1+n.cfg.Rand.Uint64N(n.cfg.ElectionJitter)
+		if n.learn.State().LeaseHolder == n.id {
+			n.electionAt = n.now // the holder resumes at once
+		}
+	}
+	if n.now < n.electionAt {
+		return
+	}
+	n.electionArmed = false
+	for _, m := range n.prop.StartPrepare(n.now, n.learn.Applied()) {
+		n.send(m, true) // our own promise must be durable before the ballot leaves
+	}
+}
+
+// backoff delays the next election by a random time, to break duels.
+func (n *Node) backoff() {
+	n.electionArmed = true
+	n.electionAt = n.now + n.cfg.PhaseTimeout + n.cfg.Rand.Uint64N(n.cfg.ElectionJitter)
+}
+
+// outbidBy steps down when our own acceptor promised a higher ballot.
+func (n *Node) outbidBy(b idgen.Ballot) {
+	if n.prop.Phase() != proposer.Idle && b > n.prop.Ballot() {
+		n.stepDown()
+		n.backoff()
+	}
+}
+
+// stepDown stops proposing; waiting proposals fail with NotMaster (they
+// were never proposed), placed ones resolve when their instance applies.
+func (n *Node) stepDown() {
+	n.prop.StepDown()
+	n.leaseInFlight = false
+	for _, c := range n.prop.TakePending() {
+		if n.reqs[c.Req] {
+			delete(n.reqs, c.Req)
+			n.rd.Results = append(n.rd.Results, Result{Req: c.Req, Err: &core.NotMasterError{Master: n.Master()}})
+		}
+	}
+}
+
+// HasReady reports whether Ready has anything.
+func (n *Node) HasReady() bool {
+	r := &n.rd
+	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(n.commits) > 0 ||
+		r.Promised != 0 || n.stateChanged || n.canFlush()
+}
+
+func (n *Node) canFlush() bool {
+	return n.voter && n.prop.Waiting() > 0 && n.IsMaster() && n.prop.Next() < n.learn.Applied()+uint64(n.cfg.Window)
+}
+
+// Ready returns what the caller must do now. Proposals waiting at this
+// moment are packed into instances here: everything that arrived since the
+// last Ready shares one instance (group commit).
+func (n *Node) Ready() Ready {
+	if n.canFlush() {
+		msgs, placed := n.prop.Flush(n.now, n.learn.Applied())
+		for _, p := range placed {
+			for _, c := range p.Value.Commands {
+				n.byInstance[p.Instance] = append(n.byInstance[p.Instance], c.Req)
+			}
+		}
+		for _, m := range msgs {
+			n.send(m, false)
+		}
+		n.settle() // self-accepts
+	}
+	if len(n.commits) > 0 {
+		n.announceCommits()
+	}
+	if len(n.pushTo) > 0 && len(n.rd.Chosen) > 0 {
+		for _, f := range n.pushTo {
+			n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, true)
+		}
+	}
+	if n.stateChanged {
+		st := n.learn.State()
+		n.rd.State = &st
+	}
+	rd := n.rd
+	n.rd, n.stateChanged = Ready{}, false
+	n.readyApplied = n.learn.Applied()
+	return rd
+}
+
+// announceCommits tells the other voters which instances were chosen at our
+// ballot, as ranges.
+func (n *Node) announceCommits() {
+	slices.Sort(n.commits)
+	b := n.prop.Ballot()
+	for len(n.commits) > 0 {
+		start, end := n.commits[0], n.commits[0]+1
+		k := 1
+		for k < len(n.commits) && n.commits[k] == end {
+			end++
+			k++
+		}
+		n.commits = n.commits[k:]
+		if b == 0 {
+			continue // stepped down since: no longer sure of the ballot
+		}
+		for _, to := range n.commitTo {
+			n.send(core.Message{Type: core.MsgCommit, To: to, Ballot: b, Instance: start, End: end}, false)
+		}
+	}
+	n.commits = nil
+}
+
+// Advance tells the core the last Ready was persisted and sent.
+func (n *Node) Advance() { n.durableApplied = n.readyApplied }
+
+// Status describes the node.
+func (n *Node) Status() Status {
+	st := n.learn.State()
+	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
+		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(st.Applied)}
+	if n.voter {
+		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()
+		s.InFlight, s.Waiting = n.prop.InFlight(), n.prop.Waiting()
+		if n.IsMaster() {
+			s.Role = "master"
+		} else if n.prop.Phase() != proposer.Idle {
+			s.Role = "candidate"
+		}
+	}
+	return s
+}
+
+// Promised returns the acceptor's current (possibly not yet durable) promise.
+func (n *Node) Promised() idgen.Ballot {
+	if !n.voter {
+		return 0
+	}
+	return n.acc.Promised()
+}
+
+// AcceptedAt returns what this node's acceptor holds for instance i.
+func (n *Node) AcceptedAt(i uint64) (core.InstanceValue, bool) {
+	if !n.voter {
+		return core.InstanceValue{}, false
+	}
+	return n.acc.Accepted(i)
+}
+
+// Check asserts the core's invariants and returns the first one broken. The
+// simulator calls it after every event; a runtime may call it in debug builds.
+func (n *Node) Check() error {
+	if n.voter {
+		if err := n.acc.Check(n.learn.Applied()); err != nil {
+			return err
+		}
+		if n.prop.Phase() != proposer.Idle && !idgen.Owns(n.prop.Ballot(), n.slot(), n.cfg.K) {
+			return fmt.Errorf("instance: node %d proposes with ballot %d it does not own", n.id, n.prop.Ballot())
+		}
+	}
+	if n.durableApplied > n.learn.Applied() {
+		return fmt.Errorf("instance: durable applied %d ahead of applied %d", n.durableApplied, n.learn.Applied())
+	}
+	return nil
+}
+
+func (n *Node) slot() uint64 {
+	for _, m := range n.cfg.Members {
+		if m.ID == n.id {
+			return m.Slot
+		}
+	}
+	return 0
+}

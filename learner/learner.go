@@ -1,0 +1,163 @@
+// Package learner holds the chosen values a node has learned and applies
+// them in instance order to the replicated state: user entries get dense log
+// indexes, (client, seq) pairs are deduplicated, lease and trim commands
+// change the state and take no index.
+//
+// It is pure. The invariant it keeps: instances are applied exactly once, in
+// order, with no holes, and apply is a deterministic function of the chosen
+// values, so every replica computes the same indexes and the same dedup table.
+package learner
+
+import (
+	"fmt"
+
+	"github.com/paxosd/paxosd/core"
+)
+
+// Result is the outcome of one user command, for the node that proposed it.
+type Result struct {
+	Origin, Req uint64
+	First, Last uint64
+	Duplicate   bool
+	Err         error
+}
+
+// LeaseChange reports an applied lease command.
+type LeaseChange struct {
+	Holder, Epoch, Start uint64
+	OK                   bool // the compare-and-set matched and the lease changed
+}
+
+// Applied is what applying one instance did.
+type Applied struct {
+	Instance uint64
+	Value    core.Value
+	Entries  []core.Entry
+	Results  []Result
+	Leases   []LeaseChange
+	Dedup    []core.DedupEntry // dedup rows written
+	Trimmed  bool              // FirstIndex moved
+}
+
+// Learner is the chosen-but-not-applied buffer and the applied state.
+type Learner struct {
+	state  core.ApplyState
+	dedup  map[uint64]core.DedupEntry
+	chosen map[uint64]core.Value
+	// maxAhead bounds the buffer of values chosen beyond the applied
+	// frontier; anything further is relearned by catch-up later.
+	maxAhead  uint64
+	skipDedup bool
+}
+
+// New returns a learner restored from the durable apply state and dedup table.
+func New(state core.ApplyState, dedup []core.DedupEntry, maxAhead uint64) *Learner {
+	l := &Learner{state: state, dedup: make(map[uint64]core.DedupEntry, len(dedup)), chosen: map[uint64]core.Value{}, maxAhead: maxAhead}
+	for _, d := range dedup {
+		l.dedup[d.ClientID] = d
+	}
+	return l
+}
+
+// PlantSkipDedup makes apply ignore the dedup table. Only for tests that prove
+// the simulator catches it.
+func (l *Learner) PlantSkipDedup() { l.skipDedup = true }
+
+// State returns the applied state.
+func (l *Learner) State() core.ApplyState { return l.state }
+
+// Applied returns the applied frontier: every instance below it is applied.
+func (l *Learner) Applied() uint64 { return l.state.Applied }
+
+// Dedup returns the dedup row of a client.
+func (l *Learner) Dedup(clientID uint64) (core.DedupEntry, bool) {
+	d, ok := l.dedup[clientID]
+	return d, ok
+}
+
+// Learn records that instance i chose v. It returns false when the fact is
+// not new or is too far ahead to buffer.
+func (l *Learner) Learn(i uint64, v core.Value) bool {
+	if i < l.state.Applied || i >= l.state.Applied+l.maxAhead {
+		return false
+	}
+	if _, ok := l.chosen[i]; ok {
+		return false
+	}
+	l.chosen[i] = v
+	return true
+}
+
+// Chosen returns the chosen value of a not yet applied instance, if learned.
+func (l *Learner) Chosen(i uint64) (core.Value, bool) {
+	v, ok := l.chosen[i]
+	return v, ok
+}
+
+// Pending returns how many chosen values wait for a hole to fill.
+func (l *Learner) Pending() int { return len(l.chosen) }
+
+// Ready reports whether the next instance can be applied.
+func (l *Learner) Ready() bool {
+	_, ok := l.chosen[l.state.Applied]
+	return ok
+}
+
+// ApplyNext applies the next instance. Call only when Ready.
+func (l *Learner) ApplyNext() Applied {
+	i := l.state.Applied
+	v, ok := l.chosen[i]
+	if !ok {
+		panic(fmt.Sprintf("learner: ApplyNext at %d without a chosen value", i))
+	}
+	delete(l.chosen, i)
+	out := Applied{Instance: i, Value: v}
+	for _, c := range v.Commands {
+		switch c.Kind {
+		case core.CmdUser:
+			out.Results = append(out.Results, l.applyUser(c, &out))
+		case core.CmdLease:
+			lc := LeaseChange{Holder: c.Holder, Epoch: c.Epoch, Start: c.Start}
+			if c.Prev == l.state.LeaseVersion {
+				l.state.LeaseHolder, l.state.LeaseVersion, lc.OK = c.Holder, c.Prev+1, true
+			}
+			out.Leases = append(out.Leases, lc)
+		case core.CmdTrim:
+			before := min(c.Before, l.state.NextIndex)
+			if before > l.state.FirstIndex {
+				l.state.FirstIndex, out.Trimmed = before, true
+			}
+		case core.CmdNoop:
+		}
+	}
+	l.state.Applied = i + 1
+	return out
+}
+
+func (l *Learner) applyUser(c core.Command, out *Applied) Result {
+	r := Result{Origin: c.Origin, Req: c.Req}
+	if c.ClientID != 0 && !l.skipDedup {
+		if d, ok := l.dedup[c.ClientID]; ok {
+			switch {
+			case c.Seq == d.Seq:
+				r.First, r.Last, r.Duplicate = d.First, d.Last, true
+				return r
+			case c.Seq < d.Seq:
+				r.Err = core.ErrStaleSeq
+				return r
+			}
+		}
+	}
+	r.First = l.state.NextIndex
+	for _, e := range c.Entries {
+		out.Entries = append(out.Entries, core.Entry{Index: l.state.NextIndex, Data: e})
+		l.state.NextIndex++
+	}
+	r.Last = l.state.NextIndex - 1
+	if c.ClientID != 0 {
+		d := core.DedupEntry{ClientID: c.ClientID, Seq: c.Seq, First: r.First, Last: r.Last}
+		l.dedup[c.ClientID] = d
+		out.Dedup = append(out.Dedup, d)
+	}
+	return r
+}

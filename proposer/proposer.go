@@ -1,0 +1,331 @@
+// Package proposer is one node's Paxos proposer: phase 1 over every open
+// instance at once, phase 2 for a window of instances in flight, batching of
+// waiting commands into one value per instance, and retries.
+//
+// It is pure: it returns messages and decisions; instance/ decides when it
+// may run (mastership, lease, catch-up) and routes and persists.
+//
+// The invariant it keeps: after phase 1 at ballot b it proposes, in each
+// instance, the highest-ballot value any promiser reported (a no-op only
+// where none did), and it proposes at most one value per (instance, ballot).
+package proposer
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// Config sets what a proposer may do.
+type Config struct {
+	ID     uint64
+	Voters []uint64 // every voting member, this one included if it votes
+	// Window is the number of instances in flight at once: deep enough to
+	// keep the disks and links busy, small enough to bound re-proposal work.
+	Window int
+	// MaxBatchEntries and MaxBatchBytes bound one instance value.
+	MaxBatchEntries int
+	MaxBatchBytes   int
+	// PhaseTimeout is how long (ticks) a phase waits before retrying.
+	PhaseTimeout uint64
+}
+
+// Phase is where the proposer is.
+type Phase int
+
+// The phases.
+const (
+	Idle      Phase = iota // not proposing
+	Preparing              // phase 1 at Ballot in progress
+	Leading                // phase 1 done at Ballot: phase 2 only, until rejected
+)
+
+func (p Phase) String() string { return [...]string{"idle", "preparing", "leading"}[p] }
+
+type flight struct {
+	value core.Value
+	acks  map[uint64]bool
+	sent  uint64
+}
+
+// Chosen is an instance this proposer saw chosen: a quorum accepted Value at Ballot.
+type Chosen struct {
+	Instance uint64
+	Ballot   idgen.Ballot
+	Value    core.Value
+}
+
+// Proposer is the proposer state.
+type Proposer struct {
+	cfg    Config
+	gen    *idgen.Generator
+	phase  Phase
+	ballot idgen.Ballot
+
+	// Preparing.
+	prepFrom uint64
+	prepSent uint64
+	promised map[uint64]bool
+	found    map[uint64]core.InstanceValue
+
+	// Leading.
+	next     uint64
+	inflight map[uint64]*flight
+	pending  []core.Command
+	// ignoreAccepted plants the bug "a new master ignores an accepted value".
+	ignoreAccepted bool
+}
+
+// New returns an idle proposer issuing ballots from gen.
+func New(cfg Config, gen *idgen.Generator) *Proposer {
+	return &Proposer{cfg: cfg, gen: gen, inflight: map[uint64]*flight{}}
+}
+
+// PlantIgnoreAccepted makes phase 1 ignore reported accepted values. Only for
+// tests that prove the simulator catches it.
+func (p *Proposer) PlantIgnoreAccepted() { p.ignoreAccepted = true }
+
+// Phase returns the current phase.
+func (p *Proposer) Phase() Phase { return p.phase }
+
+// Ballot returns the ballot of the current phase (zero when idle).
+func (p *Proposer) Ballot() idgen.Ballot { return p.ballot }
+
+// Next returns the next instance the leader would propose in.
+func (p *Proposer) Next() uint64 { return p.next }
+
+// InFlight returns the number of instances proposed and not yet chosen.
+func (p *Proposer) InFlight() int { return len(p.inflight) }
+
+// Waiting returns the number of commands waiting for a slot in the window.
+func (p *Proposer) Waiting() int { return len(p.pending) }
+
+func (p *Proposer) quorum() int { return len(p.cfg.Voters)/2 + 1 }
+
+// Observe records a ballot seen in any message so the next one is above it.
+func (p *Proposer) Observe(b idgen.Ballot) { p.gen.Observe(b) }
+
+// StartPrepare begins phase 1 with a fresh ballot for every instance at or
+// above from, and returns the Prepare messages (one per voter, this node
+// included).
+func (p *Proposer) StartPrepare(now, from uint64) []core.Message {
+	p.reset()
+	p.phase, p.ballot = Preparing, p.gen.Next()
+	p.prepFrom, p.prepSent = from, now
+	p.promised, p.found = map[uint64]bool{}, map[uint64]core.InstanceValue{}
+	out := make([]core.Message, 0, len(p.cfg.Voters))
+	for _, v := range p.cfg.Voters {
+		out = append(out, core.Message{Type: core.MsgPrepare, To: v, Ballot: p.ballot, Instance: from})
+	}
+	return out
+}
+
+// PromiseOutcome says what a Promise did.
+type PromiseOutcome int
+
+// The outcomes of OnPromise.
+const (
+	PromiseCounted PromiseOutcome = iota // nothing decided yet (or the reply was stale)
+	PromiseLeading                       // a quorum promised: now leading
+	PromiseBehind                        // an acceptor has applied past our start: catch up first
+	PromiseOutbid                        // an acceptor promised a higher ballot
+)
+
+// OnPromise handles a phase 1b reply. On PromiseLeading it returns the
+// Accepts re-proposing every open instance.
+func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core.Message) {
+	p.gen.Observe(m.Promised)
+	if p.phase != Preparing || m.Ballot != p.ballot {
+		return PromiseCounted, nil
+	}
+	if m.Reject {
+		if m.Committed > p.prepFrom {
+			p.reset()
+			return PromiseBehind, nil
+		}
+		if m.Promised > p.ballot {
+			p.reset()
+			return PromiseOutbid, nil
+		}
+		return PromiseCounted, nil
+	}
+	p.promised[m.From] = true
+	for _, e := range m.Entries {
+		if e.Instance < p.prepFrom {
+			continue
+		}
+		if cur, ok := p.found[e.Instance]; !ok || e.Ballot > cur.Ballot {
+			p.found[e.Instance] = e
+		}
+	}
+	if len(p.promised) < p.quorum() {
+		return PromiseCounted, nil
+	}
+	// Phase 1 done. Re-propose every open instance up to the highest one any
+	// promiser accepted, filling holes with no-ops, all at our ballot.
+	p.phase, p.next = Leading, p.prepFrom
+	last := p.prepFrom
+	for i := range p.found {
+		last = max(last, i+1)
+	}
+	var out []core.Message
+	for i := p.prepFrom; i < last; i++ {
+		v := core.Value{Commands: []core.Command{{Kind: core.CmdNoop}}}
+		if e, ok := p.found[i]; ok && !p.ignoreAccepted {
+			v = e.Value
+		}
+		out = append(out, p.propose(now, v)...)
+	}
+	p.promised, p.found = nil, nil
+	return PromiseLeading, out
+}
+
+// Propose queues user commands for the next Flush.
+func (p *Proposer) Propose(cmds ...core.Command) { p.pending = append(p.pending, cmds...) }
+
+// TakePending removes and returns the commands still waiting (on step-down).
+func (p *Proposer) TakePending() []core.Command {
+	out := p.pending
+	p.pending = nil
+	return out
+}
+
+// Flush packs waiting commands into new instances while the window has room
+// (applied is the node's applied frontier) and returns the Accepts. It
+// returns, per new instance, the commands placed there.
+func (p *Proposer) Flush(now, applied uint64) (msgs []core.Message, placed []Chosen) {
+	if p.phase != Leading {
+		return nil, nil
+	}
+	for len(p.pending) > 0 && p.next < applied+uint64(p.cfg.Window) {
+		n, bytes := 0, 0
+		for n < len(p.pending) && n < p.cfg.MaxBatchEntries {
+			sz := commandSize(p.pending[n])
+			if n > 0 && bytes+sz > p.cfg.MaxBatchBytes {
+				break
+			}
+			bytes += sz
+			n++
+		}
+		v := core.Value{Commands: slices.Clone(p.pending[:n])}
+		p.pending = p.pending[n:]
+		placed = append(placed, Chosen{Instance: p.next, Ballot: p.ballot, Value: v})
+		msgs = append(msgs, p.propose(now, v)...)
+	}
+	if len(p.pending) == 0 {
+		p.pending = nil // let the backing array go
+	}
+	return msgs, placed
+}
+
+// ProposeValue proposes v in the next instance now, outside the window (for
+// lease renewals, which must not wait behind user traffic). It returns the
+// instance and the Accepts.
+func (p *Proposer) ProposeValue(now uint64, v core.Value) (uint64, []core.Message) {
+	if p.phase != Leading {
+		panic("proposer: ProposeValue while not leading")
+	}
+	i := p.next
+	return i, p.propose(now, v)
+}
+
+func (p *Proposer) propose(now uint64, v core.Value) []core.Message {
+	i := p.next
+	p.next++
+	if _, dup := p.inflight[i]; dup {
+		panic(fmt.Sprintf("proposer: instance %d proposed twice at ballot %d", i, p.ballot))
+	}
+	p.inflight[i] = &flight{value: v, acks: map[uint64]bool{}, sent: now}
+	return p.accepts(i, v, nil)
+}
+
+func (p *Proposer) accepts(i uint64, v core.Value, skip map[uint64]bool) []core.Message {
+	out := make([]core.Message, 0, len(p.cfg.Voters))
+	for _, to := range p.cfg.Voters {
+		if !skip[to] {
+			out = append(out, core.Message{Type: core.MsgAccept, To: to, Ballot: p.ballot, Instance: i, Value: v})
+		}
+	}
+	return out
+}
+
+// OnAccepted handles a phase 2b reply. It returns the instance if this reply
+// made it chosen, and whether the proposer was outbid and stepped down.
+func (p *Proposer) OnAccepted(m core.Message) (chosen *Chosen, outbid bool) {
+	p.gen.Observe(m.Promised)
+	if p.phase != Leading || m.Ballot != p.ballot {
+		return nil, false
+	}
+	if m.Reject {
+		if m.Promised > p.ballot {
+			p.reset()
+			return nil, true
+		}
+		return nil, false // the acceptor is behind or already applied it: not a vote
+	}
+	f, ok := p.inflight[m.Instance]
+	if !ok {
+		return nil, false
+	}
+	f.acks[m.From] = true
+	if len(f.acks) < p.quorum() {
+		return nil, false
+	}
+	delete(p.inflight, m.Instance)
+	return &Chosen{Instance: m.Instance, Ballot: p.ballot, Value: f.value}, false
+}
+
+// Forget drops an in-flight instance that was learned chosen some other way.
+func (p *Proposer) Forget(i uint64) { delete(p.inflight, i) }
+
+// Tick retries: a phase 1 that timed out is abandoned (the caller backs off
+// and starts over with a higher ballot); Accepts that timed out are sent
+// again to the voters that have not answered. It returns the messages and
+// whether phase 1 was abandoned.
+func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
+	switch p.phase {
+	case Preparing:
+		if now-p.prepSent >= p.cfg.PhaseTimeout {
+			p.reset()
+			return nil, true
+		}
+	case Leading:
+		for _, i := range p.sortedInflight() {
+			f := p.inflight[i]
+			if now-f.sent >= p.cfg.PhaseTimeout {
+				f.sent = now
+				msgs = append(msgs, p.accepts(i, f.value, f.acks)...)
+			}
+		}
+	}
+	return msgs, false
+}
+
+func (p *Proposer) sortedInflight() []uint64 {
+	out := make([]uint64, 0, len(p.inflight))
+	for i := range p.inflight {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// StepDown stops proposing. Commands still waiting stay queued for the caller
+// to take with TakePending.
+func (p *Proposer) StepDown() { p.reset() }
+
+func (p *Proposer) reset() {
+	p.phase, p.ballot = Idle, 0
+	p.promised, p.found = nil, nil
+	clear(p.inflight)
+}
+
+func commandSize(c core.Command) int {
+	n := 16
+	for _, e := range c.Entries {
+		n += len(e) + 2
+	}
+	return n
+}
