@@ -1,0 +1,208 @@
+package sim
+
+import (
+	"hash/fnv"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/instance"
+)
+
+// invariants are the safety properties checked after every event:
+//
+//   - promises never decrease, in memory and on disk, across restarts too;
+//   - one value per (instance, ballot), over every Accept sent and every
+//     accepted record;
+//   - at most one value chosen per instance, where chosen means a quorum of
+//     durable accepted records, and every node learns that value;
+//   - applied logs are prefixes of one log with no holes;
+//   - every acknowledged append is at its returned index, forever;
+//   - no (client_id, seq) is applied twice;
+//   - no promise or accept reply leaves before its record is durable.
+type invariants struct {
+	w          *world
+	quorum     int
+	valueAt    map[[2]uint64]uint64 // (instance, ballot) -> value fingerprint
+	acceptedBy map[[2]uint64]uint64 // (instance, ballot) -> bitmask of acceptors with it durable
+	chosen     map[uint64]uint64    // instance -> fingerprint chosen by a quorum
+	learned    map[uint64]uint64    // instance -> fingerprint some node applied
+	canonical  []string             // the one user log
+	ackedAt    map[uint64]string    // acknowledged but not yet applied anywhere
+	dedupAt    map[[2]uint64][2]uint64
+	promise    map[uint64]idgen.Ballot // node -> in-memory promise last seen
+	released   map[uint64]idgen.Ballot // node -> highest promise a reply revealed
+	buf        []byte
+}
+
+func newInvariants(w *world) *invariants {
+	return &invariants{
+		w: w, quorum: w.opt.Nodes/2 + 1,
+		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
+		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
+		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{},
+	}
+}
+
+func (v *invariants) fp(val core.Value) uint64 {
+	v.buf = core.AppendValue(v.buf[:0], val)
+	h := fnv.New64a()
+	h.Write(v.buf)
+	return h.Sum64()
+}
+
+func (v *invariants) oneValuePerBallot(i uint64, b idgen.Ballot, fp uint64, where string) {
+	k := [2]uint64{i, uint64(b)}
+	if old, ok := v.valueAt[k]; ok && old != fp {
+		v.w.fail("two values in instance %d at ballot %d (%s)", i, b, where)
+		return
+	}
+	v.valueAt[k] = fp
+}
+
+// sent checks a message as it leaves a node.
+func (v *invariants) sent(n *node, m core.Message) {
+	switch m.Type {
+	case core.MsgAccept:
+		v.oneValuePerBallot(m.Instance, m.Ballot, v.fp(m.Value), "accept sent")
+	case core.MsgPromise, core.MsgAccepted:
+		if m.Reject {
+			return
+		}
+		d := n.disk
+		if d.promised < m.Ballot {
+			v.w.fail("node %d replied %s for ballot %d before persisting it (durable promise %d)", n.id, m.Type, m.Ballot, d.promised)
+			return
+		}
+		if m.Type == core.MsgAccepted && m.Instance >= d.state.Applied {
+			if a, ok := d.accepted[m.Instance]; !ok || a.Ballot < m.Ballot {
+				v.w.fail("node %d acknowledged accepting instance %d at ballot %d before persisting it", n.id, m.Instance, m.Ballot)
+				return
+			}
+		}
+		v.released[n.id] = max(v.released[n.id], m.Ballot)
+	}
+}
+
+// restarted checks that a node comes back with every promise it revealed.
+func (v *invariants) restarted(n *node) {
+	if n.disk.promised < v.released[n.id] {
+		v.w.fail("node %d restarted with promise %d below the %d it had revealed", n.id, n.disk.promised, v.released[n.id])
+	}
+	if n.core != nil {
+		v.promise[n.id] = n.core.Promised()
+	}
+}
+
+// persisted checks the records of a Ready as they become durable.
+func (v *invariants) persisted(n *node, rd *instance.Ready) {
+	for _, a := range rd.Accepted {
+		fp := v.fp(a.Value)
+		v.oneValuePerBallot(a.Instance, a.Ballot, fp, "accepted record")
+		k := [2]uint64{a.Instance, uint64(a.Ballot)}
+		v.acceptedBy[k] |= 1 << n.id
+		if popcount(v.acceptedBy[k]) >= v.quorum {
+			v.choose(a.Instance, fp, "quorum")
+		}
+	}
+	for _, c := range rd.Chosen {
+		v.choose(c.Instance, v.fp(c.Value), "learned")
+	}
+	for _, e := range rd.Entries {
+		switch {
+		case e.Index < uint64(len(v.canonical)):
+			if v.canonical[e.Index] != string(e.Data) {
+				v.w.fail("node %d applied %q at index %d where another node applied %q", n.id, e.Data, e.Index, v.canonical[e.Index])
+				return
+			}
+		case e.Index == uint64(len(v.canonical)):
+			v.canonical = append(v.canonical, string(e.Data))
+			if want, ok := v.ackedAt[e.Index]; ok {
+				delete(v.ackedAt, e.Index)
+				if want != string(e.Data) {
+					v.w.fail("index %d was acknowledged for %q but %q was applied there", e.Index, want, e.Data)
+					return
+				}
+			}
+		default:
+			v.w.fail("node %d applied index %d past the end of the log (%d)", n.id, e.Index, len(v.canonical))
+			return
+		}
+	}
+	for _, d := range rd.Dedup {
+		k := [2]uint64{d.ClientID, d.Seq}
+		at := [2]uint64{d.First, d.Last}
+		if old, ok := v.dedupAt[k]; ok && old != at {
+			v.w.fail("client %d seq %d applied twice: at %v and at %v", d.ClientID, d.Seq, old, at)
+			return
+		}
+		v.dedupAt[k] = at
+	}
+}
+
+func (v *invariants) choose(i, fp uint64, how string) {
+	if how == "quorum" {
+		if old, ok := v.chosen[i]; ok && old != fp {
+			v.w.fail("two values chosen in instance %d", i)
+			return
+		}
+		v.chosen[i] = fp
+	} else {
+		if old, ok := v.learned[i]; ok && old != fp {
+			v.w.fail("two values learned in instance %d", i)
+			return
+		}
+		v.learned[i] = fp
+	}
+	if c, ok := v.chosen[i]; ok {
+		if l, ok := v.learned[i]; ok && l != c {
+			v.w.fail("instance %d: learned value differs from the value a quorum accepted", i)
+		}
+	}
+}
+
+// acked checks an acknowledged append against the log.
+func (v *invariants) acked(index uint64, value string) {
+	if index < uint64(len(v.canonical)) {
+		if v.canonical[index] != value {
+			v.w.fail("append %q acknowledged at index %d, which holds %q", value, index, v.canonical[index])
+		}
+		return
+	}
+	v.ackedAt[index] = value
+}
+
+// afterEvent checks the node the event touched.
+func (v *invariants) afterEvent(e *event) {
+	id := e.node
+	if e.kind == evDeliver {
+		id = e.msg.To
+	}
+	if id == 0 {
+		return
+	}
+	n := v.w.node(id)
+	if !n.up {
+		return
+	}
+	if err := n.core.Check(); err != nil {
+		v.w.fail("node %d: %v", id, err)
+		return
+	}
+	p := n.core.Promised()
+	if p < v.promise[id] {
+		v.w.fail("node %d promise went back from %d to %d", id, v.promise[id], p)
+	}
+	v.promise[id] = p
+	if m := n.core.Master(); m == id && n.core.IsMaster() && m != v.w.lastMaster {
+		v.w.lastMaster = m
+		v.w.masters++
+	}
+}
+
+func popcount(x uint64) int {
+	c := 0
+	for ; x != 0; x &= x - 1 {
+		c++
+	}
+	return c
+}

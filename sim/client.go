@@ -1,0 +1,212 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/paxosd/paxosd/checker"
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/instance"
+)
+
+// client is one simulated client: one operation at a time. Clients with a
+// client ID (cid) append exactly-once: they retry an append with the same
+// (cid, seq) until it is acknowledged, on any node. The others give up on a
+// timeout (outcome unknown) and move on.
+type client struct {
+	n          int
+	cid        uint64
+	seq        uint64
+	target     uint64
+	cur        *op
+	values     int
+	ackedIndex int64 // the probe's acknowledged index; -1 until then
+}
+
+type op struct {
+	hist    int
+	kind    checker.Kind
+	linear  bool
+	value   string
+	attempt uint64
+	node    uint64
+}
+
+func (w *world) handleClient(e *event) {
+	c := w.clients[e.cl]
+	switch e.kind {
+	case evClientNext:
+		if w.chaosOver && c != w.probe {
+			return
+		}
+		w.startOp(c)
+	case evClientArrive:
+		w.arrive(c, e)
+	case evClientReply:
+		if c.cur == nil || c.cur.attempt != e.req {
+			return // a reply to an attempt given up on
+		}
+		w.onReply(c, e.res)
+	case evClientRetry:
+		if c.cur != nil && c.cur.attempt == e.req {
+			w.attempt(c)
+		}
+	case evClientTimeout:
+		if c.cur == nil || c.cur.attempt != e.req {
+			return
+		}
+		w.tracef("client %d timeout req %d", c.n, e.req)
+		if c.cid != 0 && c.cur.kind == checker.Append && w.now-w.hist[c.cur.hist].Invoke < giveUpAfter {
+			c.target = w.randomVoter()
+			w.attempt(c)
+			return
+		}
+		w.complete(c, checker.Unknown)
+	}
+}
+
+func (w *world) randomVoter() uint64 { return uint64(1 + w.rng.IntN(w.voters)) }
+
+func (w *world) startOp(c *client) {
+	o := &op{kind: checker.Append}
+	if c == w.probe {
+		c.ackedIndex = -1
+	} else if w.rng.IntN(5) == 0 {
+		o.kind, o.linear = checker.Read, w.rng.IntN(3) > 0
+	}
+	if o.kind == checker.Append {
+		c.values++
+		o.value = fmt.Sprintf("c%d-%d", c.n, c.values)
+		if c.cid != 0 {
+			c.seq++
+		}
+	}
+	w.hist = append(w.hist, checker.Op{Client: c.n, Kind: o.kind, Invoke: w.now, Value: o.value, Linearizable: o.linear})
+	o.hist = len(w.hist) - 1
+	c.cur = o
+	w.attempt(c)
+}
+
+// attempt sends the current operation to the client's target node.
+func (w *world) attempt(c *client) {
+	o := c.cur
+	w.nextReq++
+	o.attempt = w.nextReq
+	if o.kind == checker.Read && !o.linear {
+		o.node = uint64(1 + w.rng.IntN(len(w.nodes))) // followers serve local reads too
+	} else {
+		o.node = c.target
+	}
+	w.tracef("client %d attempt req %d to %d", c.n, o.attempt, o.node)
+	if !w.node(o.node).up {
+		// Connection refused: nothing was sent.
+		w.schedule(&event{at: w.now + w.clientDelay(), kind: evClientReply, cl: c.n, req: o.attempt, res: reply{err: errRefused}})
+		return
+	}
+	w.schedule(&event{at: w.now + w.clientDelay(), kind: evClientArrive, cl: c.n, req: o.attempt, node: o.node})
+	w.schedule(&event{at: w.now + clientTO, kind: evClientTimeout, cl: c.n, req: o.attempt})
+}
+
+var errRefused = errors.New("connection refused")
+
+// arrive is the request reaching its node.
+func (w *world) arrive(c *client, e *event) {
+	n := w.node(e.node)
+	if !n.up || c.cur == nil || c.cur.attempt != e.req {
+		return
+	}
+	o := c.cur
+	res := reply{}
+	switch {
+	case o.kind == checker.Append:
+		err := n.core.Propose(instance.Proposal{Req: e.req, Entries: [][]byte{[]byte(o.value)}, ClientID: c.cid, Seq: c.seq})
+		if err == nil {
+			n.reqs[e.req] = c.n
+			w.pump(n)
+			return
+		}
+		res.err = err
+		var nm *core.NotMasterError
+		if errors.As(err, &nm) {
+			res.hint = nm.Master
+		}
+	case o.linear:
+		if _, err := n.core.ReadIndex(); err != nil {
+			res.err = err
+			var nm *core.NotMasterError
+			if errors.As(err, &nm) {
+				res.hint = nm.Master
+			}
+			break
+		}
+		res = w.serveRead(n)
+	default:
+		res = w.serveRead(n)
+	}
+	w.schedule(&event{at: w.now + w.clientDelay(), kind: evClientReply, cl: c.n, req: e.req, res: res})
+}
+
+// serveRead returns the last few durable entries of n. Everything n
+// acknowledged is durable there, so the master's durable log is a
+// linearizable view.
+func (w *world) serveRead(n *node) reply {
+	ents := n.disk.entries
+	from := max(0, len(ents)-8)
+	r := reply{from: uint64(from), lastIndex: int64(len(ents)) - 1}
+	for _, e := range ents[from:] {
+		r.entries = append(r.entries, string(e))
+	}
+	return r
+}
+
+func (w *world) onReply(c *client, r reply) {
+	o := c.cur
+	h := &w.hist[o.hist]
+	w.tracef("client %d reply req %d err=%v first=%d dup=%v", c.n, o.attempt, r.err, r.first, r.duplicate)
+	if r.err == nil {
+		if o.kind == checker.Append {
+			h.Index = r.first
+			w.inv.acked(r.first, o.value)
+			if c == w.probe {
+				c.ackedIndex = int64(r.first)
+			}
+		} else {
+			h.From, h.Entries, h.LastIndex = r.from, r.entries, r.lastIndex
+		}
+		w.complete(c, checker.OK)
+		return
+	}
+	if r.hint != 0 {
+		c.target = r.hint
+	} else {
+		c.target = w.randomVoter()
+	}
+	// Every error here is definite for this attempt: nothing of it was or
+	// will be applied. An exactly-once client retries, since an earlier
+	// attempt of the same seq may still land; the others fail the op.
+	if c.cid != 0 && o.kind == checker.Append {
+		if w.now-h.Invoke >= giveUpAfter {
+			w.complete(c, checker.Unknown)
+			return
+		}
+		w.retryLater(c)
+		return
+	}
+	w.complete(c, checker.Fail)
+}
+
+// retryLater re-sends the current op after a short backoff.
+func (w *world) retryLater(c *client) {
+	w.nextReq++
+	c.cur.attempt = w.nextReq // replies and timeouts of the old attempt are stale now
+	w.schedule(&event{at: w.now + 5*ms + w.rng.Int64N(20*ms), kind: evClientRetry, cl: c.n, req: c.cur.attempt})
+}
+
+func (w *world) complete(c *client, s checker.Status) {
+	h := &w.hist[c.cur.hist]
+	h.Status, h.Complete = s, w.now
+	c.cur = nil
+	if c != w.probe {
+		w.schedule(&event{at: w.now + w.rng.Int64N(20*ms), kind: evClientNext, cl: c.n})
+	}
+}

@@ -1,0 +1,157 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paxosd/paxosd/instance"
+)
+
+// The seed budget: PAXOSD_SIM_SEEDS seeds per cluster size (default 500),
+// starting at PAXOSD_SIM_FIRST_SEED (default 1).
+const defaultSeeds = 500
+
+// envInt reads a non-negative integer from the environment.
+func envInt(t *testing.T, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		t.Fatalf("%s=%q: want a non-negative integer", name, s)
+	}
+	return v
+}
+
+// runSeeds runs seeds [first, first+count) with opts from mk on every CPU and
+// returns the failing reports (at most max of them, lowest seeds first).
+func runSeeds(first, count uint64, mk func(seed uint64) Options, stopAtFirst bool) (fails []Report, ran int64) {
+	var (
+		next = first
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		stop atomic.Bool
+		n    atomic.Int64
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				mu.Lock()
+				seed := next
+				next++
+				mu.Unlock()
+				if seed >= first+count {
+					return
+				}
+				rep := Run(mk(seed))
+				n.Add(1)
+				if rep.Err != nil {
+					mu.Lock()
+					fails = append(fails, rep)
+					mu.Unlock()
+					if stopAtFirst {
+						stop.Store(true)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return fails, n.Load()
+}
+
+func TestSeeds(t *testing.T) {
+	count := uint64(envInt(t, "PAXOSD_SIM_SEEDS", defaultSeeds))
+	first := uint64(envInt(t, "PAXOSD_SIM_FIRST_SEED", 1))
+	for _, nodes := range []int{3, 5} {
+		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
+			start := time.Now()
+			fails, ran := runSeeds(first, count, func(s uint64) Options { return DefaultOptions(s, nodes) }, false)
+			t.Logf("%d seeds from %d, %d nodes: %d failed in %v", ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond))
+			for i, f := range fails {
+				if i == 10 {
+					t.Errorf("... and %d more", len(fails)-10)
+					break
+				}
+				t.Errorf("seed %d: %v\n  replay: %s", f.Opt.Seed, f.Err, f.Replay())
+			}
+		})
+	}
+}
+
+// TestReplay replays one seed, printing its trace with PAXOSD_SIM_TRACE=1.
+func TestReplay(t *testing.T) {
+	seed := envInt(t, "PAXOSD_SIM_SEED", 0)
+	if seed == 0 {
+		t.Skip("set PAXOSD_SIM_SEED (and PAXOSD_SIM_NODES, PAXOSD_SIM_BUG) to replay a run")
+	}
+	opt := DefaultOptions(uint64(seed), envInt(t, "PAXOSD_SIM_NODES", 3))
+	if b := os.Getenv("PAXOSD_SIM_BUG"); b != "" {
+		opt.Bug = bugByName(t, b)
+	}
+	if os.Getenv("PAXOSD_SIM_TRACE") != "" {
+		opt.Trace = func(s string) { fmt.Println(s) }
+	}
+	rep := Run(opt)
+	t.Logf("seed %d: events=%d ops=%d acked=%d final=%d masters=%d faults=%v trace hash %016x",
+		seed, rep.Events, rep.Ops, rep.Acked, rep.FinalLen, rep.Masters, rep.Faults, rep.Hash)
+	if rep.Err != nil {
+		t.Fatalf("%v\nreplay: %s", rep.Err, rep.Replay())
+	}
+}
+
+func bugByName(t *testing.T, name string) instance.Bug {
+	var names []string
+	for _, b := range instance.Bugs() {
+		if b.String() == name {
+			return b
+		}
+		names = append(names, b.String())
+	}
+	t.Fatalf("unknown bug %q; known: %s", name, strings.Join(names, ", "))
+	return 0
+}
+
+// The same seed gives the same trace, twice.
+func TestDeterministic(t *testing.T) {
+	for _, nodes := range []int{3, 5} {
+		a, b := Run(DefaultOptions(42, nodes)), Run(DefaultOptions(42, nodes))
+		if a.Hash != b.Hash || a.Events != b.Events {
+			t.Fatalf("%d nodes: seed 42 ran twice gave hashes %016x and %016x (%d and %d events)", nodes, a.Hash, b.Hash, a.Events, b.Events)
+		}
+		if c := Run(DefaultOptions(43, nodes)); c.Hash == a.Hash {
+			t.Fatalf("seeds 42 and 43 gave the same trace hash")
+		}
+	}
+}
+
+// bugBudget is how many seeds the simulator may need to catch each planted bug.
+const bugBudget = 200
+
+// Every planted bug is caught within the budget.
+func TestPlantedBugsCaught(t *testing.T) {
+	for _, bug := range instance.Bugs() {
+		t.Run(bug.String(), func(t *testing.T) {
+			fails, ran := runSeeds(1, bugBudget, func(s uint64) Options {
+				o := DefaultOptions(s, 3+2*int(s%2))
+				o.Bug = bug
+				return o
+			}, true)
+			if len(fails) == 0 {
+				t.Fatalf("planted bug %s not caught in %d seeds", bug, bugBudget)
+			}
+			f := fails[0]
+			t.Logf("caught after %d runs: seed %d: %v", ran, f.Opt.Seed, f.Err)
+		})
+	}
+}
