@@ -63,7 +63,9 @@ type Report struct {
 	Acked    int // appends acknowledged
 	Faults   map[string]int
 	FinalLen int
-	Masters  int // distinct master changes seen
+	Masters  int // master changes seen
+	// Porcupine windows checked and skipped (too large or timed out).
+	Windows, Skipped int
 }
 
 // Replay is the command that replays this run exactly.
@@ -90,7 +92,7 @@ const (
 func CoreConfig() instance.Config {
 	c := instance.DefaultConfig()
 	c.Window, c.MaxBatchEntries, c.MaxBatchBytes, c.MaxAhead = 8, 8, 1<<10, 64
-	c.LeaseTicks, c.LeaseMargin = 100, 25
+	c.LeaseTicks, c.LeaseMargin = 50, 12
 	c.PhaseTimeout, c.ElectionJitter, c.LearnInterval = 10, 15, 50
 	c.CatchupBatch, c.CatchupBytes = 16, 2<<10
 	return c
@@ -185,11 +187,12 @@ type world struct {
 	nextReq uint64
 	probe   *client // the post-heal progress probe
 
-	inv     *invariants
-	faults  map[string]int
-	masters int
-	lastMaster uint64
-	err     error
+	inv              *invariants
+	windows, skipped int
+	faults           map[string]int
+	masters          int
+	lastMaster       uint64
+	err              error
 }
 
 // Run runs one simulation.
@@ -228,7 +231,7 @@ func Run(opt Options) (rep Report) {
 	w.schedule(&event{at: opt.Chaos.Microseconds(), kind: evHeal})
 
 	defer func() {
-		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters}
+		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Windows: w.windows, Skipped: w.skipped}
 		for _, op := range w.hist {
 			if op.Complete != 0 {
 				rep.Ops++
@@ -623,7 +626,9 @@ func (w *world) finalCheck() {
 		return
 	}
 	if w.opt.Porcupine {
-		if res := checker.CheckPorcupine(w.hist, final, checker.PorcupineOptions{MaxWindowOps: 100, Timeout: 5 * time.Second}); !res.OK() {
+		res := checker.CheckPorcupine(w.hist, final, checker.PorcupineOptions{MaxWindowOps: 100, Timeout: 5 * time.Second})
+		w.windows, w.skipped = res.Windows, res.Skipped
+		if !res.OK() {
 			w.fail("porcupine: %s", res)
 		}
 	}
