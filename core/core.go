@@ -85,11 +85,17 @@ type Command struct {
 	Entries  [][]byte
 	ClientID uint64 // 0: no exactly-once
 	Seq      uint64
-	Origin   uint64 // node that proposed it
+	Origin   uint64 // node that proposed it (user and trim commands), with Epoch
 	Req      uint64 // request ID at Origin, to route the result back
-	// CmdLease. Epoch and Start are the holder's incarnation and local tick
-	// when it proposed the lease; only the holder interprets them.
-	Holder, Prev, Epoch, Start uint64
+	// Expect, when non-zero, makes the append conditional: it applies only if
+	// its first entry gets index Expect-1.
+	Expect uint64
+	// Epoch is the proposing node's incarnation (random per start): results
+	// and lease timings are only trusted by the incarnation that proposed.
+	Epoch uint64
+	// CmdLease. Start is the holder's local tick when it proposed the lease;
+	// only the holder interprets it.
+	Holder, Prev, Start uint64
 	// CmdTrim.
 	Before uint64
 }
@@ -99,8 +105,14 @@ type Value struct {
 	Commands []Command
 }
 
-// Size is the encoded size of v in bytes; proposers use it to bound batches.
-func (v Value) Size() int { return len(AppendValue(nil, v)) }
+// Size is the encoded size of v in bytes.
+func (v Value) Size() int {
+	n := 1 + uvarintLen(uint64(len(v.Commands)))
+	for _, c := range v.Commands {
+		n += c.Size()
+	}
+	return n
+}
 
 // IsZero reports whether v holds no command.
 func (v Value) IsZero() bool { return len(v.Commands) == 0 }
@@ -132,6 +144,9 @@ var (
 	ErrDropped   = errors.New("proposal dropped: mastership changed, outcome decided by whoever is master now")
 	ErrStaleSeq  = errors.New("sequence number older than the last one applied for this client")
 	ErrEmpty     = errors.New("empty proposal")
+	// ErrConflict: a conditional append found the log at another index; the
+	// Result's First holds the log's end index.
+	ErrConflict = errors.New("expected index does not match the end of the log")
 )
 
 // NotMasterError is ErrNotMaster with the master this node believes in (0 if none).

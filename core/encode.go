@@ -16,6 +16,32 @@ const valueVersion = 1
 // ErrCorrupt says an encoded value or message could not be decoded.
 var ErrCorrupt = errors.New("corrupt encoding")
 
+// Size is the exact number of bytes c adds to an encoded value.
+func (c Command) Size() int {
+	n := 1
+	switch c.Kind {
+	case CmdUser:
+		n += uvarintLen(c.ClientID) + uvarintLen(c.Seq) + uvarintLen(c.Origin) + uvarintLen(c.Req) +
+			uvarintLen(c.Epoch) + uvarintLen(c.Expect) + uvarintLen(uint64(len(c.Entries)))
+		for _, e := range c.Entries {
+			n += uvarintLen(uint64(len(e))) + len(e)
+		}
+	case CmdLease:
+		n += uvarintLen(c.Holder) + uvarintLen(c.Prev) + uvarintLen(c.Epoch) + uvarintLen(c.Start)
+	case CmdTrim:
+		n += uvarintLen(c.Before) + uvarintLen(c.Origin) + uvarintLen(c.Req) + uvarintLen(c.Epoch)
+	}
+	return n
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}
+
 // AppendValue appends the encoding of v to dst.
 func AppendValue(dst []byte, v Value) []byte {
 	dst = append(dst, valueVersion)
@@ -28,6 +54,8 @@ func AppendValue(dst []byte, v Value) []byte {
 			dst = binary.AppendUvarint(dst, c.Seq)
 			dst = binary.AppendUvarint(dst, c.Origin)
 			dst = binary.AppendUvarint(dst, c.Req)
+			dst = binary.AppendUvarint(dst, c.Epoch)
+			dst = binary.AppendUvarint(dst, c.Expect)
 			dst = binary.AppendUvarint(dst, uint64(len(c.Entries)))
 			for _, e := range c.Entries {
 				dst = binary.AppendUvarint(dst, uint64(len(e)))
@@ -40,6 +68,9 @@ func AppendValue(dst []byte, v Value) []byte {
 			dst = binary.AppendUvarint(dst, c.Start)
 		case CmdTrim:
 			dst = binary.AppendUvarint(dst, c.Before)
+			dst = binary.AppendUvarint(dst, c.Origin)
+			dst = binary.AppendUvarint(dst, c.Req)
+			dst = binary.AppendUvarint(dst, c.Epoch)
 		}
 	}
 	return dst
@@ -110,7 +141,7 @@ func (d *decoder) value() Value {
 		c := Command{Kind: CommandKind(d.byte())}
 		switch c.Kind {
 		case CmdUser:
-			c.ClientID, c.Seq, c.Origin, c.Req = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
+			c.ClientID, c.Seq, c.Origin, c.Req, c.Epoch, c.Expect = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 			m := d.count(1)
 			if m > 0 {
 				c.Entries = make([][]byte, 0, m)
@@ -122,7 +153,7 @@ func (d *decoder) value() Value {
 		case CmdLease:
 			c.Holder, c.Prev, c.Epoch, c.Start = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 		case CmdTrim:
-			c.Before = d.uvarint()
+			c.Before, c.Origin, c.Req, c.Epoch = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 		default:
 			if d.err == nil {
 				d.err = fmt.Errorf("%w: command kind %d", ErrCorrupt, c.Kind)

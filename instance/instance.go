@@ -41,6 +41,10 @@ type Proposal struct {
 	Entries  [][]byte
 	ClientID uint64 // 0: no exactly-once
 	Seq      uint64
+	// Expected, when HasExpected, makes the append conditional on its first
+	// entry getting index Expected (else core.ErrConflict).
+	Expected    uint64
+	HasExpected bool
 }
 
 // Result is the outcome of a Proposal.
@@ -253,7 +257,25 @@ func (n *Node) Propose(p Proposal) error {
 		return fmt.Errorf("instance: request %d is already outstanding", p.Req)
 	}
 	n.reqs[p.Req] = true
-	n.prop.Propose(core.Command{Kind: core.CmdUser, Entries: p.Entries, ClientID: p.ClientID, Seq: p.Seq, Origin: n.id, Req: p.Req})
+	c := core.Command{Kind: core.CmdUser, Entries: p.Entries, ClientID: p.ClientID, Seq: p.Seq, Origin: n.id, Epoch: n.epoch, Req: p.Req}
+	if p.HasExpected {
+		c.Expect = p.Expected + 1
+	}
+	n.prop.Propose(c)
+	return nil
+}
+
+// ProposeTrim asks the master to drop user entries below before. The
+// Result's First is the first index after the trim.
+func (n *Node) ProposeTrim(req, before uint64) error {
+	if !n.IsMaster() {
+		return &core.NotMasterError{Master: n.Master()}
+	}
+	if n.reqs[req] {
+		return fmt.Errorf("instance: request %d is already outstanding", req)
+	}
+	n.reqs[req] = true
+	n.prop.Propose(core.Command{Kind: core.CmdTrim, Before: before, Origin: n.id, Epoch: n.epoch, Req: req})
 	return nil
 }
 
@@ -387,7 +409,7 @@ func (n *Node) apply(a learner.Applied) {
 	n.rd.Entries = append(n.rd.Entries, a.Entries...)
 	n.rd.Dedup = append(n.rd.Dedup, a.Dedup...)
 	for _, r := range a.Results {
-		if r.Origin == n.id && n.reqs[r.Req] {
+		if r.Origin == n.id && r.Epoch == n.epoch && n.reqs[r.Req] {
 			delete(n.reqs, r.Req)
 			n.rd.Results = append(n.rd.Results, Result{Req: r.Req, First: r.First, Last: r.Last, Duplicate: r.Duplicate, Err: r.Err})
 		}
@@ -451,7 +473,16 @@ func (n *Node) settle() {
 		return
 	}
 	if n.prop.Phase() == proposer.Leading {
-		n.leaderDuties()
+		applied := n.learn.Applied()
+		n.prop.ForgetBelow(applied)
+		if n.prop.Next() < applied {
+			// Instances we never proposed were chosen: a higher ballot is
+			// about, and our phase 1 no longer covers the log's end.
+			n.stepDown()
+			n.backoff()
+		} else {
+			n.leaderDuties()
+		}
 	}
 	n.maybeElect()
 	for len(n.local) > 0 { // an election sends Prepare to self

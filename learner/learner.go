@@ -16,10 +16,10 @@ import (
 
 // Result is the outcome of one user command, for the node that proposed it.
 type Result struct {
-	Origin, Req uint64
-	First, Last uint64
-	Duplicate   bool
-	Err         error
+	Origin, Epoch, Req uint64
+	First, Last        uint64
+	Duplicate          bool
+	Err                error
 }
 
 // LeaseChange reports an applied lease command.
@@ -127,6 +127,7 @@ func (l *Learner) ApplyNext() Applied {
 			if before > l.state.FirstIndex {
 				l.state.FirstIndex, out.Trimmed = before, true
 			}
+			out.Results = append(out.Results, Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req, First: l.state.FirstIndex})
 		case core.CmdNoop:
 		}
 	}
@@ -135,7 +136,7 @@ func (l *Learner) ApplyNext() Applied {
 }
 
 func (l *Learner) applyUser(c core.Command, out *Applied) Result {
-	r := Result{Origin: c.Origin, Req: c.Req}
+	r := Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
 	if c.ClientID != 0 && !l.skipDedup {
 		if d, ok := l.dedup[c.ClientID]; ok {
 			switch {
@@ -147,6 +148,10 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 				return r
 			}
 		}
+	}
+	if c.Expect != 0 && c.Expect-1 != l.state.NextIndex {
+		r.First, r.Err = l.state.NextIndex, core.ErrConflict
+		return r
 	}
 	r.First = l.state.NextIndex
 	for _, e := range c.Entries {

@@ -202,7 +202,7 @@ func (p *Proposer) Flush(now, applied uint64) (msgs []core.Message, placed []Cho
 	for len(p.pending) > 0 && p.next < applied+uint64(p.cfg.Window) {
 		n, bytes := 0, 0
 		for n < len(p.pending) && n < p.cfg.MaxBatchEntries {
-			sz := commandSize(p.pending[n])
+			sz := p.pending[n].Size()
 			if n > 0 && bytes+sz > p.cfg.MaxBatchBytes {
 				break
 			}
@@ -280,6 +280,16 @@ func (p *Proposer) OnAccepted(m core.Message) (chosen *Chosen, outbid bool) {
 // Forget drops an in-flight instance that was learned chosen some other way.
 func (p *Proposer) Forget(i uint64) { delete(p.inflight, i) }
 
+// ForgetBelow drops in-flight instances below applied: they are chosen and
+// applied, and acceptors refuse them now.
+func (p *Proposer) ForgetBelow(applied uint64) {
+	for i := range p.inflight {
+		if i < applied {
+			delete(p.inflight, i)
+		}
+	}
+}
+
 // Tick retries: a phase 1 that timed out is abandoned (the caller backs off
 // and starts over with a higher ballot); Accepts that timed out are sent
 // again to the voters that have not answered. It returns the messages and
@@ -320,12 +330,4 @@ func (p *Proposer) reset() {
 	p.phase, p.ballot = Idle, 0
 	p.promised, p.found = nil, nil
 	clear(p.inflight)
-}
-
-func commandSize(c core.Command) int {
-	n := 16
-	for _, e := range c.Entries {
-		n += len(e) + 2
-	}
-	return n
 }

@@ -1,0 +1,162 @@
+package catchup_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/paxosd/paxosd/catchup"
+	"github.com/paxosd/paxosd/core"
+)
+
+func config() catchup.Config {
+	return catchup.Config{Peers: []uint64{2, 3, 4}, Interval: 10, Timeout: 8, Grace: 3, Slack: 5, Batch: 50}
+}
+
+func probes() []core.Message {
+	var out []core.Message
+	for _, p := range config().Peers {
+		out = append(out, core.Message{Type: core.MsgProbe, To: p})
+	}
+	return out
+}
+
+func req(peer, from uint64) []core.Message {
+	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: from, End: from + config().Batch}}
+}
+
+func TestProbeInterval(t *testing.T) {
+	c := catchup.New(config())
+	for now := uint64(1); now <= 35; now++ {
+		var want []core.Message
+		if now%10 == 0 {
+			want = probes()
+		}
+		if got := c.Tick(now, 0); !reflect.DeepEqual(got, want) {
+			t.Errorf("Tick(%d) = %v, want %v", now, got, want)
+		}
+	}
+}
+
+// op is one step of a scenario: observe a peer's frontier, get a response,
+// or call Maybe/Tick at (now, applied) and expect exactly want.
+type op struct {
+	kind            string // "observe", "response", "maybe", "tick"
+	peer, committed uint64 // observe, response
+	now, applied    uint64 // maybe, tick
+	want            []core.Message
+	outstanding     bool // after the step
+}
+
+func observe(peer, committed uint64, outstanding bool) op {
+	return op{kind: "observe", peer: peer, committed: committed, outstanding: outstanding}
+}
+func response(peer uint64, outstanding bool) op {
+	return op{kind: "response", peer: peer, outstanding: outstanding}
+}
+func maybe(now, applied uint64, want []core.Message, outstanding bool) op {
+	return op{kind: "maybe", now: now, applied: applied, want: want, outstanding: outstanding}
+}
+func tick(now, applied uint64, want []core.Message, outstanding bool) op {
+	return op{kind: "tick", now: now, applied: applied, want: want, outstanding: outstanding}
+}
+
+func TestRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ops  []op
+	}{
+		{"large lag: at once, from the most advanced peer", []op{
+			observe(2, 10, false), observe(3, 30, false), observe(4, 20, false),
+			maybe(1, 0, req(3, 0), true),
+			maybe(2, 0, nil, true), // one request at a time
+			observe(4, 90, true),
+			maybe(3, 0, nil, true),
+		}},
+		{"frontier only grows", []op{
+			observe(2, 30, false), observe(2, 3, false),
+			maybe(1, 0, req(2, 0), true),
+		}},
+		{"lag above Slack is urgent", []op{
+			observe(2, 6, false), maybe(1, 0, req(2, 0), true),
+		}},
+		{"small lag waits Grace", []op{
+			observe(2, 5, false), // lag == Slack
+			maybe(1, 0, nil, false), maybe(2, 0, nil, false), maybe(3, 0, nil, false),
+			maybe(4, 0, req(2, 0), true),
+		}},
+		{"catching up resets the grace period", []op{
+			observe(2, 3, false),
+			maybe(1, 0, nil, false),
+			maybe(2, 3, nil, false), // caught up by normal commits
+			observe(2, 6, false),
+			maybe(3, 3, nil, false), maybe(5, 3, nil, false),
+			maybe(6, 3, req(2, 3), true),
+		}},
+		{"not behind", []op{
+			observe(2, 5, false), maybe(1, 5, nil, false), maybe(50, 7, nil, false),
+		}},
+		{"response from the wrong peer keeps the request", []op{
+			observe(2, 30, false), maybe(1, 0, req(2, 0), true),
+			response(3, true), maybe(2, 0, nil, true),
+			response(2, false), maybe(3, 10, req(2, 10), true),
+		}},
+		{"timeout moves to another peer, which is skipped for a while", []op{
+			observe(2, 30, false), observe(3, 20, false),
+			maybe(1, 0, req(2, 0), true),
+			tick(8, 0, nil, true),         // 7 ticks: not yet
+			tick(9, 0, req(3, 0), true),   // 8 ticks: 2 failed until 17, ask 3
+			tick(10, 0, probes(), true),   // probes go on; 3 still outstanding
+			response(3, false),            //
+			maybe(11, 5, req(3, 5), true), // 2 still skipped
+			response(3, false),
+			maybe(17, 20, req(2, 20), true), // 2 usable again: the only one ahead
+		}},
+		{"the only advanced peer failed: wait", []op{
+			observe(2, 30, false), observe(3, 1, false),
+			maybe(1, 1, req(2, 1), true),
+			tick(9, 1, nil, false), // 3 is not ahead
+			maybe(16, 1, nil, false),
+			maybe(17, 1, req(2, 1), true),
+		}},
+	} {
+		c := catchup.New(config())
+		for j, o := range tc.ops {
+			var got []core.Message
+			switch o.kind {
+			case "observe":
+				c.Observe(o.peer, o.committed)
+			case "response":
+				c.OnResponse(o.peer)
+			case "maybe":
+				got = c.Maybe(o.now, o.applied)
+			case "tick":
+				got = c.Tick(o.now, o.applied)
+			}
+			if !reflect.DeepEqual(got, o.want) || c.Outstanding() != o.outstanding {
+				t.Errorf("%s: op %d (%s): got %v outstanding %v, want %v %v", tc.name, j, o.kind, got, c.Outstanding(), o.want, o.outstanding)
+			}
+		}
+	}
+}
+
+func TestBestAndBehind(t *testing.T) {
+	c := catchup.New(config())
+	if p, k := c.Best(0); p != 0 || k != 0 || c.Behind(0) {
+		t.Fatalf("empty: Best = %d,%d Behind=%v", p, k, c.Behind(0))
+	}
+	c.Observe(3, 12)
+	c.Observe(4, 12) // a tie keeps the first peer in Peers order
+	c.Observe(2, 7)
+	c.Observe(9, 40) // not a peer: counts for Behind, not for Best
+	for _, tc := range []struct {
+		applied    uint64
+		wantBehind bool
+	}{{0, true}, {12, true}, {40, false}, {41, false}} {
+		if got := c.Behind(tc.applied); got != tc.wantBehind {
+			t.Errorf("Behind(%d) = %v, want %v", tc.applied, got, tc.wantBehind)
+		}
+	}
+	if p, k := c.Best(0); p != 3 || k != 12 {
+		t.Errorf("Best = %d,%d, want 3,12", p, k)
+	}
+}
