@@ -1,0 +1,155 @@
+package rpc
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+)
+
+// The typed errors of the client API (DESIGN.md §4, rpc/paxosdpb/log.proto).
+// Each constructor returns a gRPC status error with a detail attached by
+// status.WithDetails; each parser accepts any error that carries a gRPC
+// status, wrapped or not (status.FromError unwraps), and reports ok = false
+// for everything else. A server returns these errors as they are; a client
+// receives them back from the generated stubs and parses them here.
+
+// withDetails builds a status error with details. Attaching a detail fails
+// only if it cannot be marshalled, which cannot happen for these messages;
+// should it happen anyway, the error keeps its code and message.
+func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
+	st := status.New(c, msg)
+	if ds, err := st.WithDetails(details...); err == nil {
+		st = ds
+	}
+	return st.Err()
+}
+
+// detail returns the first detail of type T in err's status.
+func detail[T any](err error) (*status.Status, T, bool) {
+	var zero T
+	st, ok := status.FromError(err)
+	if !ok || st == nil || err == nil {
+		return nil, zero, false
+	}
+	for _, d := range st.Details() {
+		if t, ok := d.(T); ok {
+			return st, t, true
+		}
+	}
+	return st, zero, false
+}
+
+// NotMasterError is the error of a request only the master serves, sent to a
+// node that is not the master. It carries the master this node believes in.
+//
+// With a known master (masterID != 0) the code is FailedPrecondition: this
+// node will not serve the request, nothing was proposed, and the client must
+// go to masterAddr (retrying there is safe even for an append without
+// client_id/seq). Unavailable is deliberately not used for that case because
+// gRPC also reports Unavailable for a broken connection, where the outcome
+// of an append is unknown. With no master known (masterID == 0, an election
+// is under way) the code is Unavailable: back off and retry. Both carry a
+// paxosdpb.NotMaster detail; AsNotMaster recognises both.
+func NotMasterError(masterID uint64, addr string) error {
+	d := &paxosdpb.NotMaster{MasterId: masterID, MasterAddress: addr}
+	if masterID == 0 {
+		return withDetails(codes.Unavailable, "not the master: no master known, retry later", d)
+	}
+	return withDetails(codes.FailedPrecondition, fmt.Sprintf("not the master: the master is node %d at %q", masterID, addr), d)
+}
+
+// AsNotMaster reports whether err is a not-the-master error (NotMasterError)
+// and, if so, the master it names: id 0 and addr "" when no master is known.
+func AsNotMaster(err error) (id uint64, addr string, ok bool) {
+	st, d, ok := detail[*paxosdpb.NotMaster](err)
+	if !ok || (st.Code() != codes.FailedPrecondition && st.Code() != codes.Unavailable) {
+		return 0, "", false
+	}
+	return d.GetMasterId(), d.GetMasterAddress(), true
+}
+
+// TrimmedError is the error of a read or tail that starts below the first
+// index: code OutOfRange with a paxosdpb.Trimmed detail naming the first
+// index, so that the client can decide where to resume (never a silent jump).
+func TrimmedError(first uint64) error {
+	return withDetails(codes.OutOfRange, fmt.Sprintf("entries below index %d were trimmed", first), &paxosdpb.Trimmed{FirstIndex: first})
+}
+
+// AsTrimmed reports whether err is a TrimmedError and, if so, the first index
+// it names.
+func AsTrimmed(err error) (first uint64, ok bool) {
+	st, d, ok := detail[*paxosdpb.Trimmed](err)
+	if !ok || st.Code() != codes.OutOfRange {
+		return 0, false
+	}
+	return d.GetFirstIndex(), true
+}
+
+// InvalidArgument is the error of a request with a bad field: code
+// InvalidArgument with a google.rpc.BadRequest detail whose one field
+// violation names the field (as in the proto, e.g. "entries[3]") and says
+// what is wrong with it.
+func InvalidArgument(field, desc string) error {
+	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc), &errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
+	})
+}
+
+// AsInvalidArgument reports whether err is an InvalidArgument error with a
+// field violation and, if so, the first field it names and its description.
+func AsInvalidArgument(err error) (field, desc string, ok bool) {
+	st, d, ok := detail[*errdetails.BadRequest](err)
+	if !ok || st.Code() != codes.InvalidArgument || len(d.GetFieldViolations()) == 0 {
+		return "", "", false
+	}
+	v := d.GetFieldViolations()[0]
+	return v.GetField(), v.GetDescription(), true
+}
+
+// ExpectedIndexError is the error of an append whose expected_index is not
+// the log's end index: code Aborted (a failed test-and-set) with a
+// paxosdpb.IndexMismatch detail carrying the end index. Nothing was appended.
+func ExpectedIndexError(expected, end uint64) error {
+	return withDetails(codes.Aborted, fmt.Sprintf("expected_index %d is not the end of the log (%d)", expected, end), &paxosdpb.IndexMismatch{EndIndex: end})
+}
+
+// AsExpectedIndex reports whether err is an ExpectedIndexError and, if so,
+// the end index it carries.
+func AsExpectedIndex(err error) (end uint64, ok bool) {
+	st, d, ok := detail[*paxosdpb.IndexMismatch](err)
+	if !ok || st.Code() != codes.Aborted {
+		return 0, false
+	}
+	return d.GetEndIndex(), true
+}
+
+// Overloaded is the error of a node that sheds load: code ResourceExhausted,
+// meaning back off and retry, with a google.rpc.RetryInfo detail when
+// retryAfter > 0. what says which resource ran out.
+func Overloaded(what string, retryAfter time.Duration) error {
+	msg := fmt.Sprintf("overloaded: %s; back off and retry", what)
+	if retryAfter <= 0 {
+		return status.Error(codes.ResourceExhausted, msg)
+	}
+	return withDetails(codes.ResourceExhausted, msg, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+}
+
+// AsOverloaded reports whether err is a ResourceExhausted error and, if so,
+// how long the server asked the client to wait (0 when it did not say).
+func AsOverloaded(err error) (retryAfter time.Duration, ok bool) {
+	st, d, hasDelay := detail[*errdetails.RetryInfo](err)
+	if st == nil || st.Code() != codes.ResourceExhausted {
+		return 0, false
+	}
+	if hasDelay {
+		retryAfter = d.GetRetryDelay().AsDuration()
+	}
+	return retryAfter, true
+}

@@ -1,0 +1,282 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/node"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+	"github.com/paxosd/paxosd/storage"
+)
+
+// Read and tail bounds: a default, and a ceiling no request can exceed.
+const (
+	defaultReadCount = 1000
+	maxReadCount     = 10000
+	defaultReadBytes = 4 << 20
+	maxReadBytes     = 16 << 20
+	// noMasterWait is how long an append, trim or linearizable read waits
+	// for an election before answering Unavailable.
+	noMasterWait = 5 * time.Second
+	// forwardedKey marks a request one node forwarded to the master, so that
+	// it is never forwarded twice (no loops while masters change).
+	forwardedKey = "paxosd-forwarded"
+)
+
+// LogServer serves paxosd.v1.LogService for one node. Appends, trims and
+// linearizable reads that reach a node that is not the master are forwarded
+// to the master, so any endpoint works.
+type LogServer struct {
+	paxosdpb.UnimplementedLogServiceServer
+	node      *node.Node
+	id        uint64
+	clusterID uint64
+	addrs     map[uint64]string // every member and follower: id -> address
+	voters    map[uint64]bool
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// NewLogServer returns the API server of n. addrs maps every node (members
+// and followers) to its address; voters says which are members.
+func NewLogServer(n *node.Node, id, clusterID uint64, addrs map[uint64]string, voters map[uint64]bool) *LogServer {
+	return &LogServer{node: n, id: id, clusterID: clusterID, addrs: addrs, voters: voters, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Register registers the service on s.
+func (s *LogServer) Register(g *grpc.Server) { paxosdpb.RegisterLogServiceServer(g, s) }
+
+// Close closes the connections used for forwarding.
+func (s *LogServer) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	clear(s.conns)
+}
+
+// Append implements LogService.Append.
+func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*paxosdpb.AppendResponse, error) {
+	if len(req.Entries) == 0 {
+		return nil, InvalidArgument("entries", "at least one entry is required")
+	}
+	var resp *paxosdpb.AppendResponse
+	err := s.toMaster(ctx, func(ctx context.Context) error {
+		r, err := s.node.Append(ctx, req.Entries, req.ClientId, req.Seq, req.ExpectedIndex)
+		if err == nil {
+			resp = &paxosdpb.AppendResponse{FirstIndex: r.First, LastIndex: r.Last, Duplicate: r.Duplicate}
+		} else if errors.Is(err, core.ErrConflict) {
+			return ExpectedIndexError(req.GetExpectedIndex(), r.First)
+		}
+		return err
+	}, func(ctx context.Context, c paxosdpb.LogServiceClient) error {
+		r, err := c.Append(ctx, req)
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
+// Trim implements LogService.Trim.
+func (s *LogServer) Trim(ctx context.Context, req *paxosdpb.TrimRequest) (*paxosdpb.TrimResponse, error) {
+	if req.Before == 0 {
+		return nil, InvalidArgument("before", "must be above 0 (nothing lies below index 0)")
+	}
+	if _, next := s.node.Bounds(); req.Before > next {
+		return nil, InvalidArgument("before", fmt.Sprintf("%d is past the end of the log (%d)", req.Before, next))
+	}
+	var resp *paxosdpb.TrimResponse
+	err := s.toMaster(ctx, func(ctx context.Context) error {
+		r, err := s.node.Trim(ctx, req.Before)
+		if err == nil {
+			resp = &paxosdpb.TrimResponse{FirstIndex: r.First}
+		}
+		return err
+	}, func(ctx context.Context, c paxosdpb.LogServiceClient) error {
+		r, err := c.Trim(ctx, req)
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
+// Read implements LogService.Read.
+func (s *LogServer) Read(ctx context.Context, req *paxosdpb.ReadRequest) (*paxosdpb.ReadResponse, error) {
+	count, bytes := int(req.MaxCount), int(min(req.MaxBytes, maxReadBytes))
+	if count == 0 {
+		count = defaultReadCount
+	}
+	if count > maxReadCount {
+		return nil, InvalidArgument("max_count", fmt.Sprintf("%d is above the limit of %d", count, maxReadCount))
+	}
+	if bytes == 0 {
+		bytes = defaultReadBytes
+	}
+	local := req.Consistency == paxosdpb.Consistency_LOCAL
+	if local {
+		return s.read(ctx, req.From, count, bytes, false)
+	}
+	var resp *paxosdpb.ReadResponse
+	err := s.toMaster(ctx, func(ctx context.Context) error {
+		r, err := s.read(ctx, req.From, count, bytes, true)
+		resp = r
+		return err
+	}, func(ctx context.Context, c paxosdpb.LogServiceClient) error {
+		r, err := c.Read(ctx, req)
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
+func (s *LogServer) read(ctx context.Context, from uint64, count, bytes int, linearizable bool) (*paxosdpb.ReadResponse, error) {
+	ents, err := s.node.Read(ctx, from, count, bytes, linearizable)
+	if err != nil {
+		return nil, err
+	}
+	first, end := s.node.Bounds()
+	resp := &paxosdpb.ReadResponse{Entries: toPB(ents), NextIndex: from, FirstIndex: first, EndIndex: max(end, from), Local: !linearizable}
+	if len(ents) > 0 {
+		resp.NextIndex = ents[len(ents)-1].Index + 1
+		resp.EndIndex = max(resp.EndIndex, resp.NextIndex)
+	}
+	return resp, nil
+}
+
+// Tail implements LogService.Tail.
+func (s *LogServer) Tail(req *paxosdpb.TailRequest, stream grpc.ServerStreamingServer[paxosdpb.TailResponse]) error {
+	err := s.node.Tail(stream.Context(), req.From, defaultReadCount, defaultReadBytes, func(ents []core.Entry) error {
+		return stream.Send(&paxosdpb.TailResponse{Entries: toPB(ents)})
+	})
+	return s.status(err)
+}
+
+// Status implements LogService.Status.
+func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*paxosdpb.StatusResponse, error) {
+	st, err := s.node.Status(ctx)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	first, end := s.node.Bounds()
+	resp := &paxosdpb.StatusResponse{
+		NodeId: s.id, ClusterId: s.clusterID, Role: st.Role, MasterId: st.Master, MasterAddress: s.addrs[st.Master],
+		Ballot: uint64(st.Ballot), Promised: uint64(st.Promised), ChosenInstance: st.Applied, FirstIndex: first, EndIndex: end,
+	}
+	ids := make([]uint64, 0, len(s.addrs))
+	for id := range s.addrs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		resp.Members = append(resp.Members, &paxosdpb.Member{Id: id, Address: s.addrs[id], Voter: s.voters[id]})
+	}
+	return resp, nil
+}
+
+// toMaster runs local on this node; if it is not the master, it forwards the
+// request to the master with remote, waiting out an election if none is
+// known yet.
+func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) error, remote func(context.Context, paxosdpb.LogServiceClient) error) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	forwarded := len(md.Get(forwardedKey)) > 0
+	deadline := time.Now().Add(noMasterWait)
+	for {
+		err := local(ctx)
+		var nm *core.NotMasterError
+		if !errors.As(err, &nm) {
+			return s.status(err)
+		}
+		if nm.Master != 0 && nm.Master != s.id {
+			if forwarded {
+				return NotMasterError(nm.Master, s.addrs[nm.Master])
+			}
+			c, err := s.conn(s.addrs[nm.Master])
+			if err != nil {
+				return NotMasterError(nm.Master, s.addrs[nm.Master])
+			}
+			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
+			return remote(fctx, paxosdpb.NewLogServiceClient(c))
+		}
+		// No master known: an election is under way.
+		if time.Now().After(deadline) {
+			return NotMasterError(0, "")
+		}
+		select {
+		case <-ctx.Done():
+			return s.status(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *LogServer) conn(addr string) (*grpc.ClientConn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	if addr == "" {
+		return nil, errors.New("no address")
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReadBytes+(1<<20)), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// status turns node errors into gRPC statuses with details.
+func (s *LogServer) status(err error) error {
+	var (
+		nm *core.NotMasterError
+		tr *storage.TrimmedError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case status.Code(err) != codes.Unknown:
+		return err // already a status (forwarded)
+	case errors.As(err, &nm):
+		return NotMasterError(nm.Master, s.addrs[nm.Master])
+	case errors.As(err, &tr):
+		return TrimmedError(tr.First)
+	case errors.Is(err, node.ErrEmpty):
+		return InvalidArgument("entries", err.Error())
+	case errors.Is(err, node.ErrTooLarge):
+		return InvalidArgument("entries", err.Error())
+	case errors.Is(err, core.ErrStaleSeq):
+		return InvalidArgument("seq", err.Error())
+	case errors.Is(err, core.ErrDropped):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, node.ErrStopped):
+		return status.Error(codes.Unavailable, "node is stopping")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded; the outcome of an append is unknown")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func toPB(ents []core.Entry) []*paxosdpb.Entry {
+	out := make([]*paxosdpb.Entry, len(ents))
+	for i, e := range ents {
+		out[i] = &paxosdpb.Entry{Index: e.Index, Value: e.Data}
+	}
+	return out
+}

@@ -1,0 +1,738 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+)
+
+// Transport defaults, used for the zero values of TransportConfig.
+const (
+	DefaultMaxMessageBytes  = 4 << 20 // largest encoded core.Message, and largest batch payload
+	DefaultQueueLen         = 4096    // messages queued per peer
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultKeepaliveTime    = 10 * time.Second // gRPC raises client values below 10 s to 10 s
+	DefaultKeepaliveTimeout = 5 * time.Second
+)
+
+const (
+	// grpcHeadroom is added to MaxMessageBytes for the gRPC message limits,
+	// so that a batch holding one message of MaxMessageBytes (plus protobuf
+	// framing and the batch header) always fits.
+	grpcHeadroom = 64 << 10
+	// batchHeaderBytes bounds the encoded size of PeerBatch's three uint64
+	// fields (tag + 10-byte varint each).
+	batchHeaderBytes = 3 * 11
+	// The reconnect backoff of one peer: exponential from minBackoff to
+	// maxBackoff, with jitter. A stream that lived longer than maxBackoff
+	// resets it.
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+	// keepaliveMinTime is the shortest client ping interval the server
+	// tolerates: below gRPC's 10 s client floor, so no peer is ever cut off
+	// for pinging.
+	keepaliveMinTime = 5 * time.Second
+)
+
+// TransportConfig configures a Transport. Zero values take the defaults.
+type TransportConfig struct {
+	// ClusterID is stamped on every outgoing batch; incoming batches of
+	// another cluster are rejected. SelfID is this node's ID.
+	ClusterID, SelfID uint64
+	// Peers maps node IDs to "host:port" addresses. An entry for SelfID is
+	// ignored. Send reaches only these peers; messages are received from any
+	// node of the cluster that dials this one.
+	Peers map[uint64]string
+	// MaxMessageBytes bounds one encoded message and the payload of one
+	// batch (default DefaultMaxMessageBytes). The gRPC send and receive
+	// limits are this plus a small headroom for framing, on both sides.
+	MaxMessageBytes int
+	// QueueLen is the capacity of each peer's outgoing queue, in messages
+	// (default DefaultQueueLen). When it is full, Send drops and counts.
+	QueueLen int
+	// DialTimeout bounds one attempt to connect to a peer and open its
+	// stream (default DefaultDialTimeout).
+	DialTimeout time.Duration
+	// KeepaliveTime and KeepaliveTimeout: ping an idle connection after
+	// KeepaliveTime and drop it when the ping is not answered within
+	// KeepaliveTimeout, on both the client and the server side.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// Logf receives connection events and rejections. May be nil.
+	Logf func(format string, args ...any)
+}
+
+func (c *TransportConfig) setDefaults() {
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.KeepaliveTime <= 0 {
+		c.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if c.KeepaliveTimeout <= 0 {
+		c.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+}
+
+// PeerStats counts the traffic with one peer since NewTransport.
+type PeerStats struct {
+	// Address is the peer's configured address ("" for a node that sent to
+	// us but is not in Peers).
+	Address string
+	// Connected: a stream to the peer is open and has not failed.
+	Connected bool
+	// Sent counts messages handed to gRPC on an open stream, in Batches
+	// batches. gRPC buffers: a sent message may still be lost if the stream
+	// breaks.
+	Sent, Batches uint64
+	// Dropped counts messages to this peer that were not sent: queue full,
+	// oversized, queued when a connection attempt failed, or in a batch whose
+	// send failed. Oversized is the part of Dropped that exceeded
+	// MaxMessageBytes.
+	Dropped, Oversized uint64
+	// Received counts messages from this peer handed to deliver.
+	Received uint64
+	// LastError is the most recent connection or stream error with this
+	// peer, as the receiver reported it when it did (a rejection names both
+	// cluster IDs); "" if there was none. It is kept after a reconnect.
+	LastError string
+}
+
+// TransportStats is a snapshot of a Transport's counters.
+type TransportStats struct {
+	// Peers has one entry per configured peer and per other node that sent
+	// messages to this one.
+	Peers map[uint64]PeerStats
+	// Received counts messages handed to deliver, from all nodes.
+	Received uint64
+	// Unroutable counts messages given to Send for no configured peer (or
+	// for this node itself) or with a From other than SelfID; they were
+	// dropped.
+	Unroutable uint64
+	// Corrupt counts received messages dropped because they did not decode,
+	// exceeded MaxMessageBytes, or did not match their batch (To not this
+	// node, From not the batch's sender).
+	Corrupt uint64
+	// Rejected counts incoming batches rejected whole (and their streams
+	// closed) because of a wrong cluster ID or destination node;
+	// LastRejection says why the last one was.
+	Rejected      uint64
+	LastRejection string
+}
+
+// Transport carries core.Message between the nodes of one cluster over gRPC.
+// Outgoing, it keeps one persistent client-streaming RPC (Peer.Send) per
+// peer, opened when there is something to send and reopened with backoff
+// after a failure; a sender goroutine per peer drains that peer's queue and
+// packs everything queued at that moment into one PeerBatch. Incoming, it
+// serves Peer.Send on the grpc.Server given to Register and hands every valid
+// message to deliver.
+type Transport struct {
+	cfg     TransportConfig
+	deliver func(core.Message)
+	peers   map[uint64]*peer // read-only after NewTransport
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // sender goroutines, server handlers and their receivers
+
+	// mu orders Close against the server side: handlers register in wg and
+	// call deliver under mu.RLock only while closed is false.
+	mu         sync.RWMutex
+	closed     bool
+	isClosed   atomic.Bool // closed, for Send's fast path
+	closeErrMu sync.Mutex
+	closeErr   []error
+
+	unroutable, corrupt, rejected atomic.Uint64
+	received                      atomic.Uint64
+
+	statMu        sync.Mutex
+	recvFrom      map[uint64]*atomic.Uint64 // messages delivered, by sender
+	lastRejection string
+}
+
+// peer is the outgoing side of one link.
+type peer struct {
+	id   uint64
+	addr string
+	q    chan []byte // encoded messages
+
+	sent, batches, dropped, oversized atomic.Uint64
+	connected, full                   atomic.Bool
+
+	mu      sync.Mutex
+	lastErr string
+}
+
+// NewTransport returns a transport for cfg that hands each valid incoming
+// message to deliver. deliver is called from the transport's goroutines,
+// possibly from several at once, and must not block for long (push into a
+// channel, or drop): Close waits for the deliver calls in progress. The
+// transport dials nobody until Send is called; serve incoming messages by
+// calling Register on a grpc.Server built with ServerOptions.
+func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Transport{
+		cfg:      cfg,
+		deliver:  deliver,
+		peers:    make(map[uint64]*peer, len(cfg.Peers)),
+		ctx:      ctx,
+		cancel:   cancel,
+		recvFrom: make(map[uint64]*atomic.Uint64),
+	}
+	for id, addr := range cfg.Peers {
+		if id == cfg.SelfID {
+			continue
+		}
+		p := &peer{id: id, addr: addr, q: make(chan []byte, cfg.QueueLen)}
+		t.peers[id] = p
+		t.wg.Add(1)
+		go t.runPeer(p)
+	}
+	return t
+}
+
+func (t *Transport) logf(format string, args ...any) {
+	t.cfg.Logf("rpc: node %d: "+format, append([]any{t.cfg.SelfID}, args...)...)
+}
+
+// transportCredentials is the one place that decides how peer connections
+// are secured, for both the dialing and the serving side. Insecure for now;
+// TLS replaces it here.
+func transportCredentials() credentials.TransportCredentials {
+	return insecure.NewCredentials()
+}
+
+// grpcMessageLimit is the gRPC send and receive limit for peer messages.
+func (t *Transport) grpcMessageLimit() int { return t.cfg.MaxMessageBytes + grpcHeadroom }
+
+// dialOptions are every option the transport dials peers with.
+func (t *Transport) dialOptions() []grpc.DialOption {
+	limit := t.grpcMessageLimit()
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(transportCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit), grpc.MaxCallRecvMsgSize(limit)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                t.cfg.KeepaliveTime,
+			Timeout:             t.cfg.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		// The channel's own reconnect backoff matches the stream backoff, so
+		// a peer that comes back is reached within maxBackoff.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: minBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+			MinConnectTimeout: t.cfg.DialTimeout,
+		}),
+		// A long-lived stream must not be buffered for transparent retries:
+		// loss is the protocol's business, not gRPC's.
+		grpc.WithDisableRetry(),
+	}
+}
+
+// ServerOptions are the options the grpc.Server that serves this transport
+// (see Register) must be built with: the receive limit, keepalive on the
+// server side and the policy that lets peers' keepalive pings through, and
+// the credentials. They apply to every service of that server.
+func (t *Transport) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(transportCredentials()),
+		grpc.MaxRecvMsgSize(t.grpcMessageLimit()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    t.cfg.KeepaliveTime,
+			Timeout: t.cfg.KeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             min(keepaliveMinTime, t.cfg.KeepaliveTime),
+			PermitWithoutStream: true,
+		}),
+	}
+}
+
+// Register registers the transport's Peer service on s, which should have
+// been built with ServerOptions. The transport does not own s: the caller
+// starts and stops it.
+func (t *Transport) Register(s *grpc.Server) {
+	paxosdpb.RegisterPeerServer(s, peerServer{t: t})
+}
+
+// Send queues m for the peer m.To and returns at once: it never blocks and
+// never does I/O. A message for an unknown peer, with a From other than
+// SelfID, over MaxMessageBytes, or that finds the peer's queue full is
+// dropped and counted. After Close, Send does nothing. m is encoded before
+// Send returns, so the caller may reuse it.
+func (t *Transport) Send(m core.Message) {
+	if t.isClosed.Load() {
+		return
+	}
+	p := t.peers[m.To]
+	if p == nil || m.From != t.cfg.SelfID {
+		t.unroutable.Add(1)
+		return
+	}
+	b := core.AppendMessage(nil, m)
+	if len(b) > t.cfg.MaxMessageBytes {
+		p.oversized.Add(1)
+		p.dropped.Add(1)
+		t.logf("dropped a %s message of %d bytes to node %d: over the %d-byte limit", m.Type, len(b), m.To, t.cfg.MaxMessageBytes)
+		return
+	}
+	select {
+	case p.q <- b:
+	default:
+		p.dropped.Add(1)
+		if p.full.CompareAndSwap(false, true) {
+			t.logf("queue to node %d (%s) is full (%d messages): dropping until it drains", p.id, p.addr, t.cfg.QueueLen)
+		}
+	}
+}
+
+// Close stops the transport: it closes every outgoing stream and connection,
+// ends the server handlers of incoming streams (their peers see Unavailable),
+// and waits for every goroutine it started and every deliver call in
+// progress. Later calls to Send do nothing, and deliver is not called again.
+// It returns the errors of closing the connections, if any.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	t.isClosed.Store(true)
+	t.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+	t.closeErrMu.Lock()
+	defer t.closeErrMu.Unlock()
+	return errors.Join(t.closeErr...)
+}
+
+// Stats returns a snapshot of the transport's counters.
+func (t *Transport) Stats() TransportStats {
+	st := TransportStats{
+		Peers:      make(map[uint64]PeerStats, len(t.peers)),
+		Received:   t.received.Load(),
+		Unroutable: t.unroutable.Load(),
+		Corrupt:    t.corrupt.Load(),
+		Rejected:   t.rejected.Load(),
+	}
+	for id, p := range t.peers {
+		p.mu.Lock()
+		lastErr := p.lastErr
+		p.mu.Unlock()
+		st.Peers[id] = PeerStats{
+			Address:   p.addr,
+			Connected: p.connected.Load(),
+			Sent:      p.sent.Load(),
+			Batches:   p.batches.Load(),
+			Dropped:   p.dropped.Load(),
+			Oversized: p.oversized.Load(),
+			LastError: lastErr,
+		}
+	}
+	t.statMu.Lock()
+	defer t.statMu.Unlock()
+	st.LastRejection = t.lastRejection
+	for id, n := range t.recvFrom {
+		ps := st.Peers[id]
+		ps.Received = n.Load()
+		st.Peers[id] = ps
+	}
+	return st
+}
+
+// ---- outgoing ----
+
+// peerStream is one open Peer.Send stream and the goroutine that watches it
+// for the receiver's verdict.
+type peerStream struct {
+	stream grpc.ClientStreamingClient[paxosdpb.PeerBatch, paxosdpb.PeerSummary]
+	cancel context.CancelFunc
+	opened time.Time
+	done   chan struct{} // closed when the stream has ended; err is then set
+	err    error
+}
+
+// watch waits for the end of the stream: the receiver's status when it ends
+// the stream, or the cancellation. It owns no state but ps.err.
+func (ps *peerStream) watch() {
+	defer close(ps.done)
+	var sum paxosdpb.PeerSummary
+	ps.err = ps.stream.RecvMsg(&sum)
+	if ps.err == nil {
+		ps.err = errors.New("peer ended the stream")
+	}
+}
+
+// end cancels the stream, waits for its watcher and returns why it ended.
+func (ps *peerStream) end() error {
+	ps.cancel()
+	<-ps.done
+	return ps.err
+}
+
+// endAfter gives the stream up to d to end by itself (so that the watcher
+// reads the receiver's status rather than the cancellation), then ends it.
+func (ps *peerStream) endAfter(d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ps.done:
+	case <-timer.C:
+	}
+	return ps.end()
+}
+
+// runPeer is the sender goroutine of one peer: it owns the peer's connection
+// and stream and is the only reader of its queue.
+func (t *Transport) runPeer(p *peer) {
+	defer t.wg.Done()
+	var (
+		conn        *grpc.ClientConn
+		ps          *peerStream
+		carry       []byte // a message that did not fit in the last batch
+		attempts    int    // failures since the last long-lived stream
+		nextAttempt time.Time
+	)
+	defer func() {
+		if ps != nil {
+			ps.end()
+		}
+		p.connected.Store(false)
+		if conn != nil {
+			if err := conn.Close(); err != nil {
+				t.closeErrMu.Lock()
+				t.closeErr = append(t.closeErr, fmt.Errorf("closing connection to node %d (%s): %w", p.id, p.addr, err))
+				t.closeErrMu.Unlock()
+			}
+		}
+	}()
+	// failed records a failed attempt or stream and schedules the next one.
+	failed := func(err error) {
+		p.connected.Store(false)
+		if ps != nil {
+			if time.Since(ps.opened) > maxBackoff {
+				attempts = 0
+			}
+			ps = nil
+		}
+		if t.ctx.Err() != nil {
+			return // closing: not a failure worth reporting
+		}
+		msg := err.Error()
+		p.mu.Lock()
+		changed := msg != p.lastErr
+		p.lastErr = msg
+		p.mu.Unlock()
+		if changed {
+			t.logf("link to node %d (%s): %v", p.id, p.addr, err)
+		}
+		nextAttempt = time.Now().Add(backoffDelay(attempts))
+		attempts++
+	}
+	for {
+		if t.ctx.Err() != nil {
+			return
+		}
+		var first []byte
+		if carry != nil {
+			first, carry = carry, nil
+		} else {
+			var streamDone chan struct{} // nil: no stream to watch
+			if ps != nil {
+				streamDone = ps.done
+			}
+			select {
+			case <-t.ctx.Done():
+				return
+			case <-streamDone:
+				failed(fmt.Errorf("stream ended: %w", ps.end()))
+				continue
+			case first = <-p.q:
+			}
+		}
+		if ps == nil {
+			if wait := time.Until(nextAttempt); wait > 0 {
+				timer := time.NewTimer(wait)
+				select {
+				case <-t.ctx.Done():
+					timer.Stop()
+					return
+				case <-timer.C:
+				}
+			}
+			var err error
+			if conn == nil {
+				conn, err = grpc.NewClient(p.addr, t.dialOptions()...)
+				if err != nil {
+					conn = nil
+				}
+			}
+			if err == nil {
+				ps, err = t.openStream(conn)
+			}
+			if err != nil {
+				// The peer is unreachable: what is queued for it is stale
+				// by the next attempt. Drop it rather than let it crowd out
+				// fresher messages.
+				p.dropped.Add(1 + drain(p.q))
+				failed(fmt.Errorf("connecting: %w", err))
+				continue
+			}
+			p.connected.Store(true)
+			t.logf("link to node %d (%s) open", p.id, p.addr)
+		}
+		batch, n := t.fill(p.id, first, p.q, &carry)
+		if err := ps.stream.Send(batch); err != nil {
+			p.dropped.Add(uint64(n))
+			if errors.Is(err, io.EOF) {
+				// The receiver ended the stream; its status, which the
+				// watcher is reading, says why.
+				err = ps.endAfter(t.cfg.DialTimeout)
+			} else {
+				ps.end()
+			}
+			failed(fmt.Errorf("sending: %w", err))
+			continue
+		}
+		p.sent.Add(uint64(n))
+		p.batches.Add(1)
+		if len(p.q) == 0 {
+			p.full.Store(false)
+		}
+	}
+}
+
+// openStream opens a Peer.Send stream on conn, giving up after DialTimeout.
+func (t *Transport) openStream(conn *grpc.ClientConn) (*peerStream, error) {
+	ctx, cancel := context.WithCancel(t.ctx)
+	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
+	stream, err := paxosdpb.NewPeerClient(conn).Send(ctx)
+	if !timer.Stop() && err == nil {
+		err = fmt.Errorf("no stream within %v", t.cfg.DialTimeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	ps := &peerStream{stream: stream, cancel: cancel, opened: time.Now(), done: make(chan struct{})}
+	go ps.watch() // owned by runPeer, which always calls ps.end
+	return ps, nil
+}
+
+// fill builds a batch from first and whatever else is queued now, up to
+// MaxMessageBytes of payload; a message that does not fit is left in carry.
+// It returns the batch and its number of messages.
+func (t *Transport) fill(to uint64, first []byte, q chan []byte, carry *[]byte) (*paxosdpb.PeerBatch, int) {
+	msgs := [][]byte{first}
+	size := batchHeaderBytes + fieldSize(first)
+	for {
+		select {
+		case b := <-q:
+			if size+fieldSize(b) > t.cfg.MaxMessageBytes {
+				*carry = b
+				return t.batch(to, msgs), len(msgs)
+			}
+			msgs = append(msgs, b)
+			size += fieldSize(b)
+		default:
+			return t.batch(to, msgs), len(msgs)
+		}
+	}
+}
+
+func (t *Transport) batch(to uint64, msgs [][]byte) *paxosdpb.PeerBatch {
+	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, Messages: msgs}
+}
+
+// fieldSize is the encoded size of one element of PeerBatch.messages.
+func fieldSize(b []byte) int { return 1 + protowire.SizeBytes(len(b)) }
+
+// drain empties q without blocking and returns how many messages it held.
+func drain(q chan []byte) uint64 {
+	var n uint64
+	for {
+		select {
+		case <-q:
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+// backoffDelay is the wait before the next connection attempt after the
+// given number of consecutive failures: exponential from minBackoff, capped
+// at maxBackoff, with jitter in [d/2, d) so that peers do not reconnect in
+// lockstep.
+func backoffDelay(failures int) time.Duration {
+	d := minBackoff
+	for i := 0; i < failures && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	return d/2 + rand.N(d/2)
+}
+
+// ---- incoming ----
+
+// peerServer adapts the Transport to the generated Peer service.
+type peerServer struct {
+	paxosdpb.UnimplementedPeerServer
+	t *Transport
+}
+
+// Send serves one incoming stream.
+func (s peerServer) Send(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, paxosdpb.PeerSummary]) error {
+	return s.t.serve(stream)
+}
+
+var errClosed = status.Error(codes.Unavailable, "paxosd peer transport closed")
+
+// serve receives batches until the sender ends the stream, the transport
+// closes, or a batch is rejected. A receiver goroutine does the blocking
+// Recv so that Close can end the handler at once; it ends when the handler
+// has returned and gRPC has torn the stream down.
+func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, paxosdpb.PeerSummary]) error {
+	t.mu.RLock()
+	if t.closed {
+		t.mu.RUnlock()
+		return errClosed
+	}
+	t.wg.Add(2)
+	t.mu.RUnlock()
+	defer t.wg.Done()
+
+	ctx := stream.Context()
+	batches := make(chan *paxosdpb.PeerBatch)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer t.wg.Done()
+		for {
+			b, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case batches <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var sum paxosdpb.PeerSummary
+	for {
+		select {
+		case <-t.ctx.Done():
+			return errClosed
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(&sum)
+			}
+			return err
+		case b := <-batches:
+			if err := t.receive(b, &sum); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// receive checks one batch and delivers its valid messages. A batch of
+// another cluster or for another node is rejected whole, with an error that
+// ends the stream.
+func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) error {
+	var reason string
+	switch {
+	case b.GetClusterId() != t.cfg.ClusterID:
+		reason = fmt.Sprintf("rejected a batch from node %d of cluster %d: this node (%d) is in cluster %d",
+			b.GetFrom(), b.GetClusterId(), t.cfg.SelfID, t.cfg.ClusterID)
+	case b.GetTo() != t.cfg.SelfID:
+		reason = fmt.Sprintf("rejected a batch from node %d addressed to node %d: this is node %d (cluster %d); check the peer addresses",
+			b.GetFrom(), b.GetTo(), t.cfg.SelfID, t.cfg.ClusterID)
+	}
+	if reason != "" {
+		t.rejected.Add(1)
+		t.statMu.Lock()
+		changed := reason != t.lastRejection
+		t.lastRejection = reason
+		t.statMu.Unlock()
+		if changed {
+			t.logf("%s", reason)
+		}
+		return status.Error(codes.FailedPrecondition, reason)
+	}
+
+	msgs := make([]core.Message, 0, len(b.GetMessages()))
+	for _, raw := range b.GetMessages() {
+		if len(raw) > t.cfg.MaxMessageBytes {
+			t.corrupt.Add(1)
+			continue
+		}
+		m, err := core.DecodeMessage(raw)
+		if err != nil || m.To != t.cfg.SelfID || m.From != b.GetFrom() {
+			t.corrupt.Add(1)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	sum.Dropped += uint64(len(b.GetMessages()) - len(msgs))
+	if len(msgs) == 0 {
+		return nil
+	}
+
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed {
+		return errClosed
+	}
+	for _, m := range msgs {
+		t.deliver(m)
+	}
+	n := uint64(len(msgs))
+	sum.Received += n
+	t.received.Add(n)
+	t.receivedFrom(b.GetFrom()).Add(n)
+	return nil
+}
+
+// receivedFrom returns the counter of messages delivered from node id.
+func (t *Transport) receivedFrom(id uint64) *atomic.Uint64 {
+	t.statMu.Lock()
+	defer t.statMu.Unlock()
+	c := t.recvFrom[id]
+	if c == nil {
+		c = new(atomic.Uint64)
+		t.recvFrom[id] = c
+	}
+	return c
+}

@@ -1,0 +1,220 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// Key layout: one prefix byte naming the record kind, then a big-endian
+// uint64, so that the keys of a kind sort in numeric order.
+const (
+	prefixMeta     = 'm' // singletons, by metaID
+	prefixAccepted = 'a' // accepted (ballot, value) by instance
+	prefixChosen   = 'c' // chosen value by instance
+	prefixEntry    = 'e' // user entry by log index
+	prefixDedup    = 'd' // dedup row by client ID
+
+	keyLen = 9
+)
+
+// The singletons under prefixMeta.
+const (
+	metaIdentity = 0 // format version, cluster ID, node ID, K
+	metaPromise  = 1 // the acceptor's promise
+	metaState    = 2 // the apply state
+	metaTrim     = 3 // trim cursor: user entries below it are physically deleted
+)
+
+// formatVersion is the on-disk format this package writes and reads.
+const formatVersion = 1
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func key(prefix byte, n uint64) []byte {
+	k := make([]byte, keyLen)
+	k[0] = prefix
+	binary.BigEndian.PutUint64(k[1:], n)
+	return k
+}
+
+// parseKey splits a key into its prefix and number.
+func parseKey(k []byte) (byte, uint64, bool) {
+	if len(k) != keyLen {
+		return 0, 0, false
+	}
+	return k[0], binary.BigEndian.Uint64(k[1:]), true
+}
+
+func keyName(k []byte) string {
+	if p, n, ok := parseKey(k); ok {
+		return fmt.Sprintf("%c/%d", p, n)
+	}
+	return fmt.Sprintf("%q", k)
+}
+
+// seal frames a payload as stored: a CRC32C (Castagnoli) of the key and the
+// payload, big-endian, then the payload. Covering the key as well catches a
+// record that ends up under the wrong key.
+func seal(k, payload []byte) []byte {
+	v := make([]byte, 4, 4+len(payload))
+	binary.BigEndian.PutUint32(v, checksum(k, payload))
+	return append(v, payload...)
+}
+
+func checksum(k, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, payload)
+}
+
+// errRecord is the cause of every record-level decoding failure; callers
+// wrap it in ErrCorrupt with the directory and key.
+var errRecord = errors.New("bad record")
+
+// unseal checks the CRC of a stored value and returns its payload (aliasing v).
+func unseal(k, v []byte) ([]byte, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("%w: %d bytes, shorter than its checksum", errRecord, len(v))
+	}
+	payload := v[4:]
+	if want, got := binary.BigEndian.Uint32(v), checksum(k, payload); want != got {
+		return nil, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", errRecord, want, got)
+	}
+	return payload, nil
+}
+
+// uvarints decodes exactly len(dst) uvarints filling b.
+func uvarints(b []byte, dst ...*uint64) error {
+	for _, p := range dst {
+		x, n := binary.Uvarint(b)
+		if n <= 0 {
+			return fmt.Errorf("%w: bad varint", errRecord)
+		}
+		*p, b = x, b[n:]
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", errRecord, len(b))
+	}
+	return nil
+}
+
+func appendUvarints(dst []byte, xs ...uint64) []byte {
+	for _, x := range xs {
+		dst = binary.AppendUvarint(dst, x)
+	}
+	return dst
+}
+
+func encodeIdentity(m Meta) []byte {
+	return appendUvarints([]byte{formatVersion}, m.ClusterID, m.NodeID, m.K)
+}
+
+func decodeIdentity(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) == 0 {
+		return m, fmt.Errorf("%w: empty identity", errRecord)
+	}
+	if b[0] != formatVersion {
+		return m, fmt.Errorf("%w: format version %d, this build reads version %d", errRecord, b[0], formatVersion)
+	}
+	err := uvarints(b[1:], &m.ClusterID, &m.NodeID, &m.K)
+	return m, err
+}
+
+func encodeUint(x uint64) []byte { return binary.AppendUvarint(nil, x) }
+
+func decodeUint(b []byte) (uint64, error) {
+	var x uint64
+	err := uvarints(b, &x)
+	return x, err
+}
+
+func encodeState(s core.ApplyState) []byte {
+	return appendUvarints(nil, s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion)
+}
+
+func decodeState(b []byte) (core.ApplyState, error) {
+	var s core.ApplyState
+	if err := uvarints(b, &s.Applied, &s.NextIndex, &s.FirstIndex, &s.LeaseHolder, &s.LeaseVersion); err != nil {
+		return core.ApplyState{}, err
+	}
+	if s.FirstIndex > s.NextIndex {
+		return core.ApplyState{}, fmt.Errorf("%w: first index %d above next index %d", errRecord, s.FirstIndex, s.NextIndex)
+	}
+	return s, nil
+}
+
+func encodeAccepted(iv core.InstanceValue) []byte {
+	return core.AppendValue(binary.AppendUvarint(nil, uint64(iv.Ballot)), iv.Value)
+}
+
+func decodeAccepted(instance uint64, b []byte) (core.InstanceValue, error) {
+	ballot, n := binary.Uvarint(b)
+	if n <= 0 {
+		return core.InstanceValue{}, fmt.Errorf("%w: bad ballot varint", errRecord)
+	}
+	v, err := core.DecodeValue(b[n:])
+	if err != nil {
+		return core.InstanceValue{}, fmt.Errorf("%w: %w", errRecord, err)
+	}
+	return core.InstanceValue{Instance: instance, Ballot: idgen.Ballot(ballot), Value: v}, nil
+}
+
+func decodeChosen(instance uint64, b []byte) (core.InstanceValue, error) {
+	v, err := core.DecodeValue(b)
+	if err != nil {
+		return core.InstanceValue{}, fmt.Errorf("%w: %w", errRecord, err)
+	}
+	return core.InstanceValue{Instance: instance, Value: v}, nil
+}
+
+func encodeDedup(d core.DedupEntry) []byte { return appendUvarints(nil, d.Seq, d.First, d.Last) }
+
+func decodeDedup(client uint64, b []byte) (core.DedupEntry, error) {
+	d := core.DedupEntry{ClientID: client}
+	if err := uvarints(b, &d.Seq, &d.First, &d.Last); err != nil {
+		return core.DedupEntry{}, err
+	}
+	return d, nil
+}
+
+// decodePayload decodes the payload of the record stored under k (CRC
+// already checked). User entries are raw bytes and always decode.
+func decodePayload(k, payload []byte) (any, error) {
+	prefix, n, ok := parseKey(k)
+	if !ok {
+		return nil, fmt.Errorf("%w: key of %d bytes", errRecord, len(k))
+	}
+	switch prefix {
+	case prefixMeta:
+		switch n {
+		case metaIdentity:
+			return decodeIdentity(payload)
+		case metaPromise, metaTrim:
+			return decodeUint(payload)
+		case metaState:
+			return decodeState(payload)
+		}
+	case prefixAccepted:
+		return decodeAccepted(n, payload)
+	case prefixChosen:
+		return decodeChosen(n, payload)
+	case prefixEntry:
+		return core.Entry{Index: n, Data: append([]byte{}, payload...)}, nil
+	case prefixDedup:
+		return decodeDedup(n, payload)
+	}
+	return nil, fmt.Errorf("%w: unknown key %s", errRecord, keyName(k))
+}
+
+// decodeRecord checks and decodes one stored key/value pair.
+func decodeRecord(k, v []byte) (any, error) {
+	payload, err := unseal(k, v)
+	if err != nil {
+		return nil, err
+	}
+	return decodePayload(k, payload)
+}
