@@ -1,0 +1,365 @@
+// Package client is the Go client of paxosd. It talks to any node of a
+// cluster (nodes forward appends and linearizable reads to the master),
+// moves to another endpoint when one fails, and makes appends exactly-once:
+// every append carries this client's ID and a fresh sequence number, and a
+// retry reuses them, so the cluster's dedup table returns the original
+// indexes instead of appending twice.
+//
+// It must never retry an append under a new sequence number: that could
+// append it twice.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/rpc"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+)
+
+// Options tune a client.
+type Options struct {
+	ClientID    uint64        // 0: a random one
+	CallTimeout time.Duration // per attempt; default 5 s
+	Retries     int           // attempts across endpoints; default 10
+}
+
+// Errors callers branch on.
+var (
+	ErrClosed   = errors.New("client closed")
+	ErrConflict = errors.New("expected index does not match the end of the log")
+)
+
+// TrimmedError says a read or tail started below the first index.
+type TrimmedError struct{ First uint64 }
+
+func (e *TrimmedError) Error() string {
+	return fmt.Sprintf("entries below index %d were trimmed; the log starts at %d", e.First, e.First)
+}
+
+// Client is safe for concurrent use.
+type Client struct {
+	endpoints []string
+	opt       Options
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	pref   string // the endpoint that last worked (the master, after a redirect)
+	seq    uint64
+	closed bool
+}
+
+// New returns a client for the given endpoints (host:port). It connects lazily.
+func New(endpoints []string, opt Options) (*Client, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("client: no endpoints")
+	}
+	if opt.ClientID == 0 {
+		opt.ClientID = idgen.NewClientID(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+	}
+	if opt.CallTimeout == 0 {
+		opt.CallTimeout = 5 * time.Second
+	}
+	if opt.Retries == 0 {
+		opt.Retries = 10
+	}
+	return &Client{endpoints: endpoints, opt: opt, conns: map[string]*grpc.ClientConn{}, pref: endpoints[0]}, nil
+}
+
+// ID returns the client ID its appends carry.
+func (c *Client) ID() uint64 { return c.opt.ClientID }
+
+// Close closes the connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for _, cc := range c.conns {
+		cc.Close()
+	}
+	clear(c.conns)
+	return nil
+}
+
+func (c *Client) api(ep string) (paxosdpb.LogServiceClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	cc, ok := c.conns[ep]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)))
+		if err != nil {
+			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
+		}
+		c.conns[ep] = cc
+	}
+	return paxosdpb.NewLogServiceClient(cc), nil
+}
+
+// order returns the endpoints to try, the preferred one first.
+func (c *Client) order() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := []string{c.pref}
+	for _, ep := range c.endpoints {
+		if ep != c.pref {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func (c *Client) prefer(ep string) {
+	c.mu.Lock()
+	c.pref = ep
+	c.mu.Unlock()
+}
+
+// retryable says whether another attempt (at another endpoint, or after an
+// election) may succeed.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return true
+	}
+	_, _, nm := rpc.AsNotMaster(err)
+	return nm
+}
+
+// call runs f against endpoints until it succeeds or fails for good.
+func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxosdpb.LogServiceClient) error) error {
+	var last error
+	backoff := 50 * time.Millisecond
+	for attempt := 0; attempt < c.opt.Retries; attempt++ {
+		for _, ep := range c.order() {
+			api, err := c.api(ep)
+			if err != nil {
+				return err
+			}
+			actx, cancel := context.WithTimeout(ctx, c.opt.CallTimeout)
+			err = f(actx, api)
+			cancel()
+			if err == nil {
+				c.prefer(ep)
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			last = err
+			if !retryable(err) {
+				return convert(err)
+			}
+			if _, addr, ok := rpc.AsNotMaster(err); ok && addr != "" {
+				c.prefer(addr) // the master: try it first next time
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	return fmt.Errorf("client: gave up after %d rounds over %d endpoints: %w", c.opt.Retries, len(c.endpoints), convert(last))
+}
+
+func convert(err error) error {
+	if first, ok := rpc.AsTrimmed(err); ok {
+		return &TrimmedError{First: first}
+	}
+	if _, ok := rpc.AsExpectedIndex(err); ok {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+// AppendResult says where an append landed.
+type AppendResult struct {
+	First, Last uint64
+	Duplicate   bool // a retry found the append already applied
+}
+
+// Append appends entries, exactly once, and returns their indexes.
+func (c *Client) Append(ctx context.Context, entries ...[]byte) (AppendResult, error) {
+	c.mu.Lock()
+	c.seq++
+	seq := c.seq
+	c.mu.Unlock()
+	return c.AppendSeq(ctx, c.opt.ClientID, seq, entries...)
+}
+
+// AppendSeq appends entries with an explicit (clientID, seq): a repeat of an
+// applied pair returns the original indexes with Duplicate set.
+func (c *Client) AppendSeq(ctx context.Context, clientID, seq uint64, entries ...[]byte) (AppendResult, error) {
+	req := &paxosdpb.AppendRequest{Entries: entries, ClientId: clientID, Seq: seq}
+	var res AppendResult
+	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.Append(ctx, req)
+		if err == nil {
+			res = AppendResult{First: r.FirstIndex, Last: r.LastIndex, Duplicate: r.Duplicate}
+		}
+		return err
+	})
+	return res, err
+}
+
+// Entry is one log entry.
+type Entry struct {
+	Index uint64
+	Value []byte
+}
+
+// ReadResult is a page of the log.
+type ReadResult struct {
+	Entries              []Entry
+	Next                 uint64 // where to continue
+	FirstIndex, EndIndex uint64 // the log held [FirstIndex, EndIndex)
+	Local                bool
+}
+
+// Read reads up to count entries from index from. local reads are served by
+// any node from what it has applied; otherwise the master serves them,
+// linearizably.
+func (c *Client) Read(ctx context.Context, from uint64, count int, local bool) (ReadResult, error) {
+	req := &paxosdpb.ReadRequest{From: from, MaxCount: uint32(count), Consistency: paxosdpb.Consistency_LINEARIZABLE}
+	if local {
+		req.Consistency = paxosdpb.Consistency_LOCAL
+	}
+	var res ReadResult
+	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.Read(ctx, req)
+		if err == nil {
+			res = ReadResult{Entries: fromPB(r.Entries), Next: r.NextIndex, FirstIndex: r.FirstIndex, EndIndex: r.EndIndex, Local: r.Local}
+		}
+		return err
+	})
+	return res, err
+}
+
+// Trim drops the entries below before on every replica; it returns the new
+// first index.
+func (c *Client) Trim(ctx context.Context, before uint64) (uint64, error) {
+	var first uint64
+	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.Trim(ctx, &paxosdpb.TrimRequest{Before: before})
+		if err == nil {
+			first = r.FirstIndex
+		}
+		return err
+	})
+	return first, err
+}
+
+// Status asks one endpoint for its status.
+func (c *Client) Status(ctx context.Context, endpoint string) (*paxosdpb.StatusResponse, error) {
+	api, err := c.api(endpoint)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opt.CallTimeout)
+	defer cancel()
+	return api.Status(ctx, &paxosdpb.StatusRequest{})
+}
+
+// Endpoints returns the endpoints the client was given.
+func (c *Client) Endpoints() []string { return c.endpoints }
+
+// Tail calls fn with every entry from index from on, in order, following the
+// log as it grows, until ctx ends or fn returns an error. When a stream
+// breaks it resumes at the index after the last entry delivered, on any
+// endpoint: no gaps, no duplicates. If follow is false it stops at the end
+// of the log as it was when it started.
+func (c *Client) Tail(ctx context.Context, from uint64, follow bool, fn func(Entry) error) error {
+	next := from
+	var end uint64
+	if !follow {
+		r, err := c.Read(ctx, from, 1, true)
+		if err != nil {
+			return err
+		}
+		end = r.EndIndex
+		if next >= end {
+			return nil
+		}
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.tailOnce(ctx, &next, end, follow, fn)
+		if !errors.Is(err, errNoEndpoint) {
+			return err // done, trimmed, or fn's own error
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+var errNoEndpoint = errors.New("no endpoint could serve the tail")
+
+// tailOnce streams from each endpoint in turn until one breaks for good. It
+// returns errNoEndpoint when every endpoint failed (try again later).
+func (c *Client) tailOnce(ctx context.Context, next *uint64, end uint64, follow bool, fn func(Entry) error) error {
+	for _, ep := range c.order() {
+		api, err := c.api(ep)
+		if err != nil {
+			return err
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := api.Tail(sctx, &paxosdpb.TailRequest{From: *next})
+		if err != nil {
+			cancel()
+			continue
+		}
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				cancel()
+				if _, ok := rpc.AsTrimmed(err); ok || ctx.Err() != nil {
+					return convert(err)
+				}
+				break // try the next endpoint
+			}
+			for _, e := range r.Entries {
+				if e.Index != *next {
+					continue // never deliver a gap or a repeat
+				}
+				if err := fn(Entry{Index: e.Index, Value: e.Value}); err != nil {
+					cancel()
+					return err
+				}
+				*next = e.Index + 1
+				if !follow && *next >= end {
+					cancel()
+					return nil
+				}
+			}
+		}
+	}
+	return errNoEndpoint
+}
+
+func fromPB(es []*paxosdpb.Entry) []Entry {
+	out := make([]Entry, len(es))
+	for i, e := range es {
+		out[i] = Entry{Index: e.Index, Value: e.Value}
+	}
+	return out
+}

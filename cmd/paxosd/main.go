@@ -1,0 +1,455 @@
+// Command paxosd runs a paxosd node or a local development cluster, and is
+// the command-line client of a cluster: append, read, tail, trim, status.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/paxosd/paxosd/client"
+)
+
+// maxEntryLimit caps --max-entry-bytes: entries travel whole in peer messages.
+const maxEntryLimit = 16 << 20
+
+const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "paxosd:", err)
+		os.Exit(1)
+	}
+}
+
+var clientFlags = []cli.Flag{
+	&cli.StringFlag{Name: "endpoints", EnvVars: []string{"PAXOSD_ENDPOINTS"}, Value: defaultEndpoints, Usage: "comma-separated HOST:PORT of any nodes of the cluster"},
+	&cli.StringFlag{Name: "write-out", Aliases: []string{"w"}, Value: "simple", Usage: "output format: simple, json or table"},
+	&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up on a request after this long"},
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:  "paxosd",
+		Usage: "a replicated, append-only log on Multi-Paxos",
+		Description: `Start a local 3-node cluster:   paxosd dev
+Then, in another terminal:        paxosd append hello world
+                                  paxosd read --from 0
+                                  paxosd tail --from 0 -f
+                                  paxosd status -w table`,
+		EnableBashCompletion: true,
+		Commands: []*cli.Command{
+			serverCommand(), devCommand(),
+			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(),
+		},
+	}
+}
+
+func serverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run one node of a cluster",
+		Description: `Every voting member is started with the same --peers list and its own --id.
+Example, on three hosts (or three terminals):
+  paxosd server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/1
+  paxosd server --id 2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/2
+  paxosd server --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/3
+The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly.`,
+		Flags: []cli.Flag{
+			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers)"},
+			&cli.StringFlag{Name: "peers", Required: true, Usage: "every voting member as ID=HOST:PORT, comma-separated"},
+			&cli.StringFlag{Name: "listen", Usage: "address to listen on (default: this node's address in --peers)"},
+			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "this node's data directory (created if missing)"},
+			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "cluster name; with the member IDs it makes the cluster ID that guards data directories and peer links"},
+			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
+		},
+		Action: func(c *cli.Context) error {
+			peers, err := parsePeers(c.String("peers"))
+			if err != nil {
+				return err
+			}
+			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
+				return fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			logger := log.New(os.Stderr, "", log.LstdFlags)
+			r, err := startNode(ctx, serverConfig{id: c.Uint64("id"), listen: c.String("listen"), peers: peers,
+				dataDir: c.String("data-dir"), cluster: c.String("cluster"), maxEntryBytes: c.Int("max-entry-bytes"), logf: logger.Printf})
+			if err != nil {
+				return err
+			}
+			logger.Printf("paxosd node %d serving on %s, data in %s", c.Uint64("id"), r.lis.Addr(), c.String("data-dir"))
+			err = <-r.done
+			logger.Printf("paxosd node %d stopped", c.Uint64("id"))
+			return err
+		},
+	}
+}
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run a whole local cluster in one process (Ctrl-C stops it)",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of voting members (3 or 5)"},
+			&cli.StringFlag{Name: "data-dir", Usage: "where the nodes keep their data (default: a new temporary directory)"},
+			&cli.IntFlag{Name: "base-port", Value: 7001, Usage: "node i listens on 127.0.0.1:(base-port+i-1)"},
+		},
+		Action: func(c *cli.Context) error {
+			nodes := c.Int("nodes")
+			if nodes < 1 || nodes > 9 {
+				return fmt.Errorf("--nodes %d: pick 3 or 5 (1 to 9 work)", nodes)
+			}
+			dir := c.String("data-dir")
+			if dir == "" {
+				var err error
+				if dir, err = os.MkdirTemp("", "paxosd-dev-"); err != nil {
+					return err
+				}
+			}
+			peers := map[uint64]string{}
+			var eps []string
+			for i := 1; i <= nodes; i++ {
+				addr := fmt.Sprintf("127.0.0.1:%d", c.Int("base-port")+i-1)
+				peers[uint64(i)] = addr
+				eps = append(eps, addr)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			logger := log.New(os.Stderr, "", log.LstdFlags)
+			var running []*runningNode
+			for i := 1; i <= nodes; i++ {
+				r, err := startNode(ctx, serverConfig{id: uint64(i), peers: peers, dataDir: fmt.Sprintf("%s/node%d", dir, i),
+					cluster: "dev", maxEntryBytes: 1 << 20, logf: logger.Printf})
+				if err != nil {
+					stop()
+					for _, r := range running {
+						<-r.done
+					}
+					return fmt.Errorf("node %d: %w", i, err)
+				}
+				running = append(running, r)
+			}
+			epList := strings.Join(eps, ",")
+			fmt.Printf(`paxosd dev: %d nodes on %s
+data directory: %s
+
+In another terminal, try:
+  go run ./cmd/paxosd append hello world
+  go run ./cmd/paxosd read --from 0
+  go run ./cmd/paxosd tail --from 0 -f
+  go run ./cmd/paxosd status -w table
+(--endpoints defaults to %s; set PAXOSD_ENDPOINTS for other ports)
+
+Ctrl-C stops the cluster; start it again with --data-dir %s to keep the log.
+`, nodes, epList, dir, defaultEndpoints, dir)
+			var first error
+			for _, r := range running {
+				if err := <-r.done; err != nil && first == nil {
+					first = err
+				}
+			}
+			return first
+		},
+	}
+}
+
+func newClient(c *cli.Context) (*client.Client, error) {
+	switch c.String("write-out") {
+	case "simple", "json", "table":
+	default:
+		return nil, fmt.Errorf("--write-out %q: use simple, json or table", c.String("write-out"))
+	}
+	var eps []string
+	for _, ep := range strings.Split(c.String("endpoints"), ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	return client.New(eps, client.Options{CallTimeout: c.Duration("timeout")})
+}
+
+func appendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "append",
+		Usage:     "append entries; prints the index of each",
+		ArgsUsage: "[VALUE...]   (no VALUE: one entry per line of standard input)",
+		Description: `Examples:
+  paxosd append hello world          # two entries
+  seq 1 100 | paxosd append          # a hundred entries, one per line`,
+		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+			&cli.Uint64Flag{Name: "client-id", Usage: "exactly-once: this client's ID (with --seq)"},
+			&cli.Uint64Flag{Name: "seq", Usage: "exactly-once: the sequence number of this append (with --client-id); a repeat returns the original indexes"},
+		),
+		Action: func(c *cli.Context) error {
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			var values [][]byte
+			if c.NArg() > 0 {
+				for _, a := range c.Args().Slice() {
+					values = append(values, []byte(a))
+				}
+			} else {
+				sc := bufio.NewScanner(os.Stdin)
+				sc.Buffer(make([]byte, 64<<10), 64<<20)
+				for sc.Scan() {
+					values = append(values, append([]byte(nil), sc.Bytes()...))
+				}
+				if err := sc.Err(); err != nil {
+					return fmt.Errorf("reading standard input: %w", err)
+				}
+			}
+			if len(values) == 0 {
+				return errors.New("nothing to append: give VALUEs or lines on standard input")
+			}
+			for i, v := range values {
+				if len(v) == 0 {
+					return fmt.Errorf("entry %d is empty: entries must hold at least one byte", i+1)
+				}
+			}
+			if (c.Uint64("client-id") == 0) != (c.Uint64("seq") == 0) {
+				return errors.New("--client-id and --seq go together (both non-zero)")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+			defer cancel()
+			var res client.AppendResult
+			if c.Uint64("client-id") != 0 {
+				res, err = cl.AppendSeq(ctx, c.Uint64("client-id"), c.Uint64("seq"), values...)
+			} else {
+				res, err = cl.Append(ctx, values...)
+			}
+			if err != nil {
+				return err
+			}
+			out := bufio.NewWriter(os.Stdout)
+			defer out.Flush()
+			for i := res.First; i <= res.Last; i++ {
+				switch c.String("write-out") {
+				case "json":
+					fmt.Fprintf(out, `{"index":%d,"duplicate":%v}`+"\n", i, res.Duplicate)
+				default:
+					fmt.Fprintln(out, i)
+				}
+			}
+			if res.Duplicate {
+				fmt.Fprintln(os.Stderr, "duplicate: this (client-id, seq) was already applied; these are the original indexes")
+			}
+			return nil
+		},
+	}
+}
+
+// printEntries writes entries in the chosen format.
+func printEntries(w io.Writer, format string, ents []client.Entry) {
+	for _, e := range ents {
+		switch format {
+		case "json":
+			b, _ := json.Marshal(struct {
+				Index uint64 `json:"index"`
+				Value string `json:"value"`
+			}{e.Index, string(e.Value)})
+			fmt.Fprintf(w, "%s\n", b)
+		default:
+			fmt.Fprintf(w, "%d\t%s\n", e.Index, e.Value)
+		}
+	}
+}
+
+func indexFlag(name, usage string, required bool) *cli.StringFlag {
+	return &cli.StringFlag{Name: name, Usage: usage, Required: required}
+}
+
+// parseIndex parses a log index given on the command line.
+func parseIndex(c *cli.Context, name string) (uint64, error) {
+	s := c.String(name)
+	if s == "" {
+		return 0, nil
+	}
+	var v uint64
+	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || strings.HasPrefix(s, "-") || fmt.Sprint(v) != strings.TrimLeft(s, "+") {
+		return 0, fmt.Errorf("--%s %q: an index is a non-negative integer", name, s)
+	}
+	return v, nil
+}
+
+func readCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "read",
+		Usage: "read entries from an index",
+		Description: `Examples:
+  paxosd read --from 0                       # up to 1000 entries from the start
+  paxosd read --from 42 --count 10 -w json   # JSON Lines: {"index":42,"value":"..."}
+  paxosd read --from 0 --consistency local   # any node, possibly stale`,
+		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+			indexFlag("from", "first index to read", true),
+			&cli.IntFlag{Name: "count", Value: 1000, Usage: "at most this many entries (1..10000)"},
+			&cli.StringFlag{Name: "consistency", Value: "linearizable", Usage: "linearizable (the master confirms) or local (any node, may be stale)"},
+		),
+		Action: func(c *cli.Context) error {
+			from, err := parseIndex(c, "from")
+			if err != nil {
+				return err
+			}
+			if n := c.Int("count"); n < 1 || n > 10000 {
+				return fmt.Errorf("--count %d: pick 1 to 10000", n)
+			}
+			cons := c.String("consistency")
+			if cons != "linearizable" && cons != "local" {
+				return fmt.Errorf("--consistency %q: use linearizable or local", cons)
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+			defer cancel()
+			res, err := cl.Read(ctx, from, c.Int("count"), cons == "local")
+			if err != nil {
+				return err
+			}
+			printEntries(os.Stdout, c.String("write-out"), res.Entries)
+			return nil
+		},
+	}
+}
+
+func tailCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "tail",
+		Usage: "print the log from an index; -f follows it as it grows",
+		Description: `Examples:
+  paxosd tail --from 0          # everything up to now
+  paxosd tail --from 100 -f     # from index 100, then every new entry (Ctrl-C stops)
+-f resumes on another node after a failure, with no gaps and no repeats.
+Starting below the first index (after a trim) is an error that names it.`,
+		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+			indexFlag("from", "first index to print (default 0)", false),
+			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following new entries"},
+		),
+		Action: func(c *cli.Context) error {
+			from, err := parseIndex(c, "from")
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			out := bufio.NewWriter(os.Stdout)
+			defer out.Flush()
+			err = cl.Tail(ctx, from, c.Bool("follow"), func(e client.Entry) error {
+				printEntries(out, c.String("write-out"), []client.Entry{e})
+				if c.Bool("follow") {
+					return out.Flush()
+				}
+				return nil
+			})
+			if ctx.Err() != nil {
+				return nil // Ctrl-C
+			}
+			return err
+		},
+	}
+}
+
+func trimCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "trim",
+		Usage:       "drop every entry below an index, on every node",
+		Description: "Example:\n  paxosd trim --before 1000",
+		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+			indexFlag("before", "drop entries below this index", true)),
+		Action: func(c *cli.Context) error {
+			before, err := parseIndex(c, "before")
+			if err != nil {
+				return err
+			}
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+			defer cancel()
+			first, err := cl.Trim(ctx, before)
+			if err != nil {
+				return err
+			}
+			if c.String("write-out") == "json" {
+				fmt.Printf(`{"first_index":%d}`+"\n", first)
+			} else {
+				fmt.Printf("log now starts at index %d\n", first)
+			}
+			return nil
+		},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "status",
+		Usage:       "show every node: role, master, progress",
+		Description: "Examples:\n  paxosd status -w table\n  paxosd status -w json",
+		Flags:       clientFlags,
+		Action: func(c *cli.Context) error {
+			cl, err := newClient(c)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			format := c.String("write-out")
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			if format == "table" {
+				fmt.Fprintln(tw, "ENDPOINT\tID\tROLE\tMASTER\tBALLOT\tCHOSEN INSTANCE\tFIRST INDEX\tLAST INDEX")
+			}
+			failed := 0
+			for _, ep := range cl.Endpoints() {
+				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+				st, err := cl.Status(ctx, ep)
+				cancel()
+				if err != nil {
+					failed++
+					fmt.Fprintf(os.Stderr, "%s: unreachable: %v\n", ep, err)
+					continue
+				}
+				last := int64(st.EndIndex) - 1
+				switch format {
+				case "json":
+					b, _ := json.Marshal(map[string]any{"endpoint": ep, "id": st.NodeId, "role": st.Role, "master": st.MasterId,
+						"ballot": st.Ballot, "chosen_instance": st.ChosenInstance, "first_index": st.FirstIndex, "last_index": last})
+					fmt.Println(string(b))
+				case "table":
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last)
+				default:
+					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d\n",
+						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last)
+				}
+			}
+			tw.Flush()
+			if failed == len(cl.Endpoints()) {
+				return errors.New("no endpoint answered")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,283 @@
+// Package e2e runs real paxosd server processes on 127.0.0.1 and checks
+// what clients saw with checker/.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/paxosd/paxosd/checker"
+	"github.com/paxosd/paxosd/client"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "paxosd-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "paxosd")
+	out, err := exec.Command("go", "build", "-o", binary, "../cmd/paxosd").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build paxosd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cluster is a set of paxosd server processes on loopback.
+type cluster struct {
+	t     *testing.T
+	dir   string
+	addrs []string
+	peers string
+	procs []*exec.Cmd
+	logs  []*os.File
+}
+
+func freePorts(t *testing.T, n int) []string {
+	var ls []net.Listener
+	var out []string
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), logs: make([]*os.File, n)}
+	var parts []string
+	for i, a := range c.addrs {
+		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
+	}
+	c.peers = strings.Join(parts, ",")
+	for i := range c.addrs {
+		c.start(i)
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *cluster) start(i int) {
+	logf, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "server", "--id", fmt.Sprint(i+1), "--peers", c.peers,
+		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1)))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.procs[i], c.logs[i] = cmd, logf
+}
+
+func (c *cluster) kill(i int) {
+	if p := c.procs[i]; p != nil {
+		p.Process.Signal(syscall.SIGKILL)
+		p.Wait()
+		c.logs[i].Close()
+		c.procs[i] = nil
+	}
+}
+
+func (c *cluster) stop(i int) {
+	if p := c.procs[i]; p != nil {
+		p.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			c.t.Errorf("node %d did not stop on SIGTERM within 10s", i+1)
+			p.Process.Kill()
+			<-done
+		}
+		c.logs[i].Close()
+		c.procs[i] = nil
+	}
+}
+
+func (c *cluster) stopAll() {
+	for i := range c.procs {
+		c.stop(i)
+	}
+}
+
+func (c *cluster) client(t *testing.T) *client.Client {
+	cl, err := client.New(c.addrs, client.Options{CallTimeout: 2 * time.Second, Retries: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// master waits for a node that reports itself master and returns its index.
+func (c *cluster) master(t *testing.T) int {
+	cl := c.client(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, a := range c.addrs {
+			if c.procs[i] == nil {
+				continue
+			}
+			st, err := cl.Status(context.Background(), a)
+			if err == nil && st.Role == "master" {
+				return i
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("no master within 30s")
+	return -1
+}
+
+// logOf reads node i's whole log with local reads.
+func (c *cluster) logOf(t *testing.T, i int) []string {
+	cl, err := client.New([]string{c.addrs[i]}, client.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []string
+	for {
+		r, err := cl.Read(context.Background(), uint64(len(out)), 10000, true)
+		if err != nil {
+			t.Fatalf("read node %d: %v", i+1, err)
+		}
+		if len(r.Entries) == 0 {
+			return out
+		}
+		for _, e := range r.Entries {
+			out = append(out, string(e.Value))
+		}
+	}
+}
+
+// converge waits until every node's log has the same length as the longest.
+func (c *cluster) converge(t *testing.T, want int) [][]string {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		logs := make([][]string, len(c.addrs))
+		ok := true
+		for i := range c.addrs {
+			logs[i] = c.logOf(t, i)
+			if len(logs[i]) < want {
+				ok = false
+			}
+		}
+		if ok {
+			return logs
+		}
+		if time.Now().After(deadline) {
+			var lens []int
+			for _, l := range logs {
+				lens = append(lens, len(l))
+			}
+			t.Fatalf("logs did not converge to %d entries within 60s: lengths %v", want, lens)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestKillMasterMidway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 3)
+	c.master(t)
+	const clients, perClient = 8, 250
+	var (
+		mu   sync.Mutex
+		hist checker.History
+		wg   sync.WaitGroup
+		base = time.Now()
+	)
+	var appended sync.WaitGroup
+	appended.Add(1)
+	var total, killed int
+	var once sync.Once
+	for k := 0; k < clients; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			cl := c.client(t)
+			for j := 0; j < perClient; j++ {
+				v := fmt.Sprintf("c%d-%d", k, j)
+				op := checker.Op{Client: k, Kind: checker.Append, Value: v, Invoke: int64(time.Since(base))}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				res, err := cl.Append(ctx, []byte(v))
+				cancel()
+				op.Complete = int64(time.Since(base))
+				if err != nil {
+					op.Status = checker.Unknown
+				} else {
+					op.Index = res.First
+				}
+				mu.Lock()
+				hist = append(hist, op)
+				total++
+				if total == clients*perClient/2 {
+					once.Do(func() { appended.Done() })
+				}
+				mu.Unlock()
+			}
+		}(k)
+	}
+	appended.Wait()
+	m := c.master(t)
+	t.Logf("killing master node %d with SIGKILL after %d appends", m+1, total)
+	c.kill(m)
+	killed = m
+	time.Sleep(time.Second)
+	c.start(killed)
+	wg.Wait()
+
+	check := func(phase string) {
+		acked := 0
+		for _, op := range hist {
+			if op.Status == checker.OK {
+				acked++
+			}
+		}
+		logs := c.converge(t, acked)
+		for i := 1; i < len(logs); i++ {
+			if strings.Join(logs[i], "\n") != strings.Join(logs[0], "\n") {
+				t.Fatalf("%s: node %d's log differs from node 1's (%d vs %d entries)", phase, i+1, len(logs[i]), len(logs[0]))
+			}
+		}
+		res := checker.Check(hist, logs[0])
+		t.Logf("%s: %s", phase, strings.SplitN(res.String(), "\n", 2)[0])
+		if !res.OK() {
+			t.Fatalf("%s: %s", phase, res)
+		}
+	}
+	check("after the kill")
+	c.stopAll()
+	for i := range c.addrs {
+		c.start(i)
+	}
+	c.master(t)
+	check("after a full restart")
+}

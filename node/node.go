@@ -1,0 +1,460 @@
+// Package node is the runtime around the protocol core: one goroutine (the
+// loop) that ticks the core, steps peer messages, takes proposals, persists
+// each Ready with one synced write and then sends and delivers what waited
+// for it. Client calls (Append, Read, Tail, Trim, Status) reach the loop
+// through channels; reads are served from storage so that a slow reader never
+// stalls the loop.
+//
+// It must never release a reply before the Ready that produced it is
+// durable, and never go on after a failed write: a storage error stops the
+// node. The one invariant it keeps: the core's contract (instance package
+// comment) is followed exactly, in one goroutine.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/storage"
+)
+
+// Transport carries peer messages. rpc.Transport implements it.
+type Transport interface {
+	Send(m core.Message) // never blocks; may drop
+}
+
+// Config configures a node.
+type Config struct {
+	ID        uint64
+	ClusterID uint64
+	// Members are the voting members, ID -> address. A follower is not in it.
+	Members   map[uint64]string
+	Followers []instance.Follower
+	DataDir   string
+	// MaxEntryBytes bounds one entry (default 1 MiB); MaxAppendBytes bounds
+	// one Append call (default 4 MiB).
+	MaxEntryBytes  int
+	MaxAppendBytes int
+	Tick           time.Duration // default 10 ms
+	// Core tunes the protocol; ID, Members, Followers, Rand and Log are
+	// filled in by the node.
+	Core instance.Config
+	Logf func(format string, args ...any)
+}
+
+// Errors callers branch on.
+var (
+	ErrStopped  = errors.New("node stopped")
+	ErrTooLarge = errors.New("entry too large")
+	ErrEmpty    = errors.New("empty append")
+)
+
+// ApplyStatus is the durable apply state, for reads and tails.
+type applied struct {
+	next, first uint64
+	changed     chan struct{} // closed when next or first moves
+}
+
+// Node is a running node.
+type Node struct {
+	cfg   Config
+	core  *instance.Node
+	store *storage.Store
+	tr    Transport
+
+	inbox    chan core.Message
+	props    chan *proposal
+	readIdx  chan chan readIndexReply
+	statusCh chan chan instance.Status
+	stop     chan struct{}
+	done     chan struct{}
+	err      error // why the loop ended
+
+	mu  sync.Mutex
+	app applied
+
+	nextReq uint64
+	waiting map[uint64]*proposal
+}
+
+type proposal struct {
+	p      instance.Proposal
+	trim   uint64
+	result chan instance.Result
+}
+
+type readIndexReply struct {
+	next uint64
+	err  error
+}
+
+// Open opens the data directory and restores the core; Run starts it.
+func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
+	if cfg.Tick == 0 {
+		cfg.Tick = instance.DefaultTickMillis * time.Millisecond
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = 1 << 20
+	}
+	if cfg.MaxAppendBytes == 0 {
+		cfg.MaxAppendBytes = max(4<<20, cfg.MaxEntryBytes)
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	d, err := store.Load()
+	if err != nil {
+		return nil, err
+	}
+	cc := cfg.Core
+	if cc.Window == 0 {
+		cc = instance.DefaultConfig()
+	}
+	cc.ID, cc.Followers = cfg.ID, cfg.Followers
+	cc.Members = Members(cfg.Members)
+	cc.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	cc.Log = store
+	c, err := instance.New(cc, d)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg: cfg, core: c, store: store, tr: tr,
+		inbox: make(chan core.Message, 8192), props: make(chan *proposal, 1024),
+		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status),
+		stop: make(chan struct{}), done: make(chan struct{}),
+		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{},
+	}
+	st := store.State()
+	n.app = applied{next: st.NextIndex, first: st.FirstIndex, changed: make(chan struct{})}
+	return n, nil
+}
+
+// Members turns an ID -> address map into the core's member list: slots are
+// the positions of the IDs in sorted order, the same on every node.
+func Members(m map[uint64]string) []instance.Member {
+	ids := make([]uint64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([]instance.Member, len(ids))
+	for i, id := range ids {
+		out[i] = instance.Member{ID: id, Slot: uint64(i)}
+	}
+	return out
+}
+
+// Deliver hands a peer message to the loop. It never blocks: when the inbox
+// is full the message is dropped, which Paxos tolerates.
+func (n *Node) Deliver(m core.Message) {
+	select {
+	case n.inbox <- m:
+	default:
+	}
+}
+
+// Run runs the loop until ctx is done, Stop is called or storage fails. It
+// returns nil on a clean stop.
+func (n *Node) Run(ctx context.Context) error {
+	defer close(n.done)
+	tick := time.NewTicker(n.cfg.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			n.shutdown(ErrStopped)
+			return nil
+		case <-n.stop:
+			n.shutdown(ErrStopped)
+			return nil
+		case <-tick.C:
+			n.core.Tick()
+		case m := <-n.inbox:
+			n.step(m)
+			for i := 0; i < 1024; i++ { // take what else is queued: one Ready for all of it
+				select {
+				case m := <-n.inbox:
+					n.step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case p := <-n.props:
+			n.propose(p)
+			for i := 0; i < 1024; i++ {
+				select {
+				case p := <-n.props:
+					n.propose(p)
+					continue
+				default:
+				}
+				break
+			}
+		case ch := <-n.readIdx:
+			next, err := n.core.ReadIndex()
+			ch <- readIndexReply{next: next, err: err}
+		case ch := <-n.statusCh:
+			ch <- n.core.Status()
+		}
+		if err := n.handleReady(); err != nil {
+			n.cfg.Logf("node %d: stopping: %v", n.cfg.ID, err)
+			n.err = err
+			n.shutdown(err)
+			return err
+		}
+	}
+}
+
+func (n *Node) step(m core.Message) {
+	if err := n.core.Step(m); err != nil {
+		n.cfg.Logf("node %d: dropped message: %v", n.cfg.ID, err)
+	}
+}
+
+func (n *Node) propose(p *proposal) {
+	n.nextReq++
+	p.p.Req = n.nextReq
+	var err error
+	if p.trim != 0 {
+		err = n.core.ProposeTrim(p.p.Req, p.trim)
+	} else {
+		err = n.core.Propose(p.p)
+	}
+	if err != nil {
+		p.result <- instance.Result{Err: err}
+		return
+	}
+	n.waiting[p.p.Req] = p
+}
+
+// handleReady follows the core's contract: send Messages, persist, send
+// After, deliver Results, Advance.
+func (n *Node) handleReady() error {
+	for n.core.HasReady() {
+		rd := n.core.Ready()
+		for _, m := range rd.Messages {
+			n.tr.Send(m)
+		}
+		if err := n.store.Save(&rd); err != nil {
+			return fmt.Errorf("persist: %w", err)
+		}
+		for _, m := range rd.After {
+			n.tr.Send(m)
+		}
+		for _, r := range rd.Results {
+			if p, ok := n.waiting[r.Req]; ok {
+				delete(n.waiting, r.Req)
+				p.result <- r
+			}
+		}
+		if rd.State != nil {
+			n.publish(rd.State.NextIndex, rd.State.FirstIndex)
+		}
+		n.core.Advance()
+	}
+	return nil
+}
+
+// publish wakes readers and tails waiting for the durable log to move.
+func (n *Node) publish(next, first uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if next == n.app.next && first == n.app.first {
+		return
+	}
+	n.app.next, n.app.first = next, first
+	close(n.app.changed)
+	n.app.changed = make(chan struct{})
+}
+
+func (n *Node) shutdown(err error) {
+	for req, p := range n.waiting {
+		delete(n.waiting, req)
+		p.result <- instance.Result{Err: err}
+	}
+	n.mu.Lock()
+	close(n.app.changed)
+	n.app.changed = nil // a stopped node: waiters see nil and give up
+	n.mu.Unlock()
+}
+
+// Stop stops the loop and waits for it.
+func (n *Node) Stop() {
+	select {
+	case <-n.stop:
+	default:
+		close(n.stop)
+	}
+	<-n.done
+}
+
+// Err returns why the loop stopped, nil for a clean stop.
+func (n *Node) Err() error {
+	select {
+	case <-n.done:
+		return n.err
+	default:
+		return nil
+	}
+}
+
+// Done is closed when the loop has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Append appends entries through this node if it is the master. Otherwise it
+// returns a *core.NotMasterError naming the master it knows (the API server
+// forwards).
+// expected, when not nil, makes the append conditional on its first entry
+// getting that index (else core.ErrConflict, with the end index in First).
+func (n *Node) Append(ctx context.Context, entries [][]byte, clientID, seq uint64, expected *uint64) (instance.Result, error) {
+	if len(entries) == 0 {
+		return instance.Result{}, ErrEmpty
+	}
+	total := 0
+	for i, e := range entries {
+		if len(e) > n.cfg.MaxEntryBytes {
+			return instance.Result{}, fmt.Errorf("%w: entry %d is %d bytes, the limit is %d", ErrTooLarge, i, len(e), n.cfg.MaxEntryBytes)
+		}
+		total += len(e)
+	}
+	if total > n.cfg.MaxAppendBytes {
+		return instance.Result{}, fmt.Errorf("%w: %d bytes in one append, the limit is %d", ErrTooLarge, total, n.cfg.MaxAppendBytes)
+	}
+	p := &proposal{p: instance.Proposal{Entries: entries, ClientID: clientID, Seq: seq}}
+	if expected != nil {
+		p.p.Expected, p.p.HasExpected = *expected, true
+	}
+	return n.submit(ctx, p)
+}
+
+// Trim asks the master to drop user entries below before.
+func (n *Node) Trim(ctx context.Context, before uint64) (instance.Result, error) {
+	if before == 0 {
+		return instance.Result{}, errors.New("trim: before must be above 0")
+	}
+	return n.submit(ctx, &proposal{trim: before})
+}
+
+func (n *Node) submit(ctx context.Context, p *proposal) (instance.Result, error) {
+	p.result = make(chan instance.Result, 1)
+	select {
+	case n.props <- p:
+	case <-ctx.Done():
+		return instance.Result{}, ctx.Err()
+	case <-n.done:
+		return instance.Result{}, ErrStopped
+	}
+	select {
+	case r := <-p.result:
+		return r, r.Err
+	case <-ctx.Done():
+		// The outcome is unknown: the proposal may still be chosen.
+		return instance.Result{}, ctx.Err()
+	}
+}
+
+// ReadIndex confirms this node is the master and returns the log length
+// that a linearizable read must see.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	ch := make(chan readIndexReply, 1)
+	select {
+	case n.readIdx <- ch:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.done:
+		return 0, ErrStopped
+	}
+	r := <-ch
+	return r.next, r.err
+}
+
+// Status returns the core's status.
+func (n *Node) Status(ctx context.Context) (instance.Status, error) {
+	ch := make(chan instance.Status, 1)
+	select {
+	case n.statusCh <- ch:
+	case <-ctx.Done():
+		return instance.Status{}, ctx.Err()
+	case <-n.done:
+		return instance.Status{}, ErrStopped
+	}
+	return <-ch, nil
+}
+
+// Bounds returns the durable log's first index and next index (one past the
+// last entry).
+func (n *Node) Bounds() (first, next uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.app.first, n.app.next
+}
+
+// WaitApplied waits until the durable log holds index next-1 (next entries)
+// or ctx ends. It returns the current next index.
+func (n *Node) WaitApplied(ctx context.Context, next uint64) (uint64, error) {
+	for {
+		n.mu.Lock()
+		cur, ch := n.app.next, n.app.changed
+		n.mu.Unlock()
+		if cur >= next {
+			return cur, nil
+		}
+		if ch == nil {
+			return cur, ErrStopped
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return cur, ctx.Err()
+		}
+	}
+}
+
+// Read returns durable entries from index from, bounded by count and bytes.
+// Linearizable reads are confirmed by the master first.
+func (n *Node) Read(ctx context.Context, from uint64, maxCount, maxBytes int, linearizable bool) ([]core.Entry, error) {
+	if linearizable {
+		next, err := n.ReadIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := n.WaitApplied(ctx, next); err != nil {
+			return nil, err
+		}
+	}
+	return n.store.Entries(from, maxCount, maxBytes)
+}
+
+// Tail calls fn with durable entries from index from on, in order, as they
+// are applied, until ctx ends or fn returns an error. It reads from storage
+// at its own pace, so a slow tail never holds the loop back.
+func (n *Node) Tail(ctx context.Context, from uint64, maxBatch, maxBytes int, fn func([]core.Entry) error) error {
+	for {
+		if _, err := n.WaitApplied(ctx, from+1); err != nil {
+			return err
+		}
+		ents, err := n.store.Entries(from, maxBatch, maxBytes)
+		if err != nil {
+			return err
+		}
+		if len(ents) == 0 {
+			continue
+		}
+		if err := fn(ents); err != nil {
+			return err
+		}
+		from = ents[len(ents)-1].Index + 1
+	}
+}
+
+// Store returns the node's storage (for tests and status).
+func (n *Node) Store() *storage.Store { return n.store }
