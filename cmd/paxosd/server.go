@@ -82,6 +82,22 @@ func clusterID(name string, peers map[uint64]string) uint64 {
 	return h.Sum64() | 1
 }
 
+// checkListen requires a node to listen where --peers says it is (or on all
+// interfaces at that port). Two processes started with the same --id then
+// collide on the port instead of both voting with the same ballot slot,
+// which could choose two values in one instance.
+func checkListen(listen, self string, id uint64) error {
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %v", listen, err)
+	}
+	_, sp, _ := net.SplitHostPort(self)
+	if listen == self || (lp == sp && (lh == "" || lh == "0.0.0.0" || lh == "::")) {
+		return nil
+	}
+	return fmt.Errorf("--listen %s does not match node %d's address %s in --peers: a node must listen where its peers reach it", listen, id, self)
+}
+
 // runningNode is one started node with everything it owns.
 type runningNode struct {
 	cfg   serverConfig
@@ -102,6 +118,9 @@ func startNode(ctx context.Context, cfg serverConfig) (*runningNode, error) {
 	}
 	if cfg.listen == "" {
 		cfg.listen = self
+	}
+	if err := checkListen(cfg.listen, self, cfg.id); err != nil {
+		return nil, err
 	}
 	cid := clusterID(cfg.cluster, cfg.peers)
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(cfg.dataDir)), 0o755); err != nil {
