@@ -27,7 +27,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "paxosd")
-	out, err := exec.Command("go", "build", "-o", binary, "../cmd/paxosd").CombinedOutput()
+	args := []string{"build", "-o", binary}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "../cmd/paxosd")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build paxosd: %v\n%s", err, out)
 		os.Exit(1)
@@ -74,7 +78,15 @@ func newCluster(t *testing.T, n int) *cluster {
 	for i := range c.addrs {
 		c.start(i)
 	}
-	t.Cleanup(c.stopAll)
+	t.Cleanup(func() {
+		c.stopAll()
+		for i := range c.addrs {
+			b, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)))
+			if strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
+				t.Errorf("node %d's log shows a data race or a panic:\n%s", i+1, b)
+			}
+		}
+	})
 	return c
 }
 
