@@ -95,7 +95,9 @@ type Command struct {
 	Epoch uint64
 	// CmdLease. Start is the holder's local tick when it proposed the lease;
 	// only the holder interprets it.
-	Holder, Prev, Start uint64
+	// Wall is the holder's wall clock (Unix ms) when it proposed: it moves
+	// ApplyState.LogTime.
+	Holder, Prev, Start, Wall uint64
 	// CmdTrim.
 	Before uint64
 }
@@ -118,18 +120,45 @@ func (v Value) Size() int {
 func (v Value) IsZero() bool { return len(v.Commands) == 0 }
 
 // ApplyState is the replicated state machine minus the log entries: where
-// apply has reached, the user index counter, the trim point and the lease.
+// apply has reached, the user index counter, the trim point, the lease, and
+// the log's clock.
 type ApplyState struct {
 	Applied    uint64 // instances below it are applied
 	NextIndex  uint64 // the next user entry gets this index
 	FirstIndex uint64 // user entries below it are trimmed
 	LeaseHolder,
 	LeaseVersion uint64
+	// LogTime is the highest wall-clock time (Unix ms) a master wrote into a
+	// lease command: a clock every replica agrees on, for expiring clients.
+	LogTime uint64
 }
 
-// DedupEntry records the last applied (client, seq) and where it landed.
+// DedupWindow is how many of a client's most recent sequence numbers the
+// dedup table remembers: a client may have that many appends in flight, and
+// they may land in any order.
+const DedupWindow = 32
+
+// SeqIndexes is where one applied (client, seq) landed.
+type SeqIndexes struct{ Seq, First, Last uint64 }
+
+// DedupEntry is one client's row in the dedup table.
 type DedupEntry struct {
-	ClientID, Seq, First, Last uint64
+	ClientID uint64
+	// Recent are the applied seqs within DedupWindow of the highest, in
+	// ascending order; the last one is the highest applied seq.
+	Recent []SeqIndexes
+	// LastUsed is the LogTime of the client's last append.
+	LastUsed uint64
+	// Deleted marks, in a Ready, a row that expired and must be deleted.
+	Deleted bool
+}
+
+// Seq returns the highest applied seq of the client.
+func (d DedupEntry) Seq() uint64 {
+	if len(d.Recent) == 0 {
+		return 0
+	}
+	return d.Recent[len(d.Recent)-1].Seq
 }
 
 // Entry is one user log entry, as applied.
@@ -142,7 +171,7 @@ type Entry struct {
 var (
 	ErrNotMaster = errors.New("not the master")
 	ErrDropped   = errors.New("proposal dropped: mastership changed, outcome decided by whoever is master now")
-	ErrStaleSeq  = errors.New("sequence number older than the last one applied for this client")
+	ErrStaleSeq  = errors.New("sequence number too old: below the dedup window of this client, it may have been applied already; not applied again")
 	ErrEmpty     = errors.New("empty proposal")
 	// ErrConflict: a conditional append found the log at another index; the
 	// Result's First holds the log's end index.

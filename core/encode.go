@@ -27,7 +27,7 @@ func (c Command) Size() int {
 			n += uvarintLen(uint64(len(e))) + len(e)
 		}
 	case CmdLease:
-		n += uvarintLen(c.Holder) + uvarintLen(c.Prev) + uvarintLen(c.Epoch) + uvarintLen(c.Start)
+		n += uvarintLen(c.Holder) + uvarintLen(c.Prev) + uvarintLen(c.Epoch) + uvarintLen(c.Start) + uvarintLen(c.Wall)
 	case CmdTrim:
 		n += uvarintLen(c.Before) + uvarintLen(c.Origin) + uvarintLen(c.Req) + uvarintLen(c.Epoch)
 	}
@@ -66,6 +66,7 @@ func AppendValue(dst []byte, v Value) []byte {
 			dst = binary.AppendUvarint(dst, c.Prev)
 			dst = binary.AppendUvarint(dst, c.Epoch)
 			dst = binary.AppendUvarint(dst, c.Start)
+			dst = binary.AppendUvarint(dst, c.Wall)
 		case CmdTrim:
 			dst = binary.AppendUvarint(dst, c.Before)
 			dst = binary.AppendUvarint(dst, c.Origin)
@@ -151,7 +152,7 @@ func (d *decoder) value() Value {
 			}
 		case CmdNoop:
 		case CmdLease:
-			c.Holder, c.Prev, c.Epoch, c.Start = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
+			c.Holder, c.Prev, c.Epoch, c.Start, c.Wall = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 		case CmdTrim:
 			c.Before, c.Origin, c.Req, c.Epoch = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 		default:

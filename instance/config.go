@@ -8,6 +8,7 @@ import (
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/learner"
 )
 
 // Member is a voting member: its node ID and its ballot slot.
@@ -86,6 +87,12 @@ type Config struct {
 	CatchupBatch uint64
 	CatchupBytes int
 
+	// ClientTTLMillis and MaxClients bound the dedup table: a client idle
+	// that long (of log time) is forgotten, and beyond MaxClients the least
+	// recently used is. They must be the same on every node.
+	ClientTTLMillis uint64
+	MaxClients      int
+
 	Rand *rand.Rand // the only source of randomness
 	Log  LogReader  // durable chosen values
 	Bug  Bug
@@ -110,6 +117,8 @@ func DefaultConfig() Config {
 		LearnInterval:   100, // 1 s
 		CatchupBatch:    1024,
 		CatchupBytes:    4 << 20,
+		ClientTTLMillis: learner.DefaultClientTTL,
+		MaxClients:      learner.DefaultMaxClients,
 	}
 }
 
@@ -150,6 +159,8 @@ func (c *Config) Validate() error {
 		return errors.New("config: PhaseTimeout, ElectionJitter and LearnInterval must be positive")
 	case c.CatchupBatch == 0 || c.CatchupBytes <= 0:
 		return errors.New("config: CatchupBatch and CatchupBytes must be positive")
+	case c.ClientTTLMillis == 0 || c.MaxClients < 1:
+		return errors.New("config: ClientTTLMillis and MaxClients must be positive")
 	case c.Rand == nil:
 		return errors.New("config: Rand is nil")
 	case c.Log == nil:

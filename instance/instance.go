@@ -85,6 +85,10 @@ type Status struct {
 	InFlight   int
 	Waiting    int
 	Behind     bool
+	// Exactly-once: duplicates answered from the dedup table since start,
+	// and clients in it.
+	DedupHits    uint64
+	DedupClients int
 }
 
 // Node is one node's protocol core.
@@ -95,6 +99,7 @@ type Node struct {
 	voter    bool
 	pushTo   []uint64 // followers this node pushes chosen values to
 	now      uint64
+	wall     uint64 // the runtime's wall clock (Unix ms), for lease commands
 	epoch    uint64 // random per incarnation: tells the holder its own lease proposals apart
 	acc      *acceptor.Acceptor
 	prop     *proposer.Proposer
@@ -150,6 +155,7 @@ func New(cfg Config, d Durable) (*Node, error) {
 		}
 	}
 	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
+	n.learn.SetClientLimits(cfg.ClientTTLMillis, cfg.MaxClients)
 	if cfg.Bug == BugSkipDedup {
 		n.learn.PlantSkipDedup()
 	}
@@ -224,6 +230,11 @@ func (n *Node) ReadIndex() (nextIndex uint64, err error) {
 
 // Applied returns the applied state.
 func (n *Node) Applied() core.ApplyState { return n.learn.State() }
+
+// SetWallClock tells the core the wall-clock time (Unix ms). The master
+// writes it into lease commands, which gives every replica the same clock
+// for expiring idle clients' dedup rows. It is never used for timing.
+func (n *Node) SetWallClock(unixMillis uint64) { n.wall = unixMillis }
 
 // Tick advances the node's clock by one tick.
 func (n *Node) Tick() {
@@ -510,7 +521,7 @@ func (n *Node) leaderDuties() {
 	}
 	n.leaseInFlight, n.leaseStart = true, n.now
 	_, msgs := n.prop.ProposeValue(n.now, core.Value{Commands: []core.Command{{
-		Kind: core.CmdLease, Holder: n.id, Prev: st.LeaseVersion, Epoch: n.epoch, Start: n.now,
+		Kind: core.CmdLease, Holder: n.id, Prev: st.LeaseVersion, Epoch: n.epoch, Start: n.now, Wall: n.wall,
 	}}})
 	for _, m := range msgs {
 		n.send(m, false)
@@ -648,7 +659,8 @@ func (n *Node) Advance() { n.durableApplied = n.readyApplied }
 func (n *Node) Status() Status {
 	st := n.learn.State()
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
-		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(st.Applied)}
+		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(st.Applied),
+		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients()}
 	if n.voter {
 		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()
 		s.InFlight, s.Waiting = n.prop.InFlight(), n.prop.Waiting()

@@ -273,7 +273,7 @@ func TestReplication(t *testing.T) {
 		{[]string{"c"}, 10, 1, 2, 2, true, false}, // retry later
 		{[]string{"g"}, 10, 2, 6, 6, false, false},
 		{[]string{"f"}, 11, 1, 3, 5, true, false},
-		{[]string{"h"}, 10, 1, 0, 0, false, true}, // older than the last applied seq
+		{[]string{"h"}, 10, 1, 2, 2, true, false}, // an older seq, still in the window: the original indexes
 		{[]string{"i"}, 0, 0, 7, 7, false, false},
 	}
 	for j, p := range props {

@@ -10,6 +10,8 @@ package learner
 
 import (
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/paxosd/paxosd/core"
 )
@@ -48,16 +50,41 @@ type Learner struct {
 	// frontier; anything further is relearned by catch-up later.
 	maxAhead  uint64
 	skipDedup bool
+	// clientTTL (ms of LogTime) and maxClients bound the dedup table.
+	clientTTL  uint64
+	maxClients int
+	dupHits    uint64 // duplicates answered from the table since start
 }
+
+// Defaults for the dedup table's bounds. Every replica must use the same
+// values: they decide what apply does.
+const (
+	DefaultClientTTL  = uint64(time.Hour / time.Millisecond)
+	DefaultMaxClients = 100_000
+)
 
 // New returns a learner restored from the durable apply state and dedup table.
 func New(state core.ApplyState, dedup []core.DedupEntry, maxAhead uint64) *Learner {
-	l := &Learner{state: state, dedup: make(map[uint64]core.DedupEntry, len(dedup)), chosen: map[uint64]core.Value{}, maxAhead: maxAhead}
+	l := &Learner{state: state, dedup: make(map[uint64]core.DedupEntry, len(dedup)), chosen: map[uint64]core.Value{}, maxAhead: maxAhead,
+		clientTTL: DefaultClientTTL, maxClients: DefaultMaxClients}
 	for _, d := range dedup {
 		l.dedup[d.ClientID] = d
 	}
 	return l
 }
+
+// SetClientLimits changes how long (ms of log time) an idle client's dedup row
+// is kept and how many rows there may be. Every replica must use the same.
+func (l *Learner) SetClientLimits(ttl uint64, maxClients int) {
+	l.clientTTL, l.maxClients = ttl, maxClients
+}
+
+// Clients returns the number of rows in the dedup table.
+func (l *Learner) Clients() int { return len(l.dedup) }
+
+// DuplicateHits returns how many appends apply answered as duplicates since
+// this learner was created.
+func (l *Learner) DuplicateHits() uint64 { return l.dupHits }
 
 // PlantSkipDedup makes apply ignore the dedup table. Only for tests that prove
 // the simulator catches it.
@@ -122,6 +149,10 @@ func (l *Learner) ApplyNext() Applied {
 				l.state.LeaseHolder, l.state.LeaseVersion, lc.OK = c.Holder, c.Prev+1, true
 			}
 			out.Leases = append(out.Leases, lc)
+			if c.Wall > l.state.LogTime {
+				l.state.LogTime = c.Wall
+				l.expire(&out)
+			}
 		case core.CmdTrim:
 			before := min(c.Before, l.state.NextIndex)
 			if before > l.state.FirstIndex {
@@ -139,11 +170,14 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 	r := Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
 	if c.ClientID != 0 && !l.skipDedup {
 		if d, ok := l.dedup[c.ClientID]; ok {
-			switch {
-			case c.Seq == d.Seq:
-				r.First, r.Last, r.Duplicate = d.First, d.Last, true
-				return r
-			case c.Seq < d.Seq:
+			for _, s := range d.Recent {
+				if s.Seq == c.Seq {
+					l.dupHits++
+					r.First, r.Last, r.Duplicate = s.First, s.Last, true
+					return r
+				}
+			}
+			if c.Seq+core.DedupWindow <= d.Seq() {
 				r.Err = core.ErrStaleSeq
 				return r
 			}
@@ -160,9 +194,69 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 	}
 	r.Last = l.state.NextIndex - 1
 	if c.ClientID != 0 {
-		d := core.DedupEntry{ClientID: c.ClientID, Seq: c.Seq, First: r.First, Last: r.Last}
-		l.dedup[c.ClientID] = d
-		out.Dedup = append(out.Dedup, d)
+		l.remember(c.ClientID, core.SeqIndexes{Seq: c.Seq, First: r.First, Last: r.Last}, out)
 	}
 	return r
+}
+
+// remember records an applied (client, seq) in the client's row: a new slice
+// each time, since rows are handed to storage in Readies.
+func (l *Learner) remember(client uint64, s core.SeqIndexes, out *Applied) {
+	old, ok := l.dedup[client]
+	if !ok && len(l.dedup) >= l.maxClients {
+		l.evictOldest(out)
+	}
+	recent := make([]core.SeqIndexes, 0, len(old.Recent)+1)
+	inserted := false
+	for _, r := range old.Recent {
+		if !inserted && s.Seq < r.Seq {
+			recent, inserted = append(recent, s), true
+		}
+		recent = append(recent, r)
+	}
+	if !inserted {
+		recent = append(recent, s)
+	}
+	high := recent[len(recent)-1].Seq
+	k := 0
+	for k < len(recent) && recent[k].Seq+core.DedupWindow <= high {
+		k++
+	}
+	d := core.DedupEntry{ClientID: client, Recent: recent[k:], LastUsed: l.state.LogTime}
+	l.dedup[client] = d
+	out.Dedup = append(out.Dedup, d)
+}
+
+// expire deletes the rows of clients idle longer than clientTTL of log time.
+func (l *Learner) expire(out *Applied) {
+	if l.state.LogTime < l.clientTTL {
+		return
+	}
+	cutoff := l.state.LogTime - l.clientTTL
+	var gone []uint64
+	for id, d := range l.dedup {
+		if d.LastUsed < cutoff {
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone) // deterministic Ready contents
+	for _, id := range gone {
+		delete(l.dedup, id)
+		out.Dedup = append(out.Dedup, core.DedupEntry{ClientID: id, Deleted: true})
+	}
+}
+
+// evictOldest deletes the least recently used row (ties: the lowest ID).
+func (l *Learner) evictOldest(out *Applied) {
+	var victim core.DedupEntry
+	found := false
+	for _, d := range l.dedup {
+		if !found || d.LastUsed < victim.LastUsed || (d.LastUsed == victim.LastUsed && d.ClientID < victim.ClientID) {
+			victim, found = d, true
+		}
+	}
+	if found {
+		delete(l.dedup, victim.ClientID)
+		out.Dedup = append(out.Dedup, core.DedupEntry{ClientID: victim.ClientID, Deleted: true})
+	}
 }

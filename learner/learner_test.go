@@ -46,6 +46,21 @@ func res(req, first, last uint64) learner.Result {
 	return learner.Result{Origin: 9, Req: req, First: first, Last: last}
 }
 
+func si(seq, first, last uint64) core.SeqIndexes {
+	return core.SeqIndexes{Seq: seq, First: first, Last: last}
+}
+
+func row(client, lastUsed uint64, recent ...core.SeqIndexes) core.DedupEntry {
+	return core.DedupEntry{ClientID: client, Recent: recent, LastUsed: lastUsed}
+}
+
+// wallLease is a lease command carrying the master's wall clock.
+func wallLease(prev, wall uint64) core.Command {
+	c := lease(1, prev)
+	c.Wall = wall
+	return c
+}
+
 func dup(req, first, last uint64) learner.Result {
 	r := res(req, first, last)
 	r.Duplicate = true
@@ -62,6 +77,7 @@ func TestApplyNext(t *testing.T) {
 		state     core.ApplyState
 		dedup     []core.DedupEntry
 		skipDedup bool
+		limits    [2]uint64 // client TTL and cap; zero: defaults
 		steps     []step
 		wantState core.ApplyState
 	}{
@@ -112,23 +128,50 @@ func TestApplyNext(t *testing.T) {
 			wantState: core.ApplyState{Applied: 6, NextIndex: 10, FirstIndex: 10},
 		},
 		{
-			name: "dedup: duplicate, stale, independent clients, client 0",
+			name: "dedup: duplicate, stale, in-window out of order, independent clients, client 0",
 			steps: []step{
-				{value(user(5, 2, 1, "a", "b")), learner.Applied{Entries: entries(0, "a", "b"), Results: []learner.Result{res(1, 0, 1)},
-					Dedup: []core.DedupEntry{{ClientID: 5, Seq: 2, First: 0, Last: 1}}}},
-				{value(user(5, 2, 2, "a", "b"), user(6, 1, 3, "c")), learner.Applied{Entries: entries(2, "c"),
-					Results: []learner.Result{dup(2, 0, 1), res(3, 2, 2)}, Dedup: []core.DedupEntry{{ClientID: 6, Seq: 1, First: 2, Last: 2}}}},
-				{value(user(5, 1, 4, "z"), user(0, 0, 5, "d"), user(0, 0, 6, "d")), learner.Applied{Entries: entries(3, "d", "d"),
+				{value(user(5, 40, 1, "a", "b")), learner.Applied{Entries: entries(0, "a", "b"), Results: []learner.Result{res(1, 0, 1)},
+					Dedup: []core.DedupEntry{row(5, 0, si(40, 0, 1))}}},
+				{value(user(5, 40, 2, "a", "b"), user(6, 1, 3, "c")), learner.Applied{Entries: entries(2, "c"),
+					Results: []learner.Result{dup(2, 0, 1), res(3, 2, 2)}, Dedup: []core.DedupEntry{row(6, 0, si(1, 2, 2))}}},
+				// 8 is DedupWindow below 40: it may have been applied and forgotten.
+				{value(user(5, 8, 4, "z"), user(0, 0, 5, "d"), user(0, 0, 6, "d")), learner.Applied{Entries: entries(3, "d", "d"),
 					Results: []learner.Result{{Origin: 9, Req: 4, Err: core.ErrStaleSeq}, res(5, 3, 3), res(6, 4, 4)}}},
-				{value(user(5, 3, 7, "e")), learner.Applied{Entries: entries(5, "e"), Results: []learner.Result{res(7, 5, 5)},
-					Dedup: []core.DedupEntry{{ClientID: 5, Seq: 3, First: 5, Last: 5}}}},
+				// 39 is inside the window and was never applied: it applies, out of order.
+				{value(user(5, 39, 7, "e")), learner.Applied{Entries: entries(5, "e"), Results: []learner.Result{res(7, 5, 5)},
+					Dedup: []core.DedupEntry{row(5, 0, si(39, 5, 5), si(40, 0, 1))}}},
+				{value(user(5, 39, 8, "e")), learner.Applied{Results: []learner.Result{dup(8, 5, 5)}}},
+				// 72 slides the window past 39 and 40.
+				{value(user(5, 72, 9, "f")), learner.Applied{Entries: entries(6, "f"), Results: []learner.Result{res(9, 6, 6)},
+					Dedup: []core.DedupEntry{row(5, 0, si(72, 6, 6))}}},
+				{value(user(5, 40, 10, "a")), learner.Applied{Results: []learner.Result{{Origin: 9, Req: 10, Err: core.ErrStaleSeq}}}},
 			},
-			wantState: core.ApplyState{Applied: 4, NextIndex: 6},
+			wantState: core.ApplyState{Applied: 7, NextIndex: 7},
+		},
+		{
+			name:   "idle clients expire by log time; beyond the cap the least recently used goes",
+			limits: [2]uint64{1000, 2},
+			steps: []step{
+				{value(user(5, 1, 1, "a")), learner.Applied{Entries: entries(0, "a"), Results: []learner.Result{res(1, 0, 0)},
+					Dedup: []core.DedupEntry{row(5, 0, si(1, 0, 0))}}},
+				{value(wallLease(0, 600)), learner.Applied{Leases: []learner.LeaseChange{{Holder: 1, Epoch: 7, Start: 11, OK: true}}}},
+				{value(user(6, 1, 2, "b")), learner.Applied{Entries: entries(1, "b"), Results: []learner.Result{res(2, 1, 1)},
+					Dedup: []core.DedupEntry{row(6, 600, si(1, 1, 1))}}},
+				// Log time 1001: client 5 (last used at 0) is idle for more than 1000 ms.
+				{value(wallLease(1, 1001)), learner.Applied{Leases: []learner.LeaseChange{{Holder: 1, Epoch: 7, Start: 11, OK: true}},
+					Dedup: []core.DedupEntry{{ClientID: 5, Deleted: true}}}},
+				{value(user(7, 1, 3, "c")), learner.Applied{Entries: entries(2, "c"), Results: []learner.Result{res(3, 2, 2)},
+					Dedup: []core.DedupEntry{row(7, 1001, si(1, 2, 2))}}},
+				// A third client: over the cap of 2, client 6 (least recently used) goes.
+				{value(user(8, 1, 4, "d")), learner.Applied{Entries: entries(3, "d"), Results: []learner.Result{res(4, 3, 3)},
+					Dedup: []core.DedupEntry{{ClientID: 6, Deleted: true}, row(8, 1001, si(1, 3, 3))}}},
+			},
+			wantState: core.ApplyState{Applied: 6, NextIndex: 4, LeaseHolder: 1, LeaseVersion: 2, LogTime: 1001},
 		},
 		{
 			name:  "dedup table restored from durable state",
 			state: core.ApplyState{Applied: 10, NextIndex: 20},
-			dedup: []core.DedupEntry{{ClientID: 5, Seq: 2, First: 12, Last: 13}},
+			dedup: []core.DedupEntry{{ClientID: 5, Recent: []core.SeqIndexes{{Seq: 2, First: 12, Last: 13}}}},
 			steps: []step{
 				{value(user(5, 2, 1, "a", "b")), learner.Applied{Results: []learner.Result{dup(1, 12, 13)}}},
 			},
@@ -139,14 +182,17 @@ func TestApplyNext(t *testing.T) {
 			skipDedup: true,
 			steps: []step{
 				{value(user(5, 2, 1, "a")), learner.Applied{Entries: entries(0, "a"), Results: []learner.Result{res(1, 0, 0)},
-					Dedup: []core.DedupEntry{{ClientID: 5, Seq: 2, First: 0, Last: 0}}}},
+					Dedup: []core.DedupEntry{{ClientID: 5, Recent: []core.SeqIndexes{{Seq: 2, First: 0, Last: 0}}}}}},
 				{value(user(5, 2, 2, "a")), learner.Applied{Entries: entries(1, "a"), Results: []learner.Result{res(2, 1, 1)},
-					Dedup: []core.DedupEntry{{ClientID: 5, Seq: 2, First: 1, Last: 1}}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0), si(2, 1, 1))}}},
 			},
 			wantState: core.ApplyState{Applied: 2, NextIndex: 2},
 		},
 	} {
 		l := learner.New(tc.state, tc.dedup, 100)
+		if tc.limits[0] != 0 {
+			l.SetClientLimits(tc.limits[0], int(tc.limits[1]))
+		}
 		if tc.skipDedup {
 			l.PlantSkipDedup()
 		}

@@ -175,7 +175,8 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-n.stop:
 			n.shutdown(ErrStopped)
 			return nil
-		case <-tick.C:
+		case now := <-tick.C:
+			n.core.SetWallClock(uint64(now.UnixMilli()))
 			n.core.Tick()
 		case m := <-n.inbox:
 			n.step(m)

@@ -174,6 +174,7 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 	resp := &paxosdpb.StatusResponse{
 		NodeId: s.id, ClusterId: s.clusterID, Role: st.Role, MasterId: st.Master, MasterAddress: s.addrs[st.Master],
 		Ballot: uint64(st.Ballot), Promised: uint64(st.Promised), ChosenInstance: st.Applied, FirstIndex: first, EndIndex: end,
+		DedupHits: st.DedupHits, DedupClients: uint64(st.DedupClients),
 	}
 	ids := make([]uint64, 0, len(s.addrs))
 	for id := range s.addrs {

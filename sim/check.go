@@ -129,13 +129,15 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 		}
 	}
 	for _, d := range rd.Dedup {
-		k := [2]uint64{d.ClientID, d.Seq}
-		at := [2]uint64{d.First, d.Last}
-		if old, ok := v.dedupAt[k]; ok && old != at {
-			v.w.fail("client %d seq %d applied twice: at %v and at %v", d.ClientID, d.Seq, old, at)
-			return
+		for _, s := range d.Recent {
+			k := [2]uint64{d.ClientID, s.Seq}
+			at := [2]uint64{s.First, s.Last}
+			if old, ok := v.dedupAt[k]; ok && old != at {
+				v.w.fail("client %d seq %d applied twice: at %v and at %v", d.ClientID, s.Seq, old, at)
+				return
+			}
+			v.dedupAt[k] = at
 		}
-		v.dedupAt[k] = at
 	}
 }
 

@@ -49,7 +49,11 @@ func (d *disk) write(rd *instance.Ready) error {
 		d.entries = append(d.entries, e.Data)
 	}
 	for _, r := range rd.Dedup {
-		d.dedup[r.ClientID] = r
+		if r.Deleted {
+			delete(d.dedup, r.ClientID)
+		} else {
+			d.dedup[r.ClientID] = r
+		}
 	}
 	if rd.State != nil {
 		d.state = *rd.State

@@ -162,8 +162,10 @@ type node struct {
 	up        bool
 	inc       int
 	tickEvery int64
-	syncing   *instance.Ready
-	reqs      map[uint64]int // request -> client
+	// wallOffset is how far the node's wall clock is off (virtual µs).
+	wallOffset int64
+	syncing    *instance.Ready
+	reqs       map[uint64]int // request -> client
 }
 
 type world struct {
@@ -300,6 +302,7 @@ func (w *world) start(n *node) {
 	n.inc++
 	skew := (w.rng.Float64()*2 - 1) * w.opt.MaxSkew
 	n.tickEvery = int64(float64(tickLen) * (1 + skew))
+	n.wallOffset = w.rng.Int64N(200*ms) - 100*ms
 	w.inv.restarted(n)
 	w.schedule(&event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.id, inc: n.inc})
 }
@@ -324,6 +327,7 @@ func (w *world) handle(e *event) {
 		if !n.up || n.inc != e.inc {
 			return
 		}
+		n.core.SetWallClock(uint64((w.now + n.wallOffset) / ms))
 		n.core.Tick()
 		w.tracef("tick %d", n.id)
 		w.pump(n)

@@ -133,12 +133,12 @@ func decodeUint(b []byte) (uint64, error) {
 }
 
 func encodeState(s core.ApplyState) []byte {
-	return appendUvarints(nil, s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion)
+	return appendUvarints(nil, s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion, s.LogTime)
 }
 
 func decodeState(b []byte) (core.ApplyState, error) {
 	var s core.ApplyState
-	if err := uvarints(b, &s.Applied, &s.NextIndex, &s.FirstIndex, &s.LeaseHolder, &s.LeaseVersion); err != nil {
+	if err := uvarints(b, &s.Applied, &s.NextIndex, &s.FirstIndex, &s.LeaseHolder, &s.LeaseVersion, &s.LogTime); err != nil {
 		return core.ApplyState{}, err
 	}
 	if s.FirstIndex > s.NextIndex {
@@ -171,12 +171,43 @@ func decodeChosen(instance uint64, b []byte) (core.InstanceValue, error) {
 	return core.InstanceValue{Instance: instance, Value: v}, nil
 }
 
-func encodeDedup(d core.DedupEntry) []byte { return appendUvarints(nil, d.Seq, d.First, d.Last) }
+// A dedup row: LastUsed, the count of recent seqs, then Seq, First, Last of
+// each, in ascending seq order.
+func encodeDedup(d core.DedupEntry) []byte {
+	b := appendUvarints(nil, d.LastUsed, uint64(len(d.Recent)))
+	for _, s := range d.Recent {
+		b = appendUvarints(b, s.Seq, s.First, s.Last)
+	}
+	return b
+}
 
 func decodeDedup(client uint64, b []byte) (core.DedupEntry, error) {
 	d := core.DedupEntry{ClientID: client}
-	if err := uvarints(b, &d.Seq, &d.First, &d.Last); err != nil {
-		return core.DedupEntry{}, err
+	var n uint64
+	var k int
+	if d.LastUsed, k = binary.Uvarint(b); k <= 0 {
+		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d", errRecord, client)
+	}
+	b = b[k:]
+	if n, k = binary.Uvarint(b); k <= 0 || n > core.DedupWindow {
+		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: bad count", errRecord, client)
+	}
+	b = b[k:]
+	d.Recent = make([]core.SeqIndexes, n)
+	for i := range d.Recent {
+		s := &d.Recent[i]
+		for _, dst := range []*uint64{&s.Seq, &s.First, &s.Last} {
+			if *dst, k = binary.Uvarint(b); k <= 0 {
+				return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: truncated", errRecord, client)
+			}
+			b = b[k:]
+		}
+		if s.First > s.Last+1 || (i > 0 && s.Seq <= d.Recent[i-1].Seq) {
+			return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: out of order", errRecord, client)
+		}
+	}
+	if len(b) != 0 {
+		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: trailing bytes", errRecord, client)
 	}
 	return d, nil
 }

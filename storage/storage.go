@@ -26,12 +26,12 @@
 //
 //	m/0  identity: format version, cluster ID, node ID, K
 //	m/1  promise (uvarint ballot)
-//	m/2  apply state (uvarints Applied, NextIndex, FirstIndex, LeaseHolder, LeaseVersion)
+//	m/2  apply state (uvarints Applied, NextIndex, FirstIndex, LeaseHolder, LeaseVersion, LogTime)
 //	m/3  trim cursor (uvarint): user entries below it are physically deleted
 //	a/i  accepted value of open instance i (uvarint ballot, core.AppendValue)
 //	c/i  chosen value of applied instance i (core.AppendValue)
 //	e/n  user entry n (raw bytes)
-//	d/id dedup row of client id (uvarints Seq, First, Last)
+//	d/id dedup row of client id (uvarints LastUsed, n, then n × Seq, First, Last)
 //
 // Every value is a CRC32C (Castagnoli, big-endian) of key and payload, then
 // the payload; a mismatch on read is ErrCorrupt naming the key.
@@ -680,6 +680,10 @@ func (s *Store) Save(rd *instance.Ready) error {
 		}
 	}
 	for _, d := range rd.Dedup {
+		if d.Deleted {
+			b.Delete(key(prefixDedup, d.ClientID))
+			continue
+		}
 		put(key(prefixDedup, d.ClientID), encodeDedup(d))
 	}
 	if rd.State != nil {

@@ -84,7 +84,7 @@ func history(t testing.TB, s *Store) {
 	save(t, s, instance.Ready{
 		Chosen:  []core.InstanceValue{{Instance: 0, Value: v0}, {Instance: 1, Value: v1}},
 		Entries: []core.Entry{{Index: 0, Data: []byte("a")}, {Index: 1, Data: []byte("b")}, {Index: 2, Data: []byte("c")}},
-		Dedup:   []core.DedupEntry{{ClientID: 9, Seq: 1, First: 0, Last: 1}, {ClientID: 11, Seq: 4, First: 2, Last: 2}},
+		Dedup:   []core.DedupEntry{{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 1, First: 0, Last: 1}}}, {ClientID: 11, Recent: []core.SeqIndexes{{Seq: 4, First: 2, Last: 2}}}},
 		State:   &core.ApplyState{Applied: 2, NextIndex: 3, LeaseHolder: 1, LeaseVersion: 1},
 	})
 	// A higher promise; instance 3 accepted and, with 2, applied in the same Ready.
@@ -93,7 +93,7 @@ func history(t testing.TB, s *Store) {
 		Accepted: []core.InstanceValue{{Instance: 3, Ballot: 130, Value: v3}, {Instance: 4, Ballot: 130, Value: v3}},
 		Chosen:   []core.InstanceValue{{Instance: 2, Value: v2}, {Instance: 3, Value: v3}},
 		Entries:  []core.Entry{{Index: 3, Data: []byte("d")}},
-		Dedup:    []core.DedupEntry{{ClientID: 9, Seq: 2, First: 3, Last: 3}},
+		Dedup:    []core.DedupEntry{{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 3}}}},
 		State:    &core.ApplyState{Applied: 4, NextIndex: 4, LeaseHolder: 1, LeaseVersion: 1},
 	})
 }
@@ -102,7 +102,7 @@ var wantDurable = instance.Durable{
 	Promised: 130,
 	Accepted: []core.InstanceValue{{Instance: 4, Ballot: 130, Value: core.Value{Commands: []core.Command{{Kind: core.CmdNoop}}}}},
 	State:    core.ApplyState{Applied: 4, NextIndex: 4, LeaseHolder: 1, LeaseVersion: 1},
-	Dedup:    []core.DedupEntry{{ClientID: 9, Seq: 2, First: 3, Last: 3}, {ClientID: 11, Seq: 4, First: 2, Last: 2}},
+	Dedup:    []core.DedupEntry{{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 3}}}, {ClientID: 11, Recent: []core.SeqIndexes{{Seq: 4, First: 2, Last: 2}}}},
 }
 
 func TestSaveLoadRoundTrip(t *testing.T) {
@@ -834,7 +834,7 @@ func crashStep(i uint64, st core.ApplyState) (instance.Ready, core.ApplyState) {
 				rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: e})
 				st.NextIndex++
 			}
-			rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: c.ClientID, Seq: c.Seq, First: first, Last: st.NextIndex - 1})
+			rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: c.ClientID, Recent: []core.SeqIndexes{{Seq: c.Seq, First: first, Last: st.NextIndex - 1}}})
 		case core.CmdTrim:
 			if b := min(c.Before, st.NextIndex); b > st.FirstIndex {
 				st.FirstIndex = b
@@ -949,7 +949,7 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("round %d: %d dedup rows, want %d", round, len(d.Dedup), len(dedup))
 		}
 		for _, e := range d.Dedup {
-			if dedup[e.ClientID] != e {
+			if !reflect.DeepEqual(dedup[e.ClientID], e) {
 				t.Fatalf("round %d: dedup %+v, want %+v", round, e, dedup[e.ClientID])
 			}
 		}
@@ -1000,7 +1000,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixAccepted, 3), encodeAccepted(core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
 		{key(prefixEntry, 4), []byte("data")},
-		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Seq: 2, First: 3, Last: 4})},
+		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
 	}
 	for _, s := range seeds {
 		f.Add(s.k, seal(s.k, s.p))

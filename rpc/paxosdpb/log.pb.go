@@ -767,9 +767,14 @@ type StatusResponse struct {
 	// This node has applied the user entries [first_index, end_index): the
 	// applied index of DESIGN.md §4 is end_index, the last index end_index - 1
 	// when end_index > first_index.
-	FirstIndex    uint64    `protobuf:"varint,9,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
-	EndIndex      uint64    `protobuf:"varint,10,opt,name=end_index,json=endIndex,proto3" json:"end_index,omitempty"`
-	Members       []*Member `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
+	FirstIndex uint64    `protobuf:"varint,9,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	EndIndex   uint64    `protobuf:"varint,10,opt,name=end_index,json=endIndex,proto3" json:"end_index,omitempty"`
+	Members    []*Member `protobuf:"bytes,11,rep,name=members,proto3" json:"members,omitempty"`
+	// Exactly-once: appends this node applied as duplicates of earlier ones
+	// (retries answered with the original indexes) since it started, and the
+	// clients in its dedup table.
+	DedupHits     uint64 `protobuf:"varint,12,opt,name=dedup_hits,json=dedupHits,proto3" json:"dedup_hits,omitempty"`
+	DedupClients  uint64 `protobuf:"varint,13,opt,name=dedup_clients,json=dedupClients,proto3" json:"dedup_clients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -879,6 +884,20 @@ func (x *StatusResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetDedupHits() uint64 {
+	if x != nil {
+		return x.DedupHits
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDedupClients() uint64 {
+	if x != nil {
+		return x.DedupClients
+	}
+	return 0
 }
 
 // NotMaster is the detail of a not-the-master error: where to go instead.
@@ -1073,7 +1092,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xe8\x02\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xac\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -1088,7 +1107,10 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"firstIndex\x12\x1b\n" +
 	"\tend_index\x18\n" +
 	" \x01(\x04R\bendIndex\x12+\n" +
-	"\amembers\x18\v \x03(\v2\x11.paxosd.v1.MemberR\amembers\"O\n" +
+	"\amembers\x18\v \x03(\v2\x11.paxosd.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"dedup_hits\x18\f \x01(\x04R\tdedupHits\x12#\n" +
+	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\"O\n" +
 	"\tNotMaster\x12\x1b\n" +
 	"\tmaster_id\x18\x01 \x01(\x04R\bmasterId\x12%\n" +
 	"\x0emaster_address\x18\x02 \x01(\tR\rmasterAddress\"*\n" +
