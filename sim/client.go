@@ -131,13 +131,21 @@ func (w *world) arrive(c *client, e *event) {
 			res.hint = nm.Master
 		}
 	case o.linear:
-		if _, err := n.core.ReadIndex(); err != nil {
+		next, err := n.core.ReadIndex()
+		if err != nil {
 			res.err = err
 			var nm *core.NotMasterError
 			if errors.As(err, &nm) {
 				res.hint = nm.Master
 			}
 			break
+		}
+		if uint64(len(n.disk.entries)) < next {
+			// The master has applied entries it has not persisted yet: wait
+			// for the disk, as node.Read does (WaitApplied), and confirm
+			// mastership again then.
+			w.schedule(&event{at: w.now + 200*us, kind: evClientArrive, cl: c.n, req: e.req, node: e.node})
+			return
 		}
 		res = w.serveRead(n)
 	default:
@@ -146,9 +154,9 @@ func (w *world) arrive(c *client, e *event) {
 	w.schedule(&event{at: w.now + w.clientDelay(), kind: evClientReply, cl: c.n, req: e.req, res: res})
 }
 
-// serveRead returns the last few durable entries of n. Everything n
-// acknowledged is durable there, so the master's durable log is a
-// linearizable view.
+// serveRead returns the last few durable entries of n. For a linearizable
+// read the caller made sure the durable log holds everything the master
+// has applied (ReadIndex), which includes everything acknowledged.
 func (w *world) serveRead(n *node) reply {
 	ents := n.disk.entries
 	from := max(0, len(ents)-8)
