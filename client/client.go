@@ -11,14 +11,19 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"iter"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -30,22 +35,45 @@ import (
 // Options tune a client.
 type Options struct {
 	ClientID    uint64        // 0: a random one
+	DialTimeout time.Duration // to connect to one endpoint; default 3 s
 	CallTimeout time.Duration // per attempt; default 5 s
-	Retries     int           // attempts across endpoints; default 10
+	Retries     int           // rounds over the endpoints; default 10
+	// TLS, when set, makes every connection use TLS with this config.
+	TLS *tls.Config
 }
 
-// Errors callers branch on.
+// Errors callers branch on (with errors.Is).
 var (
 	ErrClosed   = errors.New("client closed")
 	ErrConflict = errors.New("expected index does not match the end of the log")
+	ErrTrimmed  = errors.New("index trimmed")
+	ErrTooLarge = errors.New("entry too large")
+	// ErrStaleSeq: an append's seq is below the client's dedup window; it
+	// may have been applied already, and was not applied again.
+	ErrStaleSeq = errors.New("sequence number below the dedup window")
 )
 
-// TrimmedError says a read or tail started below the first index.
+// TrimmedError says a read or tail started below the first index. It
+// matches ErrTrimmed.
 type TrimmedError struct{ First uint64 }
 
 func (e *TrimmedError) Error() string {
 	return fmt.Sprintf("entries below index %d were trimmed; the log starts at %d", e.First, e.First)
 }
+
+// Is makes errors.Is(err, ErrTrimmed) true.
+func (e *TrimmedError) Is(target error) bool { return target == ErrTrimmed }
+
+// ConflictError says a conditional append found the log elsewhere. It
+// matches ErrConflict.
+type ConflictError struct{ End uint64 }
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("expected index does not match: the log ends at %d", e.End)
+}
+
+// Is makes errors.Is(err, ErrConflict) true.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
 // Client is safe for concurrent use.
 type Client struct {
@@ -69,6 +97,9 @@ func New(endpoints []string, opt Options) (*Client, error) {
 	}
 	if opt.CallTimeout == 0 {
 		opt.CallTimeout = 5 * time.Second
+	}
+	if opt.DialTimeout == 0 {
+		opt.DialTimeout = 3 * time.Second
 	}
 	if opt.Retries == 0 {
 		opt.Retries = 10
@@ -100,7 +131,12 @@ func (c *Client) api(ep string) (paxosdpb.LogServiceClient, error) {
 	cc, ok := c.conns[ep]
 	if !ok {
 		var err error
-		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		creds := insecure.NewCredentials()
+		if c.opt.TLS != nil {
+			creds = credentials.NewTLS(c.opt.TLS)
+		}
+		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(creds),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)))
 		if err != nil {
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
@@ -182,8 +218,16 @@ func convert(err error) error {
 	if first, ok := rpc.AsTrimmed(err); ok {
 		return &TrimmedError{First: first}
 	}
-	if _, ok := rpc.AsExpectedIndex(err); ok {
-		return fmt.Errorf("%w: %v", ErrConflict, err)
+	if end, ok := rpc.AsExpectedIndex(err); ok {
+		return &ConflictError{End: end}
+	}
+	if field, desc, ok := rpc.AsInvalidArgument(err); ok {
+		switch {
+		case field == "seq":
+			return fmt.Errorf("%w: %s", ErrStaleSeq, desc)
+		case strings.HasPrefix(field, "entries") && strings.Contains(desc, "too large"):
+			return fmt.Errorf("%w: %s", ErrTooLarge, desc)
+		}
 	}
 	return err
 }
@@ -203,10 +247,24 @@ func (c *Client) Append(ctx context.Context, entries ...[]byte) (AppendResult, e
 	return c.AppendSeq(ctx, c.opt.ClientID, seq, entries...)
 }
 
+// AppendAt appends entries only if the first lands at index expected (a
+// compare-and-append); otherwise it returns a *ConflictError (ErrConflict)
+// with the log's end, and nothing is appended.
+func (c *Client) AppendAt(ctx context.Context, expected uint64, entries ...[]byte) (AppendResult, error) {
+	c.mu.Lock()
+	c.seq++
+	seq := c.seq
+	c.mu.Unlock()
+	return c.append(ctx, &paxosdpb.AppendRequest{Entries: entries, ClientId: c.opt.ClientID, Seq: seq, ExpectedIndex: &expected})
+}
+
 // AppendSeq appends entries with an explicit (clientID, seq): a repeat of an
 // applied pair returns the original indexes with Duplicate set.
 func (c *Client) AppendSeq(ctx context.Context, clientID, seq uint64, entries ...[]byte) (AppendResult, error) {
-	req := &paxosdpb.AppendRequest{Entries: entries, ClientId: clientID, Seq: seq}
+	return c.append(ctx, &paxosdpb.AppendRequest{Entries: entries, ClientId: clientID, Seq: seq})
+}
+
+func (c *Client) append(ctx context.Context, req *paxosdpb.AppendRequest) (AppendResult, error) {
 	var res AppendResult
 	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
 		r, err := api.Append(ctx, req)
@@ -313,6 +371,25 @@ func (c *Client) Tail(ctx context.Context, from uint64, follow bool, fn func(Ent
 }
 
 var errNoEndpoint = errors.New("no endpoint could serve the tail")
+
+// Entries iterates over the log from index from, following it as it grows,
+// like Tail with follow set: every index once, in order, across failures of
+// any node. The iteration ends when ctx ends, when the loop breaks, or with
+// an error (a *TrimmedError when from was trimmed).
+func (c *Client) Entries(ctx context.Context, from uint64) iter.Seq2[Entry, error] {
+	return func(yield func(Entry, error) bool) {
+		stop := errors.New("stop")
+		err := c.Tail(ctx, from, true, func(e Entry) error {
+			if !yield(e, nil) {
+				return stop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, stop) && ctx.Err() == nil {
+			yield(Entry{}, err)
+		}
+	}
+}
 
 // tailOnce streams from each endpoint in turn until one breaks for good. It
 // returns errNoEndpoint when every endpoint failed (try again later).

@@ -293,3 +293,75 @@ func TestKillMasterMidway(t *testing.T) {
 	c.master(t)
 	check("after a full restart")
 }
+
+// A tail running through a SIGKILL of the master delivers every index
+// exactly once, in order.
+func TestTailThroughMasterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 3)
+	m := c.master(t)
+	const total = 600
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	got := make(chan client.Entry, total)
+	tailErr := make(chan error, 1)
+	// The tail streams from the master first: the kill breaks its stream.
+	eps := []string{c.addrs[m]}
+	for i, a := range c.addrs {
+		if i != m {
+			eps = append(eps, a)
+		}
+	}
+	tc, err := client.New(eps, client.Options{CallTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	go func() {
+		n := 0
+		for e, err := range tc.Entries(ctx, 0) {
+			if err != nil {
+				tailErr <- err
+				return
+			}
+			got <- e
+			if n++; n == total {
+				break
+			}
+		}
+		tailErr <- nil
+	}()
+	cl := c.client(t)
+	for i := 0; i < total; i++ {
+		if i == total/3 {
+			t.Logf("SIGKILL master node %d, which the tail streams from, after %d appends", m+1, i)
+			c.kill(m)
+		}
+		if i == 2*total/3 {
+			for j := range c.procs {
+				if c.procs[j] == nil {
+					c.start(j)
+				}
+			}
+		}
+		if _, err := cl.Append(ctx, []byte(fmt.Sprintf("v%d", i))); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	if err := <-tailErr; err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	close(got)
+	want := uint64(0)
+	for e := range got {
+		if e.Index != want || string(e.Value) != fmt.Sprintf("v%d", want) {
+			t.Fatalf("tail delivered index %d (%q), want index %d (\"v%d\")", e.Index, e.Value, want, want)
+		}
+		want++
+	}
+	if want != total {
+		t.Fatalf("tail delivered %d entries, want %d", want, total)
+	}
+}

@@ -185,6 +185,7 @@ type peer struct {
 
 	sent, batches, dropped, oversized atomic.Uint64
 	connected, full                   atomic.Bool
+	cut                               atomic.Bool // fault injection: the link is down both ways
 
 	mu      sync.Mutex
 	lastErr string
@@ -296,6 +297,10 @@ func (t *Transport) Send(m core.Message) {
 		t.unroutable.Add(1)
 		return
 	}
+	if p.cut.Load() {
+		p.dropped.Add(1)
+		return
+	}
 	b := core.AppendMessage(nil, m)
 	if len(b) > t.cfg.MaxMessageBytes {
 		p.oversized.Add(1)
@@ -310,6 +315,15 @@ func (t *Transport) Send(m core.Message) {
 		if p.full.CompareAndSwap(false, true) {
 			t.logf("queue to node %d (%s) is full (%d messages): dropping until it drains", p.id, p.addr, t.cfg.QueueLen)
 		}
+	}
+}
+
+// CutLink cuts (or restores) the link to peer, both ways: messages to it
+// and from it are dropped, as a network partition would. It is for fault
+// tests; a partition between two nodes is cut on both of them.
+func (t *Transport) CutLink(peer uint64, cut bool) {
+	if p := t.peers[peer]; p != nil {
+		p.cut.Store(cut)
 	}
 }
 
@@ -714,6 +728,9 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	defer t.mu.RUnlock()
 	if t.closed {
 		return errClosed
+	}
+	if p := t.peers[b.GetFrom()]; p != nil && p.cut.Load() {
+		return nil // fault injection: the link is cut
 	}
 	for _, m := range msgs {
 		t.deliver(m)

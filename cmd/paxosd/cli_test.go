@@ -655,10 +655,22 @@ func TestServerBadPeers(t *testing.T) {
 			t.Errorf("%s: the refused server created its --data-dir (stat: %v)", tc.name, err)
 		}
 	}
-	dir := filepath.Join(tmp, "max-entry-bytes")
-	refused(t, "--max-entry-bytes 0", run(t, "", "server", "--id", "1", "--peers", good, "--data-dir", dir, "--max-entry-bytes", "0"), "--max-entry-bytes")
-	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("--max-entry-bytes 0: the refused server created its --data-dir (stat: %v)", err)
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		want  []string
+	}{
+		{"--listen elsewhere than its --peers address", []string{"--listen", freePorts(t, 1)[0]}, []string{"--listen", a[0]}},
+		{"--max-entry-bytes 0", []string{"--max-entry-bytes", "0"}, []string{"--max-entry-bytes"}},
+		{"--max-entry-bytes -1", []string{"--max-entry-bytes=-1"}, []string{"--max-entry-bytes"}},
+		{"--max-entry-bytes 1 GiB", []string{"--max-entry-bytes", "1073741824"}, []string{"--max-entry-bytes"}},
+	} {
+		dir := filepath.Join(tmp, strings.ReplaceAll(tc.name, " ", "-"))
+		r := run(t, "", append([]string{"server", "--id", "1", "--peers", good, "--data-dir", dir}, tc.extra...)...)
+		refused(t, tc.name, r, tc.want...)
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: the refused server created its --data-dir (stat: %v)", tc.name, err)
+		}
 	}
 }
 
@@ -676,19 +688,20 @@ func TestDuplicateNodeID(t *testing.T) {
 	// Node 1 started a second time on its own, running, data directory:
 	// refused, naming the directory.
 	dir1 := filepath.Join(c.dir, "data1")
-	r := run(t, "", "server", "--id", "1", "--peers", c.peers, "--listen", freePorts(t, 1)[0], "--data-dir", dir1)
+	r := run(t, "", "server", "--id", "1", "--peers", c.peers, "--data-dir", dir1)
 	refused(t, "second node 1 on the same data directory", r, dir1, "in use")
 
 	before := appendOK(t, c.eps, "a", "b", "c")
 
-	// Node 1 started a second time with its own data directory and port.
-	// Nothing detects this: peers accept its messages as node 1's (nothing
-	// checks a sender's address) and send theirs to node 1's address in
-	// --peers. Document what happens, and check that the real cluster keeps
-	// working and stays consistent.
+	// Node 1 started a second time "elsewhere": its own data directory, and
+	// a --peers list that puts node 1 at another address (as on another
+	// host). The cluster ID comes from the cluster name and the member IDs
+	// only, so it matches. Document what happens, and check that the real
+	// cluster keeps working and stays consistent.
 	impAddr := freePorts(t, 1)[0]
-	imp := startProc(t, filepath.Join(tmp, "impostor.log"), "server", "--id", "1", "--peers", c.peers,
-		"--listen", impAddr, "--data-dir", filepath.Join(tmp, "impostor"))
+	impPeers := fmt.Sprintf("1=%s,2=%s,3=%s", impAddr, c.addrs[1], c.addrs[2])
+	imp := startProc(t, filepath.Join(tmp, "impostor.log"), "server", "--id", "1", "--peers", impPeers,
+		"--data-dir", filepath.Join(tmp, "impostor"))
 	defer imp.stop(t)
 	impRole := map[string]bool{}
 	for i := 0; i < 10; i++ {
@@ -780,7 +793,7 @@ func TestDataDirOfAnotherCluster(t *testing.T) {
 
 	r := run(t, "", "server", "--id", "1", "--peers", peers, "--data-dir", dir, "--cluster", "b")
 	refused(t, "--cluster b on cluster a's directory", r, dir, "cluster")
-	r = run(t, "", "server", "--id", "2", "--peers", peers, "--listen", freePorts(t, 1)[0], "--data-dir", dir, "--cluster", "a")
+	r = run(t, "", "server", "--id", "2", "--peers", peers, "--data-dir", dir, "--cluster", "a")
 	refused(t, "node 2 on node 1's directory", r, dir, "node 1")
 	other := fmt.Sprintf("1=%s,2=%s,4=%s", a[0], a[1], a[2])
 	r = run(t, "", "server", "--id", "1", "--peers", other, "--data-dir", dir, "--cluster", "a")
@@ -809,8 +822,7 @@ func TestPortInUse(t *testing.T) {
 	r := run(t, "", "server", "--id", "1", "--peers", peers, "--data-dir", filepath.Join(tmp, "s1"))
 	refused(t, "server on a busy port", r, busy, "in use")
 
-	// --listen names a busy port.
-	peers = fmt.Sprintf("1=%s,2=%s,3=%s", a[0], a[1], a[2])
+	// The same, with --listen given explicitly.
 	r = run(t, "", "server", "--id", "1", "--peers", peers, "--listen", busy, "--data-dir", filepath.Join(tmp, "s2"))
 	refused(t, "server --listen on a busy port", r, busy, "in use")
 
@@ -980,29 +992,6 @@ func TestJSONOutput(t *testing.T) {
 	}
 	values = append(values, "one", "two")
 
-	for _, args := range [][]string{
-		{"read", "--from", "0"},
-		{"read", "--from", "0", "--consistency", "local"},
-		{"tail", "--from", "0"},
-	} {
-		r := run(t, "", append(append([]string{args[0], "--endpoints", c.eps, "-w", "json"}, args[1:]...))...)
-		ok(t, strings.Join(args, " "), r)
-		got := parseRead(t, r.stdout)
-		if args[0] == "read" && len(args) > 3 && len(got) < len(values) {
-			// A local read may be served by a node that is a little behind.
-			continue
-		}
-		if len(got) != len(values) {
-			t.Errorf("%s -w json: %d entries, want %d:\n%s", strings.Join(args, " "), len(got), len(values), r.stdout)
-			continue
-		}
-		for i, e := range got {
-			if *e.Index != uint64(i) || *e.Value != values[i] {
-				t.Errorf("%s -w json: entry %d is {%d, %q}, want {%d, %q}", strings.Join(args, " "), i, *e.Index, *e.Value, i, values[i])
-			}
-		}
-	}
-
 	// status: one object per node, each with id, role, master, last_index.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -1037,5 +1026,26 @@ func TestJSONOutput(t *testing.T) {
 			t.Fatalf("status last_index did not reach %d on every node within 10s: %+v", len(values)-1, st)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// read and tail: {"index":N,"value":"..."} per entry, every node caught
+	// up (above), so local reads are complete too.
+	for _, args := range [][]string{
+		{"read", "--from", "0"},
+		{"read", "--from", "0", "--consistency", "local"},
+		{"tail", "--from", "0"},
+	} {
+		r := run(t, "", append([]string{args[0], "--endpoints", c.eps, "-w", "json"}, args[1:]...)...)
+		ok(t, strings.Join(args, " "), r)
+		got := parseRead(t, r.stdout)
+		if len(got) != len(values) {
+			t.Errorf("%s -w json: %d entries, want %d:\n%s", strings.Join(args, " "), len(got), len(values), r.stdout)
+			continue
+		}
+		for i, e := range got {
+			if *e.Index != uint64(i) || *e.Value != values[i] {
+				t.Errorf("%s -w json: entry %d is {%d, %q}, want {%d, %q}", strings.Join(args, " "), i, *e.Index, *e.Value, i, values[i])
+			}
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/server"
 )
 
 // maxEntryLimit caps --max-entry-bytes: entries travel whole in peer messages.
@@ -76,7 +77,7 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
 		},
 		Action: func(c *cli.Context) error {
-			peers, err := parsePeers(c.String("peers"))
+			peers, err := server.ParsePeers(c.String("peers"))
 			if err != nil {
 				return err
 			}
@@ -86,13 +87,13 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := log.New(os.Stderr, "", log.LstdFlags)
-			r, err := startNode(ctx, serverConfig{id: c.Uint64("id"), listen: c.String("listen"), peers: peers,
-				dataDir: c.String("data-dir"), cluster: c.String("cluster"), maxEntryBytes: c.Int("max-entry-bytes"), logf: logger.Printf})
+			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
+				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf})
 			if err != nil {
 				return err
 			}
-			logger.Printf("paxosd node %d serving on %s, data in %s", c.Uint64("id"), r.lis.Addr(), c.String("data-dir"))
-			err = <-r.done
+			logger.Printf("paxosd node %d serving on %s, data in %s", c.Uint64("id"), r.Addr(), c.String("data-dir"))
+			err = r.Wait()
 			logger.Printf("paxosd node %d stopped", c.Uint64("id"))
 			return err
 		},
@@ -130,14 +131,13 @@ func devCommand() *cli.Command {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := log.New(os.Stderr, "", log.LstdFlags)
-			var running []*runningNode
+			var running []*server.Server
 			for i := 1; i <= nodes; i++ {
-				r, err := startNode(ctx, serverConfig{id: uint64(i), peers: peers, dataDir: fmt.Sprintf("%s/node%d", dir, i),
-					cluster: "dev", maxEntryBytes: 1 << 20, logf: logger.Printf})
+				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i),
+					Cluster: "dev", Logf: logger.Printf})
 				if err != nil {
-					stop()
 					for _, r := range running {
-						<-r.done
+						r.Stop()
 					}
 					return fmt.Errorf("node %d: %w", i, err)
 				}
@@ -158,7 +158,7 @@ Ctrl-C stops the cluster; start it again with --data-dir %s to keep the log.
 `, nodes, epList, dir, defaultEndpoints, dir)
 			var first error
 			for _, r := range running {
-				if err := <-r.done; err != nil && first == nil {
+				if err := r.Wait(); err != nil && first == nil {
 					first = err
 				}
 			}

@@ -1,0 +1,123 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/server"
+)
+
+// testCluster is an in-process cluster of paxosd servers on 127.0.0.1.
+type testCluster struct {
+	dir     string
+	peers   map[uint64]string
+	addrs   []string
+	servers []*server.Server
+	opts    []grpc.ServerOption
+}
+
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// startCluster starts n servers in dir; the caller stops them.
+func startCluster(dir string, n int, opts ...grpc.ServerOption) (*testCluster, error) {
+	addrs, err := freeAddrs(n)
+	if err != nil {
+		return nil, err
+	}
+	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, servers: make([]*server.Server, n), opts: opts}
+	for i, a := range addrs {
+		c.peers[uint64(i+1)] = a
+	}
+	for i := range addrs {
+		if err := c.start(i); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *testCluster) start(i int) error {
+	s, err := server.Start(context.Background(), server.Config{ID: uint64(i + 1), Peers: c.peers,
+		DataDir: fmt.Sprintf("%s/node%d", c.dir, i+1), Cluster: "test", GRPCOptions: c.opts})
+	c.servers[i] = s
+	return err
+}
+
+func (c *testCluster) stop() {
+	for _, s := range c.servers {
+		if s != nil {
+			s.Stop()
+		}
+	}
+}
+
+// master waits for a node that says it is master.
+func (c *testCluster) master(t *testing.T) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, s := range c.servers {
+			if s == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := s.Node().Status(ctx)
+			cancel()
+			if err == nil && st.Role == "master" {
+				return i
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no master within 30s")
+	return -1
+}
+
+func newTestCluster(t *testing.T, n int, opts ...grpc.ServerOption) *testCluster {
+	t.Helper()
+	c, err := startCluster(t.TempDir(), n, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.stop)
+	return c
+}
+
+func newClient(t *testing.T, addrs []string, opt client.Options) *client.Client {
+	t.Helper()
+	cl, err := client.New(addrs, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}

@@ -1,0 +1,221 @@
+// Package server wires one complete paxosd node: storage, the peer transport,
+// the node runtime and the client API, on one listener. The paxosd command
+// runs it (server, and every node of dev), and tests run whole clusters of
+// it in one process.
+//
+// It must never start a node whose identity is in doubt: its address must be
+// the one its peers dial, its data directory its own (storage checks that).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/node"
+	"github.com/paxosd/paxosd/rpc"
+	"github.com/paxosd/paxosd/storage"
+)
+
+// Config is what `paxosd server` (and each node of `paxosd dev`) runs.
+type Config struct {
+	ID            uint64
+	Listen        string            // default: this node's address in Peers
+	Peers         map[uint64]string // every voting member
+	DataDir       string
+	Cluster       string // cluster name; with the member IDs, the cluster ID
+	MaxEntryBytes int    // default 1 MiB
+	Logf          func(format string, args ...any)
+	// GRPCOptions are added to the server's (tests inject faults with
+	// interceptors).
+	GRPCOptions []grpc.ServerOption
+}
+
+// ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
+func ParsePeers(s string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	addrs := map[string]uint64{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		idStr, addr, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("--peers: %q is not ID=HOST:PORT", part)
+		}
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("--peers: node ID %q must be a positive integer", idStr)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("--peers: address of node %d: %v", id, err)
+		}
+		if _, dup := out[id]; dup {
+			return nil, fmt.Errorf("--peers: node ID %d appears twice", id)
+		}
+		if other, dup := addrs[addr]; dup {
+			return nil, fmt.Errorf("--peers: nodes %d and %d have the same address %s", other, id, addr)
+		}
+		out[id], addrs[addr] = addr, id
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--peers is empty: list every voting member as ID=HOST:PORT")
+	}
+	if len(out) > idgen.DefaultK {
+		return nil, fmt.Errorf("--peers: at most %d members", idgen.DefaultK)
+	}
+	return out, nil
+}
+
+// ClusterID derives the cluster's ID from its name and member IDs, so that a
+// data directory or a peer of another cluster is recognised.
+func ClusterID(name string, peers map[uint64]string) uint64 {
+	ids := make([]uint64, 0, len(peers))
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%v", name, ids)
+	return h.Sum64() | 1
+}
+
+// checkListen requires a node to listen where --peers says it is (or on all
+// interfaces at that port). Two processes started with the same --id then
+// collide on the port instead of both voting with the same ballot slot,
+// which could choose two values in one instance.
+func checkListen(listen, self string, id uint64) error {
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %v", listen, err)
+	}
+	_, sp, _ := net.SplitHostPort(self)
+	if listen == self || (lp == sp && (lh == "" || lh == "0.0.0.0" || lh == "::")) {
+		return nil
+	}
+	return fmt.Errorf("--listen %s does not match node %d's address %s in --peers: a node must listen where its peers reach it", listen, id, self)
+}
+
+// Server is one started node with everything it owns.
+type Server struct {
+	cfg    Config
+	node   *node.Node
+	store  *storage.Store
+	tr     *rpc.Transport
+	api    *rpc.LogServer
+	grpc   *grpc.Server
+	lis    net.Listener
+	done   chan struct{} // closed when stopped; err is then set
+	cancel context.CancelFunc
+	err    error
+}
+
+// Addr returns the address the server listens on.
+func (r *Server) Addr() string { return r.lis.Addr().String() }
+
+// Node returns the node runtime.
+func (r *Server) Node() *node.Node { return r.node }
+
+// Transport returns the peer transport (tests cut links through it).
+func (r *Server) Transport() *rpc.Transport { return r.tr }
+
+// Done is closed when the server has stopped; Wait then returns why.
+func (r *Server) Done() <-chan struct{} { return r.done }
+
+// Stop stops the server and waits for it; it returns what stopped it (nil
+// for a clean stop).
+func (r *Server) Stop() error {
+	r.cancel()
+	return r.Wait()
+}
+
+// Wait waits for the server to stop and returns why (nil: a clean stop).
+func (r *Server) Wait() error {
+	<-r.done
+	return r.err
+}
+
+// Start opens storage, listens, and runs the node until ctx ends or Stop.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	self, ok := cfg.Peers[cfg.ID]
+	if !ok {
+		return nil, fmt.Errorf("--peers does not contain this node's ID %d: list every voting member, this one included", cfg.ID)
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = 1 << 20
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = self
+	}
+	if err := checkListen(cfg.Listen, self, cfg.ID); err != nil {
+		return nil, err
+	}
+	cid := ClusterID(cfg.Cluster, cfg.Peers)
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(cfg.DataDir)), 0o755); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
+	}
+	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{})}
+	var n *node.Node
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, Logf: cfg.Logf,
+		// A peer message holds at most a batch (4 MiB) or a catch-up
+		// response (4 MiB) plus one append that may exceed them.
+		MaxMessageBytes: 8<<20 + 2*cfg.MaxEntryBytes},
+		func(m core.Message) { n.Deliver(m) })
+	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, DataDir: cfg.DataDir,
+		MaxEntryBytes: cfg.MaxEntryBytes, Logf: cfg.Logf}, store, r.tr)
+	if err != nil {
+		r.tr.Close()
+		lis.Close()
+		store.Close()
+		return nil, err
+	}
+	r.node = n
+	voters := map[uint64]bool{}
+	for id := range cfg.Peers {
+		voters[id] = true
+	}
+	r.api = rpc.NewLogServer(n, cfg.ID, cid, cfg.Peers, voters)
+	// The transport's options carry the message limits and keepalive policy
+	// for every service on this port.
+	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
+	r.tr.Register(r.grpc)
+	r.api.Register(r.grpc)
+	go r.grpc.Serve(lis)
+	ctx, r.cancel = context.WithCancel(ctx)
+	go func() {
+		err := n.Run(ctx)
+		r.grpc.Stop()
+		r.api.Close()
+		r.tr.Close()
+		if cerr := store.Close(); err == nil {
+			err = cerr
+		}
+		r.err = err
+		close(r.done)
+	}()
+	return r, nil
+}
