@@ -193,10 +193,10 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxos
 				c.prefer(ep)
 				return nil
 			}
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			last = err
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last))
+			}
 			if !retryable(err) {
 				return convert(err)
 			}
@@ -206,7 +206,7 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxos
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last))
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)

@@ -228,7 +228,7 @@ func TestKillMasterMidway(t *testing.T) {
 	)
 	var appended sync.WaitGroup
 	appended.Add(1)
-	var total, killed int
+	var total int
 	var once sync.Once
 	for k := 0; k < clients; k++ {
 		wg.Add(1)
@@ -259,11 +259,13 @@ func TestKillMasterMidway(t *testing.T) {
 	}
 	appended.Wait()
 	m := c.master(t)
-	t.Logf("killing master node %d with SIGKILL after %d appends", m+1, total)
+	mu.Lock()
+	done := total
+	mu.Unlock()
+	t.Logf("killing master node %d with SIGKILL after %d appends", m+1, done)
 	c.kill(m)
-	killed = m
 	time.Sleep(time.Second)
-	c.start(killed)
+	c.start(m)
 	wg.Wait()
 
 	check := func(phase string) {

@@ -56,7 +56,18 @@ var (
 	ErrEmpty    = errors.New("empty append")
 )
 
-// ApplyStatus is the durable apply state, for reads and tails.
+// EntryError names the entry of an append that was refused.
+type EntryError struct {
+	Index int
+	Err   error
+}
+
+func (e *EntryError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the reason (ErrEmpty or ErrTooLarge).
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// applied is the durable apply state, for reads and tails.
 type applied struct {
 	next, first uint64
 	changed     chan struct{} // closed when next or first moves
@@ -322,8 +333,11 @@ func (n *Node) Append(ctx context.Context, entries [][]byte, clientID, seq uint6
 	}
 	total := 0
 	for i, e := range entries {
+		if len(e) == 0 {
+			return instance.Result{}, &EntryError{Index: i, Err: fmt.Errorf("%w: entry %d is empty", ErrEmpty, i)}
+		}
 		if len(e) > n.cfg.MaxEntryBytes {
-			return instance.Result{}, fmt.Errorf("%w: entry %d is %d bytes, the limit is %d", ErrTooLarge, i, len(e), n.cfg.MaxEntryBytes)
+			return instance.Result{}, &EntryError{Index: i, Err: fmt.Errorf("%w: entry %d is %d bytes, the limit is %d", ErrTooLarge, i, len(e), n.cfg.MaxEntryBytes)}
 		}
 		total += len(e)
 	}

@@ -246,12 +246,15 @@ func (s *LogServer) status(err error) error {
 	var (
 		nm *core.NotMasterError
 		tr *storage.TrimmedError
+		ee *node.EntryError
 	)
 	switch {
 	case err == nil:
 		return nil
 	case status.Code(err) != codes.Unknown:
 		return err // already a status (forwarded)
+	case errors.As(err, &ee):
+		return InvalidArgument(fmt.Sprintf("entries[%d]", ee.Index), err.Error())
 	case errors.As(err, &nm):
 		return NotMasterError(nm.Master, s.addrs[nm.Master])
 	case errors.As(err, &tr):

@@ -583,7 +583,7 @@ func (t *Transport) fill(to uint64, first []byte, q chan []byte, carry *[]byte) 
 }
 
 func (t *Transport) batch(to uint64, msgs [][]byte) *paxosdpb.PeerBatch {
-	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, Messages: msgs}
+	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.cfg.Peers[t.cfg.SelfID], Messages: msgs}
 }
 
 // fieldSize is the encoded size of one element of PeerBatch.messages.
@@ -693,6 +693,9 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	case b.GetTo() != t.cfg.SelfID:
 		reason = fmt.Sprintf("rejected a batch from node %d addressed to node %d: this is node %d (cluster %d); check the peer addresses",
 			b.GetFrom(), b.GetTo(), t.cfg.SelfID, t.cfg.ClusterID)
+	case t.peers[b.GetFrom()] != nil && b.GetFromAddress() != t.peers[b.GetFrom()].addr:
+		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
+			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peers[b.GetFrom()].addr)
 	}
 	if reason != "" {
 		t.rejected.Add(1)

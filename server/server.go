@@ -169,14 +169,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(cfg.DataDir)), 0o755); err != nil {
 		return nil, fmt.Errorf("--data-dir: %w", err)
 	}
-	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{})
-	if err != nil {
-		return nil, err
-	}
+	// Listen first: a node that cannot serve must not initialize a directory.
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		store.Close()
 		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
+	}
+	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{})
+	if err != nil {
+		lis.Close()
+		return nil, err
 	}
 	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{})}
 	var n *node.Node

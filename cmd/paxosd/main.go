@@ -42,20 +42,43 @@ var clientFlags = []cli.Flag{
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "paxosd",
 		Usage: "a replicated, append-only log on Multi-Paxos",
-		Description: `Start a local 3-node cluster:   paxosd dev
-Then, in another terminal:        paxosd append hello world
-                                  paxosd read --from 0
-                                  paxosd tail --from 0 -f
-                                  paxosd status -w table`,
+		Description: `Examples:
+  paxosd dev                          # a local 3-node cluster; then, in another terminal:
+  paxosd append hello world
+  paxosd read --from 0
+  paxosd tail --from 0 -f
+  paxosd status -w table`,
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(),
 		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "paxosd: unknown command %q; see paxosd --help\n", name)
+			os.Exit(1)
+		},
+		// Usage errors go to stderr as one line; --help shows the rest.
+		OnUsageError: usageError,
 	}
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = usageError
+	}
+	return app
+}
+
+func usageError(c *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w (see paxosd %s --help)", err, c.Command.Name)
+}
+
+// noArgs refuses stray arguments: a flag written after one would be ignored.
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: this command takes flags only, and flags go before any argument", c.Args().First())
+	}
+	return nil
 }
 
 func serverCommand() *cli.Command {
@@ -77,6 +100,9 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
 		},
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			peers, err := server.ParsePeers(c.String("peers"))
 			if err != nil {
 				return err
@@ -109,7 +135,14 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "data-dir", Usage: "where the nodes keep their data (default: a new temporary directory)"},
 			&cli.IntFlag{Name: "base-port", Value: 7001, Usage: "node i listens on 127.0.0.1:(base-port+i-1)"},
 		},
+		Description: `Examples:
+  paxosd dev                              # 3 nodes on 127.0.0.1:7001-7003, data in a new temporary directory
+  paxosd dev --data-dir /tmp/px           # keep the log across runs
+  paxosd dev --nodes 5 --base-port 8001   # 5 nodes on 127.0.0.1:8001-8005`,
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			nodes := c.Int("nodes")
 			if nodes < 1 || nodes > 9 {
 				return fmt.Errorf("--nodes %d: pick 3 or 5 (1 to 9 work)", nodes)
@@ -179,7 +212,9 @@ func newClient(c *cli.Context) (*client.Client, error) {
 			eps = append(eps, ep)
 		}
 	}
-	return client.New(eps, client.Options{CallTimeout: c.Duration("timeout")})
+	// One attempt may take a third of the command's time, so that a hung
+	// endpoint leaves time to try the others.
+	return client.New(eps, client.Options{CallTimeout: max(c.Duration("timeout")/3, 200*time.Millisecond)})
 }
 
 func appendCommand() *cli.Command {
@@ -200,6 +235,9 @@ func appendCommand() *cli.Command {
 				return err
 			}
 			defer cl.Close()
+			if err := flagsAfterValues(c); err != nil {
+				return err
+			}
 			var values [][]byte
 			if c.NArg() > 0 {
 				for _, a := range c.Args().Slice() {
@@ -255,6 +293,22 @@ func appendCommand() *cli.Command {
 	}
 }
 
+// flagsAfterValues refuses `append x --flag`: the flag parser stops at the
+// first value, so the flag would be appended as data. Values that start
+// with '-' are accepted after a "--".
+func flagsAfterValues(c *cli.Context) error {
+	dashdash := false
+	for _, a := range os.Args {
+		dashdash = dashdash || a == "--"
+	}
+	for _, a := range c.Args().Slice() {
+		if len(a) > 1 && a[0] == '-' && !dashdash {
+			return fmt.Errorf("%q after a value: put flags before the values (use -- before values that start with '-')", a)
+		}
+	}
+	return nil
+}
+
 // printEntries writes entries in the chosen format.
 func printEntries(w io.Writer, format string, ents []client.Entry) {
 	for _, e := range ents {
@@ -302,6 +356,9 @@ func readCommand() *cli.Command {
 			&cli.StringFlag{Name: "consistency", Value: "linearizable", Usage: "linearizable (the master confirms) or local (any node, may be stale)"},
 		),
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			from, err := parseIndex(c, "from")
 			if err != nil {
 				return err
@@ -344,6 +401,9 @@ Starting below the first index (after a trim) is an error that names it.`,
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep following new entries"},
 		),
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			from, err := parseIndex(c, "from")
 			if err != nil {
 				return err
@@ -355,6 +415,14 @@ Starting below the first index (after a trim) is an error that names it.`,
 			defer cl.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Reach the cluster (and learn of a trim below --from) within
+			// --timeout; after that, -f follows for as long as it runs.
+			pctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
+			_, err = cl.Read(pctx, from, 1, true)
+			cancel()
+			if err != nil {
+				return err
+			}
 			out := bufio.NewWriter(os.Stdout)
 			defer out.Flush()
 			err = cl.Tail(ctx, from, c.Bool("follow"), func(e client.Entry) error {
@@ -380,6 +448,9 @@ func trimCommand() *cli.Command {
 		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
 			indexFlag("before", "drop entries below this index", true)),
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			before, err := parseIndex(c, "before")
 			if err != nil {
 				return err
@@ -412,6 +483,9 @@ func statusCommand() *cli.Command {
 		Description: "Examples:\n  paxosd status -w table\n  paxosd status -w json",
 		Flags:       clientFlags,
 		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
 			cl, err := newClient(c)
 			if err != nil {
 				return err

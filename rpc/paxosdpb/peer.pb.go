@@ -35,6 +35,10 @@ type PeerBatch struct {
 	// the batch the same way (its address belongs to another node).
 	From uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
 	To   uint64 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	// The sender's own address as its configuration gives it. A receiver that
+	// knows `from` at another address rejects the batch: two processes started
+	// with the same node ID must never both vote as that node.
+	FromAddress string `protobuf:"bytes,5,opt,name=from_address,json=fromAddress,proto3" json:"from_address,omitempty"`
 	// Each element is one core.Message encoded by core.AppendMessage: the
 	// compact, versioned binary encoding that core already defines and fuzzes
 	// (DecodeMessage never panics and allocates at most its input). It is
@@ -96,6 +100,13 @@ func (x *PeerBatch) GetTo() uint64 {
 		return x.To
 	}
 	return 0
+}
+
+func (x *PeerBatch) GetFromAddress() string {
+	if x != nil {
+		return x.FromAddress
+	}
+	return ""
 }
 
 func (x *PeerBatch) GetMessages() [][]byte {
@@ -165,12 +176,13 @@ var File_rpc_paxosdpb_peer_proto protoreflect.FileDescriptor
 
 const file_rpc_paxosdpb_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x17rpc/paxosdpb/peer.proto\x12\x0epaxosd.peer.v1\"j\n" +
+	"\x17rpc/paxosdpb/peer.proto\x12\x0epaxosd.peer.v1\"\x8d\x01\n" +
 	"\tPeerBatch\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
-	"\x02to\x18\x03 \x01(\x04R\x02to\x12\x1a\n" +
+	"\x02to\x18\x03 \x01(\x04R\x02to\x12!\n" +
+	"\ffrom_address\x18\x05 \x01(\tR\vfromAddress\x12\x1a\n" +
 	"\bmessages\x18\x04 \x03(\fR\bmessages\"C\n" +
 	"\vPeerSummary\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\x12\x18\n" +
