@@ -28,9 +28,13 @@ const (
 	MsgProbeResp                    // catch-up: the answer is in Committed
 	MsgLearnReq                     // catch-up: send chosen values from Instance, at most End-Instance of them
 	MsgLearnResp                    // catch-up or follower push: Entries = chosen values in instance order
+	MsgFollow                       // a follower asks its member to push chosen values to it (renewed every learn interval)
 )
 
-var msgTypeNames = [...]string{"?", "Prepare", "Promise", "Accept", "Accepted", "Commit", "Probe", "ProbeResp", "LearnReq", "LearnResp"}
+// MaxMsgType is the highest message type.
+const MaxMsgType = MsgFollow
+
+var msgTypeNames = [...]string{"?", "Prepare", "Promise", "Accept", "Accepted", "Commit", "Probe", "ProbeResp", "LearnReq", "LearnResp", "Follow"}
 
 func (t MsgType) String() string {
 	if int(t) < len(msgTypeNames) {

@@ -210,7 +210,7 @@ func DecodeMessage(b []byte) (Message, error) {
 	}
 	m.Type = MsgType(d.byte())
 	flags := d.byte()
-	if d.err == nil && (m.Type < MsgPrepare || m.Type > MsgLearnResp || flags > 1) {
+	if d.err == nil && (m.Type < MsgPrepare || m.Type > MaxMsgType || flags > 1) {
 		return m, fmt.Errorf("%w: message type %d flags %d", ErrCorrupt, m.Type, flags)
 	}
 	m.Reject = flags == 1

@@ -97,7 +97,9 @@ type Node struct {
 	id       uint64
 	voters   []uint64
 	voter    bool
-	pushTo   []uint64 // followers this node pushes chosen values to
+	target     uint64            // a follower: the member it follows
+	lastFollow uint64            // a follower: when it last asked its member to push
+	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
 	now      uint64
 	wall     uint64 // the runtime's wall clock (Unix ms), for lease commands
 	epoch    uint64 // random per incarnation: tells the holder its own lease proposals apart
@@ -141,11 +143,10 @@ func New(cfg Config, d Durable) (*Node, error) {
 		}
 	}
 	var peers []uint64
+	n.followers = map[uint64]uint64{}
 	for _, f := range cfg.Followers {
-		if f.Target == cfg.ID {
-			n.pushTo = append(n.pushTo, f.ID)
-		}
 		if f.ID == cfg.ID {
+			n.target = f.Target
 			peers = append(peers, f.Target)
 		}
 	}
@@ -239,6 +240,10 @@ func (n *Node) SetWallClock(unixMillis uint64) { n.wall = unixMillis }
 // Tick advances the node's clock by one tick.
 func (n *Node) Tick() {
 	n.now++
+	if n.target != 0 && (n.lastFollow == 0 || n.now-n.lastFollow >= n.cfg.LearnInterval) {
+		n.lastFollow = n.now
+		n.send(core.Message{Type: core.MsgFollow, To: n.target}, false)
+	}
 	for _, m := range n.cu.Tick(n.now, n.learn.Applied()) {
 		n.send(m, false)
 	}
@@ -295,7 +300,7 @@ func (n *Node) Step(m core.Message) error {
 	if m.To != n.id {
 		return fmt.Errorf("instance: message for %d stepped into %d", m.To, n.id)
 	}
-	if m.Type < core.MsgPrepare || m.Type > core.MsgLearnResp {
+	if m.Type < core.MsgPrepare || m.Type > core.MaxMsgType {
 		return fmt.Errorf("instance: unknown message type %d", m.Type)
 	}
 	n.step(m)
@@ -375,6 +380,10 @@ func (n *Node) step(m core.Message) {
 		}
 	case core.MsgProbe:
 		n.send(core.Message{Type: core.MsgProbeResp, To: m.From}, false)
+	case core.MsgFollow:
+		if n.voter && !slices.Contains(n.voters, m.From) {
+			n.followers[m.From] = n.now
+		}
 	case core.MsgProbeResp:
 	case core.MsgLearnReq:
 		n.serveLearn(m)
@@ -614,10 +623,8 @@ func (n *Node) Ready() Ready {
 	if len(n.commits) > 0 {
 		n.announceCommits()
 	}
-	if len(n.pushTo) > 0 && len(n.rd.Chosen) > 0 {
-		for _, f := range n.pushTo {
-			n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, true)
-		}
+	if len(n.followers) > 0 {
+		n.pushToFollowers()
 	}
 	if n.stateChanged {
 		st := n.learn.State()
@@ -628,6 +635,30 @@ func (n *Node) Ready() Ready {
 	n.readyApplied = n.learn.Applied()
 	return rd
 }
+
+// pushToFollowers sends the values applied in this Ready to every follower
+// that asked recently (after the persist); a follower silent for five learn
+// intervals is dropped. Pull catch-up covers any gap.
+func (n *Node) pushToFollowers() {
+	ids := make([]uint64, 0, len(n.followers))
+	for id, seen := range n.followers {
+		if n.now-seen > 5*n.cfg.LearnInterval {
+			delete(n.followers, id)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	if len(n.rd.Chosen) == 0 {
+		return
+	}
+	slices.Sort(ids)
+	for _, f := range ids {
+		n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, true)
+	}
+}
+
+// Followers returns the followers this member pushes to.
+func (n *Node) Followers() int { return len(n.followers) }
 
 // announceCommits tells the other voters which instances were chosen at our
 // ballot, as ranges.

@@ -18,7 +18,10 @@ import (
 //   - applied logs are prefixes of one log with no holes;
 //   - every acknowledged append is at its returned index, forever;
 //   - no (client_id, seq) is applied twice;
-//   - no promise or accept reply leaves before its record is durable.
+//   - no promise or accept reply leaves before its record is durable;
+//   - a follower never sends a Prepare, Promise, Accept, Accepted or Commit;
+//   - the ballots a node issues only go up, across restarts;
+//   - an acceptor never accepts a ballot below the promise it holds.
 type invariants struct {
 	w          *world
 	quorum     int
@@ -31,6 +34,7 @@ type invariants struct {
 	dedupAt    map[[2]uint64][2]uint64
 	promise    map[uint64]idgen.Ballot // node -> in-memory promise last seen
 	released   map[uint64]idgen.Ballot // node -> highest promise a reply revealed
+	prepared   map[uint64][2]uint64    // node -> (highest ballot it sent a Prepare for, incarnation)
 	buf        []byte
 }
 
@@ -39,7 +43,7 @@ func newInvariants(w *world) *invariants {
 		w: w, quorum: w.opt.Nodes/2 + 1,
 		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
 		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
-		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{},
+		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{}, prepared: map[uint64][2]uint64{},
 	}
 }
 
@@ -61,7 +65,23 @@ func (v *invariants) oneValuePerBallot(i uint64, b idgen.Ballot, fp uint64, wher
 
 // sent checks a message as it leaves a node.
 func (v *invariants) sent(n *node, m core.Message) {
+	if n.id > uint64(v.w.voters) {
+		switch m.Type {
+		case core.MsgPrepare, core.MsgPromise, core.MsgAccept, core.MsgAccepted, core.MsgCommit:
+			v.w.fail("follower %d sent %s: followers never vote or propose", n.id, m.Type)
+			return
+		}
+	}
 	switch m.Type {
+	case core.MsgPrepare:
+		// Ballots a node issues only go up, across restarts too.
+		last := v.prepared[n.id]
+		if b := uint64(m.Ballot); b < last[0] || (b == last[0] && uint64(n.inc) != last[1]) {
+			v.w.fail("node %d (incarnation %d) sent Prepare(%d) after having issued ballot %d (incarnation %d): a ballot reused or gone back",
+				n.id, n.inc, b, last[0], last[1])
+			return
+		}
+		v.prepared[n.id] = [2]uint64{uint64(m.Ballot), uint64(n.inc)}
 	case core.MsgAccept:
 		v.oneValuePerBallot(m.Instance, m.Ballot, v.fp(m.Value), "accept sent")
 	case core.MsgPromise, core.MsgAccepted:
@@ -171,6 +191,17 @@ func (v *invariants) acked(index uint64, value string) {
 		return
 	}
 	v.ackedAt[index] = value
+}
+
+// stepped checks an acceptor's handling of a message: it never accepts a
+// ballot below the promise it held when the message arrived.
+func (v *invariants) stepped(n *node, m core.Message, promiseBefore idgen.Ballot, hadBefore core.InstanceValue, had bool) {
+	if m.Type != core.MsgAccept || m.Ballot >= promiseBefore || !n.up {
+		return
+	}
+	if iv, ok := n.core.AcceptedAt(m.Instance); ok && iv.Ballot == m.Ballot && (!had || hadBefore.Ballot != m.Ballot) {
+		v.w.fail("node %d accepted instance %d at ballot %d below its promise %d", n.id, m.Instance, m.Ballot, promiseBefore)
+	}
 }
 
 // afterEvent checks the node the event touched.

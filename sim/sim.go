@@ -338,10 +338,13 @@ func (w *world) handle(e *event) {
 		if !n.up {
 			return
 		}
+		before := n.core.Promised()
+		had, hadOK := n.core.AcceptedAt(e.msg.Instance)
 		if err := n.core.Step(e.msg); err != nil {
 			w.fail("node %d rejected %s: %v", n.id, e.msg, err)
 			return
 		}
+		w.inv.stepped(n, e.msg, before, had, hadOK)
 		w.pump(n)
 	case evSynced:
 		n := w.node(e.node)
@@ -474,7 +477,7 @@ func (w *world) injectFault() {
 			}
 		}
 	}
-	kind := w.rng.IntN(13)
+	kind := w.rng.IntN(14)
 	var name string
 	switch kind {
 	case 0:
@@ -537,6 +540,14 @@ func (w *world) injectFault() {
 	case 11:
 		name = "delay-rate"
 		w.longDelayP = []float64{0, 0.05, 0.2}[w.rng.IntN(3)]
+	case 13:
+		// A supervisor restarts a crashed master at once: it comes back
+		// while its lease and ballot are still current.
+		name = "bounce-master"
+		if m := w.master(); m != nil {
+			w.crash(m, name)
+			w.schedule(&event{at: w.now + w.rng.Int64N(100*ms), kind: evRestart, node: m.id})
+		}
 	case 12:
 		name = "restart-all-down"
 		for _, n := range w.nodes {

@@ -136,7 +136,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 // bugBudget is how many seeds the simulator may need to catch each planted bug.
-const bugBudget = 200
+const bugBudget = 50
 
 // Every planted bug is caught within the budget.
 func TestPlantedBugsCaught(t *testing.T) {
