@@ -367,3 +367,115 @@ func TestTailThroughMasterKill(t *testing.T) {
 		t.Fatalf("tail delivered %d entries, want %d", want, total)
 	}
 }
+
+// startFollower starts a follower process of member target with ID id.
+func (c *cluster) startFollower(t *testing.T, id, target int, addr string) *exec.Cmd {
+	logf, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("follower%d.log", id)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "server", "--id", fmt.Sprint(id), "--follow", fmt.Sprint(target), "--listen", addr,
+		"--peers", c.peers, "--data-dir", filepath.Join(c.dir, fmt.Sprintf("follower%d", id)))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+	})
+	return cmd
+}
+
+// readLocal reads a node's whole log with local reads.
+func readLocal(t *testing.T, addr string) []string {
+	cl, err := client.New([]string{addr}, client.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []string
+	for {
+		r, err := cl.Read(context.Background(), uint64(len(out)), 10000, true)
+		if err != nil {
+			t.Fatalf("read %s: %v", addr, err)
+		}
+		if len(r.Entries) == 0 {
+			return out
+		}
+		for _, e := range r.Entries {
+			out = append(out, string(e.Value))
+		}
+	}
+}
+
+// A follower added to a running cluster mirrors the whole log, follows new
+// appends, reports itself as a follower, and loses nothing when killed and
+// restarted.
+func TestFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 3)
+	c.master(t)
+	cl := c.client(t)
+	appendN := func(from, n int) {
+		vals := make([][]byte, 0, 50)
+		for i := from; i < from+n; i++ {
+			vals = append(vals, []byte(fmt.Sprintf("v%d", i)))
+			if len(vals) == 50 || i == from+n-1 {
+				if _, err := cl.Append(context.Background(), vals...); err != nil {
+					t.Fatal(err)
+				}
+				vals = vals[:0]
+			}
+		}
+	}
+	followerAddr := freePorts(t, 1)[0]
+	mirrors := func(want int) {
+		deadline := time.Now().Add(30 * time.Second)
+		var got []string
+		for time.Now().Before(deadline) {
+			got = readLocal(t, followerAddr)
+			if len(got) >= want {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(got) != want {
+			t.Fatalf("follower has %d entries, want %d", len(got), want)
+		}
+		for i, v := range got {
+			if v != fmt.Sprintf("v%d", i) {
+				t.Fatalf("follower index %d holds %q", i, v)
+			}
+		}
+	}
+	appendN(0, 1000)
+	f := c.startFollower(t, 10, 1, followerAddr)
+	mirrors(1000)
+	appendN(1000, 500)
+	mirrors(1500)
+
+	fc, err := client.New([]string{followerAddr}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	st, err := fc.Status(context.Background(), followerAddr)
+	if err != nil || st.Role != "follower" {
+		t.Fatalf("follower status: %+v, %v", st, err)
+	}
+	// Appends sent to the follower are forwarded to the master.
+	if _, err := fc.Append(context.Background(), []byte("v1500")); err != nil {
+		t.Fatalf("append through the follower: %v", err)
+	}
+	mirrors(1501)
+
+	f.Process.Signal(syscall.SIGKILL)
+	f.Wait()
+	appendN(1501, 499)
+	c.startFollower(t, 10, 1, followerAddr)
+	mirrors(2000)
+}

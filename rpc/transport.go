@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,13 @@ type TransportConfig struct {
 	// ignored. Send reaches only these peers; messages are received from any
 	// node of the cluster that dials this one.
 	Peers map[uint64]string
+	// SelfAddress is this node's address when it is not in Peers (a
+	// follower); batches carry it so that members can answer.
+	SelfAddress string
+	// MaxFollowers, when positive, lets up to that many nodes not in Peers
+	// (followers) connect: the first valid batch from one, carrying its
+	// address, adds it as a peer. Zero: only Peers are answered.
+	MaxFollowers int
 	// MaxMessageBytes bounds one encoded message and the payload of one
 	// batch (default DefaultMaxMessageBytes). The gRPC send and receive
 	// limits are this plus a small headroom for framing, on both sides.
@@ -155,7 +163,9 @@ type TransportStats struct {
 type Transport struct {
 	cfg     TransportConfig
 	deliver func(core.Message)
-	peers   map[uint64]*peer // read-only after NewTransport
+	peersMu sync.RWMutex
+	peers   map[uint64]*peer // Peers, and followers added as they connect
+	dynamic int              // followers added
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -212,12 +222,34 @@ func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
 		if id == cfg.SelfID {
 			continue
 		}
-		p := &peer{id: id, addr: addr, q: make(chan []byte, cfg.QueueLen)}
-		t.peers[id] = p
-		t.wg.Add(1)
-		go t.runPeer(p)
+		t.addPeer(id, addr)
 	}
 	return t
+}
+
+// addPeer starts the sender of a new peer. Call with peersMu held (or before
+// the transport is shared).
+func (t *Transport) addPeer(id uint64, addr string) *peer {
+	p := &peer{id: id, addr: addr, q: make(chan []byte, t.cfg.QueueLen)}
+	t.peers[id] = p
+	t.wg.Add(1)
+	go t.runPeer(p)
+	return p
+}
+
+// peer returns the peer with id, nil if unknown.
+func (t *Transport) peer(id uint64) *peer {
+	t.peersMu.RLock()
+	defer t.peersMu.RUnlock()
+	return t.peers[id]
+}
+
+// selfAddress is the address this node's batches carry.
+func (t *Transport) selfAddress() string {
+	if a, ok := t.cfg.Peers[t.cfg.SelfID]; ok {
+		return a
+	}
+	return t.cfg.SelfAddress
 }
 
 func (t *Transport) logf(format string, args ...any) {
@@ -292,7 +324,7 @@ func (t *Transport) Send(m core.Message) {
 	if t.isClosed.Load() {
 		return
 	}
-	p := t.peers[m.To]
+	p := t.peer(m.To)
 	if p == nil || m.From != t.cfg.SelfID {
 		t.unroutable.Add(1)
 		return
@@ -322,7 +354,7 @@ func (t *Transport) Send(m core.Message) {
 // and from it are dropped, as a network partition would. It is for fault
 // tests; a partition between two nodes is cut on both of them.
 func (t *Transport) CutLink(peer uint64, cut bool) {
-	if p := t.peers[peer]; p != nil {
+	if p := t.peer(peer); p != nil {
 		p.cut.Store(cut)
 	}
 }
@@ -339,7 +371,9 @@ func (t *Transport) Close() error {
 		return nil
 	}
 	t.closed = true
+	t.peersMu.Lock() // no follower is added after this: wg.Add never races Wait
 	t.isClosed.Store(true)
+	t.peersMu.Unlock()
 	t.mu.Unlock()
 	t.cancel()
 	t.wg.Wait()
@@ -351,13 +385,16 @@ func (t *Transport) Close() error {
 // Stats returns a snapshot of the transport's counters.
 func (t *Transport) Stats() TransportStats {
 	st := TransportStats{
-		Peers:      make(map[uint64]PeerStats, len(t.peers)),
+		Peers:      map[uint64]PeerStats{},
 		Received:   t.received.Load(),
 		Unroutable: t.unroutable.Load(),
 		Corrupt:    t.corrupt.Load(),
 		Rejected:   t.rejected.Load(),
 	}
-	for id, p := range t.peers {
+	t.peersMu.RLock()
+	peers := maps.Clone(t.peers)
+	t.peersMu.RUnlock()
+	for id, p := range peers {
 		p.mu.Lock()
 		lastErr := p.lastErr
 		p.mu.Unlock()
@@ -583,7 +620,7 @@ func (t *Transport) fill(to uint64, first []byte, q chan []byte, carry *[]byte) 
 }
 
 func (t *Transport) batch(to uint64, msgs [][]byte) *paxosdpb.PeerBatch {
-	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.cfg.Peers[t.cfg.SelfID], Messages: msgs}
+	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.selfAddress(), Messages: msgs}
 }
 
 // fieldSize is the encoded size of one element of PeerBatch.messages.
@@ -681,6 +718,26 @@ func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, 
 	}
 }
 
+// admitFollower adds a node that is not in Peers as a peer, if followers are
+// allowed and there is room, so that it can be answered at addr.
+func (t *Transport) admitFollower(id uint64, addr string) bool {
+	if t.cfg.MaxFollowers <= 0 || addr == "" || id == 0 || id == t.cfg.SelfID {
+		return false
+	}
+	t.peersMu.Lock()
+	defer t.peersMu.Unlock()
+	if t.peers[id] != nil {
+		return true
+	}
+	if t.dynamic >= t.cfg.MaxFollowers || t.isClosed.Load() {
+		return false
+	}
+	t.dynamic++
+	t.addPeer(id, addr)
+	t.logf("follower %d at %s connected", id, addr)
+	return true
+}
+
 // receive checks one batch and delivers its valid messages. A batch of
 // another cluster or for another node is rejected whole, with an error that
 // ends the stream.
@@ -693,9 +750,12 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	case b.GetTo() != t.cfg.SelfID:
 		reason = fmt.Sprintf("rejected a batch from node %d addressed to node %d: this is node %d (cluster %d); check the peer addresses",
 			b.GetFrom(), b.GetTo(), t.cfg.SelfID, t.cfg.ClusterID)
-	case t.peers[b.GetFrom()] != nil && b.GetFromAddress() != t.peers[b.GetFrom()].addr:
+	case t.peer(b.GetFrom()) != nil && b.GetFromAddress() != t.peer(b.GetFrom()).addr:
 		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
-			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peers[b.GetFrom()].addr)
+			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peer(b.GetFrom()).addr)
+	case t.peer(b.GetFrom()) == nil:
+		// Not a member: a follower. Answer it if followers are allowed.
+		t.admitFollower(b.GetFrom(), b.GetFromAddress())
 	}
 	if reason != "" {
 		t.rejected.Add(1)
@@ -732,7 +792,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	if t.closed {
 		return errClosed
 	}
-	if p := t.peers[b.GetFrom()]; p != nil && p.cut.Load() {
+	if p := t.peer(b.GetFrom()); p != nil && p.cut.Load() {
 		return nil // fault injection: the link is cut
 	}
 	for _, m := range msgs {

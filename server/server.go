@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/node"
 	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/storage"
@@ -37,6 +39,9 @@ type Config struct {
 	Cluster       string // cluster name; with the member IDs, the cluster ID
 	MaxEntryBytes int    // default 1 MiB
 	Logf          func(format string, args ...any)
+	// Follow, when non-zero, makes this node a non-voting follower of that
+	// member: it is not in Peers, and Listen is its address.
+	Follow uint64
 	// GRPCOptions are added to the server's (tests inject faults with
 	// interceptors).
 	GRPCOptions []grpc.ServerOption
@@ -91,6 +96,9 @@ func ClusterID(name string, peers map[uint64]string) uint64 {
 	fmt.Fprintf(h, "%s/%v", name, ids)
 	return h.Sum64() | 1
 }
+
+// maxFollowersPerMember bounds the followers one member pushes to.
+const maxFollowersPerMember = 16
 
 // checkListen requires a node to listen where --peers says it is (or on all
 // interfaces at that port). Two processes started with the same --id then
@@ -150,7 +158,16 @@ func (r *Server) Wait() error {
 // Start opens storage, listens, and runs the node until ctx ends or Stop.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	self, ok := cfg.Peers[cfg.ID]
-	if !ok {
+	switch {
+	case cfg.Follow != 0 && ok:
+		return nil, fmt.Errorf("node %d is a voting member in --peers; a follower has an ID of its own, not in --peers", cfg.ID)
+	case cfg.Follow != 0 && cfg.Peers[cfg.Follow] == "":
+		return nil, fmt.Errorf("--follow %d: not a member in --peers", cfg.Follow)
+	case cfg.Follow != 0 && cfg.Listen == "":
+		return nil, errors.New("a follower needs --listen: the address its member pushes to and clients read from")
+	case cfg.Follow != 0:
+		self = cfg.Listen
+	case !ok:
 		return nil, fmt.Errorf("--peers does not contain this node's ID %d: list every voting member, this one included", cfg.ID)
 	}
 	if cfg.MaxEntryBytes == 0 {
@@ -181,12 +198,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{})}
 	var n *node.Node
+	maxFollowers := maxFollowersPerMember
+	var followers []instance.Follower
+	if cfg.Follow != 0 {
+		maxFollowers = 0
+		followers = []instance.Follower{{ID: cfg.ID, Target: cfg.Follow}}
+	}
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, Logf: cfg.Logf,
+		SelfAddress: self, MaxFollowers: maxFollowers,
 		// A peer message holds at most a batch (4 MiB) or a catch-up
 		// response (4 MiB) plus one append that may exceed them.
 		MaxMessageBytes: 8<<20 + 2*cfg.MaxEntryBytes},
 		func(m core.Message) { n.Deliver(m) })
-	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, DataDir: cfg.DataDir,
+	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir,
 		MaxEntryBytes: cfg.MaxEntryBytes, Logf: cfg.Logf}, store, r.tr)
 	if err != nil {
 		r.tr.Close()
@@ -199,7 +223,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	for id := range cfg.Peers {
 		voters[id] = true
 	}
-	r.api = rpc.NewLogServer(n, cfg.ID, cid, cfg.Peers, voters)
+	addrs := maps.Clone(cfg.Peers)
+	addrs[cfg.ID] = self
+	r.api = rpc.NewLogServer(n, cfg.ID, cid, addrs, voters)
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
 	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)

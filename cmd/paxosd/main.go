@@ -90,7 +90,10 @@ Example, on three hosts (or three terminals):
   paxosd server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/1
   paxosd server --id 2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/2
   paxosd server --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/3
-The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly.`,
+The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly.
+
+A follower mirrors the log without voting, and serves local reads and tails:
+  paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10`,
 		Flags: []cli.Flag{
 			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers)"},
 			&cli.StringFlag{Name: "peers", Required: true, Usage: "every voting member as ID=HOST:PORT, comma-separated"},
@@ -98,6 +101,7 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "this node's data directory (created if missing)"},
 			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "cluster name; with the member IDs it makes the cluster ID that guards data directories and peer links"},
 			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
+			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -114,7 +118,8 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 			defer stop()
 			logger := log.New(os.Stderr, "", log.LstdFlags)
 			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
-				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf})
+				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
+				Follow: c.Uint64("follow")})
 			if err != nil {
 				return err
 			}
