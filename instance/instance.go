@@ -93,21 +93,21 @@ type Status struct {
 
 // Node is one node's protocol core.
 type Node struct {
-	cfg      Config
-	id       uint64
-	voters   []uint64
-	voter    bool
+	cfg        Config
+	id         uint64
+	voters     []uint64
+	voter      bool
 	target     uint64            // a follower: the member it follows
 	lastFollow uint64            // a follower: when it last asked its member to push
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
-	now      uint64
-	wall     uint64 // the runtime's wall clock (Unix ms), for lease commands
-	epoch    uint64 // random per incarnation: tells the holder its own lease proposals apart
-	acc      *acceptor.Acceptor
-	prop     *proposer.Proposer
-	learn    *learner.Learner
-	cu       *catchup.Catchup
-	commitTo []uint64 // voters to send commits to
+	now        uint64
+	wall       uint64 // the runtime's wall clock (Unix ms), for lease commands
+	epoch      uint64 // random per incarnation: tells the holder its own lease proposals apart
+	acc        *acceptor.Acceptor
+	prop       *proposer.Proposer
+	learn      *learner.Learner
+	cu         *catchup.Catchup
+	commitTo   []uint64 // voters to send commits to
 
 	leaseOtherUntil  uint64 // as a non-holder: the lease is valid until then
 	leaseHolderUntil uint64 // as the holder: my lease is valid until then
