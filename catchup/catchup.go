@@ -33,6 +33,7 @@ type Catchup struct {
 	known       map[uint64]uint64 // peer -> highest applied frontier it reported
 	failedUntil map[uint64]uint64
 	lastProbe   uint64
+	probed      bool
 	behindSince uint64
 	behind      bool
 	out         *request
@@ -89,8 +90,10 @@ func (c *Catchup) Tick(now, applied uint64) []core.Message {
 		c.failedUntil[c.out.peer] = now + c.cfg.Timeout
 		c.out = nil
 	}
-	if now-c.lastProbe >= c.cfg.Interval {
-		c.lastProbe = now
+	if !c.probed || now-c.lastProbe >= c.cfg.Interval {
+		// The first probe goes at once: a node that just started wants to
+		// know at once how far behind it is.
+		c.probed, c.lastProbe = true, now
 		for _, p := range c.cfg.Peers {
 			msgs = append(msgs, core.Message{Type: core.MsgProbe, To: p})
 		}

@@ -28,7 +28,7 @@ func TestProbeInterval(t *testing.T) {
 	c := catchup.New(config())
 	for now := uint64(1); now <= 35; now++ {
 		var want []core.Message
-		if now%10 == 0 {
+		if now%10 == 1 { // at once, then every Interval
 			want = probes()
 		}
 		if got := c.Tick(now, 0); !reflect.DeepEqual(got, want) {
@@ -103,9 +103,9 @@ func TestRequests(t *testing.T) {
 		{"timeout moves to another peer, which is skipped for a while", []op{
 			observe(2, 30, false), observe(3, 20, false),
 			maybe(1, 0, req(2, 0), true),
-			tick(8, 0, nil, true),         // 7 ticks: not yet
+			tick(8, 0, probes(), true),    // the first tick probes; 7 ticks: not yet timed out
 			tick(9, 0, req(3, 0), true),   // 8 ticks: 2 failed until 17, ask 3
-			tick(10, 0, probes(), true),   // probes go on; 3 still outstanding
+			tick(10, 0, nil, true),        // 3 still outstanding
 			response(3, false),            //
 			maybe(11, 5, req(3, 5), true), // 2 still skipped
 			response(3, false),
@@ -114,7 +114,7 @@ func TestRequests(t *testing.T) {
 		{"the only advanced peer failed: wait", []op{
 			observe(2, 30, false), observe(3, 1, false),
 			maybe(1, 1, req(2, 1), true),
-			tick(9, 1, nil, false), // 3 is not ahead
+			tick(9, 1, probes(), false), // 2 timed out (the first tick also probes); 3 is not ahead
 			maybe(16, 1, nil, false),
 			maybe(17, 1, req(2, 1), true),
 		}},

@@ -479,3 +479,83 @@ func TestFollower(t *testing.T) {
 	c.startFollower(t, 10, 1, followerAddr)
 	mirrors(2000)
 }
+
+// A node stopped while 100,000 entries are appended catches up after a
+// restart, and the three logs are identical. It reports the catch-up rate.
+func TestCatchUp100k(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	const total, batch, size = 100_000, 100, 100
+	c := newCluster(t, 3)
+	m := c.master(t)
+	behind := (m + 1) % 3
+	c.stop(behind)
+	cl := c.client(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			vals := make([][]byte, batch)
+			for k := w; k < total/batch; k += 8 {
+				for j := range vals {
+					v := fmt.Sprintf("%07d-", k*batch+j)
+					vals[j] = []byte(v + strings.Repeat("x", size-len(v)))
+				}
+				if _, err := cl.Append(context.Background(), vals...); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	c.start(behind)
+	// Time the catch-up from when the restarted node listens.
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", c.addrs[behind])
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d does not listen after a restart: %v", behind+1, err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	bc, err := client.New([]string{c.addrs[behind]}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	for {
+		st, err := bc.Status(context.Background(), c.addrs[behind])
+		if err == nil && st.EndIndex >= total {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d did not catch up within 120s (status %v, %v)", behind+1, st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := time.Since(start)
+	t.Logf("node %d caught up %d entries of %d B in %v from when it listened: %.0f entries/s, %.1f MB/s",
+		behind+1, total, size, d.Round(time.Millisecond), total/d.Seconds(), total*size/d.Seconds()/1e6)
+	logs := make([][]string, 3)
+	for i := range logs {
+		logs[i] = readLocal(t, c.addrs[i])
+	}
+	for i := 1; i < 3; i++ {
+		if len(logs[i]) != total || strings.Join(logs[i], "") != strings.Join(logs[0], "") {
+			t.Fatalf("node %d's log (%d entries) differs from node 1's (%d)", i+1, len(logs[i]), len(logs[0]))
+		}
+	}
+}
