@@ -86,6 +86,10 @@ type Config struct {
 	// CatchupBatch and CatchupBytes bound one catch-up response.
 	CatchupBatch uint64
 	CatchupBytes int
+	// CatchupBytesPerTick bounds the chosen values this node serves to
+	// peers catching up (0: no bound), so that a peer catching up leaves
+	// room for the master's own traffic.
+	CatchupBytesPerTick int
 
 	// ClientTTLMillis and MaxClients bound the dedup table: a client idle
 	// that long (of log time) is forgotten, and beyond MaxClients the least

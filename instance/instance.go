@@ -119,6 +119,9 @@ type Node struct {
 	reqs       map[uint64]bool     // outstanding proposals
 	byInstance map[uint64][]uint64 // instance -> proposals placed there
 
+	catchupTokens int64                   // bytes of catch-up this node may still serve
+	deferredLearn map[uint64]core.Message // catch-up requests waiting for budget, one per peer
+
 	rd             Ready
 	stateChanged   bool
 	commits        []uint64 // instances this node saw chosen at its ballot, to announce
@@ -144,6 +147,7 @@ func New(cfg Config, d Durable) (*Node, error) {
 	}
 	var peers []uint64
 	n.followers = map[uint64]uint64{}
+	n.deferredLearn = map[uint64]core.Message{}
 	for _, f := range cfg.Followers {
 		if f.ID == cfg.ID {
 			n.target = f.Target
@@ -240,6 +244,7 @@ func (n *Node) SetWallClock(unixMillis uint64) { n.wall = unixMillis }
 // Tick advances the node's clock by one tick.
 func (n *Node) Tick() {
 	n.now++
+	n.refillCatchup()
 	if n.target != 0 && (n.lastFollow == 0 || n.now-n.lastFollow >= n.cfg.LearnInterval) {
 		n.lastFollow = n.now
 		n.send(core.Message{Type: core.MsgFollow, To: n.target}, false)
@@ -398,16 +403,52 @@ func (n *Node) step(m core.Message) {
 }
 
 // serveLearn answers a catch-up request from durable chosen values only.
+// With a catch-up rate set, a request that finds no budget waits (one per
+// peer) for a later tick: a peer catching up never takes more than its
+// share of this node's disk and links.
 func (n *Node) serveLearn(m core.Message) {
+	limit := n.cfg.CatchupBytes
+	if n.cfg.CatchupBytesPerTick > 0 {
+		if n.catchupTokens <= 0 {
+			n.deferredLearn[m.From] = m
+			return
+		}
+		limit = min(limit, int(n.catchupTokens))
+	}
 	reply := core.Message{Type: core.MsgLearnResp, To: m.From, Instance: m.Instance, End: max(m.End, m.Instance+1)}
 	to := min(m.End, n.durableApplied, m.Instance+n.cfg.CatchupBatch)
 	if m.Instance < to {
-		vals, err := n.cfg.Log.Chosen(m.Instance, to, n.cfg.CatchupBytes)
+		vals, err := n.cfg.Log.Chosen(m.Instance, to, limit)
 		if err == nil {
 			reply.Entries = vals
+			for _, v := range vals {
+				n.catchupTokens -= int64(v.Value.Size())
+			}
 		}
 	}
 	n.send(reply, false)
+}
+
+// refillCatchup adds a tick's catch-up budget (up to one tick's worth of
+// burst beyond it) and serves requests that waited for it.
+func (n *Node) refillCatchup() {
+	if n.cfg.CatchupBytesPerTick == 0 {
+		return
+	}
+	n.catchupTokens = min(n.catchupTokens+int64(n.cfg.CatchupBytesPerTick), 2*int64(n.cfg.CatchupBytesPerTick))
+	if len(n.deferredLearn) == 0 || n.catchupTokens <= 0 {
+		return
+	}
+	peers := make([]uint64, 0, len(n.deferredLearn))
+	for p := range n.deferredLearn {
+		peers = append(peers, p)
+	}
+	slices.Sort(peers)
+	for _, p := range peers {
+		m := n.deferredLearn[p]
+		delete(n.deferredLearn, p)
+		n.serveLearn(m)
+	}
 }
 
 // learnValue records a chosen value and applies what became contiguous.

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -39,6 +40,12 @@ type Config struct {
 	Cluster       string // cluster name; with the member IDs, the cluster ID
 	MaxEntryBytes int    // default 1 MiB
 	Logf          func(format string, args ...any)
+	// LearnInterval is how often the node asks its peers how far they are
+	// (default 1 s); CatchupRate bounds the bytes per second of chosen
+	// values it serves to peers catching up (default 64 MB/s; negative: no
+	// bound).
+	LearnInterval time.Duration
+	CatchupRate   int64
 	// Follow, when non-zero, makes this node a non-voting follower of that
 	// member: it is not in Peers, and Listen is its address.
 	Follow uint64
@@ -96,6 +103,11 @@ func ClusterID(name string, peers map[uint64]string) uint64 {
 	fmt.Fprintf(h, "%s/%v", name, ids)
 	return h.Sum64() | 1
 }
+
+// DefaultCatchupRate is the bytes per second a node serves to peers catching
+// up unless told otherwise: well above what one disk of a small machine
+// writes, well below what starves the master's own fsyncs.
+const DefaultCatchupRate = 64 << 20
 
 // maxFollowersPerMember bounds the followers one member pushes to.
 const maxFollowersPerMember = 16
@@ -210,7 +222,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// response (4 MiB) plus one append that may exceed them.
 		MaxMessageBytes: 8<<20 + 2*cfg.MaxEntryBytes},
 		func(m core.Message) { n.Deliver(m) })
-	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir,
+	core := instance.DefaultConfig()
+	tick := time.Duration(instance.DefaultTickMillis) * time.Millisecond
+	if cfg.LearnInterval > 0 {
+		core.LearnInterval = max(1, uint64(cfg.LearnInterval/tick))
+	}
+	switch {
+	case cfg.CatchupRate == 0:
+		core.CatchupBytesPerTick = DefaultCatchupRate / int(time.Second/tick)
+	case cfg.CatchupRate > 0:
+		core.CatchupBytesPerTick = max(1, int(cfg.CatchupRate)/int(time.Second/tick))
+	}
+	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: core,
 		MaxEntryBytes: cfg.MaxEntryBytes, Logf: cfg.Logf}, store, r.tr)
 	if err != nil {
 		r.tr.Close()

@@ -101,6 +101,8 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "this node's data directory (created if missing)"},
 			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "cluster name; with the member IDs it makes the cluster ID that guards data directories and peer links"},
 			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
+			&cli.DurationFlag{Name: "learn-interval", Value: time.Second, Usage: "how often to ask peers how far they are (catch-up also starts at once when a message shows this node is behind)"},
+			&cli.Int64Flag{Name: "catchup-rate", Value: server.DefaultCatchupRate, Usage: "bytes per second of log this node serves to peers catching up (-1: no limit)"},
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -111,6 +113,12 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			if err != nil {
 				return err
 			}
+			if d := c.Duration("learn-interval"); d < 10*time.Millisecond || d > time.Minute {
+				return fmt.Errorf("--learn-interval %v: pick 10ms to 1m", d)
+			}
+			if r := c.Int64("catchup-rate"); r == 0 || r < -1 {
+				return fmt.Errorf("--catchup-rate %d: bytes per second above 0, or -1 for no limit", r)
+			}
 			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
 				return fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit)
 			}
@@ -119,7 +127,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			logger := log.New(os.Stderr, "", log.LstdFlags)
 			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
-				Follow: c.Uint64("follow")})
+				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate")})
 			if err != nil {
 				return err
 			}
