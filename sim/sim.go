@@ -22,12 +22,10 @@ import (
 	"hash"
 	"hash/fnv"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/core"
-	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
 )
 
@@ -313,11 +311,7 @@ func (w *world) crash(n *node, why string) {
 	}
 	w.tracef("crash %d (%s)", n.id, why)
 	n.up, n.core, n.syncing = false, nil, nil // the unsynced Ready is lost
-	for req, c := range n.reqs {
-		_ = req
-		_ = c // the clients time out
-	}
-	n.reqs = nil
+	n.reqs = nil // its clients time out
 }
 
 func (w *world) handle(e *event) {
@@ -649,5 +643,3 @@ func (w *world) finalCheck() {
 	}
 }
 
-var _ = idgen.Ballot(0)
-var _ = slices.Contains[[]int]

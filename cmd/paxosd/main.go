@@ -369,13 +369,6 @@ func readCommand() *cli.Command {
 			&cli.StringFlag{Name: "consistency", Value: "linearizable", Usage: "linearizable (the master confirms) or local (any node, may be stale)"},
 		),
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			from, err := parseIndex(c, "from")
-			if err != nil {
-				return err
-			}
 			if n := c.Int("count"); n < 1 || n > 10000 {
 				return fmt.Errorf("--count %d: pick 1 to 10000", n)
 			}
@@ -383,19 +376,14 @@ func readCommand() *cli.Command {
 			if cons != "linearizable" && cons != "local" {
 				return fmt.Errorf("--consistency %q: use linearizable or local", cons)
 			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-			defer cancel()
-			res, err := cl.Read(ctx, from, c.Int("count"), cons == "local")
-			if err != nil {
-				return err
-			}
-			printEntries(os.Stdout, c.String("write-out"), res.Entries)
-			return nil
+			return withIndexClient(c, "from", func(ctx context.Context, cl *client.Client, from uint64) error {
+				res, err := cl.Read(ctx, from, c.Int("count"), cons == "local")
+				if err != nil {
+					return err
+				}
+				printEntries(os.Stdout, c.String("write-out"), res.Entries)
+				return nil
+			})
 		},
 	}
 }
@@ -461,32 +449,40 @@ func trimCommand() *cli.Command {
 		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
 			indexFlag("before", "drop entries below this index", true)),
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			before, err := parseIndex(c, "before")
-			if err != nil {
-				return err
-			}
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-			defer cancel()
-			first, err := cl.Trim(ctx, before)
-			if err != nil {
-				return err
-			}
-			if c.String("write-out") == "json" {
-				fmt.Printf(`{"first_index":%d}`+"\n", first)
-			} else {
-				fmt.Printf("log now starts at index %d\n", first)
-			}
-			return nil
+			return withIndexClient(c, "before", func(ctx context.Context, cl *client.Client, before uint64) error {
+				first, err := cl.Trim(ctx, before)
+				if err != nil {
+					return err
+				}
+				if c.String("write-out") == "json" {
+					fmt.Printf(`{"first_index":%d}`+"\n", first)
+				} else {
+					fmt.Printf("log now starts at index %d\n", first)
+				}
+				return nil
+			})
 		},
 	}
+}
+
+// withIndexClient checks a command's arguments, parses its index flag and
+// runs f with a client and a context bounded by --timeout.
+func withIndexClient(c *cli.Context, flag string, f func(ctx context.Context, cl *client.Client, index uint64) error) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	index, err := parseIndex(c, flag)
+	if err != nil {
+		return err
+	}
+	cl, err := newClient(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+	defer cancel()
+	return f(ctx, cl, index)
 }
 
 func statusCommand() *cli.Command {
