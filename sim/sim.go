@@ -311,7 +311,7 @@ func (w *world) crash(n *node, why string) {
 	}
 	w.tracef("crash %d (%s)", n.id, why)
 	n.up, n.core, n.syncing = false, nil, nil // the unsynced Ready is lost
-	n.reqs = nil // its clients time out
+	n.reqs = nil                              // its clients time out
 }
 
 func (w *world) handle(e *event) {
@@ -642,4 +642,3 @@ func (w *world) finalCheck() {
 		}
 	}
 }
-
