@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -49,6 +51,7 @@ type cluster struct {
 	peers string
 	procs []*exec.Cmd
 	logs  []*os.File
+	extra []string // more server flags
 }
 
 func freePorts(t *testing.T, n int) []string {
@@ -68,8 +71,8 @@ func freePorts(t *testing.T, n int) []string {
 	return out
 }
 
-func newCluster(t *testing.T, n int) *cluster {
-	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), logs: make([]*os.File, n)}
+func newCluster(t *testing.T, n int, extra ...string) *cluster {
+	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), logs: make([]*os.File, n), extra: extra}
 	var parts []string
 	for i, a := range c.addrs {
 		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
@@ -95,8 +98,8 @@ func (c *cluster) start(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "server", "--id", fmt.Sprint(i+1), "--peers", c.peers,
-		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1)))
+	cmd := exec.Command(binary, append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers,
+		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}, c.extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -556,6 +559,127 @@ func TestCatchUp100k(t *testing.T) {
 	for i := 1; i < 3; i++ {
 		if len(logs[i]) != total || strings.Join(logs[i], "") != strings.Join(logs[0], "") {
 			t.Fatalf("node %d's log (%d entries) differs from node 1's (%d)", i+1, len(logs[i]), len(logs[0]))
+		}
+	}
+}
+
+// dirSize is the bytes of every file under dir.
+func dirSize(t *testing.T, dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// Trim goes through the log: reads and tails below the first index get a
+// clear error, above it they work, a node that was down across the trim
+// catches up, and disk use falls.
+func TestTrim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	const total, batch = 20_000, 100
+	c := newCluster(t, 3)
+	m := c.master(t)
+	down := (m + 1) % 3
+	cl := c.client(t)
+	vals := make([][]byte, batch)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for k := 0; k < total/batch; k++ {
+		for j := range vals {
+			// Random bytes: snappy in goleveldb must not hide the disk use.
+			noise := make([]byte, 1000)
+			for b := range noise {
+				noise[b] = byte(rnd.Uint32())
+			}
+			vals[j] = append([]byte(fmt.Sprintf("%06d-", k*batch+j)), noise...)
+		}
+		if _, err := cl.Append(context.Background(), vals...); err != nil {
+			t.Fatal(err)
+		}
+		if k == total/batch/2 {
+			c.stop(down) // misses the second half and the trim
+		}
+	}
+	before := dirSize(t, filepath.Join(c.dir, fmt.Sprintf("data%d", m+1)))
+	first, err := cl.Trim(context.Background(), total-100)
+	if err != nil || first != total-100 {
+		t.Fatalf("Trim(%d): %d, %v", total-100, first, err)
+	}
+	var te *client.TrimmedError
+	if _, err := cl.Read(context.Background(), 0, 10, false); !errors.As(err, &te) || te.First != total-100 {
+		t.Fatalf("read below the first index: %v", err)
+	}
+	r, err := cl.Read(context.Background(), total-100, 1000, false)
+	if err != nil || len(r.Entries) != 100 || !strings.HasPrefix(string(r.Entries[0].Value), fmt.Sprintf("%06d-", total-100)) {
+		t.Fatalf("read from the first index: %d entries, %v", len(r.Entries), err)
+	}
+	// The CLI's tail from below the first index says so and fails.
+	out, err := exec.Command(binary, "tail", "--from", "0", "--endpoints", strings.Join(c.addrs, ","), "--timeout", "5s").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprint(total-100)) {
+		t.Fatalf("tail --from 0 after a trim: err=%v output=%q", err, out)
+	}
+	// The node that was down catches up across the trim.
+	c.start(down)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := cl.Status(context.Background(), c.addrs[down])
+		if err == nil && st.EndIndex == total && st.FirstIndex == total-100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d did not catch up across the trim: %v %v", down+1, st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Disk use falls on the master once the deletion is compacted.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		after := dirSize(t, filepath.Join(c.dir, fmt.Sprintf("data%d", m+1)))
+		if after < before/2 {
+			t.Logf("master's data directory: %d MB before the trim, %d MB after", before>>20, after>>20)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disk use did not fall: %d bytes before the trim, %d after", before, after)
+		}
+		cl.Append(context.Background(), []byte("tick")) // Saves continue the chunked deletion
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// --retain-entries trims the log automatically on every node.
+func TestRetainEntries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 3, "--retain-entries", "1000")
+	c.master(t)
+	cl := c.client(t)
+	for k := 0; k < 50; k++ {
+		vals := make([][]byte, 100)
+		for j := range vals {
+			vals[j] = []byte(fmt.Sprint(k*100 + j))
+		}
+		if _, err := cl.Append(context.Background(), vals...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i, a := range c.addrs {
+		for {
+			st, err := cl.Status(context.Background(), a)
+			if err == nil && st.EndIndex == 5000 && st.FirstIndex >= 3900 && st.FirstIndex <= 4000 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: log not trimmed to about 1000 entries: %v %v", i+1, st, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }

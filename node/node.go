@@ -43,6 +43,9 @@ type Config struct {
 	MaxEntryBytes  int
 	MaxAppendBytes int
 	Tick           time.Duration // default 10 ms
+	// RetainEntries, when non-zero, makes the master trim the log to about
+	// the last RetainEntries entries (it trims when 10% more have piled up).
+	RetainEntries uint64
 	// Core tunes the protocol; ID, Members, Followers, Rand and Log are
 	// filled in by the node.
 	Core instance.Config
@@ -93,6 +96,8 @@ type Node struct {
 
 	nextReq uint64
 	waiting map[uint64]*proposal
+	// retaining is the outstanding automatic trim, if any.
+	retaining *proposal
 }
 
 type proposal struct {
@@ -189,6 +194,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case now := <-tick.C:
 			n.core.SetWallClock(uint64(now.UnixMilli()))
 			n.core.Tick()
+			n.retain()
 		case m := <-n.inbox:
 			n.step(m)
 			for i := 0; i < 1024; i++ { // take what else is queued: one Ready for all of it
@@ -246,6 +252,30 @@ func (n *Node) propose(p *proposal) {
 		return
 	}
 	n.waiting[p.p.Req] = p
+}
+
+// retain trims the log to RetainEntries when this node is master and the log
+// has grown 10% past it.
+func (n *Node) retain() {
+	if n.retaining != nil {
+		select {
+		case <-n.retaining.result:
+			n.retaining = nil
+		default:
+			return
+		}
+	}
+	keep := n.cfg.RetainEntries
+	if keep == 0 || !n.core.IsMaster() {
+		return
+	}
+	st := n.core.Applied()
+	if st.NextIndex-st.FirstIndex <= keep+keep/10 {
+		return
+	}
+	p := &proposal{trim: st.NextIndex - keep, result: make(chan instance.Result, 1)}
+	n.propose(p)
+	n.retaining = p
 }
 
 // handleReady follows the core's contract: send Messages, persist, send

@@ -46,6 +46,9 @@ type Config struct {
 	// bound).
 	LearnInterval time.Duration
 	CatchupRate   int64
+	// RetainEntries, when non-zero, trims the log automatically to about
+	// that many entries (the master proposes the trims).
+	RetainEntries uint64
 	// Follow, when non-zero, makes this node a non-voting follower of that
 	// member: it is not in Peers, and Listen is its address.
 	Follow uint64
@@ -234,7 +237,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		core.CatchupBytesPerTick = max(1, int(cfg.CatchupRate)/int(time.Second/tick))
 	}
 	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: core,
-		MaxEntryBytes: cfg.MaxEntryBytes, Logf: cfg.Logf}, store, r.tr)
+		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf}, store, r.tr)
 	if err != nil {
 		r.tr.Close()
 		lis.Close()

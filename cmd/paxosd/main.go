@@ -103,6 +103,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
 			&cli.DurationFlag{Name: "learn-interval", Value: time.Second, Usage: "how often to ask peers how far they are (catch-up also starts at once when a message shows this node is behind)"},
 			&cli.Int64Flag{Name: "catchup-rate", Value: server.DefaultCatchupRate, Usage: "bytes per second of log this node serves to peers catching up (-1: no limit)"},
+			&cli.Uint64Flag{Name: "retain-entries", Usage: "trim the log automatically to about this many entries (0: never; trims run when 10% more piled up)"},
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -127,7 +128,8 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			logger := log.New(os.Stderr, "", log.LstdFlags)
 			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
-				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate")})
+				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
+				RetainEntries: c.Uint64("retain-entries")})
 			if err != nil {
 				return err
 			}
