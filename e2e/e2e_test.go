@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 
 // cluster is a set of paxosd server processes on loopback.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	addrs []string
 	peers string
@@ -54,7 +54,7 @@ type cluster struct {
 	extra []string // more server flags
 }
 
-func freePorts(t *testing.T, n int) []string {
+func freePorts(t testing.TB, n int) []string {
 	var ls []net.Listener
 	var out []string
 	for i := 0; i < n; i++ {
@@ -71,7 +71,7 @@ func freePorts(t *testing.T, n int) []string {
 	return out
 }
 
-func newCluster(t *testing.T, n int, extra ...string) *cluster {
+func newCluster(t testing.TB, n int, extra ...string) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), logs: make([]*os.File, n), extra: extra}
 	var parts []string
 	for i, a := range c.addrs {
@@ -139,7 +139,7 @@ func (c *cluster) stopAll() {
 	}
 }
 
-func (c *cluster) client(t *testing.T) *client.Client {
+func (c *cluster) client(t testing.TB) *client.Client {
 	cl, err := client.New(c.addrs, client.Options{CallTimeout: 2 * time.Second, Retries: 30})
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +149,7 @@ func (c *cluster) client(t *testing.T) *client.Client {
 }
 
 // master waits for a node that reports itself master and returns its index.
-func (c *cluster) master(t *testing.T) int {
+func (c *cluster) master(t testing.TB) int {
 	cl := c.client(t)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -392,7 +392,7 @@ func (c *cluster) startFollower(t *testing.T, id, target int, addr string) *exec
 }
 
 // readLocal reads a node's whole log with local reads.
-func readLocal(t *testing.T, addr string) []string {
+func readLocal(t testing.TB, addr string) []string {
 	cl, err := client.New([]string{addr}, client.Options{CallTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/paxosd/paxosd/client"
+)
+
+// probe appends one entry every interval until stop is closed and records
+// each append's latency.
+func probe(t testing.TB, cl *client.Client, interval time.Duration, stop <-chan struct{}) *hdrhistogram.Histogram {
+	h := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return h
+		case <-tick.C:
+		}
+		start := time.Now()
+		if _, err := cl.Append(context.Background(), []byte(fmt.Sprintf("probe-%d", i))); err != nil {
+			t.Errorf("probe append: %v", err)
+			return h
+		}
+		h.RecordValue(time.Since(start).Microseconds())
+	}
+}
+
+func ms(us int64) float64 { return float64(us) / 1000 }
+
+// BenchmarkCatchUp1M measures how fast a node 1,000,000 entries (100 B)
+// behind catches up, and the master's append latency (one append every 5 ms)
+// while it does, against the same probe on the idle cluster. Run it with
+//
+//	go test ./e2e -run XXX -bench CatchUp1M -benchtime 1x -v
+func BenchmarkCatchUp1M(b *testing.B) {
+	const total, batch, size = 1_000_000, 1000, 100
+	for range b.N {
+		c := newCluster(b, 3)
+		m := c.master(b)
+		behind := (m + 1) % 3
+		c.stop(behind)
+		cl, err := client.New(c.addrs, client.Options{CallTimeout: 10 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		var wg sync.WaitGroup
+		loadStart := time.Now()
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				vals := make([][]byte, batch)
+				for k := w; k < total/batch; k += 4 {
+					for j := range vals {
+						v := fmt.Sprintf("%08d-", k*batch+j)
+						vals[j] = []byte(v + strings.Repeat("z", size-len(v)))
+					}
+					if _, err := cl.Append(context.Background(), vals...); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		b.Logf("loaded %d entries of %d B in %v", total, size, time.Since(loadStart).Round(time.Millisecond))
+
+		// The probe on the idle cluster.
+		stop := make(chan struct{})
+		time.AfterFunc(5*time.Second, func() { close(stop) })
+		idle := probe(b, cl, 5*time.Millisecond, stop)
+
+		// The same probe while the node catches up.
+		stop = make(chan struct{})
+		res := make(chan *hdrhistogram.Histogram)
+		go func() { res <- probe(b, cl, 5*time.Millisecond, stop) }()
+		c.start(behind)
+		start := time.Now()
+		bc, err := client.New([]string{c.addrs[behind]}, client.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			st, err := bc.Status(context.Background(), c.addrs[behind])
+			if err == nil && st.EndIndex >= total {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatalf("no catch-up within 5 minutes: %v %v", st, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		d := time.Since(start)
+		close(stop)
+		during := <-res
+		bc.Close()
+		b.ReportMetric(total/d.Seconds(), "entries/s")
+		b.ReportMetric(total*size/d.Seconds()/1e6, "MB/s")
+		b.ReportMetric(ms(idle.ValueAtQuantile(99)), "idle-p99-ms")
+		b.ReportMetric(ms(during.ValueAtQuantile(99)), "catchup-p99-ms")
+		b.Logf("catch-up of %d entries in %v (from the restart command, process start included): %.0f entries/s, %.1f MB/s",
+			total, d.Round(time.Millisecond), total/d.Seconds(), total*size/d.Seconds()/1e6)
+		b.Logf("master append latency, 1 append / 5 ms: idle p50 %.2f ms p99 %.2f ms (%d samples); during catch-up p50 %.2f ms p99 %.2f ms (%d samples)",
+			ms(idle.ValueAtQuantile(50)), ms(idle.ValueAtQuantile(99)), idle.TotalCount(),
+			ms(during.ValueAtQuantile(50)), ms(during.ValueAtQuantile(99)), during.TotalCount())
+	}
+}
