@@ -111,10 +111,15 @@ type Node struct {
 
 	leaseOtherUntil  uint64 // as a non-holder: the lease is valid until then
 	leaseHolderUntil uint64 // as the holder: my lease is valid until then
-	leaseInFlight    bool
-	leaseStart       uint64
-	electionArmed    bool
-	electionAt       uint64
+	// The acceptor's lease guard: having accepted a lease for guardHolder,
+	// it promises no one else until guardUntil. A majority accepted the
+	// holder's lease before the holder serves, so no other node completes
+	// phase 1 (and gets anything chosen) while the holder's lease is valid.
+	guardHolder, guardUntil uint64
+	leaseInFlight           bool
+	leaseStart              uint64
+	electionArmed           bool
+	electionAt              uint64
 
 	reqs       map[uint64]bool     // outstanding proposals
 	byInstance map[uint64][]uint64 // instance -> proposals placed there
@@ -188,6 +193,21 @@ func New(cfg Config, d Durable) (*Node, error) {
 	if d.State.LeaseHolder != 0 {
 		// We do not know when the lease was last renewed: assume just now.
 		n.leaseOtherUntil = cfg.LeaseTicks
+		n.guardHolder, n.guardUntil = d.State.LeaseHolder, cfg.LeaseTicks
+	}
+	if n.voter {
+		// A lease accepted before the restart guards a full lease from now:
+		// the one in the highest instance is the latest.
+		var last uint64
+		for _, a := range d.Accepted {
+			if a.Instance >= last {
+				for _, c := range a.Value.Commands {
+					if c.Kind == core.CmdLease {
+						last, n.guardHolder, n.guardUntil = a.Instance, c.Holder, cfg.LeaseTicks
+					}
+				}
+			}
+		}
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
 	return n, nil
@@ -326,6 +346,11 @@ func (n *Node) step(m core.Message) {
 		if !n.voter {
 			return
 		}
+		if n.guardHolder != 0 && m.From != n.guardHolder && n.now < n.guardUntil {
+			// Refuse without promising: the lease we accepted is still on.
+			n.send(core.Message{Type: core.MsgPromise, To: m.From, Ballot: m.Ballot, Instance: m.Instance, Reject: true, Promised: n.acc.Promised()}, false)
+			return
+		}
 		reply, changed := n.acc.Prepare(m, applied)
 		if changed {
 			n.rd.Promised = n.acc.Promised()
@@ -356,6 +381,9 @@ func (n *Node) step(m core.Message) {
 		}
 		if rec != nil {
 			n.rd.Accepted = append(n.rd.Accepted, *rec)
+		}
+		if !reply.Reject {
+			n.guardLease(m.Value)
 		}
 		reply.To = m.From
 		n.send(reply, true)
@@ -398,6 +426,15 @@ func (n *Node) step(m core.Message) {
 		}
 		for _, e := range m.Entries {
 			n.learnValue(e.Instance, e.Value)
+		}
+	}
+}
+
+// guardLease starts the lease guard when an accepted value holds a lease.
+func (n *Node) guardLease(v core.Value) {
+	for _, c := range v.Commands {
+		if c.Kind == core.CmdLease {
+			n.guardHolder, n.guardUntil = c.Holder, n.now+n.cfg.LeaseTicks
 		}
 	}
 }
@@ -581,6 +618,11 @@ func (n *Node) leaderDuties() {
 // eligible reports whether this node may try to become master: no one holds
 // a lease it believes valid.
 func (n *Node) eligible() bool {
+	if n.guardHolder != 0 && n.guardHolder != n.id && n.now < n.guardUntil {
+		// Our own acceptor would refuse our Prepare: our ballot would leave
+		// without our own durable promise of it.
+		return false
+	}
 	h := n.learn.State().LeaseHolder
 	return h == 0 || h == n.id || n.now >= n.leaseOtherUntil
 }
@@ -770,6 +812,11 @@ func (n *Node) Check() error {
 		}
 		if n.prop.Phase() != proposer.Idle && !idgen.Owns(n.prop.Ballot(), n.slot(), n.cfg.K) {
 			return fmt.Errorf("instance: node %d proposes with ballot %d it does not own", n.id, n.prop.Ballot())
+		}
+		if n.prop.Phase() != proposer.Idle && n.acc.Promised() < n.prop.Ballot() {
+			// Its Prepares would leave without its own promise of the ballot,
+			// and a restart could issue the ballot again.
+			return fmt.Errorf("instance: node %d proposes with ballot %d above its own promise %d", n.id, n.prop.Ballot(), n.acc.Promised())
 		}
 	}
 	if n.durableApplied > n.learn.Applied() {

@@ -169,6 +169,13 @@ var regressions = []struct {
 	{73, 5, instance.BugBallotReuse, "a ballot reused", "a new master served a linearizable read from its disk before persisting " +
 		"entries it had applied: the history checker reported a stale read (the sim's read path now waits for the disk, as " +
 		"node.Read does). Since the ballot invariant was added, the planted reuse is caught before the read"},
+	{2307, 3, instance.BugNone, "", "a stale linearizable read: a node that had not seen the master's lease (partitioned) ran phase 1 " +
+		"with a node that had, re-proposed its own old appends, got them chosen and acknowledged them while the master still served " +
+		"reads under its lease. Acceptors now refuse Prepares from others while a lease they accepted is on"},
+	{7648, 3, instance.BugNone, "", "the same stale read as seed 2307, after a partition flip isolated the new master"},
+	{425, 3, instance.BugNone, "", "with the lease guard but no matching eligibility rule, a node started phase 1 while its own acceptor " +
+		"refused its Prepare: the ballot left without the node's own durable promise and was issued again after a restart"},
+	{398, 5, instance.BugNone, "", "the same ballot reissue as seed 425, in a 5-node cluster"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
