@@ -169,26 +169,7 @@ func (c *cluster) master(t testing.TB) int {
 }
 
 // logOf reads node i's whole log with local reads.
-func (c *cluster) logOf(t *testing.T, i int) []string {
-	cl, err := client.New([]string{c.addrs[i]}, client.Options{CallTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []string
-	for {
-		r, err := cl.Read(context.Background(), uint64(len(out)), 10000, true)
-		if err != nil {
-			t.Fatalf("read node %d: %v", i+1, err)
-		}
-		if len(r.Entries) == 0 {
-			return out
-		}
-		for _, e := range r.Entries {
-			out = append(out, string(e.Value))
-		}
-	}
-}
+func (c *cluster) logOf(t *testing.T, i int) []string { return readLocal(t, c.addrs[i]) }
 
 // converge waits until every node's log has the same length as the longest.
 func (c *cluster) converge(t *testing.T, want int) [][]string {
