@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +45,7 @@ func ms(us int64) float64 { return float64(us) / 1000 }
 func BenchmarkCatchUp1M(b *testing.B) {
 	const total, batch, size = 1_000_000, 1000, 100
 	for range b.N {
-		c := newCluster(b, 3)
+		c := newCluster(b, 3, benchFlags...)
 		m := c.master(b)
 		behind := (m + 1) % 3
 		c.stop(behind)
@@ -115,3 +116,5 @@ func BenchmarkCatchUp1M(b *testing.B) {
 			ms(during.ValueAtQuantile(50)), ms(during.ValueAtQuantile(99)), during.TotalCount())
 	}
 }
+
+var benchFlags = strings.Fields(os.Getenv("PAXOSD_BENCH_FLAGS"))
