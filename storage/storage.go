@@ -864,8 +864,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	err := s.db.Close()
 	s.life.Unlock()
+	// Let a background compaction finish first: goleveldb races (and
+	// panics inside) when CompactRange runs into Close.
 	s.bg.Wait()
-	return err
+	return s.db.Close()
 }
