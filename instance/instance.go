@@ -533,9 +533,6 @@ func (n *Node) apply(a learner.Applied) {
 			n.leaseHolderUntil = lc.Start + n.cfg.LeaseTicks - n.cfg.LeaseMargin
 		}
 	}
-	if n.voter {
-		n.acc.Forget(n.learn.Applied())
-	}
 }
 
 // send routes a message: to this node at once (in memory), to peers now or
@@ -712,6 +709,11 @@ func (n *Node) Ready() Ready {
 	if n.stateChanged {
 		st := n.learn.State()
 		n.rd.State = &st
+		if n.voter {
+			// Once per Ready, not per applied instance: the acceptor ignores
+			// instances below the applied frontier anyway.
+			n.acc.Forget(st.Applied)
+		}
 	}
 	rd := n.rd
 	n.rd, n.stateChanged = Ready{}, false
