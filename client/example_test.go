@@ -14,16 +14,14 @@ import (
 // endpoints, e.g. "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003" for
 // `paxosd dev`.)
 func Example() {
-	dir, _ := os.MkdirTemp("", "paxosd-example-")
-	defer os.RemoveAll(dir)
-	cluster, err := startCluster(dir, 3)
+	endpoints, stop, err := exampleCluster()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer cluster.stop()
+	defer stop()
 
-	c, err := client.New(cluster.addrs, client.Options{})
+	c, err := client.New(endpoints, client.Options{})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -68,15 +66,13 @@ func Example() {
 
 // A conditional append fails with ErrConflict when the log has moved on.
 func ExampleClient_AppendAt() {
-	dir, _ := os.MkdirTemp("", "paxosd-example-")
-	defer os.RemoveAll(dir)
-	cluster, err := startCluster(dir, 3)
+	endpoints, stop, err := exampleCluster()
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer cluster.stop()
-	c, _ := client.New(cluster.addrs, client.Options{})
+	defer stop()
+	c, _ := client.New(endpoints, client.Options{})
 	defer c.Close()
 	ctx := context.Background()
 
@@ -91,4 +87,19 @@ func ExampleClient_AppendAt() {
 	}
 	// Output:
 	// conflict: the log ends at 1
+}
+
+// exampleCluster starts a 3-node cluster in a temporary directory and
+// returns its endpoints and a function that stops it and removes the data.
+func exampleCluster() ([]string, func(), error) {
+	dir, err := os.MkdirTemp("", "paxosd-example-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cluster, err := startCluster(dir, 3)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return cluster.addrs, func() { cluster.stop(); os.RemoveAll(dir) }, nil
 }
