@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -221,11 +220,11 @@ func convert(err error) error {
 	if end, ok := rpc.AsExpectedIndex(err); ok {
 		return &ConflictError{End: end}
 	}
-	if field, desc, ok := rpc.AsInvalidArgument(err); ok {
-		switch {
-		case field == "seq":
+	if _, desc, ok := rpc.AsInvalidArgument(err); ok {
+		switch rpc.Reason(err) {
+		case rpc.ReasonStaleSeq:
 			return fmt.Errorf("%w: %s", ErrStaleSeq, desc)
-		case strings.HasPrefix(field, "entries") && strings.Contains(desc, "too large"):
+		case rpc.ReasonEntryTooLarge:
 			return fmt.Errorf("%w: %s", ErrTooLarge, desc)
 		}
 	}

@@ -102,6 +102,29 @@ func InvalidArgument(field, desc string) error {
 	})
 }
 
+// Reasons that InvalidArgument errors carry (google.rpc.ErrorInfo, domain
+// "paxosd") so that clients branch on them, not on message text.
+const (
+	ReasonEntryTooLarge = "ENTRY_TOO_LARGE"
+	ReasonStaleSeq      = "STALE_SEQ"
+)
+
+// InvalidArgumentReason is InvalidArgument with an ErrorInfo reason.
+func InvalidArgumentReason(field, desc, reason string) error {
+	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc),
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}},
+		&errdetails.ErrorInfo{Reason: reason, Domain: "paxosd"})
+}
+
+// Reason returns the ErrorInfo reason err carries, "" if none.
+func Reason(err error) string {
+	_, d, ok := detail[*errdetails.ErrorInfo](err)
+	if !ok {
+		return ""
+	}
+	return d.GetReason()
+}
+
 // AsInvalidArgument reports whether err is an InvalidArgument error with a
 // field violation and, if so, the first field it names and its description.
 func AsInvalidArgument(err error) (field, desc string, ok bool) {

@@ -253,6 +253,8 @@ func (s *LogServer) status(err error) error {
 		return nil
 	case status.Code(err) != codes.Unknown:
 		return err // already a status (forwarded)
+	case errors.As(err, &ee) && errors.Is(err, node.ErrTooLarge):
+		return InvalidArgumentReason(fmt.Sprintf("entries[%d]", ee.Index), err.Error(), ReasonEntryTooLarge)
 	case errors.As(err, &ee):
 		return InvalidArgument(fmt.Sprintf("entries[%d]", ee.Index), err.Error())
 	case errors.As(err, &nm):
@@ -262,9 +264,9 @@ func (s *LogServer) status(err error) error {
 	case errors.Is(err, node.ErrEmpty):
 		return InvalidArgument("entries", err.Error())
 	case errors.Is(err, node.ErrTooLarge):
-		return InvalidArgument("entries", err.Error())
+		return InvalidArgumentReason("entries", err.Error(), ReasonEntryTooLarge)
 	case errors.Is(err, core.ErrStaleSeq):
-		return InvalidArgument("seq", err.Error())
+		return InvalidArgumentReason("seq", err.Error(), ReasonStaleSeq)
 	case errors.Is(err, core.ErrDropped):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrStopped):
