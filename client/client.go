@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/idgen"
@@ -136,13 +137,32 @@ func (c *Client) api(ep string) (paxosdpb.LogServiceClient, error) {
 		}
 		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(creds),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)),
+			grpc.WithUnaryInterceptor(noteMaster))
 		if err != nil {
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
 		}
 		c.conns[ep] = cc
 	}
 	return paxosdpb.NewLogServiceClient(cc), nil
+}
+
+// masterHint is where call learns, from a reply's header, that the node it
+// asked forwarded the request to the master.
+type masterHint struct{}
+
+// noteMaster records the master's address a forwarding node sends back.
+func noteMaster(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	hint, _ := ctx.Value(masterHint{}).(*string)
+	if hint == nil {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var md metadata.MD
+	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
+	if v := md.Get(rpc.MasterHeader); len(v) > 0 {
+		*hint = v[0]
+	}
+	return err
 }
 
 // order returns the endpoints to try, the preferred one first.
@@ -185,10 +205,14 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxos
 			if err != nil {
 				return err
 			}
-			actx, cancel := context.WithTimeout(ctx, c.opt.CallTimeout)
+			var master string
+			actx, cancel := context.WithTimeout(context.WithValue(ctx, masterHint{}, &master), c.opt.CallTimeout)
 			err = f(actx, api)
 			cancel()
 			if err == nil {
+				if master != "" {
+					ep = master // ep forwarded to it: go straight there next time
+				}
 				c.prefer(ep)
 				return nil
 			}

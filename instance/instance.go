@@ -10,9 +10,11 @@
 // Given the same inputs it makes the same outputs.
 //
 // The contract with the caller, on which safety rests: take a Ready, send its
-// Messages, persist its records with one synced write, and only then send
-// its After messages and deliver its Results, and call Advance. Take the
-// next Ready only after Advance.
+// Messages, persist its records in one atomic write — synced when MustSync
+// says so — and only then send its After messages and deliver its Results,
+// and call Advance. Take the next Ready only after Advance. The writes must
+// reach the disk in the order of the Readies (a crash keeps a prefix of
+// them), as a write-ahead journal does.
 package instance
 
 import (
@@ -59,7 +61,7 @@ type Result struct {
 type Ready struct {
 	// Messages may be sent at once: they depend on nothing in this Ready.
 	Messages []core.Message
-	// Records to persist in one synced batch.
+	// Records to persist in one atomic batch (synced if MustSync).
 	Promised idgen.Ballot         // the new promise, zero if unchanged
 	Accepted []core.InstanceValue // accepted values of open instances
 	Chosen   []core.InstanceValue // values of newly applied instances, in order
@@ -69,6 +71,17 @@ type Ready struct {
 	// After the persist is durable: messages and proposal outcomes.
 	After   []core.Message
 	Results []Result
+}
+
+// MustSync reports whether the Ready's records must be durable before its
+// After messages and Results go out: when it holds a promise or accepted
+// values (a vote must survive a crash) or messages that wait for them. A
+// Ready that only learns chosen values need not be synced: a chosen value
+// lives in a quorum's synced accepted records until they have applied it, so
+// a crash that loses the local copy only sends the node back to learn it
+// again. Its write must still be atomic and ordered before later writes.
+func (r *Ready) MustSync() bool {
+	return r.Promised != 0 || len(r.Accepted) > 0 || len(r.After) > 0
 }
 
 // Status describes the node.
@@ -722,8 +735,9 @@ func (n *Node) Ready() Ready {
 }
 
 // pushToFollowers sends the values applied in this Ready to every follower
-// that asked recently (after the persist); a follower silent for five learn
-// intervals is dropped. Pull catch-up covers any gap.
+// that asked recently; a follower silent for five learn intervals is
+// dropped. Pull catch-up covers any gap. The values are chosen, so they go
+// at once, like commit notices.
 func (n *Node) pushToFollowers() {
 	ids := make([]uint64, 0, len(n.followers))
 	for id, seen := range n.followers {
@@ -738,7 +752,7 @@ func (n *Node) pushToFollowers() {
 	}
 	slices.Sort(ids)
 	for _, f := range ids {
-		n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, true)
+		n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, false) // chosen values: nothing to wait for
 	}
 }
 

@@ -197,26 +197,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.retain()
 		case m := <-n.inbox:
 			n.step(m)
-			for i := 0; i < 1024; i++ { // take what else is queued: one Ready for all of it
-				select {
-				case m := <-n.inbox:
-					n.step(m)
-					continue
-				default:
-				}
-				break
-			}
+			n.drain()
 		case p := <-n.props:
 			n.propose(p)
-			for i := 0; i < 1024; i++ {
-				select {
-				case p := <-n.props:
-					n.propose(p)
-					continue
-				default:
-				}
-				break
-			}
+			n.drain()
 		case ch := <-n.readIdx:
 			next, err := n.core.ReadIndex()
 			ch <- readIndexReply{next: next, err: err}
@@ -228,6 +212,21 @@ func (n *Node) Run(ctx context.Context) error {
 			n.err = err
 			n.shutdown(err)
 			return err
+		}
+	}
+}
+
+// drain takes the peer messages and proposals already queued, so that one
+// Ready — one write, one fsync — covers all of them (group commit).
+func (n *Node) drain() {
+	for i := 0; i < 1024; i++ {
+		select {
+		case m := <-n.inbox:
+			n.step(m)
+		case p := <-n.props:
+			n.propose(p)
+		default:
+			return
 		}
 	}
 }

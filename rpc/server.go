@@ -34,6 +34,11 @@ const (
 	forwardedKey = "paxosd-forwarded"
 )
 
+// MasterHeader is the response header a node sets when it forwarded a
+// request to the master: the master's address, so that a client can go
+// there directly next time instead of paying for the extra hop.
+const MasterHeader = "paxosd-master"
+
 // LogServer serves paxosd.v1.LogService for one node. Appends, trims and
 // linearizable reads that reach a node that is not the master are forwarded
 // to the master, so any endpoint works.
@@ -208,6 +213,7 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 			if err != nil {
 				return NotMasterError(nm.Master, s.addrs[nm.Master])
 			}
+			_ = grpc.SetHeader(ctx, metadata.Pairs(MasterHeader, s.addrs[nm.Master])) // a hint: losing it costs a hop
 			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
 			return remote(fctx, paxosdpb.NewLogServiceClient(c))
 		}

@@ -88,7 +88,7 @@ func (v *invariants) sent(n *node, m core.Message) {
 		if m.Reject {
 			return
 		}
-		d := n.disk
+		d := n.durable
 		if d.promised < m.Ballot {
 			v.w.fail("node %d replied %s for ballot %d before persisting it (durable promise %d)", n.id, m.Type, m.Ballot, d.promised)
 			return

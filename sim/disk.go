@@ -3,6 +3,7 @@ package sim
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/paxosd/paxosd/core"
@@ -10,8 +11,11 @@ import (
 	"github.com/paxosd/paxosd/instance"
 )
 
-// disk is one node's durable storage. Only what a completed sync wrote is
-// here; a crash loses the Ready being persisted.
+// disk is one node's storage, as a journal-backed store such as goleveldb
+// keeps it. Each node has two: what it reads (every write, as the page cache
+// holds it) and what survives a crash (node.durable). A synced write makes
+// every earlier write durable; a crash keeps the durable state plus a prefix
+// of the writes since (see world.crash).
 type disk struct {
 	promised idgen.Ballot
 	accepted map[uint64]core.InstanceValue
@@ -67,6 +71,16 @@ func (d *disk) write(rd *instance.Ready) error {
 		}
 	}
 	return nil
+}
+
+// clone returns a copy that shares nothing mutable with d.
+func (d *disk) clone() *disk {
+	c := *d
+	c.accepted = maps.Clone(d.accepted)
+	c.dedup = maps.Clone(d.dedup)
+	c.chosen = slices.Clone(d.chosen)
+	c.entries = slices.Clone(d.entries)
+	return &c
 }
 
 // durable returns what a restarting node reads.

@@ -156,7 +156,9 @@ type node struct {
 	id        uint64
 	cfg       instance.Config
 	core      *instance.Node
-	disk      *disk
+	disk      *disk // what the node reads: every write, synced or not
+	durable   *disk // what survives a crash
+	unsynced  []*instance.Ready
 	up        bool
 	inc       int
 	tickEvery int64
@@ -215,7 +217,7 @@ func Run(opt Options) (rep Report) {
 	for i := 1; i <= opt.Nodes+opt.Followers; i++ {
 		cfg := base
 		cfg.ID, cfg.Members, cfg.Followers = uint64(i), members, followers
-		n := &node{id: uint64(i), cfg: cfg, disk: newDisk()}
+		n := &node{id: uint64(i), cfg: cfg, disk: newDisk(), durable: newDisk()}
 		w.nodes = append(w.nodes, n)
 		w.start(n)
 	}
@@ -309,9 +311,30 @@ func (w *world) crash(n *node, why string) {
 	if !n.up {
 		return
 	}
-	w.tracef("crash %d (%s)", n.id, why)
-	n.up, n.core, n.syncing = false, nil, nil // the unsynced Ready is lost
-	n.reqs = nil                              // its clients time out
+	// The journal keeps a prefix of the writes since the last sync: maybe
+	// all of them and even the synced write in flight, maybe none.
+	keep := w.rng.IntN(len(n.unsynced) + 1)
+	for _, rd := range n.unsynced[:keep] {
+		w.mustWrite(n, n.durable, rd)
+	}
+	lost := len(n.unsynced) - keep
+	if keep == len(n.unsynced) && n.syncing != nil && w.rng.IntN(2) == 0 {
+		w.mustWrite(n, n.durable, n.syncing)
+		w.inv.persisted(n, n.syncing)
+	} else if n.syncing != nil {
+		lost++
+	}
+	w.tracef("crash %d (%s) lost %d writes", n.id, why, lost)
+	n.disk, n.unsynced = n.durable.clone(), nil
+	n.up, n.core, n.syncing = false, nil, nil
+	n.reqs = nil // its clients time out
+}
+
+// mustWrite applies a Ready's records to d; a refusal is a core bug.
+func (w *world) mustWrite(n *node, d *disk, rd *instance.Ready) {
+	if err := d.write(rd); err != nil {
+		w.fail("node %d disk: %v", n.id, err)
+	}
 }
 
 func (w *world) handle(e *event) {
@@ -377,6 +400,20 @@ func (w *world) pump(n *node) {
 			w.release(n, &rd) // nothing to persist
 			continue
 		}
+		if !rd.MustSync() {
+			// Written without a sync: readable at once, durable only
+			// with the next synced write. Votes are never written so.
+			if rd.Promised != 0 || len(rd.Accepted) > 0 {
+				w.fail("node %d: a Ready with a promise or accepted values does not ask for a sync", n.id)
+				return
+			}
+			w.mustWrite(n, n.disk, &rd)
+			n.unsynced = append(n.unsynced, &rd)
+			w.inv.persisted(n, &rd)
+			w.tracef("wrote %d rec=%d/%d", n.id, len(rd.Chosen), len(rd.Entries))
+			w.release(n, &rd)
+			continue
+		}
 		n.syncing = &rd
 		lat := 100*us + w.rng.Int64N(1900*us)
 		if w.rng.IntN(100) == 0 {
@@ -389,8 +426,13 @@ func (w *world) pump(n *node) {
 func (w *world) synced(n *node) {
 	rd := n.syncing
 	n.syncing = nil
-	if err := n.disk.write(rd); err != nil {
-		w.fail("node %d disk: %v", n.id, err)
+	for _, u := range n.unsynced {
+		w.mustWrite(n, n.durable, u)
+	}
+	n.unsynced = nil
+	w.mustWrite(n, n.durable, rd)
+	w.mustWrite(n, n.disk, rd)
+	if w.err != nil {
 		return
 	}
 	w.inv.persisted(n, rd)
