@@ -5,9 +5,13 @@
 // Load, persists every Ready with one Save, and reads chosen values and user
 // entries from it.
 //
-// It must never acknowledge before Sync returns: Save returns nil only once
-// its whole Ready is in the journal and fsynced, and the caller sends the
-// Ready's After messages and Results only then. It must never retry a failed
+// It must never acknowledge a vote before Sync returns: Save returns nil only
+// once its whole Ready is in the journal, and fsynced when the Ready holds a
+// promise or accepted values (Ready.MustSync), and the caller sends the
+// Ready's After messages and Results only then. A Ready that only applies
+// chosen values is written without an fsync: the journal is sequential, so
+// a crash keeps a prefix of the Saves and a later synced Save makes every
+// earlier one durable. It must never retry a failed
 // write or fsync: the first write error fails the store for good (ErrFailed)
 // and the node stops, because after a failed fsync the kernel may have
 // dropped the dirty pages and a retry that "succeeds" would lie. It must
@@ -17,8 +21,8 @@
 // trusted must not vote with it.
 //
 // The one invariant it keeps: the directory always holds exactly the state
-// after some prefix of the Saves — every Save that returned nil, plus
-// possibly the one in flight at a crash, and never a part of one.
+// after some prefix of the Saves — at least every Save up to the last synced
+// one that returned nil, and never a part of one.
 //
 // # Layout
 //
@@ -61,6 +65,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -132,11 +137,15 @@ type Options struct {
 	// Logf reports the rare events that are not errors but an operator
 	// should know of (a torn journal tail dropped at Open). Nil: log.Printf.
 	Logf func(format string, args ...any)
+
+	// Test hooks, set only by this package's tests.
+	noSync bool               // write without fsync: a planted bug the crash test must catch
+	tune   func(*opt.Options) // adjusts goleveldb's options before the open
 }
 
 const (
 	defaultCache       = 8 << 20
-	defaultWriteBuffer = 8 << 20
+	defaultWriteBuffer = 64 << 20 // fewer, larger level-0 flushes: the batched append rate rose from about 81-95k to 101-104k entries/s
 	openFilesCache     = 500
 )
 
@@ -156,8 +165,12 @@ type Store struct {
 	db   *leveldb.DB
 	logf func(string, ...any)
 
-	// write persists a batch durably; a hook so tests can inject failures.
-	write func(*leveldb.Batch) error
+	// fs is the file storage under db, which Close closes (nil for
+	// OpenStorage, whose caller owns it).
+	fs lstorage.Storage
+
+	// write persists a batch, fsynced if sync; a hook so tests can inject failures.
+	write func(b *leveldb.Batch, sync bool) error
 
 	// life guards db against Close while a call uses it.
 	life   sync.RWMutex
@@ -203,12 +216,79 @@ func corruptError(dir, what string, cause error) error {
 // moved its journal into a table, losing nothing); damage is ErrCorrupt.
 // meta.NodeID and meta.K must be non-zero.
 func Open(dir string, meta Meta, opts Options) (*Store, error) {
-	if meta.NodeID == 0 || meta.K == 0 {
-		return nil, fmt.Errorf("storage: open %s: NodeID and K must be non-zero (got node %d, K %d)", dir, meta.NodeID, meta.K)
+	if err := checkMeta(dir, meta); err != nil {
+		return nil, err
 	}
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
+	existing, err := prepareDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var fs lstorage.Storage
+	s, err := open(dir, meta, opts, existing,
+		func(lo *opt.Options) (*leveldb.DB, error) {
+			stor, err := lstorage.OpenFile(dir, false)
+			if err != nil {
+				return nil, err
+			}
+			db, err := leveldb.Open(&journalSyncer{Storage: stor}, lo)
+			if err != nil {
+				stor.Close()
+				return nil, err
+			}
+			fs = stor
+			return db, nil
+		},
+		func(err error) (string, bool) { return tryRepair(dir, err) })
+	if err != nil {
+		if fs != nil {
+			fs.Close()
+		}
+		return nil, err
+	}
+	s.fs = fs
+	return s, nil
+}
+
+// OpenStorage is Open on a goleveldb storage.Storage instead of a directory:
+// the crash tests run the real store on storage/lossyfs, an in-memory file
+// system that loses what a power loss loses. It makes the same checks as
+// Open: a Storage that holds files but no goleveldb CURRENT is refused
+// (ErrForeign), an existing store must carry exactly meta (ErrForeign),
+// damage is ErrCorrupt, and a torn tail of the newest journal is dropped.
+// Storage cannot truncate a file, so that repair writes the journal's good
+// prefix to a temporary file, syncs it and renames it over the journal. The
+// name in errors is stor's String, if it has one. Close does not close stor.
+func OpenStorage(stor lstorage.Storage, meta Meta, opts Options) (*Store, error) {
+	name := fmt.Sprintf("%T", stor)
+	if sn, ok := stor.(fmt.Stringer); ok {
+		name = sn.String()
+	}
+	if err := checkMeta(name, meta); err != nil {
+		return nil, err
+	}
+	existing, err := prepareStorage(name, stor)
+	if err != nil {
+		return nil, err
+	}
+	return open(name, meta, opts, existing,
+		func(lo *opt.Options) (*leveldb.DB, error) { return leveldb.Open(&journalSyncer{Storage: stor}, lo) },
+		func(err error) (string, bool) { return tryRepairStorage(stor, err) })
+}
+
+func checkMeta(dir string, meta Meta) error {
+	if meta.NodeID == 0 || meta.K == 0 {
+		return fmt.Errorf("storage: open %s: NodeID and K must be non-zero (got node %d, K %d)", dir, meta.NodeID, meta.K)
+	}
+	return nil
+}
+
+// open is the part of Open and OpenStorage after the directory checks:
+// openLDB opens goleveldb, repair drops a torn journal tail.
+func open(dir string, meta Meta, opts Options, existing bool,
+	openLDB func(*opt.Options) (*leveldb.DB, error), repair func(error) (string, bool)) (*Store, error) {
 	logf := opts.Logf
 	if logf == nil {
 		logf = log.Printf
@@ -220,12 +300,11 @@ func Open(dir string, meta Meta, opts Options) (*Store, error) {
 		WriteBuffer:            orDefault(opts.WriteBufferBytes, defaultWriteBuffer),
 		OpenFilesCacheCapacity: openFilesCache,
 	}
-
-	existing, err := prepareDir(dir)
-	if err != nil {
-		return nil, err
+	if opts.tune != nil {
+		opts.tune(lo)
 	}
-	db, err := openDB(dir, lo, logf)
+
+	db, err := openDB(dir, lo, logf, openLDB, repair)
 	if err != nil {
 		return nil, err
 	}
@@ -237,11 +316,13 @@ func Open(dir string, meta Meta, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{dir: dir, meta: meta, db: db, logf: logf}
-	s.write = func(b *leveldb.Batch) error { return s.db.Write(b, &opt.WriteOptions{Sync: true}) }
+	s.write = func(b *leveldb.Batch, sync bool) error {
+		return s.db.Write(b, &opt.WriteOptions{Sync: sync && !opts.noSync})
+	}
 	if fresh {
 		b := new(leveldb.Batch)
 		b.Put(key(prefixMeta, metaIdentity), seal(key(prefixMeta, metaIdentity), encodeIdentity(meta)))
-		if err := s.write(b); err != nil {
+		if err := s.write(b, true); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("storage: initialize %s: %w", dir, err)
 		}
@@ -302,14 +383,15 @@ func prepareDir(dir string) (existing bool, err error) {
 }
 
 // openDB opens goleveldb, repairing a torn journal tail once.
-func openDB(dir string, lo *opt.Options, logf func(string, ...any)) (*leveldb.DB, error) {
+func openDB(dir string, lo *opt.Options, logf func(string, ...any),
+	openLDB func(*opt.Options) (*leveldb.DB, error), repair func(error) (string, bool)) (*leveldb.DB, error) {
 	for attempt := 0; ; attempt++ {
-		db, err := leveldb.OpenFile(dir, lo)
+		db, err := openLDB(lo)
 		if err == nil {
 			return db, nil
 		}
 		if attempt == 0 {
-			if msg, ok := tryRepair(dir, err); ok {
+			if msg, ok := repair(err); ok {
 				logf("storage: %s: %s", dir, msg)
 				continue
 			}
@@ -380,6 +462,102 @@ func tryRepair(dir string, err error) (string, bool) {
 		return "", false
 	}
 	return msg, true
+}
+
+// prepareStorage is prepareDir for a goleveldb Storage: it reports whether
+// stor holds a goleveldb store (a CURRENT), and refuses one that holds files
+// without it.
+func prepareStorage(name string, stor lstorage.Storage) (existing bool, err error) {
+	if _, err := stor.GetMeta(); err == nil {
+		return true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, openError(name, err)
+	}
+	fds, err := stor.List(lstorage.TypeAll)
+	if err != nil {
+		return false, fmt.Errorf("storage: %s: %w", name, err)
+	}
+	if len(fds) > 0 {
+		var others []string
+		for _, fd := range fds {
+			others = append(others, fileName(fd))
+		}
+		if len(others) > 5 {
+			others = append(others[:5], "...")
+		}
+		return false, fmt.Errorf("%w: %s is not empty and is not a paxosd store (it holds %s but no CURRENT); refusing to initialize it",
+			ErrForeign, name, strings.Join(others, ", "))
+	}
+	return false, nil
+}
+
+// tryRepairStorage is tryRepair for a goleveldb Storage.
+func tryRepairStorage(stor lstorage.Storage, err error) (string, bool) {
+	var ce *lerrors.ErrCorrupted
+	if !errors.As(err, &ce) || ce.Fd.Type != lstorage.TypeJournal {
+		return "", false
+	}
+	fds, lerr := stor.List(lstorage.TypeJournal)
+	if lerr != nil || len(fds) == 0 {
+		return "", false
+	}
+	newest := fds[0]
+	for _, fd := range fds[1:] {
+		if fd.Num > newest.Num {
+			newest = fd
+		}
+	}
+	if newest != ce.Fd {
+		return "", false
+	}
+	msg, ok, rerr := repairTornTailStorage(stor, newest)
+	if rerr != nil || !ok {
+		return "", false
+	}
+	return msg, true
+}
+
+// repairTornTailStorage is repairTornTail for a journal in a Storage, which
+// has no truncate: it writes the good prefix to a temporary file, syncs it
+// and renames it over the journal. Rewriting the journal in place would not
+// do: a crash between the truncation and the sync could leave it shorter
+// than its synced records. A crash before the rename keeps the torn journal,
+// repaired again at the next Open.
+func repairTornTailStorage(stor lstorage.Storage, fd lstorage.FileDesc) (string, bool, error) {
+	r, err := stor.Open(fd)
+	if err != nil {
+		return "", false, err
+	}
+	data, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		return "", false, err
+	}
+	cut, ok := tornTail(data)
+	if !ok {
+		return "", false, nil
+	}
+	tmp := lstorage.FileDesc{Type: lstorage.TypeTemp, Num: fd.Num}
+	w, err := stor.Create(tmp)
+	if err != nil {
+		return "", false, err
+	}
+	_, err = w.Write(data[:cut])
+	if err == nil {
+		err = w.Sync()
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = stor.Rename(tmp, fd)
+	}
+	if err != nil {
+		stor.Remove(tmp)
+		return "", false, err
+	}
+	return fmt.Sprintf("dropped a torn final record from %s (%d bytes at offset %d: a write interrupted by a crash, never acknowledged)",
+		fileName(fd), len(data)-cut, cut), true, nil
 }
 
 func fileName(fd lstorage.FileDesc) string {
@@ -641,12 +819,12 @@ func (s *Store) Load() (instance.Durable, error) {
 	return d, nil
 }
 
-// Save persists rd's records in one goleveldb batch written with Sync: the
+// Save persists rd's records in one goleveldb batch (synced if rd.MustSync()): the
 // promise (if non-zero), the accepted values, the chosen values, the user
 // entries, the dedup rows and the apply state (if non-nil). In the same
 // batch it deletes the accepted values below State.Applied and continues
 // deleting user entries below State.FirstIndex (trimChunk per Save at most).
-// It returns nil only when the batch is durable. After any write error the
+// It returns nil only when the batch is written (and durable if synced). After any write error the
 // store is failed and every later call returns ErrFailed.
 func (s *Store) Save(rd *instance.Ready) error {
 	s.saveMu.Lock()
@@ -718,8 +896,8 @@ func (s *Store) Save(rd *instance.Ready) error {
 		put(key(prefixMeta, metaTrim), encodeUint(cursor))
 	}
 
-	if err := s.write(b); err != nil {
-		return s.fail(fmt.Errorf("synced write of %d records: %w", b.Len(), err))
+	if err := s.write(b, rd.MustSync()); err != nil {
+		return s.fail(fmt.Errorf("write of %d records: %w", b.Len(), err))
 	}
 	s.accLow, s.trimCursor = accLow, cursor
 	if rd.State != nil {
@@ -868,5 +1046,48 @@ func (s *Store) Close() error {
 	// Let a background compaction finish first: goleveldb races (and
 	// panics inside) when CompactRange runs into Close.
 	s.bg.Wait()
-	return s.db.Close()
+	err := s.db.Close()
+	if s.fs != nil {
+		if ferr := s.fs.Close(); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// journalSyncer fsyncs the journal goleveldb is writing before goleveldb
+// switches to a new one. goleveldb closes the old journal without an fsync,
+// so writes made without Sync just before a switch could be lost while
+// synced writes to the new journal survive: a crash would keep a state that
+// is not a prefix of the writes (holes in the chosen values and the dedup
+// table; found by TestCrashLossyFS). With it, a synced write makes every
+// earlier write durable, which is what Ready.MustSync relies on.
+type journalSyncer struct {
+	lstorage.Storage
+	mu   sync.Mutex
+	last lstorage.Writer
+	err  error
+}
+
+// Create implements storage.Storage.
+func (j *journalSyncer) Create(fd lstorage.FileDesc) (lstorage.Writer, error) {
+	if fd.Type != lstorage.TypeJournal {
+		return j.Storage.Create(fd)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return nil, j.err
+	}
+	if j.last != nil {
+		if err := j.last.Sync(); err != nil {
+			j.err = err // never retried, as any failed fsync
+			return nil, err
+		}
+	}
+	w, err := j.Storage.Create(fd)
+	if err == nil {
+		j.last = w
+	}
+	return w, err
 }

@@ -751,7 +751,7 @@ func TestFailedWrite(t *testing.T) {
 		if !errors.Is(err, ErrFailed) || !errors.Is(err, cause) {
 			t.Fatalf("failing Save: %v", err)
 		}
-		s.write = func(b *leveldb.Batch) error { return nil } // the disk "recovers"
+		s.write = func(*leveldb.Batch, bool) error { return nil } // the disk "recovers"
 		if err2 := s.Save(&rd); !errors.Is(err2, ErrFailed) || err2.Error() != err.Error() {
 			t.Fatalf("Save after failure: %v", err2)
 		}
@@ -772,7 +772,7 @@ func TestFailedWrite(t *testing.T) {
 		dir := t.TempDir()
 		s := openT(t, dir, Options{})
 		history(t, s)
-		s.write = func(b *leveldb.Batch) error { return errInjected }
+		s.write = func(*leveldb.Batch, bool) error { return errInjected }
 		check(t, s, errInjected)
 		s.Close()
 		// Nothing of the failed Save reached the disk.

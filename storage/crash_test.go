@@ -1,0 +1,918 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syndtr/goleveldb/leveldb"
+	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
+	"github.com/syndtr/goleveldb/leveldb/opt"
+	lstorage "github.com/syndtr/goleveldb/leveldb/storage"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/storage/lossyfs"
+)
+
+// The power-loss test: the real Store on lossyfs, an in-memory goleveldb
+// storage that loses what a power loss loses (see its package doc). Each
+// seed runs rounds of: open the store (sometimes with a fault that kills the
+// disk during the open), check the state it recovered, save a random run of
+// Readys, and end with a power loss — between Saves, in the middle of one
+// (the disk dies after N bytes, or an fsync fails), or while a background
+// compaction is in flight — or with a clean Close. After every open the
+// state must be exactly the state after some prefix of the Saves, a goleveldb
+// batch being all or nothing, and that prefix must reach at least the last
+// synced Save that returned nil. Open may refuse the store for one known
+// limit only, counted in the summary: a torn MANIFEST tail (goleveldb
+// appended a compaction's record and the disk kept part of it), which the
+// store does not repair; the seed ends there. A torn journal tail must be
+// dropped. A failing seed prints how to replay it.
+//
+// The run is deterministic given the seed: goleveldb's automatic
+// compactions are off (tuneDeterministic), a compaction the store starts is
+// waited for or held at a point of the seed's choosing, and lossyfs has no
+// goroutines or clock. TestCrashDeterministic checks that.
+
+const (
+	crashSeedsEnv     = "PAXOSD_CRASH_SEEDS" // how many seeds (default defaultCrashSeeds)
+	crashSeedEnv      = "PAXOSD_CRASH_SEED"  // replay this one seed, verbosely
+	defaultCrashSeeds = 20
+	crashRounds       = 12
+	crashWriteBuffer  = 256 << 10
+)
+
+// tuneDeterministic turns off every compaction goleveldb would start on its
+// own, in the background, at a moment that depends on the scheduler.
+func tuneDeterministic(o *opt.Options) {
+	o.CompactionL0Trigger = 1 << 20
+	o.WriteL0SlowdownTrigger = 1 << 20
+	o.WriteL0PauseTrigger = 1 << 20
+	o.DisableSeeksCompaction = true
+}
+
+// plState is what a Store must hold after a prefix of the Saves, as hashes.
+type plState struct {
+	promised idgen.Ballot
+	state    core.ApplyState
+	accepted map[uint64]uint64 // instance (>= Applied) -> hash of the accepted record
+	chosen   []uint64          // hash of each chosen value, dense from instance 0
+	entries  map[uint64]uint64 // index in [FirstIndex, NextIndex) -> hash of the data
+	dedup    map[uint64]uint64 // client -> hash of the row
+}
+
+func newPLState() *plState {
+	return &plState{accepted: map[uint64]uint64{}, entries: map[uint64]uint64{}, dedup: map[uint64]uint64{}}
+}
+
+func (p *plState) clone() *plState {
+	return &plState{promised: p.promised, state: p.state, accepted: maps.Clone(p.accepted),
+		chosen: slices.Clone(p.chosen), entries: maps.Clone(p.entries), dedup: maps.Clone(p.dedup)}
+}
+
+func hashBytes(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
+}
+
+func hashAccepted(iv core.InstanceValue) uint64 { return hashBytes(encodeAccepted(iv)) }
+func hashValue(v core.Value) uint64             { return hashBytes(core.AppendValue(nil, v)) }
+func hashDedup(d core.DedupEntry) uint64 {
+	d.ClientID, d.Deleted = 0, false
+	return hashBytes(encodeDedup(d))
+}
+
+// apply is the state after a Save of rd, as Save documents it.
+func (p *plState) apply(rd *instance.Ready) *plState {
+	n := p.clone()
+	if rd.Promised != 0 {
+		n.promised = rd.Promised
+	}
+	if rd.State != nil {
+		n.state = *rd.State
+	}
+	for _, a := range rd.Accepted {
+		n.accepted[a.Instance] = hashAccepted(a)
+	}
+	for i := range n.accepted {
+		if i < n.state.Applied {
+			delete(n.accepted, i)
+		}
+	}
+	for _, c := range rd.Chosen {
+		if c.Instance != uint64(len(n.chosen)) {
+			panic(fmt.Sprintf("generator bug: chosen %d after %d", c.Instance, len(n.chosen)))
+		}
+		n.chosen = append(n.chosen, hashValue(c.Value))
+	}
+	for _, e := range rd.Entries {
+		n.entries[e.Index] = hashBytes(e.Data)
+	}
+	for i := range n.entries {
+		if i < n.state.FirstIndex {
+			delete(n.entries, i)
+		}
+	}
+	for _, d := range rd.Dedup {
+		if d.Deleted {
+			delete(n.dedup, d.ClientID)
+		} else {
+			n.dedup[d.ClientID] = hashDedup(d)
+		}
+	}
+	return n
+}
+
+// diff describes how p differs from want; "" if equal.
+func (p *plState) diff(want *plState) string {
+	var d []string
+	if p.promised != want.promised {
+		d = append(d, fmt.Sprintf("promise %d, want %d", p.promised, want.promised))
+	}
+	if p.state != want.state {
+		d = append(d, fmt.Sprintf("state %+v, want %+v", p.state, want.state))
+	}
+	if !maps.Equal(p.accepted, want.accepted) {
+		d = append(d, fmt.Sprintf("accepted instances %v, want %v", slices.Sorted(maps.Keys(p.accepted)), slices.Sorted(maps.Keys(want.accepted))))
+	}
+	if !slices.Equal(p.chosen, want.chosen) {
+		i := 0
+		for i < min(len(p.chosen), len(want.chosen)) && p.chosen[i] == want.chosen[i] {
+			i++
+		}
+		d = append(d, fmt.Sprintf("%d chosen values, want %d, first difference at instance %d", len(p.chosen), len(want.chosen), i))
+	}
+	if !maps.Equal(p.entries, want.entries) {
+		var wrong []uint64
+		for i, h := range want.entries {
+			if p.entries[i] != h {
+				wrong = append(wrong, i)
+			}
+		}
+		slices.Sort(wrong)
+		d = append(d, fmt.Sprintf("%d entries, want %d; missing or different: %v", len(p.entries), len(want.entries), wrong[:min(len(wrong), 10)]))
+	}
+	if !maps.Equal(p.dedup, want.dedup) {
+		d = append(d, fmt.Sprintf("dedup clients %v, want %v", slices.Sorted(maps.Keys(p.dedup)), slices.Sorted(maps.Keys(want.dedup))))
+	}
+	return strings.Join(d, "; ")
+}
+
+// readPLState reads everything s holds, through its public methods.
+func readPLState(s *Store) (*plState, error) {
+	d, err := s.Load()
+	if err != nil {
+		return nil, fmt.Errorf("Load: %w", err)
+	}
+	if s.State() != d.State {
+		return nil, fmt.Errorf("State() %+v, Load %+v", s.State(), d.State)
+	}
+	p := newPLState()
+	p.promised, p.state = d.Promised, d.State
+	for _, a := range d.Accepted {
+		p.accepted[a.Instance] = hashAccepted(a)
+	}
+	for _, r := range d.Dedup {
+		p.dedup[r.ClientID] = hashDedup(r)
+	}
+	for {
+		got, err := s.Chosen(uint64(len(p.chosen)), 1<<62, 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("Chosen: %w", err)
+		}
+		if len(got) == 0 {
+			break
+		}
+		for _, c := range got {
+			p.chosen = append(p.chosen, hashValue(c.Value))
+		}
+	}
+	for n := d.State.FirstIndex; n < d.State.NextIndex; {
+		got, err := s.Entries(n, 0, 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("Entries(%d): %w", n, err)
+		}
+		if len(got) == 0 {
+			return nil, fmt.Errorf("Entries(%d): nothing, though the state says entries [%d,%d) exist", n, d.State.FirstIndex, d.State.NextIndex)
+		}
+		for _, e := range got {
+			p.entries[e.Index] = hashBytes(e.Data)
+			n = e.Index + 1
+		}
+	}
+	return p, nil
+}
+
+// plGen makes random Readys that follow the core's rules: promises go up,
+// chosen values and entries are appended densely, the apply state moves
+// forward.
+type plGen struct {
+	rng *rand.Rand
+	seq map[uint64]uint64 // client -> last seq
+}
+
+func (g *plGen) data() []byte {
+	n := 1 + g.rng.IntN(200)
+	switch r := g.rng.IntN(100); {
+	case r < 2:
+		n = 40<<10 + g.rng.IntN(8<<10) // a record over journal blocks
+	case r < 10:
+		n = 2<<10 + g.rng.IntN(6<<10)
+	}
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(g.rng.Uint32())
+	}
+	return b
+}
+
+func (g *plGen) value(entries int) core.Value {
+	c := core.Command{Kind: core.CmdUser, ClientID: 1 + g.rng.Uint64N(6), Origin: 1, Req: g.rng.Uint64()}
+	for range entries {
+		c.Entries = append(c.Entries, g.data())
+	}
+	return core.Value{Commands: []core.Command{c}}
+}
+
+func (g *plGen) accepts(p *plState, rd *instance.Ready) {
+	ballot := p.promised
+	if rd.Promised != 0 {
+		ballot = rd.Promised
+	}
+	if ballot == 0 {
+		ballot = 65
+		rd.Promised = ballot
+	}
+	for range 1 + g.rng.IntN(3) {
+		rd.Accepted = append(rd.Accepted, core.InstanceValue{
+			Instance: p.state.Applied + g.rng.Uint64N(6), Ballot: ballot, Value: g.value(g.rng.IntN(3))})
+	}
+}
+
+// apply adds the application of 1..3 instances (with their entries, dedup
+// rows and maybe a trim) to rd.
+func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
+	st := p.state
+	for i := range 1 + g.rng.IntN(3) {
+		v := g.value(g.rng.IntN(4))
+		if big && i == 0 {
+			v.Commands[0].Entries = append(v.Commands[0].Entries, make([]byte, crashWriteBuffer+g.rng.IntN(1<<10)))
+		}
+		c := &v.Commands[0]
+		rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: v})
+		st.Applied++
+		first := st.NextIndex
+		for _, e := range c.Entries {
+			rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: e})
+			st.NextIndex++
+		}
+		if len(c.Entries) > 0 {
+			g.seq[c.ClientID]++
+			rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
+				Recent: []core.SeqIndexes{{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}}})
+		}
+	}
+	if g.rng.IntN(4) == 0 && st.NextIndex > st.FirstIndex {
+		st.FirstIndex += 1 + g.rng.Uint64N(st.NextIndex-st.FirstIndex)
+	}
+	if g.rng.IntN(8) == 0 && len(p.dedup) > 0 {
+		clients := slices.Sorted(maps.Keys(p.dedup))
+		rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: clients[g.rng.IntN(len(clients))], Deleted: true})
+	}
+	st.LogTime += g.rng.Uint64N(1000)
+	rd.State = &st
+}
+
+// next returns a random Ready on top of p; big makes it larger than the
+// write buffer (goleveldb's transaction path).
+func (g *plGen) next(p *plState, big bool) instance.Ready {
+	var rd instance.Ready
+	if big {
+		g.apply(p, &rd, true)
+		return rd
+	}
+	switch r := g.rng.IntN(100); {
+	case r < 15: // a new promise, maybe with accepts
+		rd.Promised = p.promised + 1 + idgen.Ballot(g.rng.IntN(64))
+		if g.rng.IntN(2) == 0 {
+			g.accepts(p, &rd)
+		}
+	case r < 40: // accepts
+		g.accepts(p, &rd)
+	case r < 70: // a learner applying chosen values: not synced
+		g.apply(p, &rd, false)
+	case r < 88: // both, as a master's Ready often is
+		g.accepts(p, &rd)
+		g.apply(p, &rd, false)
+	case r < 94: // the apply state alone (a lease)
+		st := p.state
+		st.LeaseHolder, st.LeaseVersion = 1+g.rng.Uint64N(3), st.LeaseVersion+1
+		rd.State = &st
+	default: // nothing: still continues a trim
+	}
+	return rd
+}
+
+// readySize estimates the bytes rd adds to the memtable.
+func readySize(rd *instance.Ready) int {
+	n := 64
+	for _, a := range rd.Accepted {
+		n += 64 + a.Value.Size()
+	}
+	for _, c := range rd.Chosen {
+		n += 64 + c.Value.Size()
+	}
+	for _, e := range rd.Entries {
+		n += 64 + len(e.Data)
+	}
+	return n + 64*len(rd.Dedup)
+}
+
+// crashConfig changes the store under test: a planted bug, for the test
+// that proves this one can fail, or fsyncs it would not do.
+type crashConfig struct {
+	noSync     bool // the store writes without fsync
+	alwaysSync bool // the store fsyncs every Save, not only those that MustSync (unless noSync)
+}
+
+type crashStats struct {
+	rounds, saves, syncedSaves, crashes, powerLosses, cleanCloses int
+	faultsInSave, faultsInOpen, faultsInBackground                int
+	heldCompactions, repairs, firstOpenRefused, tornManifests     int
+	lostBytes, keptBytes                                          int64
+}
+
+func (c *crashStats) add(o crashStats) {
+	c.rounds += o.rounds
+	c.saves += o.saves
+	c.syncedSaves += o.syncedSaves
+	c.crashes += o.crashes
+	c.powerLosses += o.powerLosses
+	c.cleanCloses += o.cleanCloses
+	c.faultsInSave += o.faultsInSave
+	c.faultsInOpen += o.faultsInOpen
+	c.faultsInBackground += o.faultsInBackground
+	c.heldCompactions += o.heldCompactions
+	c.repairs += o.repairs
+	c.firstOpenRefused += o.firstOpenRefused
+	c.tornManifests += o.tornManifests
+	c.lostBytes += o.lostBytes
+	c.keptBytes += o.keptBytes
+}
+
+func (c crashStats) String() string {
+	return fmt.Sprintf("%d rounds, %d Saves (%d synced), %d crashes (%d random power losses), %d clean closes; "+
+		"faults: %d in a Save, %d in an Open, %d in a compaction; %d crashes during a held compaction; "+
+		"%d torn journal tails repaired; %d first opens refused; %d seeds ended by a torn MANIFEST tail (ErrCorrupt); "+
+		"%d unsynced bytes lost, %d kept",
+		c.rounds, c.saves, c.syncedSaves, c.crashes, c.powerLosses, c.cleanCloses,
+		c.faultsInSave, c.faultsInOpen, c.faultsInBackground, c.heldCompactions,
+		c.repairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.keptBytes)
+}
+
+// crashRun is one seed's run.
+type crashRun struct {
+	seed  uint64
+	cfg   crashConfig
+	rng   *rand.Rand
+	gen   *plGen
+	fs    *lossyfs.FS
+	stats crashStats
+	trace []string
+	// hist[i] is the state after the first i Saves since the last open;
+	// hist[0] is the state that open recovered (durable: goleveldb flushed
+	// the journals it replayed into synced tables). A recovered state must
+	// be one of hist[durable:].
+	hist    []*plState
+	durable int
+	opened  bool // an open has succeeded on this fs
+}
+
+func (r *crashRun) tracef(format string, args ...any) {
+	r.trace = append(r.trace, fmt.Sprintf(format, args...))
+}
+
+func (r *crashRun) opts() Options {
+	return Options{
+		WriteBufferBytes: crashWriteBuffer,
+		Logf: func(format string, args ...any) {
+			msg := fmt.Sprintf(format, args...)
+			if strings.Contains(msg, "torn") {
+				r.stats.repairs++
+			}
+			r.tracef("  log: %s", msg)
+		},
+		tune:   tuneDeterministic,
+		noSync: r.cfg.noSync,
+	}
+}
+
+// crash ends the store's life with a power loss and closes what is left of
+// it (its writes can no longer reach the disk).
+func (r *crashRun) crash(s *Store, why string) {
+	r.stats.crashes++
+	before := r.fs.Stats()
+	if r.rng.IntN(4) == 0 {
+		r.fs = r.fs.Crash()
+	} else {
+		r.stats.powerLosses++
+		r.fs = r.fs.PowerLoss(r.rng)
+	}
+	after := r.fs.Stats()
+	r.stats.lostBytes += after.LostBytes - before.LostBytes
+	r.stats.keptBytes += after.KeptBytes - before.KeptBytes
+	r.tracef("crash (%s): lost %d unsynced bytes, kept %d, undid %d name changes", why,
+		after.LostBytes-before.LostBytes, after.KeptBytes-before.KeptBytes, after.LostNames-before.LostNames)
+	if s != nil {
+		s.Close()
+	}
+}
+
+// check compares what s holds with the states it may hold.
+func (r *crashRun) check(s *Store) error {
+	got, err := readPLState(s)
+	if err != nil {
+		return err
+	}
+	for k := len(r.hist) - 1; k >= r.durable; k-- {
+		if got.diff(r.hist[k]) == "" {
+			r.tracef("recovered the state after Save %d of %d (at least %d)", k, len(r.hist)-1, r.durable)
+			r.hist, r.durable = []*plState{r.hist[k]}, 0
+			return nil
+		}
+	}
+	msg := fmt.Sprintf("the recovered state is not the state after any of Saves %d..%d since the last open (%d was synced and acknowledged, so it must be there):",
+		r.durable, len(r.hist)-1, r.durable)
+	for k := len(r.hist) - 1; k >= 0 && k >= len(r.hist)-3; k-- {
+		msg += fmt.Sprintf("\n  vs after Save %d: %s", k, got.diff(r.hist[k]))
+	}
+	if r.durable < len(r.hist)-3 {
+		msg += fmt.Sprintf("\n  vs after Save %d: %s", r.durable, got.diff(r.hist[r.durable]))
+	}
+	for _, f := range r.fs.Files() {
+		msg += fmt.Sprintf("\n  file %s: %d bytes", f.Name, f.Size)
+	}
+	return errors.New(msg)
+}
+
+// open opens the store, maybe with a fault armed. It returns nil and no
+// error when the open failed as the fault made it fail.
+func (r *crashRun) open() (*Store, error) {
+	fault := r.rng.IntN(6) == 0
+	if fault {
+		n := r.rng.Int64N(8 << 10)
+		r.fs.FailWritesAfter(n)
+		r.tracef("open, the disk dies after %d bytes", n)
+	} else {
+		r.tracef("open")
+	}
+	s, err := OpenStorage(r.fs, testMeta, r.opts())
+	if fault {
+		r.fs.FailWritesAfter(-1)
+	}
+	switch {
+	case err == nil:
+		if r.fs.Dead() {
+			s.Close()
+			return nil, fmt.Errorf("open returned nil though the disk died under it")
+		}
+		r.opened = true
+		if r.cfg.alwaysSync {
+			s.write = func(b *leveldb.Batch, _ bool) error {
+				return s.db.Write(b, &opt.WriteOptions{Sync: !r.cfg.noSync})
+			}
+		}
+		return s, nil
+	case r.fs.Dead():
+		r.stats.faultsInOpen++
+		r.tracef("open failed: %v", err)
+		r.crash(nil, "the disk died during the open")
+		return nil, nil
+	case !r.opened && errors.Is(err, ErrForeign) && len(r.hist) == 1 && r.hist[0].promised == 0 && len(r.hist[0].chosen) == 0:
+		// goleveldb's first open died between creating its first MANIFEST
+		// and CURRENT: goleveldb itself calls such a directory corrupt, and
+		// the store refuses it as foreign. Nothing was ever saved in it.
+		r.stats.firstOpenRefused++
+		r.tracef("the interrupted first open left a store that is refused: %v", err)
+		r.fs = lossyfs.New(fmt.Sprintf("seed%d", r.seed))
+		return nil, nil
+	case errors.Is(err, ErrCorrupt):
+		switch what := tornFile(r.fs, err); {
+		case what == "":
+		case strings.HasPrefix(what, "MANIFEST"):
+			// The disk kept part of a MANIFEST record that goleveldb
+			// appended for a compaction and never synced. goleveldb
+			// (StrictManifest) refuses the store and the store does not
+			// repair it: a known limit, counted; the seed ends here.
+			r.stats.tornManifests++
+			r.tracef("open refused, a torn tail in %s: %v", what, err)
+			return nil, errRefused
+		case what == newestJournalName(r.fs):
+			return nil, fmt.Errorf("open after a crash: the newest journal %s has a torn tail, which Open must drop: %w", what, err)
+		default:
+			return nil, fmt.Errorf("open after a crash: a torn tail in %s, which is not the newest journal "+
+				"(Saves written without fsync before goleveldb switched journals were lost, while later ones survived): %w", what, err)
+		}
+	}
+	return nil, fmt.Errorf("open after a crash: %w", err)
+}
+
+func newestJournalName(fs *lossyfs.FS) string {
+	fds, _ := fs.List(lstorage.TypeJournal)
+	if len(fds) == 0 {
+		return ""
+	}
+	return fileName(fds[len(fds)-1]) // List sorts by number
+}
+
+// errRefused ends a seed whose store a known limit left unopenable.
+var errRefused = errors.New("refused")
+
+// tornFile names the file goleveldb found damaged if its only damage is a
+// torn tail; else "".
+func tornFile(fs *lossyfs.FS, err error) string {
+	var ce *lerrors.ErrCorrupted
+	if !errors.As(err, &ce) || ce.Fd.Zero() {
+		return ""
+	}
+	rd, oerr := fs.Open(ce.Fd)
+	if oerr != nil {
+		return ""
+	}
+	defer rd.Close()
+	data, rerr := io.ReadAll(rd)
+	if _, ok := tornTail(data); rerr != nil || !ok {
+		return ""
+	}
+	return fileName(ce.Fd)
+}
+
+// saves runs a random sequence of Saves on s and ends the round: with a
+// crash, or a clean close.
+func (r *crashRun) saves(s *Store) error {
+	budget := crashWriteBuffer / 2 // stay clear of a memtable switch, which flushes in the background
+	held := false                  // a compaction is held in flight
+	for range r.rng.IntN(40) {
+		big := !held && r.rng.IntN(60) == 0
+		rd := r.gen.next(r.hist[len(r.hist)-1], big)
+		if size := readySize(&rd); !big {
+			if size > budget {
+				break
+			}
+			budget -= size
+		}
+		switch f := r.rng.IntN(40); {
+		case big:
+			// No fault in a Save larger than the write buffer: when
+			// goleveldb's transaction path fails to flush the memtable,
+			// OpenTransaction returns without releasing the write lock
+			// and DB.Close (so Store.Close) then hangs for ever.
+			r.fs.FailWritesAfter(-1)
+			r.fs.FailSyncAfter(0)
+		case f == 0:
+			n := r.rng.Int64N(int64(readySize(&rd)) + 512)
+			r.fs.FailWritesAfter(n)
+			r.tracef("the disk will die after %d bytes", n)
+		case f == 1:
+			r.fs.FailSyncAfter(1)
+			r.tracef("the next fsync fails")
+		case f == 2: // likely past the Save, in a compaction it starts
+			n := int64(readySize(&rd)) + r.rng.Int64N(32<<10)
+			r.fs.FailWritesAfter(n)
+			r.tracef("the disk will die after %d bytes", n)
+		}
+		hold := !held && !big && r.rng.IntN(3) == 0
+		if hold {
+			r.fs.Hold(lstorage.TypeTable)
+		}
+		compactFrom := s.compactFrom
+		err := s.Save(&rd)
+		r.stats.saves++
+		r.hist = append(r.hist, r.hist[len(r.hist)-1].apply(&rd))
+		k := len(r.hist) - 1
+		r.tracef("Save %d: promise %d, %d accepted, %d chosen, %d entries, %d dedup, state %v, sync %t: %v",
+			k, rd.Promised, len(rd.Accepted), len(rd.Chosen), len(rd.Entries), len(rd.Dedup), rd.State != nil, rd.MustSync(), err)
+		if err != nil {
+			if hold {
+				r.fs.Release()
+			}
+			if !r.fs.Dead() {
+				return fmt.Errorf("Save %d failed on a healthy disk: %w", k, err)
+			}
+			if !errors.Is(err, ErrFailed) {
+				return fmt.Errorf("Save %d failed without ErrFailed: %w", k, err)
+			}
+			r.stats.faultsInSave++
+			r.crash(s, "the disk died during a Save")
+			return nil
+		}
+		if rd.MustSync() || r.cfg.alwaysSync {
+			r.stats.syncedSaves++
+			r.durable = k
+		}
+		if big {
+			budget = crashWriteBuffer / 2 // the transaction path flushed the memtable
+		}
+		// A background compaction this Save started: let it finish, or
+		// hold it in flight (its memtable switch done, its table not yet
+		// written) and go on saving into the new journal.
+		if s.compactFrom != compactFrom && !held {
+			done := make(chan struct{})
+			go func() { s.bg.Wait(); close(done) }()
+			if hold && r.fs.WaitHeld(done) {
+				held = true
+				r.stats.heldCompactions++
+				r.tracef("a compaction is held in flight")
+				continue
+			}
+			<-done
+			r.tracef("a compaction ran")
+		}
+		if hold {
+			r.fs.Release()
+		}
+		if r.fs.Dead() {
+			r.stats.faultsInBackground++
+			r.crash(s, "the disk died during a compaction")
+			return nil
+		}
+	}
+	if !held && r.rng.IntN(8) == 0 {
+		r.fs.FailWritesAfter(-1)
+		r.fs.FailSyncAfter(0)
+		r.stats.cleanCloses++
+		r.tracef("clean close")
+		return s.Close()
+	}
+	r.crash(s, "power loss")
+	return nil
+}
+
+func (r *crashRun) run() error {
+	for round := 0; round < crashRounds; round++ {
+		r.stats.rounds++
+		r.tracef("round %d", round)
+		s, err := r.open()
+		if errors.Is(err, errRefused) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("round %d: %w", round, err)
+		}
+		if s == nil {
+			continue
+		}
+		if err := r.check(s); err != nil {
+			s.Close()
+			return fmt.Errorf("round %d: %w", round, err)
+		}
+		if err := r.saves(s); err != nil {
+			s.Close()
+			return fmt.Errorf("round %d: %w", round, err)
+		}
+	}
+	// A last open and check.
+	s, err := OpenStorage(r.fs, testMeta, r.opts())
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) && strings.HasPrefix(tornFile(r.fs, err), "MANIFEST") {
+			r.stats.tornManifests++
+			return nil
+		}
+		return fmt.Errorf("final open: %w", err)
+	}
+	defer s.Close()
+	return r.check(s)
+}
+
+func runCrashSeed(seed uint64, cfg crashConfig) (*crashRun, error) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	r := &crashRun{seed: seed, cfg: cfg, rng: rng, gen: &plGen{rng: rng, seq: map[uint64]uint64{}},
+		fs: lossyfs.New(fmt.Sprintf("seed%d", seed)), hist: []*plState{newPLState()}}
+	return r, r.run()
+}
+
+func crashReplay(mode string, seed uint64) string {
+	return fmt.Sprintf("%s=%d go test ./storage -run 'TestCrashLossyFS/%s$' -v", crashSeedEnv, seed, mode)
+}
+
+func withTrimChunk(n uint64) func() {
+	old := trimChunk
+	trimChunk = n
+	return func() { trimChunk = old }
+}
+
+// TestCrashLossyFS runs the seeds twice: on the store as it is, and on the
+// store made to fsync every Save (not only those that MustSync). When only
+// the first fails, the unsynced Saves are the cause.
+func TestCrashLossyFS(t *testing.T) {
+	defer withTrimChunk(4)()
+	for _, mode := range []struct {
+		name string
+		cfg  crashConfig
+	}{
+		{"store", crashConfig{}},
+		{"every-save-synced", crashConfig{alwaysSync: true}},
+	} {
+		t.Run(mode.name, func(t *testing.T) { runCrashSeeds(t, mode.name, mode.cfg) })
+	}
+}
+
+func runCrashSeeds(t *testing.T, mode string, cfg crashConfig) {
+	if s := os.Getenv(crashSeedEnv); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: want a seed", crashSeedEnv, s)
+		}
+		r, err := runCrashSeed(seed, cfg)
+		for _, line := range r.trace {
+			t.Log(line)
+		}
+		t.Logf("seed %d: %v", seed, r.stats)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		return
+	}
+	n := uint64(defaultCrashSeeds)
+	if s := os.Getenv(crashSeedsEnv); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("%s=%q: want a number of seeds", crashSeedsEnv, s)
+		}
+		n = v
+	}
+	start := time.Now()
+	var total crashStats
+	failed := 0
+	for seed := uint64(1); seed <= n; seed++ {
+		r, err := runCrashSeed(seed, cfg)
+		total.add(r.stats)
+		if err != nil {
+			failed++
+			if failed <= 3 {
+				tail := r.trace[max(0, len(r.trace)-15):]
+				t.Errorf("seed %d: %v\n  last steps:\n    %s\n  replay: %s", seed, err, strings.Join(tail, "\n    "), crashReplay(mode, seed))
+			}
+		}
+	}
+	t.Logf("%d seeds in %v, %d failed: %v", n, time.Since(start).Round(time.Millisecond), failed, total)
+}
+
+// TestCrashDeterministic: a seed replays exactly, down to every file system
+// operation.
+func TestCrashDeterministic(t *testing.T) {
+	defer withTrimChunk(4)()
+	for seed := uint64(1); seed <= 3; seed++ {
+		a, errA := runCrashSeed(seed, crashConfig{})
+		b, errB := runCrashSeed(seed, crashConfig{})
+		if ha, hb := a.fs.Hash(), b.fs.Hash(); ha != hb || fmt.Sprint(errA) != fmt.Sprint(errB) || !slices.Equal(a.trace, b.trace) {
+			t.Fatalf("seed %d ran twice differently: fs hash %x vs %x, errors %v / %v", seed, ha, hb, errA, errB)
+		}
+	}
+}
+
+// TestCrashCatchesUnsyncedSaves plants a bug, a store that never fsyncs, and
+// requires the crash test to catch it as a synced Save lost, on a seed that
+// passes without the bug.
+func TestCrashCatchesUnsyncedSaves(t *testing.T) {
+	defer withTrimChunk(4)()
+	for seed := uint64(1); seed <= 20; seed++ {
+		if _, err := runCrashSeed(seed, crashConfig{alwaysSync: true}); err != nil {
+			continue
+		}
+		_, err := runCrashSeed(seed, crashConfig{alwaysSync: true, noSync: true})
+		if err != nil {
+			if !strings.Contains(err.Error(), "must be there") {
+				t.Fatalf("seed %d caught the unsynced store, but not as a lost Save: %v", seed, err)
+			}
+			t.Logf("seed %d catches the planted bug: %v", seed, firstLine(err.Error()))
+			return
+		}
+	}
+	t.Fatal("20 seeds did not notice a store that never fsyncs")
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// smallOpts keeps goleveldb's memtable (allocated whole at each open) small.
+var smallOpts = Options{WriteBufferBytes: 1 << 20}
+
+// TestCrashOpenStorageChecks: OpenStorage refuses what Open refuses.
+func TestCrashOpenStorageChecks(t *testing.T) {
+	fs := lossyfs.New("checks")
+	s, err := OpenStorage(fs, testMeta, smallOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := instance.Ready{Promised: 65}
+	if err := s.Save(&rd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenStorage(fs, testMeta, smallOpts); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open of an open store: %v", err)
+	}
+	s.Close()
+	other := testMeta
+	other.NodeID++
+	if _, err := OpenStorage(fs, other, smallOpts); !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), "lossyfs:checks") {
+		t.Fatalf("open as another node: %v", err)
+	}
+	if _, err := OpenStorage(fs, Meta{ClusterID: 1}, smallOpts); err == nil {
+		t.Fatal("opened with a zero NodeID")
+	}
+
+	// Files but no CURRENT: not a store.
+	stray := lossyfs.New("stray")
+	w, _ := stray.Create(lstorage.FileDesc{Type: lstorage.TypeJournal, Num: 3})
+	w.Write([]byte("x"))
+	w.Close()
+	if _, err := OpenStorage(stray, testMeta, smallOpts); !errors.Is(err, ErrForeign) || !strings.Contains(err.Error(), "000003.log") {
+		t.Fatalf("open of files without CURRENT: %v", err)
+	}
+
+	// A torn tail is dropped: the disk dies in the middle of a batch of
+	// several journal blocks and keeps part of what was written.
+	repaired := false
+	for seed := uint64(0); seed < 20 && !repaired; seed++ {
+		fs = lossyfs.New("torn")
+		s, err = OpenStorage(fs, testMeta, Options{WriteBufferBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = instance.Ready{Promised: 66}
+		if err := s.Save(&rd); err != nil {
+			t.Fatal(err)
+		}
+		big := instance.Ready{Promised: 67, Accepted: []core.InstanceValue{{Instance: 0, Ballot: 67,
+			Value: core.Value{Commands: []core.Command{{Kind: core.CmdUser, Entries: [][]byte{make([]byte, 100<<10)}}}}}}}
+		fs.FailWritesAfter(50 << 10)
+		if err := s.Save(&big); !errors.Is(err, ErrFailed) {
+			t.Fatalf("Save on a dying disk: %v", err)
+		}
+		fs = fs.PowerLoss(rand.New(rand.NewPCG(seed, 0)))
+		s.Close()
+		var logged []string
+		s, err = OpenStorage(fs, testMeta, Options{WriteBufferBytes: 1 << 20,
+			Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+		if err != nil {
+			t.Fatalf("open over a torn journal tail: %v", err)
+		}
+		if d, err := s.Load(); err != nil || d.Promised != 66 || len(d.Accepted) != 0 {
+			t.Fatalf("after the power loss: %+v %v", d, err)
+		}
+		s.Close()
+		if len(logged) > 0 {
+			if len(logged) != 1 || !strings.Contains(logged[0], "torn") {
+				t.Fatalf("unexpected log: %q", logged)
+			}
+			repaired = true
+		}
+	}
+	if !repaired {
+		t.Fatal("no power loss left a torn tail to repair")
+	}
+}
+
+// TestCrashFirstOpenWindow documents a limit found by the crash test: a
+// power loss inside goleveldb's very first open, after its first MANIFEST is
+// synced and before CURRENT is written, leaves a store that goleveldb calls
+// corrupt and Open refuses. Nothing was ever saved in it (the identity
+// record comes later), so wiping it is safe; the store cannot tell.
+func TestCrashFirstOpenWindow(t *testing.T) {
+	for n := int64(0); ; n++ {
+		fs := lossyfs.New("first")
+		fs.FailWritesAfter(n)
+		_, err := OpenStorage(fs, testMeta, smallOpts)
+		if err == nil {
+			t.Fatal("no byte count reached the window")
+		}
+		fs = fs.Crash()
+		if _, err := fs.GetMeta(); err == nil {
+			t.Fatalf("CURRENT written with a budget of %d bytes, yet the open failed", n)
+		}
+		if files, _ := fs.List(lstorage.TypeAll); len(files) == 0 {
+			continue // the crash lost everything: a fresh store
+		}
+		_, err = OpenStorage(fs, testMeta, smallOpts)
+		if !errors.Is(err, ErrForeign) {
+			t.Fatalf("a store from an interrupted first open: %v", err)
+		}
+		t.Logf("budget %d bytes: %v", n, err)
+		return
+	}
+}
