@@ -55,6 +55,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(),
+			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "paxosd: unknown command %q; see paxosd --help\n", name)

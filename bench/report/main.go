@@ -1,0 +1,144 @@
+// Command report is the last step of bench/sidebyside.sh: it describes the
+// machine as a results record, and turns a results file into
+// docs/benchmarks-sidebyside.svg and the marked section of
+// docs/benchmarks.md (nothing else in that file changes).
+//
+//	go run ./bench/report machine -etcd 3.4.23 -zookeeper 3.8.0 -java 17 -date ... -command ... -settings ... -minutes 12 >>results.jsonl
+//	go run ./bench/report write -results results.jsonl -doc docs/benchmarks.md -svg docs/benchmarks-sidebyside.svg
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/paxosd/paxosd/bench"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "machine":
+		err = machine(os.Args[2:])
+	case "write":
+		err = write(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "report:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, `usage:
+  go run ./bench/report machine [flags]   print this machine's record (append it to the results file)
+  go run ./bench/report write [flags]     write the chart and the section of docs/benchmarks.md
+Each takes -h for its flags.`)
+	os.Exit(2)
+}
+
+func machine(args []string) error {
+	fs := flag.NewFlagSet("machine", flag.ExitOnError)
+	var m bench.Machine
+	fs.StringVar(&m.Etcd, "etcd", "", "etcd's version")
+	fs.StringVar(&m.ZooKeeper, "zookeeper", "", "ZooKeeper's version")
+	fs.StringVar(&m.Java, "java", "", "the Java runtime ZooKeeper ran on")
+	fs.StringVar(&m.Date, "date", "", "when the run started")
+	fs.StringVar(&m.Command, "command", "", "the command that ran it")
+	fs.StringVar(&m.Settings, "settings", "", "its settings")
+	fs.Float64Var(&m.Minutes, "minutes", 0, "how long it took")
+	fs.StringVar(&m.LoadAvg, "load", "", "the load average when it started")
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("machine: unexpected argument %q", fs.Arg(0))
+	}
+	m.CPUs = runtime.NumCPU()
+	m.Go = runtime.Version()
+	m.CPUModel = procField("/proc/cpuinfo", "model name")
+	if kb, err := strconv.ParseFloat(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 64); err == nil {
+		m.MemoryGiB = fmt.Sprintf("%.1f", kb/(1<<20))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	out, err := json.Marshal(bench.Record{Kind: bench.KindMachine, Machine: &m})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s\n", out)
+	return nil
+}
+
+// procField returns the value of the first "name : value" line of a /proc
+// file, or "unknown".
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func write(args []string) error {
+	fs := flag.NewFlagSet("write", flag.ExitOnError)
+	results := fs.String("results", "", "the results file (JSON Lines) bench/sidebyside.sh wrote")
+	doc := fs.String("doc", "docs/benchmarks.md", "the Markdown file whose marked section to rewrite")
+	svg := fs.String("svg", "docs/benchmarks-sidebyside.svg", "the chart to write")
+	fs.Parse(args)
+	if *results == "" {
+		return errors.New("write: -results is required")
+	}
+	f, err := os.Open(*results)
+	if err != nil {
+		return err
+	}
+	recs, err := bench.ReadRecords(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", *results, err)
+	}
+	rep, err := bench.NewReport(recs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *results, err)
+	}
+	old, err := os.ReadFile(*doc)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	rel, err := filepath.Rel(filepath.Dir(*doc), *svg)
+	if err != nil {
+		rel = *svg
+	}
+	text, err := bench.ReplaceSection(string(old), rep.Markdown(filepath.ToSlash(rel)))
+	if err != nil {
+		return fmt.Errorf("%s: %w", *doc, err)
+	}
+	if err := os.WriteFile(*svg, rep.SVG(), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(*doc, []byte(text), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "report: wrote %s and the section of %s\n", *svg, *doc)
+	return nil
+}
