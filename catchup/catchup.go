@@ -10,6 +10,8 @@
 package catchup
 
 import (
+	"slices"
+
 	"github.com/paxosd/paxosd/core"
 )
 
@@ -44,9 +46,14 @@ func New(cfg Config) *Catchup {
 	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
 }
 
-// Observe records that peer has applied everything below committed.
+// Observe records that peer has applied everything below committed. The
+// latest report counts, not the highest: a peer that crashed may have lost
+// applies it had not synced, and a frontier it no longer has would keep
+// this node "behind" (and so out of elections) for good. Only the peers
+// this node learns from count: a follower that got a value pushed before
+// its member lost it must not hold the voters back.
 func (c *Catchup) Observe(peer, committed uint64) {
-	if committed > c.known[peer] {
+	if slices.Contains(c.cfg.Peers, peer) {
 		c.known[peer] = committed
 	}
 }

@@ -72,9 +72,12 @@ func TestRequests(t *testing.T) {
 			observe(4, 90, true),
 			maybe(3, 0, nil, true),
 		}},
-		{"frontier only grows", []op{
+		{"the latest report counts: a peer that crashed may have gone back", []op{
 			observe(2, 30, false), observe(2, 3, false),
-			maybe(1, 0, req(2, 0), true),
+			maybe(1, 0, nil, false), // lag 3, within Slack: waits Grace
+		}},
+		{"only peers count", []op{
+			observe(9, 30, false), maybe(1, 0, nil, false),
 		}},
 		{"lag above Slack is urgent", []op{
 			observe(2, 6, false), maybe(1, 0, req(2, 0), true),
@@ -147,11 +150,11 @@ func TestBestAndBehind(t *testing.T) {
 	c.Observe(3, 12)
 	c.Observe(4, 12) // a tie keeps the first peer in Peers order
 	c.Observe(2, 7)
-	c.Observe(9, 40) // not a peer: counts for Behind, not for Best
+	c.Observe(9, 40) // not a peer (a follower, say): ignored
 	for _, tc := range []struct {
 		applied    uint64
 		wantBehind bool
-	}{{0, true}, {12, true}, {40, false}, {41, false}} {
+	}{{0, true}, {11, true}, {12, false}, {40, false}} {
 		if got := c.Behind(tc.applied); got != tc.wantBehind {
 			t.Errorf("Behind(%d) = %v, want %v", tc.applied, got, tc.wantBehind)
 		}

@@ -176,6 +176,9 @@ var regressions = []struct {
 	{425, 3, instance.BugNone, "", "with the lease guard but no matching eligibility rule, a node started phase 1 while its own acceptor " +
 		"refused its Prepare: the ballot left without the node's own durable promise and was issued again after a restart"},
 	{398, 5, instance.BugNone, "", "the same ballot reissue as seed 425, in a 5-node cluster"},
+	{1238, 3, instance.BugNone, "", "no master for 20 s after healing: once chosen-only writes went unsynced, a master pushed an " +
+		"applied value to the follower, then crashed and lost that apply; every voter then saw a peer (the follower) ahead of " +
+		"it, so none would stand for election. Catch-up now counts only the peers a node learns from, and their latest report"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
