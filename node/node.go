@@ -183,6 +183,16 @@ func (n *Node) Run(ctx context.Context) error {
 	defer close(n.done)
 	tick := time.NewTicker(n.cfg.Tick)
 	defer tick.Stop()
+	last := time.Now()
+	// catchUp ticks the core once per tick of monotonic time since the last
+	// one: the core's clock keeps up with real time even when the ticker
+	// drops ticks (a busy loop) or the process was paused (SIGSTOP).
+	catchUp := func(now time.Time) {
+		for now.Sub(last) >= n.cfg.Tick {
+			last = last.Add(n.cfg.Tick)
+			n.core.Tick()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,7 +203,7 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		case now := <-tick.C:
 			n.core.SetWallClock(uint64(now.UnixMilli()))
-			n.core.Tick()
+			catchUp(time.Now())
 			n.retain()
 		case m := <-n.inbox:
 			n.step(m)
@@ -202,6 +212,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.propose(p)
 			n.drain()
 		case ch := <-n.readIdx:
+			catchUp(time.Now())
 			next, err := n.core.ReadIndex()
 			ch <- readIndexReply{next: next, err: err}
 		case ch := <-n.statusCh:
