@@ -43,15 +43,16 @@ const (
 	BugIgnoreAccepted         // a new master ignores accepted values found in phase 1
 	BugAcceptBelowPromise     // the acceptor accepts ballots below its promise
 	BugSkipDedup              // apply ignores the dedup table
+	BugStaleRead              // a node that holds the lease in its applied state serves linearizable reads without confirming it is still master
 )
 
-var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup"}
+var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
-	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup}
+	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

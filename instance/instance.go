@@ -260,6 +260,12 @@ func (n *Node) Master() uint64 {
 // and below it). A read is linearizable when served from state that has
 // applied at least that far.
 func (n *Node) ReadIndex() (nextIndex uint64, err error) {
+	if n.cfg.Bug == BugStaleRead && n.voter && n.learn.State().LeaseHolder == n.id {
+		// The planted bug: the lease in the applied state names this node,
+		// so it serves without checking that the lease is still valid by
+		// its clock or that it still leads (a deposed master reads stale).
+		return n.learn.State().NextIndex, nil
+	}
 	if !n.IsMaster() {
 		return 0, &core.NotMasterError{Master: n.Master()}
 	}

@@ -61,6 +61,11 @@ type TransportConfig struct {
 	// ignored. Send reaches only these peers; messages are received from any
 	// node of the cluster that dials this one.
 	Peers map[uint64]string
+	// DialPeers, when it has an entry for a peer, is the address dialed to
+	// reach it instead of its Peers address (a proxy or NAT in between).
+	// Identity checks still use Peers: batches carry and are checked
+	// against the Peers addresses.
+	DialPeers map[uint64]string
 	// SelfAddress is this node's address when it is not in Peers (a
 	// follower); batches carry it so that members can answer.
 	SelfAddress string
@@ -541,7 +546,7 @@ func (t *Transport) runPeer(p *peer) {
 			}
 			var err error
 			if conn == nil {
-				conn, err = grpc.NewClient(p.addr, t.dialOptions()...)
+				conn, err = grpc.NewClient(t.dialAddress(p), t.dialOptions()...)
 				if err != nil {
 					conn = nil
 				}
@@ -579,6 +584,15 @@ func (t *Transport) runPeer(p *peer) {
 			p.full.Store(false)
 		}
 	}
+}
+
+// dialAddress is where to connect to reach p: its DialPeers entry if it has
+// one, else its address.
+func (t *Transport) dialAddress(p *peer) string {
+	if a, ok := t.cfg.DialPeers[p.id]; ok {
+		return a
+	}
+	return p.addr
 }
 
 // openStream opens a Peer.Send stream on conn, giving up after DialTimeout.

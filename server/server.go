@@ -55,10 +55,34 @@ type Config struct {
 	// GRPCOptions are added to the server's (tests inject faults with
 	// interceptors).
 	GRPCOptions []grpc.ServerOption
+	// DialPeers, ID -> HOST:PORT, are dialed to reach those peers instead
+	// of their Peers addresses (a proxy or NAT in between; the fault tests
+	// put a fault-injecting proxy there). Identity checks still use Peers.
+	DialPeers map[uint64]string
+	// Bug plants a known protocol bug (instance.Bug), for the fault tests
+	// that must catch it. Only a binary built with the paxosd_bugs tag
+	// sets it.
+	Bug instance.Bug
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
 func ParsePeers(s string) (map[uint64]string, error) {
+	out, err := ParseAddrs("--peers", s)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--peers is empty: list every voting member as ID=HOST:PORT")
+	}
+	if len(out) > idgen.DefaultK {
+		return nil, fmt.Errorf("--peers: at most %d members", idgen.DefaultK)
+	}
+	return out, nil
+}
+
+// ParseAddrs parses a list of ID=HOST:PORT (the value of flag, which errors
+// name): IDs positive and distinct, addresses distinct.
+func ParseAddrs(flag, s string) (map[uint64]string, error) {
 	out := map[uint64]string{}
 	addrs := map[string]uint64{}
 	for _, part := range strings.Split(s, ",") {
@@ -68,28 +92,22 @@ func ParsePeers(s string) (map[uint64]string, error) {
 		}
 		idStr, addr, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("--peers: %q is not ID=HOST:PORT", part)
+			return nil, fmt.Errorf("%s: %q is not ID=HOST:PORT", flag, part)
 		}
 		id, err := strconv.ParseUint(idStr, 10, 64)
 		if err != nil || id == 0 {
-			return nil, fmt.Errorf("--peers: node ID %q must be a positive integer", idStr)
+			return nil, fmt.Errorf("%s: node ID %q must be a positive integer", flag, idStr)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("--peers: address of node %d: %v", id, err)
+			return nil, fmt.Errorf("%s: address of node %d: %v", flag, id, err)
 		}
 		if _, dup := out[id]; dup {
-			return nil, fmt.Errorf("--peers: node ID %d appears twice", id)
+			return nil, fmt.Errorf("%s: node ID %d appears twice", flag, id)
 		}
 		if other, dup := addrs[addr]; dup {
-			return nil, fmt.Errorf("--peers: nodes %d and %d have the same address %s", other, id, addr)
+			return nil, fmt.Errorf("%s: nodes %d and %d have the same address %s", flag, other, id, addr)
 		}
 		out[id], addrs[addr] = addr, id
-	}
-	if len(out) == 0 {
-		return nil, errors.New("--peers is empty: list every voting member as ID=HOST:PORT")
-	}
-	if len(out) > idgen.DefaultK {
-		return nil, fmt.Errorf("--peers: at most %d members", idgen.DefaultK)
 	}
 	return out, nil
 }
@@ -185,6 +203,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	case !ok:
 		return nil, fmt.Errorf("--peers does not contain this node's ID %d: list every voting member, this one included", cfg.ID)
 	}
+	for id := range cfg.DialPeers {
+		if _, ok := cfg.Peers[id]; !ok || id == cfg.ID {
+			return nil, fmt.Errorf("--dial-peers: node %d is not a peer of node %d in --peers", id, cfg.ID)
+		}
+	}
 	if cfg.MaxEntryBytes == 0 {
 		cfg.MaxEntryBytes = 1 << 20
 	}
@@ -219,13 +242,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		maxFollowers = 0
 		followers = []instance.Follower{{ID: cfg.ID, Target: cfg.Follow}}
 	}
-	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, Logf: cfg.Logf,
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
 		SelfAddress: self, MaxFollowers: maxFollowers,
 		// A peer message holds at most a batch (4 MiB) or a catch-up
 		// response (4 MiB) plus one append that may exceed them.
 		MaxMessageBytes: 8<<20 + 2*cfg.MaxEntryBytes},
 		func(m core.Message) { n.Deliver(m) })
 	core := instance.DefaultConfig()
+	core.Bug = cfg.Bug
 	tick := time.Duration(instance.DefaultTickMillis) * time.Millisecond
 	if cfg.LearnInterval > 0 {
 		core.LearnInterval = max(1, uint64(cfg.LearnInterval/tick))

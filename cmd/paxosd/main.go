@@ -95,7 +95,7 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 
 A follower mirrors the log without voting, and serves local reads and tails:
   paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers)"},
 			&cli.StringFlag{Name: "peers", Required: true, Usage: "every voting member as ID=HOST:PORT, comma-separated"},
 			&cli.StringFlag{Name: "listen", Usage: "address to listen on (default: this node's address in --peers)"},
@@ -106,12 +106,22 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			&cli.Int64Flag{Name: "catchup-rate", Value: server.DefaultCatchupRate, Usage: "bytes per second of log this node serves to peers catching up (-1: no limit)"},
 			&cli.Uint64Flag{Name: "retain-entries", Usage: "trim the log automatically to about this many entries (0: never; trims run when 10% more piled up)"},
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
-		},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
+			&cli.StringFlag{Name: "dial-peers", Usage: "dial these addresses for peers instead of their --peers addresses (a proxy or NAT in between), as ID=HOST:PORT, comma-separated; identity checks still use --peers"},
+		}, bugFlags...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
 			peers, err := server.ParsePeers(c.String("peers"))
+			if err != nil {
+				return err
+			}
+			dialPeers, err := server.ParseAddrs("--dial-peers", c.String("dial-peers"))
+			if err != nil {
+				return err
+			}
+			bug, err := plantedBug(c)
 			if err != nil {
 				return err
 			}
@@ -127,10 +137,15 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := log.New(os.Stderr, "", log.LstdFlags)
+			if a := c.String("pprof"); a != "" {
+				if err := servePprof(a, logger.Printf); err != nil {
+					return err
+				}
+			}
 			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries")})
+				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug})
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+)
+
+// servePprof serves Go's profiles (/debug/pprof/) on addr, for
+// `go tool pprof http://ADDR/debug/pprof/profile`. It returns once the
+// listener is open, so a bad address fails the start.
+func servePprof(addr string, logf func(string, ...any)) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() {
+		if err := http.Serve(l, mux); err != nil {
+			logf("pprof server stopped: %v", err)
+		}
+	}()
+	logf("pprof on http://%s/debug/pprof/", l.Addr())
+	return nil
+}

@@ -1,0 +1,427 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+)
+
+// Cluster is n `paxosd server` processes on 127.0.0.1 whose peer links all
+// go through Proxies the harness controls: node i reaches node j by
+// dialing proxy (i, j) (--dial-peers), while every identity check still uses
+// the real addresses (--peers). Clients connect to the real addresses.
+type Cluster struct {
+	binary string
+	dir    string
+	bug    string
+	logf   func(format string, args ...any)
+
+	Addrs   []string
+	peers   string
+	proxies [][]*Proxy // proxies[i][j]: i dials j through it; nil on the diagonal
+
+	mu     sync.Mutex
+	procs  []*proc
+	starts []int // how many times each node was started
+	// Exits lists processes that ended without the harness stopping them.
+	exits []string
+	api   map[string]*client.Client // one single-endpoint client per node, for status
+}
+
+// proc is one run of one node's process.
+type proc struct {
+	cmd    *exec.Cmd
+	log    *os.File
+	paused bool
+	ending bool          // the harness is killing or stopping it
+	done   chan struct{} // closed when it has exited
+}
+
+// ClusterOptions configure NewCluster.
+type ClusterOptions struct {
+	Binary string // the paxosd binary
+	Nodes  int
+	Dir    string // data directories and logs go here
+	Bug    string // --bug NAME (a binary built with -tags paxosd_bugs), "" for none
+	Seed   uint64 // drives the proxies' random choices
+	Logf   func(format string, args ...any)
+}
+
+// freeAddrs returns n addresses on 127.0.0.1 that were free a moment ago.
+func freeAddrs(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// NewCluster starts the proxies and every node.
+func NewCluster(opt ClusterOptions) (*Cluster, error) {
+	if opt.Logf == nil {
+		opt.Logf = func(string, ...any) {}
+	}
+	addrs, err := freeAddrs(opt.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
+		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), api: map[string]*client.Client{}}
+	var parts []string
+	for i, a := range addrs {
+		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
+	}
+	c.peers = strings.Join(parts, ",")
+	c.proxies = make([][]*Proxy, opt.Nodes)
+	for i := range c.proxies {
+		c.proxies[i] = make([]*Proxy, opt.Nodes)
+		for j := range c.proxies[i] {
+			if i == j {
+				continue
+			}
+			p, err := NewProxy(addrs[j], opt.Seed^uint64(i*64+j+1)*0x9e3779b97f4a7c15)
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			c.proxies[i][j] = p
+		}
+	}
+	for i := range addrs {
+		if err := c.Start(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// N is the number of nodes.
+func (c *Cluster) N() int { return len(c.Addrs) }
+
+// LogPath is node i's log file (every run of it, appended).
+func (c *Cluster) LogPath(i int) string { return filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)) }
+
+// Start starts node i if it is not running.
+func (c *Cluster) Start(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.procs[i] != nil {
+		return nil
+	}
+	logf, err := os.OpenFile(c.LogPath(i), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	var dial []string
+	for j, p := range c.proxies[i] {
+		if p != nil {
+			dial = append(dial, fmt.Sprintf("%d=%s", j+1, p.Addr()))
+		}
+	}
+	args := []string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers,
+		"--dial-peers", strings.Join(dial, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}
+	if c.bug != "" {
+		args = append(args, "--bug", c.bug)
+	}
+	cmd := exec.Command(c.binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	fmt.Fprintf(logf, "==== chaos: starting node %d at %s\n", i+1, time.Now().Format(time.RFC3339Nano))
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	p := &proc{cmd: cmd, log: logf, done: make(chan struct{})}
+	c.procs[i] = p
+	c.starts[i]++
+	go func() {
+		err := cmd.Wait()
+		c.mu.Lock()
+		if !p.ending {
+			c.exits = append(c.exits, fmt.Sprintf("node %d exited by itself (%v); see %s", i+1, err, c.LogPath(i)))
+			if c.procs[i] == p {
+				c.procs[i] = nil
+			}
+		}
+		c.mu.Unlock()
+		logf.Close()
+		close(p.done)
+	}()
+	return nil
+}
+
+// take marks node i's process as ending and returns it (nil if none).
+func (c *Cluster) take(i int) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.procs[i]
+	if p != nil {
+		p.ending = true
+		c.procs[i] = nil
+	}
+	return p
+}
+
+// Kill sends SIGKILL to node i and waits for it to exit.
+func (c *Cluster) Kill(i int) {
+	if p := c.take(i); p != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// Stop sends SIGTERM to node i (SIGCONT first if paused) and waits for it;
+// after 10 s it kills it and reports that.
+func (c *Cluster) Stop(i int) error {
+	p := c.take(i)
+	if p == nil {
+		return nil
+	}
+	p.cmd.Process.Signal(syscall.SIGCONT)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("node %d did not stop within 10s of SIGTERM", i+1)
+	}
+}
+
+// Pause sends SIGSTOP to node i.
+func (c *Cluster) Pause(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[i]; p != nil && !p.paused {
+		p.cmd.Process.Signal(syscall.SIGSTOP)
+		p.paused = true
+	}
+}
+
+// Resume sends SIGCONT to node i if it is paused.
+func (c *Cluster) Resume(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[i]; p != nil && p.paused {
+		p.cmd.Process.Signal(syscall.SIGCONT)
+		p.paused = false
+	}
+}
+
+// Incarnation returns how many times node i was started; a restart makes
+// a new incarnation.
+func (c *Cluster) Incarnation(i int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.starts[i]
+}
+
+// Up reports whether node i runs and is not paused.
+func (c *Cluster) Up(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[i] != nil && !c.procs[i].paused
+}
+
+// Running reports whether node i has a process (paused or not).
+func (c *Cluster) Running(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[i] != nil
+}
+
+// Exits returns the processes that ended by themselves.
+func (c *Cluster) Exits() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.exits...)
+}
+
+// SetLink sets the state of the link i -> j (what i sends to j).
+func (c *Cluster) SetLink(i, j int, st LinkState) { c.proxies[i][j].Set(st) }
+
+// Link returns the state of the link i -> j.
+func (c *Cluster) Link(i, j int) LinkState { return c.proxies[i][j].State() }
+
+// HealNetwork opens every link, with no delay and no loss.
+func (c *Cluster) HealNetwork() {
+	for i := range c.proxies {
+		for j, p := range c.proxies[i] {
+			if p != nil && c.proxies[i][j].State() != (LinkState{}) {
+				p.Set(LinkState{})
+			}
+		}
+	}
+}
+
+// Partition blocks (with b) every link between nodes on different sides;
+// side[i] names node i's side. Links within a side are left as they are.
+func (c *Cluster) Partition(side []int, b Block) {
+	for i := range c.proxies {
+		for j, p := range c.proxies[i] {
+			if p != nil && side[i] != side[j] {
+				st := p.State()
+				st.Block = b
+				p.Set(st)
+			}
+		}
+	}
+}
+
+// ProxyStats sums every proxy's counters.
+func (c *Cluster) ProxyStats() ProxyStats {
+	var s ProxyStats
+	for i := range c.proxies {
+		for _, p := range c.proxies[i] {
+			if p != nil {
+				ps := p.Stats()
+				s.Conns += ps.Conns
+				s.Refused += ps.Refused
+				s.Broken += ps.Broken
+				s.Bytes += ps.Bytes
+			}
+		}
+	}
+	return s
+}
+
+// apiClient returns a client of node i alone, for status and local reads.
+func (c *Cluster) apiClient(i int) *client.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.api[c.Addrs[i]]
+	if cl == nil {
+		cl, _ = client.New([]string{c.Addrs[i]}, client.Options{CallTimeout: 2 * time.Second, Retries: 1, DialTimeout: time.Second})
+		c.api[c.Addrs[i]] = cl
+	}
+	return cl
+}
+
+// Status asks node i for its status, within d.
+func (c *Cluster) Status(i int, d time.Duration) (*paxosdpb.StatusResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return c.apiClient(i).Status(ctx, c.Addrs[i])
+}
+
+// Master returns a node that is up and says it is master, or -1.
+func (c *Cluster) Master() int {
+	for i := range c.Addrs {
+		if !c.Up(i) {
+			continue
+		}
+		if st, err := c.Status(i, 500*time.Millisecond); err == nil && st.Role == "master" {
+			return i
+		}
+	}
+	return -1
+}
+
+// ReadAll reads node i's whole log with local reads: its first index and
+// the values from there on.
+func (c *Cluster) ReadAll(ctx context.Context, i int) (first uint64, vals []string, err error) {
+	st, err := c.Status(i, 5*time.Second)
+	if err != nil {
+		return 0, nil, err
+	}
+	first = st.FirstIndex
+	vals, err = c.ReadRange(ctx, i, first, ^uint64(0))
+	return first, vals, err
+}
+
+// ReadRange reads node i's entries in [from, to) with local reads, as far
+// as it has them.
+func (c *Cluster) ReadRange(ctx context.Context, i int, from, to uint64) ([]string, error) {
+	cl := c.apiClient(i)
+	var out []string
+	next := from
+	for next < to {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		r, err := cl.Read(rctx, next, int(min(10000, to-next)), true)
+		cancel()
+		if err != nil {
+			return out, err
+		}
+		if len(r.Entries) == 0 {
+			return out, nil
+		}
+		for _, e := range r.Entries {
+			if e.Index != next {
+				return out, fmt.Errorf("node %d: a local read from %d returned index %d where %d was due", i+1, from, e.Index, next)
+			}
+			out = append(out, string(e.Value))
+			next++
+		}
+	}
+	return out, nil
+}
+
+// LogProblems returns lines of the nodes' logs that show a panic or a
+// data race.
+func (c *Cluster) LogProblems() []string {
+	var out []string
+	for i := range c.Addrs {
+		b, _ := os.ReadFile(c.LogPath(i))
+		for _, marker := range []string{"panic:", "DATA RACE", "fatal error:"} {
+			if k := bytes.Index(b, []byte(marker)); k >= 0 {
+				end := min(len(b), k+2000)
+				out = append(out, fmt.Sprintf("node %d's log shows %q:\n%s", i+1, marker, b[k:end]))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close stops every node and proxy.
+func (c *Cluster) Close() error {
+	var errs []string
+	for i := range c.procs {
+		if err := c.Stop(i); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for i := range c.proxies {
+		for _, p := range c.proxies[i] {
+			if p != nil {
+				p.Close()
+			}
+		}
+	}
+	c.mu.Lock()
+	for _, cl := range c.api {
+		cl.Close()
+	}
+	clear(c.api)
+	c.mu.Unlock()
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
