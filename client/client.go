@@ -75,7 +75,11 @@ func (e *ConflictError) Error() string {
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
-// Client is safe for concurrent use.
+// Client is safe for concurrent use. The cluster remembers the last 32
+// sequence numbers of each client (core.DedupWindow): keep at most 32
+// appends of one Client outstanding, or an append overtaken by 32 later
+// ones fails with ErrStaleSeq although it was never applied. Use more
+// Clients (each has its own ID) for more concurrency.
 type Client struct {
 	endpoints []string
 	opt       Options
