@@ -609,7 +609,7 @@ func (w *world) heal() {
 	}
 	w.tracef("heal")
 	// The probe: one exactly-once append that must be applied everywhere.
-	w.probe = &client{n: len(w.clients), cid: 1 << 40, target: 1}
+	w.probe = &client{n: len(w.clients), cid: 1 << 40, target: 1, ackedIndex: -1}
 	w.clients = append(w.clients, w.probe)
 	w.schedule(&event{at: w.now, kind: evClientNext, cl: w.probe.n})
 }
