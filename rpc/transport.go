@@ -41,11 +41,11 @@ const (
 	// batchHeaderBytes bounds the encoded size of PeerBatch's three uint64
 	// fields (tag + 10-byte varint each).
 	batchHeaderBytes = 3 * 11
-	// The reconnect backoff of one peer: exponential from minBackoff to
-	// maxBackoff, with jitter. A stream that lived longer than maxBackoff
-	// resets it.
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 5 * time.Second
+	// redialGap is the least time between two connection attempts to a
+	// peer that is sending to this node while the link to it is down: its
+	// batches prove it is back, so the backoff is cut short, but a link
+	// that works one way only must not be redialled at every batch.
+	redialGap = 100 * time.Millisecond
 	// keepaliveMinTime is the shortest client ping interval the server
 	// tolerates: below gRPC's 10 s client floor, so no peer is ever cut off
 	// for pinging.
@@ -198,6 +198,12 @@ type peer struct {
 	addr string
 	q    chan []byte // encoded messages
 
+	// redial is set, and wake signalled, when the peer sent this node a
+	// batch while the link to it was down: it is back, so the sender stops
+	// waiting out its backoff.
+	redial atomic.Bool
+	wake   chan struct{}
+
 	sent, batches, dropped, oversized atomic.Uint64
 	connected, full                   atomic.Bool
 	cut                               atomic.Bool // fault injection: the link is down both ways
@@ -235,7 +241,7 @@ func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
 // addPeer starts the sender of a new peer. Call with peersMu held (or before
 // the transport is shared).
 func (t *Transport) addPeer(id uint64, addr string) *peer {
-	p := &peer{id: id, addr: addr, q: make(chan []byte, t.cfg.QueueLen)}
+	p := &peer{id: id, addr: addr, q: make(chan []byte, t.cfg.QueueLen), wake: make(chan struct{}, 1)}
 	t.peers[id] = p
 	t.wg.Add(1)
 	go t.runPeer(p)
@@ -476,6 +482,7 @@ func (t *Transport) runPeer(p *peer) {
 		carry       []byte // a message that did not fit in the last batch
 		attempts    int    // failures since the last long-lived stream
 		nextAttempt time.Time
+		failedAt    time.Time
 	)
 	defer func() {
 		if ps != nil {
@@ -510,7 +517,8 @@ func (t *Transport) runPeer(p *peer) {
 		if changed {
 			t.logf("link to node %d (%s): %v", p.id, p.addr, err)
 		}
-		nextAttempt = time.Now().Add(backoffDelay(attempts))
+		failedAt = time.Now()
+		nextAttempt = failedAt.Add(backoffDelay(attempts))
 		attempts++
 	}
 	for {
@@ -535,13 +543,30 @@ func (t *Transport) runPeer(p *peer) {
 			}
 		}
 		if ps == nil {
-			if wait := time.Until(nextAttempt); wait > 0 {
+			for {
+				if p.redial.Swap(false) {
+					// The peer is back: try again soon, and make the
+					// connection (which has its own backoff) dial at once.
+					attempts = 0
+					if soon := failedAt.Add(redialGap); soon.Before(nextAttempt) {
+						nextAttempt = soon
+					}
+					if conn != nil {
+						conn.ResetConnectBackoff()
+					}
+				}
+				wait := time.Until(nextAttempt)
+				if wait <= 0 {
+					break
+				}
 				timer := time.NewTimer(wait)
 				select {
 				case <-t.ctx.Done():
 					timer.Stop()
 					return
 				case <-timer.C:
+				case <-p.wake:
+					timer.Stop()
 				}
 			}
 			var err error
@@ -636,6 +661,15 @@ func (t *Transport) fill(to uint64, first []byte, q chan []byte, carry *[]byte) 
 func (t *Transport) batch(to uint64, msgs [][]byte) *paxosdpb.PeerBatch {
 	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.selfAddress(), Messages: msgs}
 }
+
+// The reconnect backoff of one peer: exponential from minBackoff to
+// maxBackoff, with jitter. A stream that lived longer than maxBackoff resets
+// it, and so does a batch from the peer (see redialGap). Variables so that
+// tests can stretch them.
+var (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
 
 // fieldSize is the encoded size of one element of PeerBatch.messages.
 func fieldSize(b []byte) int { return 1 + protowire.SizeBytes(len(b)) }
@@ -806,8 +840,12 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	if t.closed {
 		return errClosed
 	}
-	if p := t.peer(b.GetFrom()); p != nil && p.cut.Load() {
+	p := t.peer(b.GetFrom())
+	if p != nil && p.cut.Load() {
 		return nil // fault injection: the link is cut
+	}
+	if p != nil && !p.connected.Load() {
+		p.wakeUp()
 	}
 	for _, m := range msgs {
 		t.deliver(m)
@@ -817,6 +855,17 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	t.received.Add(n)
 	t.receivedFrom(b.GetFrom()).Add(n)
 	return nil
+}
+
+// wakeUp tells p's sender that p is reachable again: it just sent this node
+// a batch. Without it, a node that was down for a while is not answered
+// until its peers' backoff (up to maxBackoff) runs out.
+func (p *peer) wakeUp() {
+	p.redial.Store(true)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // receivedFrom returns the counter of messages delivered from node id.

@@ -312,6 +312,38 @@ func TestPeerComesUpLater(t *testing.T) {
 	}
 }
 
+// A node that comes back after a long outage is redialled as soon as it
+// sends a batch, not when the backoff runs out. With the backoff stretched
+// to an hour, only that wake-up can bring the link back within the test.
+func TestRestartedPeerIsRedialledAtOnce(t *testing.T) {
+	oldMin, oldMax := minBackoff, maxBackoff
+	minBackoff, maxBackoff = time.Hour, time.Hour
+	t.Cleanup(func() { minBackoff, maxBackoff = oldMin, oldMax })
+
+	lisA, addrB := listen(t), deadAddr(t)
+	peers := map[uint64]string{1: lisA.Addr().String(), 2: addrB}
+	a := startNode(t, TransportConfig{ClusterID: 7, SelfID: 1, Peers: peers}, lisA)
+	r := rand.New(rand.NewPCG(3, 3))
+	a.tr.Send(testMessage(r, 1, 2, 0, 10))
+	waitFor(t, 5*time.Second, "a failed connection attempt", func() bool {
+		ps := a.tr.Stats().Peers[2]
+		return ps.LastError != "" && !ps.Connected
+	})
+
+	lisB, err := net.Listen("tcp", addrB)
+	if err != nil {
+		t.Skipf("cannot listen on %s again: %v", addrB, err)
+	}
+	b := startNode(t, TransportConfig{ClusterID: 7, SelfID: 2, Peers: peers}, lisB)
+	seq := 1
+	waitFor(t, 30*time.Second, "node 1 to reach node 2 again", func() bool {
+		b.tr.Send(testMessage(r, 2, 1, seq, 10)) // node 2 is back and says so
+		a.tr.Send(testMessage(r, 1, 2, seq, 10))
+		seq++
+		return b.got.count() > 0
+	})
+}
+
 // A batch of another cluster, or addressed to another node, is rejected:
 // nothing is delivered, the receiver counts it, and both sides say why.
 func TestRejectWrongClusterOrNode(t *testing.T) {
