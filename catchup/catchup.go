@@ -1,7 +1,8 @@
 // Package catchup decides when a node that is behind pulls chosen values from
 // a peer, and from which: it learns peers' applied frontiers from every
 // message (and from probes sent on a timer), and keeps one bounded range
-// request in flight to the most advanced peer, switching peer when one stops
+// request in flight to the most advanced peer (or to a peer other than the
+// master, when one has what is missing), switching peer when one stops
 // answering. One request at a time is the flow control: the next is sent only
 // after the previous response was taken in.
 //
@@ -39,6 +40,7 @@ type Catchup struct {
 	behindSince uint64
 	behind      bool
 	out         *request
+	master      uint64 // the peer that proposes, spared when another can serve
 }
 
 // New returns a catch-up tracker.
@@ -56,6 +58,31 @@ func (c *Catchup) Observe(peer, committed uint64) {
 	if slices.Contains(c.cfg.Peers, peer) {
 		c.known[peer] = committed
 	}
+}
+
+// SetMaster names the peer that is proposing (it sends Accepts and
+// Commits). Requests go to another peer whenever one has applied more than
+// this node: the master's loop and disk serve the clients, and a catch-up
+// read there shows in their latency.
+func (c *Catchup) SetMaster(peer uint64) { c.master = peer }
+
+// source is the peer to ask: the most advanced one, or, if that is the
+// master, the most advanced other peer that is ahead of applied.
+func (c *Catchup) source(now, applied uint64) uint64 {
+	peer, _ := c.Best(now)
+	if peer == 0 || peer != c.master {
+		return peer
+	}
+	var other, best uint64
+	for _, p := range c.cfg.Peers {
+		if k := c.known[p]; p != c.master && k > applied && k > best && now >= c.failedUntil[p] {
+			other, best = p, k
+		}
+	}
+	if other != 0 {
+		return other
+	}
+	return peer
 }
 
 // Best returns the most advanced peer's frontier and the peer (0 if none),
@@ -111,7 +138,7 @@ func (c *Catchup) Tick(now, applied uint64) []core.Message {
 // Maybe starts a request when the node is behind: at once when the lag is
 // above Slack, after Grace ticks otherwise.
 func (c *Catchup) Maybe(now, applied uint64) []core.Message {
-	peer, best := c.Best(now)
+	_, best := c.Best(now)
 	if best <= applied {
 		c.behind = false
 		return nil
@@ -122,6 +149,7 @@ func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 	if c.out != nil || (best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace) {
 		return nil
 	}
+	peer := c.source(now, applied)
 	c.out = &request{peer: peer, from: applied, sent: now}
 	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: applied, End: applied + c.cfg.Batch}}
 }

@@ -163,3 +163,35 @@ func TestBestAndBehind(t *testing.T) {
 		t.Errorf("Best = %d,%d, want 3,12", p, k)
 	}
 }
+
+// Requests spare the master while another peer has what is missing, and go
+// to the master for the rest, or when the other peer stops answering.
+func TestSparesTheMaster(t *testing.T) {
+	c := catchup.New(config())
+	c.SetMaster(3)
+	c.Observe(3, 100)
+	c.Observe(4, 90)
+	c.Observe(2, 20)
+	if got := c.Maybe(1, 0); !reflect.DeepEqual(got, req(4, 0)) {
+		t.Fatalf("behind both: got %v, want a request to peer 4 (the most advanced non-master)", got)
+	}
+	c.OnResponse(4)
+	if got := c.Maybe(2, 90); !reflect.DeepEqual(got, req(3, 90)) {
+		t.Fatalf("only the master is ahead: got %v, want a request to it", got)
+	}
+	c.OnResponse(3)
+	if got := c.Maybe(3, 50); !reflect.DeepEqual(got, req(4, 50)) {
+		t.Fatalf("got %v, want peer 4 again", got)
+	}
+	// Peer 4 does not answer: after the timeout the master serves.
+	got := c.Tick(3+config().Timeout, 50) // probes, then the new request
+	if len(got) == 0 || !reflect.DeepEqual(got[len(got)-1:], req(3, 50)) {
+		t.Fatalf("peer 4 failed: got %v, want a request to the master", got)
+	}
+	// A master that is not the most advanced is not special.
+	c.OnResponse(3)
+	c.SetMaster(2)
+	if got := c.Maybe(4+2*config().Timeout, 50); !reflect.DeepEqual(got, req(3, 50)) {
+		t.Fatalf("got %v, want the most advanced peer 3", got)
+	}
+}

@@ -355,6 +355,9 @@ func (n *Node) Step(m core.Message) error {
 func (n *Node) step(m core.Message) {
 	if m.From != n.id {
 		n.cu.Observe(m.From, m.Committed)
+		if m.Type == core.MsgAccept || m.Type == core.MsgCommit {
+			n.cu.SetMaster(m.From) // only a proposer sends these
+		}
 	}
 	if n.voter {
 		n.prop.Observe(m.Ballot)
