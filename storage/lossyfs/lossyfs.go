@@ -191,6 +191,18 @@ func (fs *FS) alive() error {
 	return nil
 }
 
+// writable is alive, and the disk has not died of an injected fault: the
+// check of every call that changes the disk. Callers hold mu.
+func (fs *FS) writable() error {
+	if err := fs.alive(); err != nil {
+		return err
+	}
+	if fs.dead {
+		return ErrInjected
+	}
+	return nil
+}
+
 // record feeds one event into the history hash. Callers hold mu.
 func (fs *disk) record(format string, args ...any) {
 	fmt.Fprintf(fs.h, "%d ", fs.curBoot)
@@ -481,11 +493,8 @@ func (fs *FS) SetMeta(fd lstorage.FileDesc) error {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if err := fs.alive(); err != nil {
+	if err := fs.writable(); err != nil {
 		return err
-	}
-	if fs.dead {
-		return ErrInjected
 	}
 	if n := int64(len(fd.String()) + 1); fs.budget >= 0 {
 		if fs.budget < n {
@@ -599,11 +608,8 @@ func (fs *FS) Remove(fd lstorage.FileDesc) error {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if err := fs.alive(); err != nil {
+	if err := fs.writable(); err != nil {
 		return err
-	}
-	if fs.dead {
-		return ErrInjected
 	}
 	if _, ok := fs.names[fd]; !ok {
 		return os.ErrNotExist
@@ -639,11 +645,8 @@ func (fs *FS) Rename(oldfd, newfd lstorage.FileDesc) error {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if err := fs.alive(); err != nil {
+	if err := fs.writable(); err != nil {
 		return err
-	}
-	if fs.dead {
-		return ErrInjected
 	}
 	ino, ok := fs.names[oldfd]
 	if !ok {
