@@ -33,3 +33,5 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 )
+
+replace github.com/syndtr/goleveldb => ./third_party/goleveldb
