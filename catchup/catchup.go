@@ -6,8 +6,15 @@
 // answering. One request at a time is the flow control: the next is sent only
 // after the previous response was taken in.
 //
+// A peer that no longer holds the values asked for (they are below its base,
+// the state it kept after a trim) says so, and the node fetches that base
+// instead, in chunks over the same one-request-at-a-time flow: the user
+// entries it lacks, then the dedup rows, then installs it (Fetch).
+//
 // It is pure. The invariant it keeps: at most one request is outstanding,
-// and every request asks for at most Batch instances.
+// and every request asks for at most Batch instances; a base is installed
+// only whole: every entry from where the node's own log ends and every row,
+// all of one base.
 package catchup
 
 import (
@@ -41,6 +48,19 @@ type Catchup struct {
 	behind      bool
 	out         *request
 	master      uint64 // the peer that proposes, spared when another can serve
+	fetch       *fetch // a base being fetched
+}
+
+// fetch is the progress of fetching a peer's base.
+type fetch struct {
+	peer  uint64 // whom to ask (0: between peers: a learn request finds one)
+	base  uint64 // the base's instance, as the last chunk said (0: none yet)
+	index uint64 // the next user entry wanted
+	// gap: entries were skipped, from where the node's own log ends up to
+	// a base's first index. Another base may start lower and need them.
+	gap   bool
+	after uint64 // the dedup rows have been taken up to this client ID
+	rows  []core.DedupEntry
 }
 
 // New returns a catch-up tracker.
@@ -116,12 +136,85 @@ func (c *Catchup) OnResponse(peer uint64) {
 	}
 }
 
+// NeedBase notes that peer answered a learn request with its base: the
+// values asked for are gone there. The node fetches the base from it, from
+// user index nextIndex (where its own log ends) or from where an earlier
+// fetch got to.
+func (c *Catchup) NeedBase(peer, nextIndex uint64) {
+	if c.fetch == nil {
+		c.fetch = &fetch{index: nextIndex}
+	}
+	c.fetch.peer, c.fetch.index = peer, max(c.fetch.index, nextIndex)
+}
+
+// Fetching reports whether a base is being fetched.
+func (c *Catchup) Fetching() bool { return c.fetch != nil }
+
+// OnChunk takes a chunk of a base (a SnapResp). A chunk that does not answer
+// the outstanding request exactly is ignored. It returns the user entries to
+// store, and, with the last chunk, the base to install. applied and
+// nextIndex are the node's own; a base not ahead of applied ends the fetch.
+func (c *Catchup) OnChunk(m core.Message, applied, nextIndex uint64) (stage []core.Entry, install *core.Snapshot) {
+	f := c.fetch
+	if f == nil || m.Snap == nil || m.From != f.peer || m.Instance != f.base || m.End != f.index || m.After != f.after {
+		return nil, nil
+	}
+	c.OnResponse(m.From)
+	ch := m.Snap
+	if ch.State.Applied <= applied {
+		c.fetch = nil // the peer's base is no help: learn normally
+		return nil, nil
+	}
+	if ch.State.Applied != f.base {
+		// A new base (the peer trimmed again, or another peer): its rows
+		// start over. Entries are the same in every base, but if some were
+		// skipped this one may need them: then start from the own log's end.
+		f.base, f.after, f.rows = ch.State.Applied, 0, nil
+		if f.gap {
+			f.index, f.gap = nextIndex, false
+			return nil, nil
+		}
+	}
+	start := max(f.index, ch.State.FirstIndex)
+	if start < ch.State.NextIndex {
+		for k, e := range ch.Entries {
+			if e.Index != start+uint64(k) || e.Index >= ch.State.NextIndex {
+				return nil, nil // malformed: ask again
+			}
+		}
+		if len(ch.Entries) > 0 {
+			f.gap = f.gap || start > f.index
+			f.index = start + uint64(len(ch.Entries))
+		}
+		return ch.Entries, nil
+	}
+	f.gap = f.gap || start > f.index
+	f.index = start
+	for _, d := range ch.Dedup {
+		if d.ClientID <= f.after {
+			f.rows = nil
+			f.after = 0
+			return nil, nil // out of order: start the rows over
+		}
+		f.rows = append(f.rows, d)
+		f.after = d.ClientID
+	}
+	if !ch.Done {
+		return nil, nil
+	}
+	c.fetch = nil
+	return nil, &core.Snapshot{State: ch.State, Dedup: f.rows}
+}
+
 // Tick sends probes on the interval, gives up on a request that timed out,
 // and returns messages to send.
 func (c *Catchup) Tick(now, applied uint64) []core.Message {
 	var msgs []core.Message
 	if c.out != nil && now-c.out.sent >= c.cfg.Timeout {
 		c.failedUntil[c.out.peer] = now + c.cfg.Timeout
+		if c.fetch != nil && c.fetch.peer == c.out.peer {
+			c.fetch.peer = 0 // a learn request finds another peer with a base
+		}
 		c.out = nil
 	}
 	if !c.probed || now-c.lastProbe >= c.cfg.Interval {
@@ -140,13 +233,20 @@ func (c *Catchup) Tick(now, applied uint64) []core.Message {
 func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 	_, best := c.Best(now)
 	if best <= applied {
-		c.behind = false
+		c.behind, c.fetch = false, nil
 		return nil
 	}
 	if !c.behind {
 		c.behind, c.behindSince = true, now
 	}
-	if c.out != nil || (best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace) {
+	if c.out != nil {
+		return nil
+	}
+	if f := c.fetch; f != nil && f.peer != 0 {
+		c.out = &request{peer: f.peer, from: applied, sent: now}
+		return []core.Message{{Type: core.MsgSnapReq, To: f.peer, Instance: f.base, End: f.index, After: f.after}}
+	}
+	if best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace {
 		return nil
 	}
 	peer := c.source(now, applied)

@@ -195,3 +195,139 @@ func TestSparesTheMaster(t *testing.T) {
 		t.Fatalf("got %v, want the most advanced peer 3", got)
 	}
 }
+
+func snapReq(peer, base, index, after uint64) []core.Message {
+	return []core.Message{{Type: core.MsgSnapReq, To: peer, Instance: base, End: index, After: after}}
+}
+
+// chunk is peer's answer to the request (base, index, after) asked of it.
+func chunk(peer, base, index, after uint64, c core.SnapChunk) core.Message {
+	return core.Message{Type: core.MsgSnapResp, From: peer, Instance: base, End: index, After: after, Snap: &c}
+}
+
+func ents(from, to uint64) []core.Entry {
+	var out []core.Entry
+	for i := from; i < to; i++ {
+		out = append(out, core.Entry{Index: i, Data: []byte{byte(i)}})
+	}
+	return out
+}
+
+func rows(ids ...uint64) []core.DedupEntry {
+	var out []core.DedupEntry
+	for _, id := range ids {
+		out = append(out, core.DedupEntry{ClientID: id, Recent: []core.SeqIndexes{{Seq: id}}})
+	}
+	return out
+}
+
+// A base is fetched in order, entries then rows, each chunk answering the
+// request outstanding; only a whole base is installed, with every row.
+func TestFetchBase(t *testing.T) {
+	c := catchup.New(config())
+	c.Observe(2, 100)
+	st := core.ApplyState{Applied: 90, NextIndex: 40, FirstIndex: 20}
+	const applied, next = 10, 5 // the node's own: its log ends at 5, below the base's first index
+	c.NeedBase(2, next)
+	if got := c.Maybe(1, applied); !reflect.DeepEqual(got, snapReq(2, 0, 5, 0)) {
+		t.Fatalf("first request %v", got)
+	}
+	// Entries [20,30): the base starts above the node's log.
+	stage, inst := c.OnChunk(chunk(2, 0, 5, 0, core.SnapChunk{State: st, Entries: ents(20, 30)}), applied, next)
+	if !reflect.DeepEqual(stage, ents(20, 30)) || inst != nil {
+		t.Fatalf("first chunk: stage %v install %v", stage, inst)
+	}
+	// A duplicate of it, or an answer to another request, changes nothing.
+	if stage, inst := c.OnChunk(chunk(2, 0, 5, 0, core.SnapChunk{State: st, Entries: ents(20, 30)}), applied, next); stage != nil || inst != nil {
+		t.Fatalf("duplicate chunk taken: %v %v", stage, inst)
+	}
+	if got := c.Maybe(2, applied); !reflect.DeepEqual(got, snapReq(2, 90, 30, 0)) {
+		t.Fatalf("second request %v", got)
+	}
+	// Entries that do not start where asked are refused.
+	if stage, _ := c.OnChunk(chunk(2, 90, 30, 0, core.SnapChunk{State: st, Entries: ents(31, 40)}), applied, next); stage != nil {
+		t.Fatalf("a chunk with a hole was staged: %v", stage)
+	}
+	if got := c.Maybe(3, applied); !reflect.DeepEqual(got, snapReq(2, 90, 30, 0)) {
+		t.Fatalf("request after a bad chunk %v", got)
+	}
+	stage, _ = c.OnChunk(chunk(2, 90, 30, 0, core.SnapChunk{State: st, Entries: ents(30, 40)}), applied, next)
+	if !reflect.DeepEqual(stage, ents(30, 40)) {
+		t.Fatalf("third chunk: %v", stage)
+	}
+	// Rows in two chunks.
+	if got := c.Maybe(201, applied); !reflect.DeepEqual(got, snapReq(2, 90, 40, 0)) {
+		t.Fatalf("first rows request %v", got)
+	}
+	if _, inst := c.OnChunk(chunk(2, 90, 40, 0, core.SnapChunk{State: st, Dedup: rows(3, 7)}), applied, next); inst != nil {
+		t.Fatal("installed before the last row")
+	}
+	if got := c.Maybe(202, applied); !reflect.DeepEqual(got, snapReq(2, 90, 40, 7)) {
+		t.Fatalf("second rows request %v", got)
+	}
+	_, inst = c.OnChunk(chunk(2, 90, 40, 7, core.SnapChunk{State: st, Dedup: rows(9), Done: true}), applied, next)
+	want := &core.Snapshot{State: st, Dedup: rows(3, 7, 9)}
+	if !reflect.DeepEqual(inst, want) {
+		t.Fatalf("installed %+v, want %+v", inst, want)
+	}
+	if c.Fetching() {
+		t.Fatal("still fetching after the install")
+	}
+}
+
+// A base that changes mid-fetch restarts its rows; if entries below the old
+// base's first index were skipped, the entries restart from the node's own
+// log's end, since the new base may need them.
+func TestFetchBaseChanges(t *testing.T) {
+	c := catchup.New(config())
+	c.Observe(2, 100)
+	c.Observe(3, 100)
+	old := core.ApplyState{Applied: 90, NextIndex: 40, FirstIndex: 20}
+	const applied, next = 10, 5
+	c.NeedBase(2, next)
+	c.Maybe(1, applied)
+	c.OnChunk(chunk(2, 0, 5, 0, core.SnapChunk{State: old, Entries: ents(20, 40)}), applied, next)
+	c.Maybe(2, applied)
+	c.OnChunk(chunk(2, 90, 40, 0, core.SnapChunk{State: old, Dedup: rows(3)}), applied, next)
+	// Peer 2 stops answering; peer 3 has an older base, from index 10.
+	c.Maybe(3, applied)
+	if got := c.Tick(100, applied); !reflect.DeepEqual(got, append(probes(), req(3, applied)...)) {
+		t.Fatalf("after the timeout: %v, want probes and a learn request to peer 3", got)
+	}
+	c.OnResponse(3) // it answers that its values are below its base
+	c.NeedBase(3, next)
+	if got := c.Maybe(200, applied); !reflect.DeepEqual(got, snapReq(3, 90, 40, 3)) {
+		t.Fatalf("request to the other peer %v", got)
+	}
+	older := core.ApplyState{Applied: 60, NextIndex: 30, FirstIndex: 10}
+	if stage, inst := c.OnChunk(chunk(3, 90, 40, 3, core.SnapChunk{State: older, Dedup: rows(1), Done: true}), applied, next); stage != nil || inst != nil {
+		t.Fatalf("a chunk of another base taken after entries were skipped: %v %v", stage, inst)
+	}
+	if got := c.Maybe(201, applied); !reflect.DeepEqual(got, snapReq(3, 60, 5, 0)) {
+		t.Fatalf("the fetch does not start over from the log's end: %v", got)
+	}
+	stage, _ := c.OnChunk(chunk(3, 60, 5, 0, core.SnapChunk{State: older, Entries: ents(10, 30)}), applied, next)
+	if !reflect.DeepEqual(stage, ents(10, 30)) {
+		t.Fatalf("entries of the older base: %v", stage)
+	}
+	c.Maybe(202, applied)
+	_, inst := c.OnChunk(chunk(3, 60, 30, 0, core.SnapChunk{State: older, Dedup: rows(1), Done: true}), applied, next)
+	if want := (&core.Snapshot{State: older, Dedup: rows(1)}); !reflect.DeepEqual(inst, want) {
+		t.Fatalf("installed %+v, want %+v", inst, want)
+	}
+}
+
+// A base that is not ahead of the node ends the fetch: it learns normally.
+func TestFetchBaseNotAhead(t *testing.T) {
+	c := catchup.New(config())
+	c.Observe(2, 100)
+	c.NeedBase(2, 50)
+	c.Maybe(1, 70)
+	st := core.ApplyState{Applied: 60, NextIndex: 40, FirstIndex: 20}
+	if stage, inst := c.OnChunk(chunk(2, 0, 50, 0, core.SnapChunk{State: st, Done: true}), 70, 50); stage != nil || inst != nil || c.Fetching() {
+		t.Fatalf("a base behind the node: stage %v install %v fetching %v", stage, inst, c.Fetching())
+	}
+	if got := c.Maybe(2, 70); !reflect.DeepEqual(got, req(2, 70)) {
+		t.Fatalf("after: %v, want a learn request", got)
+	}
+}

@@ -29,12 +29,14 @@ const (
 	MsgLearnReq                     // catch-up: send chosen values from Instance, at most End-Instance of them
 	MsgLearnResp                    // catch-up or follower push: Entries = chosen values in instance order
 	MsgFollow                       // a follower asks its member to push chosen values to it (renewed every learn interval)
+	MsgSnapReq                      // catch-up below the peer's base: Instance = base being fetched (0: any), End = next user index wanted, After = dedup rows after this client ID
+	MsgSnapResp                     // a chunk of the sender's base (Snap), echoing the request's Instance, End and After
 )
 
 // MaxMsgType is the highest message type.
-const MaxMsgType = MsgFollow
+const MaxMsgType = MsgSnapResp
 
-var msgTypeNames = [...]string{"?", "Prepare", "Promise", "Accept", "Accepted", "Commit", "Probe", "ProbeResp", "LearnReq", "LearnResp", "Follow"}
+var msgTypeNames = [...]string{"?", "Prepare", "Promise", "Accept", "Accepted", "Commit", "Probe", "ProbeResp", "LearnReq", "LearnResp", "Follow", "SnapReq", "SnapResp"}
 
 func (t MsgType) String() string {
 	if int(t) < len(msgTypeNames) {
@@ -50,13 +52,15 @@ type Message struct {
 	Type      MsgType
 	From, To  uint64
 	Ballot    idgen.Ballot // the proposer's ballot the message is about
-	Reject    bool         // Promise/Accepted: refused
+	Reject    bool         // Promise/Accepted: refused. LearnResp: the values asked for are below the sender's base (End holds it): fetch the base
 	Promised  idgen.Ballot // Promise/Accepted: the acceptor's promise when it refused
 	Instance  uint64
 	End       uint64
+	After     uint64 // SnapReq/SnapResp: the dedup cursor
 	Committed uint64 // sender's applied frontier: every instance below it is chosen and applied there
 	Value     Value  // Accept
 	Entries   []InstanceValue
+	Snap      *SnapChunk // SnapResp
 }
 
 func (m Message) String() string {
@@ -137,6 +141,39 @@ type ApplyState struct {
 	LogTime uint64
 }
 
+// Snapshot is the replicated state as of an instance, without the log
+// entries: State.Applied is the instance it was taken before, Dedup the
+// table then (in client ID order). A node's base is the snapshot after the
+// last trim it applied; it keeps chosen values only from there on, and a
+// peer that is behind its base installs the base instead of replaying.
+type Snapshot struct {
+	State ApplyState
+	Dedup []DedupEntry
+}
+
+// SnapChunk is one piece of a base, sent in order: first the user entries
+// [State.FirstIndex, State.NextIndex) from where the asker is, then the
+// dedup rows in client ID order. Every chunk carries the base's State, so
+// the asker notices when the base changed under it.
+type SnapChunk struct {
+	State   ApplyState
+	Entries []Entry      // user entries from the index asked for
+	Dedup   []DedupEntry // once the entries are done: rows after the client asked after
+	Done    bool         // this chunk ends the base
+}
+
+// Size is about the encoded size of c, for rate limits.
+func (c *SnapChunk) Size() int {
+	n := 64
+	for _, e := range c.Entries {
+		n += 10 + len(e.Data)
+	}
+	for _, d := range c.Dedup {
+		n += 20 + 30*len(d.Recent)
+	}
+	return n
+}
+
 // DedupWindow is how many of a client's most recent sequence numbers the
 // dedup table remembers: a client may have that many appends in flight, and
 // they may land in any order.
@@ -175,8 +212,12 @@ type Entry struct {
 var (
 	ErrNotMaster = errors.New("not the master")
 	ErrDropped   = errors.New("proposal dropped: mastership changed, outcome decided by whoever is master now")
-	ErrStaleSeq  = errors.New("sequence number too old: below the dedup window of this client, it may have been applied already; not applied again")
-	ErrEmpty     = errors.New("empty proposal")
+	// ErrUnknownOutcome: the instance holding the proposal was skipped by
+	// installing a peer's base, so this node cannot tell whether it was
+	// applied. An exactly-once retry finds out.
+	ErrUnknownOutcome = errors.New("outcome unknown: this node installed a snapshot past the instance holding the append; retry with the same client_id and seq to learn it")
+	ErrStaleSeq       = errors.New("sequence number too old: below the dedup window of this client, it may have been applied already; not applied again")
+	ErrEmpty          = errors.New("empty proposal")
 	// ErrConflict: a conditional append found the log at another index; the
 	// Result's First holds the log's end index.
 	ErrConflict = errors.New("expected index does not match the end of the log")

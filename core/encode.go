@@ -178,7 +178,8 @@ func DecodeValue(b []byte) (Value, error) {
 	return v, nil
 }
 
-const messageVersion = 1
+// messageVersion 2 added After and Snap.
+const messageVersion = 2
 
 // AppendMessage appends the encoding of m to dst.
 func AppendMessage(dst []byte, m Message) []byte {
@@ -188,7 +189,7 @@ func AppendMessage(dst []byte, m Message) []byte {
 		flags = 1
 	}
 	dst = append(dst, flags)
-	for _, x := range []uint64{m.From, m.To, uint64(m.Ballot), uint64(m.Promised), m.Instance, m.End, m.Committed} {
+	for _, x := range []uint64{m.From, m.To, uint64(m.Ballot), uint64(m.Promised), m.Instance, m.End, m.After, m.Committed} {
 		dst = binary.AppendUvarint(dst, x)
 	}
 	dst = AppendValue(dst, m.Value)
@@ -198,7 +199,92 @@ func AppendMessage(dst []byte, m Message) []byte {
 		dst = binary.AppendUvarint(dst, uint64(e.Ballot))
 		dst = AppendValue(dst, e.Value)
 	}
+	if m.Snap == nil {
+		return append(dst, 0)
+	}
+	c := m.Snap
+	done := byte(1)
+	if c.Done {
+		done = 2
+	}
+	dst = append(dst, done)
+	dst = AppendState(dst, c.State)
+	dst = binary.AppendUvarint(dst, uint64(len(c.Entries)))
+	for _, e := range c.Entries {
+		dst = binary.AppendUvarint(dst, e.Index)
+		dst = binary.AppendUvarint(dst, uint64(len(e.Data)))
+		dst = append(dst, e.Data...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(c.Dedup)))
+	for _, d := range c.Dedup {
+		dst = binary.AppendUvarint(dst, d.ClientID)
+		dst = AppendDedup(dst, d)
+	}
 	return dst
+}
+
+// AppendState appends the encoding of s (six uvarints) to dst.
+func AppendState(dst []byte, s ApplyState) []byte {
+	for _, x := range []uint64{s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion, s.LogTime} {
+		dst = binary.AppendUvarint(dst, x)
+	}
+	return dst
+}
+
+// AppendDedup appends the encoding of d's row, without its client ID and
+// Deleted mark: LastUsed, then the count and the (Seq, First, Last) of
+// Recent.
+func AppendDedup(dst []byte, d DedupEntry) []byte {
+	dst = binary.AppendUvarint(dst, d.LastUsed)
+	dst = binary.AppendUvarint(dst, uint64(len(d.Recent)))
+	for _, r := range d.Recent {
+		dst = binary.AppendUvarint(dst, r.Seq)
+		dst = binary.AppendUvarint(dst, r.First)
+		dst = binary.AppendUvarint(dst, r.Last)
+	}
+	return dst
+}
+
+func (d *decoder) state() ApplyState {
+	return ApplyState{Applied: d.uvarint(), NextIndex: d.uvarint(), FirstIndex: d.uvarint(),
+		LeaseHolder: d.uvarint(), LeaseVersion: d.uvarint(), LogTime: d.uvarint()}
+}
+
+func (d *decoder) dedup(client uint64) DedupEntry {
+	e := DedupEntry{ClientID: client, LastUsed: d.uvarint()}
+	n := d.count(3)
+	if n > 0 {
+		e.Recent = make([]SeqIndexes, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		e.Recent = append(e.Recent, SeqIndexes{Seq: d.uvarint(), First: d.uvarint(), Last: d.uvarint()})
+	}
+	return e
+}
+
+// DecodeState decodes an apply state encoded by AppendState.
+func DecodeState(b []byte) (ApplyState, error) {
+	d := decoder{b: b}
+	s := d.state()
+	return s, d.end()
+}
+
+// DecodeDedup decodes a row encoded by AppendDedup, for client.
+func DecodeDedup(client uint64, b []byte) (DedupEntry, error) {
+	d := decoder{b: b}
+	e := d.dedup(client)
+	if err := d.end(); err != nil {
+		return DedupEntry{}, err
+	}
+	return e, nil
+}
+
+// end reports the first error, or trailing bytes.
+func (d *decoder) end() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
+	}
+	return d.err
 }
 
 // DecodeMessage decodes a message encoded by AppendMessage.
@@ -216,7 +302,7 @@ func DecodeMessage(b []byte) (Message, error) {
 	m.Reject = flags == 1
 	m.From, m.To = d.uvarint(), d.uvarint()
 	m.Ballot, m.Promised = idgen.Ballot(d.uvarint()), idgen.Ballot(d.uvarint())
-	m.Instance, m.End, m.Committed = d.uvarint(), d.uvarint(), d.uvarint()
+	m.Instance, m.End, m.After, m.Committed = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 	m.Value = d.value()
 	n := d.count(3)
 	if n > 0 {
@@ -226,6 +312,28 @@ func DecodeMessage(b []byte) (Message, error) {
 		e := InstanceValue{Instance: d.uvarint(), Ballot: idgen.Ballot(d.uvarint())}
 		e.Value = d.value()
 		m.Entries = append(m.Entries, e)
+	}
+	switch snap := d.byte(); {
+	case d.err != nil || snap == 0:
+	case snap > 2:
+		d.err = fmt.Errorf("%w: snapshot flag %d", ErrCorrupt, snap)
+	default:
+		c := &SnapChunk{Done: snap == 2, State: d.state()}
+		n := d.count(2)
+		if n > 0 {
+			c.Entries = make([]Entry, 0, n)
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			c.Entries = append(c.Entries, Entry{Index: d.uvarint(), Data: d.bytes()})
+		}
+		n = d.count(3)
+		if n > 0 {
+			c.Dedup = make([]DedupEntry, 0, n)
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			c.Dedup = append(c.Dedup, d.dedup(d.uvarint()))
+		}
+		m.Snap = c
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))

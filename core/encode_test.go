@@ -31,14 +31,26 @@ func TestValueRoundTrip(t *testing.T) {
 }
 
 func TestMessageRoundTrip(t *testing.T) {
-	m := Message{Type: MsgPromise, From: 1, To: 2, Ballot: 65, Reject: true, Promised: 130, Instance: 5, End: 9, Committed: 4,
-		Value: sampleValue(), Entries: []InstanceValue{{Instance: 5, Ballot: 64, Value: sampleValue()}, {Instance: 6}}}
-	got, err := DecodeMessage(AppendMessage(nil, m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(AppendMessage(nil, got), AppendMessage(nil, m)) {
-		t.Fatalf("round trip: %v vs %v", got, m)
+	snap := &SnapChunk{State: ApplyState{Applied: 9, NextIndex: 30, FirstIndex: 20, LeaseHolder: 2, LeaseVersion: 3, LogTime: 1 << 40},
+		Entries: []Entry{{Index: 20, Data: []byte("a")}, {Index: 21}},
+		Dedup:   []DedupEntry{{ClientID: 7, LastUsed: 5, Recent: []SeqIndexes{{Seq: 1, First: 2, Last: 3}}}, {ClientID: 8}}, Done: true}
+	for _, m := range []Message{
+		{Type: MsgPromise, From: 1, To: 2, Ballot: 65, Reject: true, Promised: 130, Instance: 5, End: 9, Committed: 4,
+			Value: sampleValue(), Entries: []InstanceValue{{Instance: 5, Ballot: 64, Value: sampleValue()}, {Instance: 6}}},
+		{Type: MsgSnapResp, From: 1, To: 2, Instance: 9, End: 20, After: 6, Snap: snap},
+		{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{}},
+	} {
+		b := AppendMessage(nil, m)
+		got, err := DecodeMessage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(AppendMessage(nil, got), b) {
+			t.Fatalf("round trip: %v vs %v", got, m)
+		}
+		if m.Snap != nil && (got.Snap == nil || got.Snap.Done != m.Snap.Done || got.Snap.State != m.Snap.State || got.After != m.After) {
+			t.Fatalf("round trip lost the snapshot chunk: %+v vs %+v", got.Snap, m.Snap)
+		}
 	}
 }
 
@@ -73,6 +85,8 @@ func FuzzDecodeValue(f *testing.F) {
 
 func FuzzDecodeMessage(f *testing.F) {
 	f.Add(AppendMessage(nil, Message{Type: MsgAccept, From: 1, To: 2, Value: sampleValue()}))
+	f.Add(AppendMessage(nil, Message{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{State: ApplyState{Applied: 3},
+		Entries: []Entry{{Index: 1, Data: []byte("x")}}, Dedup: []DedupEntry{{ClientID: 1, Recent: []SeqIndexes{{Seq: 1}}}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeMessage(b)
 		if err != nil {

@@ -23,12 +23,23 @@ type Follower struct {
 	Target uint64
 }
 
-// LogReader reads durable chosen values, to answer catch-up requests.
+// LogReader reads durable chosen values and the durable base, to answer
+// catch-up requests.
 type LogReader interface {
 	// Chosen returns the chosen values of instances in [from, to) in order,
 	// stopping before maxBytes is exceeded (but returning at least one value
 	// when there is one).
 	Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, error)
+	// Snapshot returns a chunk of the durable base (the last Ready.Base
+	// persisted), all read at one moment: the base's State; the user
+	// entries from max(index, State.FirstIndex) below State.NextIndex, at
+	// most maxCount and stopping before maxBytes (but at least one); and,
+	// only when index is at or past State.NextIndex, the dedup rows with a
+	// client ID above after — above 0 when base is not State.Applied, that
+	// is when the asker was fetching another base — at most maxCount and
+	// stopping before maxBytes, with Done set when the last row is in. A
+	// node that never persisted a base has the zero one (Done, no rows).
+	Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error)
 }
 
 // Bug plants one known protocol bug, so that tests can show the simulator
@@ -44,15 +55,16 @@ const (
 	BugAcceptBelowPromise     // the acceptor accepts ballots below its promise
 	BugSkipDedup              // apply ignores the dedup table
 	BugStaleRead              // a node that holds the lease in its applied state serves linearizable reads without confirming it is still master
+	BugBaseWithoutDedup       // a node that installs a peer's base leaves out its dedup table
 )
 
-var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read"}
+var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
-	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead}
+	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

@@ -35,6 +35,9 @@ type Durable struct {
 	Accepted []core.InstanceValue // open instances (at or above State.Applied)
 	State    core.ApplyState
 	Dedup    []core.DedupEntry
+	// Base is the instance the durable base was taken before
+	// (Ready.Base.State.Applied): chosen values below it may be gone.
+	Base uint64
 }
 
 // Proposal is a client append.
@@ -68,6 +71,20 @@ type Ready struct {
 	Entries  []core.Entry         // user entries of newly applied instances, in index order
 	Dedup    []core.DedupEntry    // dedup rows written
 	State    *core.ApplyState     // the apply state after this Ready; nil if unchanged
+	// Install, when set, replaces the apply state and the whole dedup table
+	// with a peer's base before the records above are applied over it (they
+	// are all for instances at or after Install.State.Applied). Base is then
+	// set too.
+	Install *core.Snapshot
+	// Base, when set, is the node's new base: the state and dedup table
+	// right after a trim applied (or an Install). Persist it whole, in place
+	// of the old one; chosen values below Base.State.Applied may then be
+	// deleted, and peers behind it are sent the base instead.
+	Base *core.Snapshot
+	// Staged are user entries of a base being fetched, at or above the
+	// applied log's end: store them (they are chosen), though the log does
+	// not reach them until an Install.
+	Staged []core.Entry
 	// After the persist is durable: messages and proposal outcomes.
 	After   []core.Message
 	Results []Result
@@ -82,6 +99,12 @@ type Ready struct {
 // again. Its write must still be atomic and ordered before later writes.
 func (r *Ready) MustSync() bool {
 	return r.Promised != 0 || len(r.Accepted) > 0 || len(r.After) > 0
+}
+
+// HasRecords reports whether the Ready holds anything to persist.
+func (r *Ready) HasRecords() bool {
+	return r.Promised != 0 || r.State != nil || r.Install != nil || r.Base != nil ||
+		len(r.Accepted)+len(r.Chosen)+len(r.Entries)+len(r.Dedup)+len(r.Staged) > 0
 }
 
 // Status describes the node.
@@ -146,6 +169,8 @@ type Node struct {
 	local          []core.Message
 	readyApplied   uint64
 	durableApplied uint64 // applied frontier as of the last Advance: what Log can serve
+	readyBase      uint64
+	durableBase    uint64 // the base as of the last Advance: Log holds chosen values from there on
 }
 
 // New returns a node restored from its durable state.
@@ -223,6 +248,7 @@ func New(cfg Config, d Durable) (*Node, error) {
 		}
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
+	n.readyBase, n.durableBase = d.Base, d.Base
 	return n, nil
 }
 
@@ -440,14 +466,24 @@ func (n *Node) step(m core.Message) {
 			n.followers[m.From] = n.now
 		}
 	case core.MsgProbeResp:
-	case core.MsgLearnReq:
+	case core.MsgLearnReq, core.MsgSnapReq:
 		n.serveLearn(m)
 	case core.MsgLearnResp:
 		if m.End != 0 {
 			n.cu.OnResponse(m.From)
 		}
+		if m.Reject {
+			n.cu.NeedBase(m.From, n.learn.State().NextIndex)
+			return
+		}
 		for _, e := range m.Entries {
 			n.learnValue(e.Instance, e.Value)
+		}
+	case core.MsgSnapResp:
+		stage, base := n.cu.OnChunk(m, n.learn.Applied(), n.learn.State().NextIndex)
+		n.rd.Staged = append(n.rd.Staged, stage...)
+		if base != nil {
+			n.install(*base)
 		}
 	}
 }
@@ -461,10 +497,10 @@ func (n *Node) guardLease(v core.Value) {
 	}
 }
 
-// serveLearn answers a catch-up request from durable chosen values only.
-// With a catch-up rate set, a request that finds no budget waits (one per
-// peer) for a later tick: a peer catching up never takes more than its
-// share of this node's disk and links.
+// serveLearn answers a catch-up request (LearnReq or SnapReq) from durable
+// chosen values or the durable base only. With a catch-up rate set, a
+// request that finds no budget waits (one per peer) for a later tick: a peer
+// catching up never takes more than its share of this node's disk and links.
 func (n *Node) serveLearn(m core.Message) {
 	limit := n.cfg.CatchupBytes
 	if n.cfg.CatchupBytesPerTick > 0 {
@@ -474,7 +510,17 @@ func (n *Node) serveLearn(m core.Message) {
 		}
 		limit = min(limit, int(n.catchupTokens))
 	}
+	if m.Type == core.MsgSnapReq {
+		n.serveBase(m, limit)
+		return
+	}
 	reply := core.Message{Type: core.MsgLearnResp, To: m.From, Instance: m.Instance, End: max(m.End, m.Instance+1)}
+	if m.Instance < n.durableBase {
+		// Gone here since a trim: the asker must fetch the base.
+		reply.Reject, reply.End = true, n.durableBase
+		n.send(reply, false)
+		return
+	}
 	to := min(m.End, n.durableApplied, m.Instance+n.cfg.CatchupBatch)
 	if m.Instance < to {
 		vals, err := n.cfg.Log.Chosen(m.Instance, to, limit)
@@ -486,6 +532,55 @@ func (n *Node) serveLearn(m core.Message) {
 		}
 	}
 	n.send(reply, false)
+}
+
+// serveBase answers a SnapReq with a chunk of the durable base.
+func (n *Node) serveBase(m core.Message, limit int) {
+	ch, err := n.cfg.Log.Snapshot(m.Instance, m.End, m.After, 0, limit)
+	if err != nil {
+		return // the store failed; the asker times out and goes elsewhere
+	}
+	n.catchupTokens -= int64(ch.Size())
+	n.send(core.Message{Type: core.MsgSnapResp, To: m.From, Instance: m.Instance, End: m.End, After: m.After, Snap: &ch}, false)
+}
+
+// install replaces the applied state with a peer's base (fetched whole, and
+// ahead of this node). Records of this Ready for instances below it are
+// superseded, except user entries, which are kept as staged. Proposals this
+// node placed below it can no longer be told apart from others' values.
+func (n *Node) install(s core.Snapshot) {
+	if s.State.Applied <= n.learn.Applied() {
+		return
+	}
+	if n.cfg.Bug == BugBaseWithoutDedup {
+		s.Dedup = nil
+	}
+	n.learn.Install(s)
+	n.stateChanged = true
+	n.rd.Install, n.rd.Base = &s, &s
+	n.rd.Staged = append(n.rd.Staged, n.rd.Entries...)
+	n.rd.Chosen, n.rd.Entries, n.rd.Dedup = nil, nil, nil
+	for i, reqs := range n.byInstance {
+		if i >= s.State.Applied {
+			continue
+		}
+		for _, req := range reqs {
+			if n.reqs[req] {
+				delete(n.reqs, req)
+				n.rd.Results = append(n.rd.Results, Result{Req: req, Err: core.ErrUnknownOutcome})
+			}
+		}
+		delete(n.byInstance, i)
+	}
+	// As after a restart: the lease in the base was renewed we know not
+	// when, so count it from now; our own lease, if any, is not ours to use.
+	n.leaseOtherUntil, n.leaseHolderUntil, n.leaseInFlight = n.now+n.cfg.LeaseTicks, 0, false
+	if n.voter {
+		n.prop.ForgetBelow(s.State.Applied)
+	}
+	for n.learn.Ready() {
+		n.apply(n.learn.ApplyNext())
+	}
 }
 
 // refillCatchup adds a tick's catch-up budget (up to one tick's worth of
@@ -542,6 +637,12 @@ func (n *Node) apply(a learner.Applied) {
 		}
 	}
 	delete(n.byInstance, a.Instance)
+	if a.Trimmed {
+		// The new base: peers behind it are sent it instead of the values
+		// below it, which storage may now delete.
+		b := n.learn.Snapshot()
+		n.rd.Base = &b
+	}
 	for _, lc := range a.Leases {
 		if lc.Epoch == n.epoch && lc.Start == n.leaseStart {
 			n.leaseInFlight = false
@@ -698,7 +799,7 @@ func (n *Node) stepDown() {
 // HasReady reports whether Ready has anything.
 func (n *Node) HasReady() bool {
 	r := &n.rd
-	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(n.commits) > 0 ||
+	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(r.Staged)+len(n.commits) > 0 ||
 		r.Promised != 0 || n.stateChanged || n.canFlush()
 }
 
@@ -740,6 +841,9 @@ func (n *Node) Ready() Ready {
 	rd := n.rd
 	n.rd, n.stateChanged = Ready{}, false
 	n.readyApplied = n.learn.Applied()
+	if rd.Base != nil {
+		n.readyBase = rd.Base.State.Applied
+	}
 	return rd
 }
 
@@ -792,7 +896,7 @@ func (n *Node) announceCommits() {
 }
 
 // Advance tells the core the last Ready was persisted and sent.
-func (n *Node) Advance() { n.durableApplied = n.readyApplied }
+func (n *Node) Advance() { n.durableApplied, n.durableBase = n.readyApplied, n.readyBase }
 
 // Status describes the node.
 func (n *Node) Status() Status {

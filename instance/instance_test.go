@@ -36,6 +36,11 @@ func (s *store) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, err
 	return out, nil
 }
 
+// Snapshot serves the zero base: these tests never trim.
+func (s *store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error) {
+	return core.SnapChunk{Done: true}, nil
+}
+
 // cluster is a 3-node cluster with a synchronous, loss-free network.
 type cluster struct {
 	t       *testing.T

@@ -9,6 +9,7 @@
 package learner
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -100,6 +101,37 @@ func (l *Learner) Applied() uint64 { return l.state.Applied }
 func (l *Learner) Dedup(clientID uint64) (core.DedupEntry, bool) {
 	d, ok := l.dedup[clientID]
 	return d, ok
+}
+
+// Snapshot returns the applied state and the whole dedup table, in client
+// ID order: the base a node keeps after a trim. The rows are shared, not
+// copied: a row is never changed in place.
+func (l *Learner) Snapshot() core.Snapshot {
+	s := core.Snapshot{State: l.state, Dedup: make([]core.DedupEntry, 0, len(l.dedup))}
+	for _, d := range l.dedup {
+		s.Dedup = append(s.Dedup, d)
+	}
+	slices.SortFunc(s.Dedup, func(a, b core.DedupEntry) int { return cmp.Compare(a.ClientID, b.ClientID) })
+	return s
+}
+
+// Install replaces the applied state and dedup table with a peer's base,
+// which is ahead of this learner, and drops buffered values below it. What
+// follows applies on top of it exactly as on the peer.
+func (l *Learner) Install(s core.Snapshot) {
+	if s.State.Applied <= l.state.Applied {
+		panic(fmt.Sprintf("learner: Install of a base at %d, not ahead of applied %d", s.State.Applied, l.state.Applied))
+	}
+	l.state = s.State
+	l.dedup = make(map[uint64]core.DedupEntry, len(s.Dedup))
+	for _, d := range s.Dedup {
+		l.dedup[d.ClientID] = d
+	}
+	for i := range l.chosen {
+		if i < s.State.Applied {
+			delete(l.chosen, i)
+		}
+	}
 }
 
 // Learn records that instance i chose v. It returns false when the fact is

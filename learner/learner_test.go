@@ -277,3 +277,44 @@ func TestLearn(t *testing.T) {
 		t.Error("value beyond maxAhead was buffered")
 	}
 }
+
+// A base taken on one learner and installed on another that is behind makes
+// the second apply what follows exactly as the first: same indexes, same
+// duplicates found.
+func TestSnapshotInstall(t *testing.T) {
+	a := learner.New(core.ApplyState{}, nil, 100)
+	for i, v := range []core.Value{value(user(7, 1, 1, "x")), value(user(8, 1, 2, "y", "z")), value(trim(2)), value(user(7, 2, 3, "w"))} {
+		a.Learn(uint64(i), v)
+	}
+	for range 3 {
+		a.ApplyNext()
+	}
+	base := a.Snapshot()
+	want := core.Snapshot{State: core.ApplyState{Applied: 3, NextIndex: 3, FirstIndex: 2},
+		Dedup: []core.DedupEntry{row(7, 0, si(1, 0, 0)), row(8, 0, si(1, 1, 2))}}
+	if !reflect.DeepEqual(base, want) {
+		t.Fatalf("Snapshot() = %+v, want %+v", base, want)
+	}
+	b := learner.New(core.ApplyState{Applied: 1, NextIndex: 1}, []core.DedupEntry{row(5, 0, si(1, 0, 0))}, 100)
+	b.Learn(2, value(noop)) // below the base: dropped by the install
+	b.Learn(3, value(user(7, 2, 3, "w")))
+	b.Install(base)
+	if b.State() != base.State || b.Clients() != 2 || b.Pending() != 1 {
+		t.Fatalf("after Install: state %+v, %d clients, %d pending", b.State(), b.Clients(), b.Pending())
+	}
+	if _, ok := b.Dedup(5); ok {
+		t.Fatal("the old dedup row survived the install")
+	}
+	next := value(user(8, 1, 9, "y", "z")) // a retry of client 8's append
+	for _, l := range []*learner.Learner{a, b} {
+		l.Learn(3, value(user(7, 2, 3, "w")))
+		l.ApplyNext()
+		l.Learn(4, next)
+		if got := l.ApplyNext(); !reflect.DeepEqual(got.Results, []learner.Result{dup(9, 1, 2)}) {
+			t.Fatalf("retry after the base: %+v, want a duplicate at [1,2]", got.Results)
+		}
+	}
+	if a.State() != b.State() {
+		t.Fatalf("states differ: %+v and %+v", a.State(), b.State())
+	}
+}

@@ -273,7 +273,7 @@ func (s *LogServer) status(err error) error {
 		return InvalidArgumentReason("entries", err.Error(), ReasonEntryTooLarge)
 	case errors.Is(err, core.ErrStaleSeq):
 		return InvalidArgumentReason("seq", err.Error(), ReasonStaleSeq)
-	case errors.Is(err, core.ErrDropped):
+	case errors.Is(err, core.ErrDropped), errors.Is(err, core.ErrUnknownOutcome):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrStopped):
 		return status.Error(codes.Unavailable, "node is stopping")

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/binary"
 	"hash/fnv"
 
 	"github.com/paxosd/paxosd/core"
@@ -21,7 +22,12 @@ import (
 //   - no promise or accept reply leaves before its record is durable;
 //   - a follower never sends a Prepare, Promise, Accept, Accepted or Commit;
 //   - the ballots a node issues only go up, across restarts;
-//   - an acceptor never accepts a ballot below the promise it holds.
+//   - an acceptor never accepts a ballot below the promise it holds;
+//   - bases (the state and dedup table right after a trim) taken at the
+//     same instance are identical, and a node installs only a base some
+//     node took, unchanged; staged entries are entries of the one log;
+//   - a disk holds every chosen value from its base on and every entry of
+//     its log, and its first index moves only with a new base (disk.whole).
 type invariants struct {
 	w          *world
 	quorum     int
@@ -35,6 +41,7 @@ type invariants struct {
 	promise    map[uint64]idgen.Ballot // node -> in-memory promise last seen
 	released   map[uint64]idgen.Ballot // node -> highest promise a reply revealed
 	prepared   map[uint64][2]uint64    // node -> (highest ballot it sent a Prepare for, incarnation)
+	bases      map[uint64]uint64       // instance -> fingerprint of the base taken there
 	buf        []byte
 }
 
@@ -44,6 +51,7 @@ func newInvariants(w *world) *invariants {
 		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
 		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
 		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{}, prepared: map[uint64][2]uint64{},
+		bases: map[uint64]uint64{},
 	}
 }
 
@@ -113,8 +121,42 @@ func (v *invariants) restarted(n *node) {
 	}
 }
 
+// baseFP fingerprints a base: its state and every dedup row.
+func (v *invariants) baseFP(b *core.Snapshot) uint64 {
+	v.buf = core.AppendState(v.buf[:0], b.State)
+	for _, d := range b.Dedup {
+		v.buf = binary.AppendUvarint(v.buf, d.ClientID)
+		v.buf = core.AppendDedup(v.buf, d)
+	}
+	h := fnv.New64a()
+	h.Write(v.buf)
+	return h.Sum64()
+}
+
 // persisted checks the records of a Ready as they become durable.
 func (v *invariants) persisted(n *node, rd *instance.Ready) {
+	if rd.Install != nil {
+		v.w.installs++
+		at := rd.Install.State.Applied
+		if fp, ok := v.bases[at]; !ok || fp != v.baseFP(rd.Install) {
+			v.w.fail("node %d installed a base at instance %d that no node took (taken: %v): state %+v, %d dedup rows",
+				n.id, at, ok, rd.Install.State, len(rd.Install.Dedup))
+			return
+		}
+	} else if rd.Base != nil {
+		at, fp := rd.Base.State.Applied, v.baseFP(rd.Base)
+		if old, ok := v.bases[at]; ok && old != fp {
+			v.w.fail("node %d took a base at instance %d unlike another node's there: apply is not deterministic", n.id, at)
+			return
+		}
+		v.bases[at] = fp
+	}
+	for _, e := range rd.Staged {
+		if e.Index >= uint64(len(v.canonical)) || v.canonical[e.Index] != string(e.Data) {
+			v.w.fail("node %d staged %q at index %d, which is not that entry of the log (%d entries applied)", n.id, e.Data, e.Index, len(v.canonical))
+			return
+		}
+	}
 	for _, a := range rd.Accepted {
 		fp := v.fp(a.Value)
 		v.oneValuePerBallot(a.Instance, a.Ballot, fp, "accepted record")

@@ -140,7 +140,7 @@ func (w *world) arrive(c *client, e *event) {
 			}
 			break
 		}
-		if uint64(len(n.disk.entries)) < next {
+		if n.disk.state.NextIndex < next {
 			// The master has applied entries it has not persisted yet: wait
 			// for the disk, as node.Read does (WaitApplied), and confirm
 			// mastership again then.
@@ -158,11 +158,11 @@ func (w *world) arrive(c *client, e *event) {
 // read the caller made sure the durable log holds everything the master
 // has applied (ReadIndex), which includes everything acknowledged.
 func (w *world) serveRead(n *node) reply {
-	ents := n.disk.entries
-	from := max(0, len(ents)-8)
-	r := reply{from: uint64(from), lastIndex: int64(len(ents)) - 1}
-	for _, e := range ents[from:] {
-		r.entries = append(r.entries, string(e))
+	st := n.disk.state
+	from := max(st.FirstIndex, st.NextIndex-min(st.NextIndex, 8))
+	r := reply{from: from, lastIndex: int64(st.NextIndex) - 1}
+	for i := from; i < st.NextIndex; i++ {
+		r.entries = append(r.entries, string(n.disk.entries[i]))
 	}
 	return r
 }
@@ -189,15 +189,20 @@ func (w *world) onReply(c *client, r reply) {
 	} else {
 		c.target = w.randomVoter()
 	}
-	// Every error here is definite for this attempt: nothing of it was or
-	// will be applied. An exactly-once client retries, since an earlier
-	// attempt of the same seq may still land; the others fail the op.
+	// Every error here but ErrUnknownOutcome is definite for this attempt:
+	// nothing of it was or will be applied. An exactly-once client retries,
+	// since an earlier attempt of the same seq may still land; the others
+	// fail the op, or leave it unknown.
 	if c.cid != 0 && o.kind == checker.Append {
 		if w.now-h.Invoke >= giveUpAfter {
 			w.complete(c, checker.Unknown)
 			return
 		}
 		w.retryLater(c)
+		return
+	}
+	if errors.Is(r.err, core.ErrUnknownOutcome) {
+		w.complete(c, checker.Unknown)
 		return
 	}
 	w.complete(c, checker.Fail)

@@ -16,20 +16,27 @@ import (
 // holds it) and what survives a crash (node.durable). A synced write makes
 // every earlier write durable; a crash keeps the durable state plus a prefix
 // of the writes since (see world.crash).
+//
+// Deletions happen in the write that allows them (the real store spreads
+// them over later writes): chosen values below the base, user entries below
+// the first index. A core that read what it may no longer rely on finds it
+// gone here.
 type disk struct {
 	promised idgen.Ballot
 	accepted map[uint64]core.InstanceValue
-	chosen   []core.Value // chosen[i] is instance i's value
+	chosen   map[uint64]core.Value // instances [base.State.Applied, state.Applied)
 	state    core.ApplyState
 	dedup    map[uint64]core.DedupEntry
-	entries  [][]byte // user log, entries[i] at index i
+	entries  map[uint64][]byte // user log [state.FirstIndex, state.NextIndex), and staged entries above it
+	base     core.Snapshot
 }
 
 func newDisk() *disk {
-	return &disk{accepted: map[uint64]core.InstanceValue{}, dedup: map[uint64]core.DedupEntry{}}
+	return &disk{accepted: map[uint64]core.InstanceValue{}, chosen: map[uint64]core.Value{}, dedup: map[uint64]core.DedupEntry{}, entries: map[uint64][]byte{}}
 }
 
-// write applies one Ready's records, as one synced batch would.
+// write applies one Ready's records, as one batch would, and checks that the
+// disk is whole afterwards.
 func (d *disk) write(rd *instance.Ready) error {
 	if rd.Promised != 0 {
 		if rd.Promised < d.promised {
@@ -40,17 +47,47 @@ func (d *disk) write(rd *instance.Ready) error {
 	for _, a := range rd.Accepted {
 		d.accepted[a.Instance] = a
 	}
-	for _, c := range rd.Chosen {
-		if c.Instance != uint64(len(d.chosen)) {
-			return fmt.Errorf("chosen instance %d written after %d: a hole", c.Instance, len(d.chosen))
+	st := d.state
+	if rd.State != nil {
+		st = *rd.State
+	}
+	nextInstance, nextIndex := d.state.Applied, d.state.NextIndex
+	if rd.Install != nil {
+		if rd.State == nil || rd.Base == nil {
+			return fmt.Errorf("an install without the state or base it implies")
 		}
-		d.chosen = append(d.chosen, c.Value)
+		if rd.Install.State.Applied <= d.state.Applied {
+			return fmt.Errorf("install of a base at instance %d over applied %d", rd.Install.State.Applied, d.state.Applied)
+		}
+		d.dedup = map[uint64]core.DedupEntry{}
+		for _, r := range rd.Install.Dedup {
+			d.dedup[r.ClientID] = r
+		}
+		nextInstance, nextIndex = rd.Install.State.Applied, rd.Install.State.NextIndex
+	}
+	for _, c := range rd.Chosen {
+		if c.Instance != nextInstance {
+			return fmt.Errorf("chosen instance %d written where %d is next: a hole", c.Instance, nextInstance)
+		}
+		d.chosen[c.Instance] = c.Value
+		nextInstance++
 	}
 	for _, e := range rd.Entries {
-		if e.Index != uint64(len(d.entries)) {
-			return fmt.Errorf("entry index %d written after %d: a hole", e.Index, len(d.entries))
+		if e.Index != nextIndex {
+			return fmt.Errorf("entry index %d written where %d is next: a hole", e.Index, nextIndex)
 		}
-		d.entries = append(d.entries, e.Data)
+		nextIndex++
+		if e.Index >= st.FirstIndex {
+			d.entries[e.Index] = e.Data
+		}
+	}
+	for _, e := range rd.Staged {
+		if old, ok := d.entries[e.Index]; ok && string(old) != string(e.Data) {
+			return fmt.Errorf("staged entry %d is %q where %q is stored", e.Index, e.Data, old)
+		}
+		if e.Index >= st.FirstIndex {
+			d.entries[e.Index] = e.Data
+		}
 	}
 	for _, r := range rd.Dedup {
 		if r.Deleted {
@@ -60,14 +97,51 @@ func (d *disk) write(rd *instance.Ready) error {
 		}
 	}
 	if rd.State != nil {
-		d.state = *rd.State
-		if d.state.Applied != uint64(len(d.chosen)) {
-			return fmt.Errorf("apply state at instance %d but %d chosen values stored", d.state.Applied, len(d.chosen))
+		if st.Applied != nextInstance || st.NextIndex != nextIndex {
+			return fmt.Errorf("apply state at instance %d, index %d, but chosen values and entries reach %d, %d", st.Applied, st.NextIndex, nextInstance, nextIndex)
 		}
+		d.state = st
 		for i := range d.accepted {
-			if i < d.state.Applied {
+			if i < st.Applied {
 				delete(d.accepted, i)
 			}
+		}
+	}
+	if rd.Base != nil {
+		d.base = *rd.Base
+		if d.base.State.Applied > d.state.Applied {
+			return fmt.Errorf("base at instance %d ahead of the apply state at %d", d.base.State.Applied, d.state.Applied)
+		}
+	}
+	for i := range d.chosen {
+		if i < d.base.State.Applied {
+			delete(d.chosen, i)
+		}
+	}
+	for i := range d.entries {
+		if i < d.state.FirstIndex {
+			delete(d.entries, i)
+		}
+	}
+	return d.whole()
+}
+
+// whole checks what the state implies is there, at both ends: the first
+// index moves only with a new base, the entries of the log and the chosen
+// values from the base on are stored.
+func (d *disk) whole() error {
+	st, b := d.state, d.base.State
+	if st.FirstIndex != b.FirstIndex {
+		return fmt.Errorf("first index %d, but the base (at instance %d) has %d: a trim without a base", st.FirstIndex, b.Applied, b.FirstIndex)
+	}
+	for _, i := range []uint64{st.FirstIndex, st.NextIndex - 1} {
+		if _, ok := d.entries[i]; st.NextIndex > st.FirstIndex && !ok {
+			return fmt.Errorf("entry %d missing from the log [%d,%d)", i, st.FirstIndex, st.NextIndex)
+		}
+	}
+	for _, i := range []uint64{b.Applied, st.Applied - 1} {
+		if _, ok := d.chosen[i]; st.Applied > b.Applied && !ok {
+			return fmt.Errorf("chosen value of instance %d missing from [%d,%d)", i, b.Applied, st.Applied)
 		}
 	}
 	return nil
@@ -78,14 +152,14 @@ func (d *disk) clone() *disk {
 	c := *d
 	c.accepted = maps.Clone(d.accepted)
 	c.dedup = maps.Clone(d.dedup)
-	c.chosen = slices.Clone(d.chosen)
-	c.entries = slices.Clone(d.entries)
+	c.chosen = maps.Clone(d.chosen)
+	c.entries = maps.Clone(d.entries)
 	return &c
 }
 
 // durable returns what a restarting node reads.
 func (d *disk) durable() instance.Durable {
-	out := instance.Durable{Promised: d.promised, State: d.state}
+	out := instance.Durable{Promised: d.promised, State: d.state, Base: d.base.State.Applied}
 	for _, a := range d.accepted {
 		out.Accepted = append(out.Accepted, a)
 	}
@@ -98,17 +172,71 @@ func (d *disk) durable() instance.Durable {
 	return out
 }
 
-// Chosen implements instance.LogReader over durable chosen values.
+// log returns the user log [state.FirstIndex, state.NextIndex).
+func (d *disk) log() []string {
+	out := make([]string, 0, d.state.NextIndex-d.state.FirstIndex)
+	for i := d.state.FirstIndex; i < d.state.NextIndex; i++ {
+		out = append(out, string(d.entries[i]))
+	}
+	return out
+}
+
+// Chosen implements instance.LogReader over the chosen values stored,
+// stopping at the first one missing.
 func (d *disk) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, error) {
 	var out []core.InstanceValue
 	size := 0
-	for i := from; i < to && i < uint64(len(d.chosen)); i++ {
-		s := d.chosen[i].Size()
+	for i := from; i < to; i++ {
+		v, ok := d.chosen[i]
+		if !ok {
+			break
+		}
+		s := v.Size()
 		if len(out) > 0 && size+s > maxBytes {
 			break
 		}
 		size += s
-		out = append(out, core.InstanceValue{Instance: i, Value: d.chosen[i]})
+		out = append(out, core.InstanceValue{Instance: i, Value: v})
 	}
 	return out, nil
+}
+
+// Snapshot implements instance.LogReader over the stored base.
+func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error) {
+	b := d.base
+	ch := core.SnapChunk{State: b.State}
+	full := func(n, size, next int) bool {
+		return n > 0 && ((maxCount > 0 && n >= maxCount) || (maxBytes > 0 && size+next > maxBytes))
+	}
+	size := 0
+	if start := max(index, b.State.FirstIndex); start < b.State.NextIndex {
+		for i := start; i < b.State.NextIndex; i++ {
+			data, ok := d.entries[i]
+			if !ok {
+				return core.SnapChunk{}, fmt.Errorf("entry %d of the base [%d,%d) missing", i, b.State.FirstIndex, b.State.NextIndex)
+			}
+			if full(len(ch.Entries), size, len(data)) {
+				break
+			}
+			ch.Entries = append(ch.Entries, core.Entry{Index: i, Data: data})
+			size += len(data)
+		}
+		return ch, nil
+	}
+	if base != b.State.Applied {
+		after = 0
+	}
+	ch.Done = true
+	for _, r := range b.Dedup {
+		if r.ClientID <= after {
+			continue
+		}
+		if full(len(ch.Dedup), size, 16*len(r.Recent)) {
+			ch.Done = false
+			break
+		}
+		ch.Dedup = append(ch.Dedup, r)
+		size += 16 * len(r.Recent)
+	}
+	return ch, nil
 }

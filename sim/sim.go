@@ -42,13 +42,16 @@ type Options struct {
 	MaxSkew   float64
 	Bug       instance.Bug
 	Porcupine bool // also run Porcupine on windows of the history
+	// Trim makes the master trim the log now and then during the faults,
+	// close to its end, so that nodes that were down fetch a base.
+	Trim bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
 
 // DefaultOptions returns the options the test suite runs each seed with.
 func DefaultOptions(seed uint64, nodes int) Options {
-	return Options{Seed: seed, Nodes: nodes, Followers: 1, Clients: 4, Chaos: 6 * time.Second, Settle: 20 * time.Second, MaxSkew: 0.05, Porcupine: true}
+	return Options{Seed: seed, Nodes: nodes, Followers: 1, Clients: 4, Chaos: 6 * time.Second, Settle: 20 * time.Second, MaxSkew: 0.05, Porcupine: true, Trim: true}
 }
 
 // Report is the outcome of a run.
@@ -62,6 +65,7 @@ type Report struct {
 	Faults   map[string]int
 	FinalLen int
 	Masters  int // master changes seen
+	Installs int // bases installed by nodes that were behind them
 	// Porcupine windows checked and skipped (too large or timed out).
 	Windows, Skipped int
 }
@@ -110,6 +114,7 @@ const (
 	evClientReply
 	evClientTimeout
 	evClientRetry
+	evTrim
 )
 
 type event struct {
@@ -193,6 +198,7 @@ type world struct {
 	windows, skipped int
 	faults           map[string]int
 	masters          int
+	installs         int
 	lastMaster       uint64
 	err              error
 }
@@ -230,10 +236,13 @@ func Run(opt Options) (rep Report) {
 		w.schedule(&event{at: w.rng.Int64N(50 * ms), kind: evClientNext, cl: c})
 	}
 	w.schedule(&event{at: 200 * ms, kind: evFault})
+	if opt.Trim {
+		w.schedule(&event{at: 300 * ms, kind: evTrim})
+	}
 	w.schedule(&event{at: opt.Chaos.Microseconds(), kind: evHeal})
 
 	defer func() {
-		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Windows: w.windows, Skipped: w.skipped}
+		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Installs: w.installs, Windows: w.windows, Skipped: w.skipped}
 		for _, op := range w.hist {
 			if op.Complete != 0 {
 				rep.Ops++
@@ -384,6 +393,20 @@ func (w *world) handle(e *event) {
 		w.schedule(&event{at: w.now + 100*ms + w.rng.Int64N(700*ms), kind: evFault})
 	case evHeal:
 		w.heal()
+	case evTrim:
+		if w.chaosOver {
+			return
+		}
+		if m := w.master(); m != nil {
+			st := m.core.Applied()
+			before := st.NextIndex - min(st.NextIndex, w.rng.Uint64N(30))
+			w.nextReq++
+			if err := m.core.ProposeTrim(w.nextReq, before); err == nil {
+				w.tracef("trim %d before %d", m.id, before)
+				w.pump(m)
+			}
+		}
+		w.schedule(&event{at: w.now + 300*ms + w.rng.Int64N(1200*ms), kind: evTrim})
 	case evClientNext, evClientArrive, evClientReply, evClientTimeout, evClientRetry:
 		w.handleClient(e)
 	}
@@ -396,7 +419,7 @@ func (w *world) pump(n *node) {
 		for _, m := range rd.Messages {
 			w.send(n, m)
 		}
-		if len(rd.Accepted)+len(rd.Chosen)+len(rd.Entries)+len(rd.Dedup) == 0 && rd.Promised == 0 && rd.State == nil {
+		if !rd.HasRecords() {
 			w.release(n, &rd) // nothing to persist
 			continue
 		}
@@ -410,7 +433,7 @@ func (w *world) pump(n *node) {
 			w.mustWrite(n, n.disk, &rd)
 			n.unsynced = append(n.unsynced, &rd)
 			w.inv.persisted(n, &rd)
-			w.tracef("wrote %d rec=%d/%d", n.id, len(rd.Chosen), len(rd.Entries))
+			w.tracef("wrote %d rec=%d/%d", n.id, len(rd.Chosen), len(rd.Entries)+len(rd.Staged))
 			w.release(n, &rd)
 			continue
 		}
@@ -620,7 +643,7 @@ func (w *world) progressDone() bool {
 		return false
 	}
 	for _, n := range w.nodes {
-		if uint64(len(n.disk.entries)) <= uint64(p.ackedIndex) {
+		if n.disk.state.NextIndex <= uint64(p.ackedIndex) {
 			return false
 		}
 	}
@@ -641,7 +664,7 @@ func (w *world) progressState() string {
 			s2 := n.core.Status()
 			st = fmt.Sprintf("%s applied=%d master=%d ballot=%d promised=%d", s2.Role, s2.Applied, s2.Master, s2.Ballot, s2.Promised)
 		}
-		s += fmt.Sprintf(" n%d[%s entries=%d]", n.id, st, len(n.disk.entries))
+		s += fmt.Sprintf(" n%d[%s entries=[%d,%d)]", n.id, st, n.disk.state.FirstIndex, n.disk.state.NextIndex)
 	}
 	pending := 0
 	for _, c := range w.clients {
@@ -652,26 +675,26 @@ func (w *world) progressState() string {
 	return s + fmt.Sprintf(" clients pending=%d", pending)
 }
 
-// finalCheck compares every node's log and runs the history checkers.
+// finalCheck compares every node's log, what trims left of it, with the
+// one log every node applied, and runs the history checkers on that.
 func (w *world) finalCheck() {
-	longest := w.nodes[0].disk.entries
+	canon := w.inv.canonical
+	var end uint64
 	for _, n := range w.nodes {
-		if len(n.disk.entries) > len(longest) {
-			longest = n.disk.entries
+		st := n.disk.state
+		end = max(end, st.NextIndex)
+		if st.NextIndex > uint64(len(canon)) {
+			w.fail("node %d's log ends at %d, past the %d entries ever applied", n.id, st.NextIndex, len(canon))
+			return
 		}
-	}
-	for _, n := range w.nodes {
-		for i, e := range n.disk.entries {
-			if string(e) != string(longest[i]) {
-				w.fail("final logs differ at index %d: node %d has %q", i, n.id, e)
+		for k, e := range n.disk.log() {
+			if i := st.FirstIndex + uint64(k); e != canon[i] {
+				w.fail("final logs differ at index %d: node %d has %q, others %q", i, n.id, e, canon[i])
 				return
 			}
 		}
 	}
-	final := make([]string, len(longest))
-	for i, e := range longest {
-		final[i] = string(e)
-	}
+	final := canon[:end]
 	if res := checker.Check(w.hist, final); !res.OK() {
 		w.fail("history check: %s", res)
 		return

@@ -18,6 +18,7 @@ const (
 	prefixChosen   = 'c' // chosen value by instance
 	prefixEntry    = 'e' // user entry by log index
 	prefixDedup    = 'd' // dedup row by client ID
+	prefixBase     = 'b' // the base's dedup row by client ID
 
 	keyLen = 9
 )
@@ -28,6 +29,8 @@ const (
 	metaPromise  = 1 // the acceptor's promise
 	metaState    = 2 // the apply state
 	metaTrim     = 3 // trim cursor: user entries below it are physically deleted
+	metaBase     = 4 // the base's apply state
+	metaChosen   = 5 // chosen cursor: chosen values below it are physically deleted
 )
 
 // formatVersion is the on-disk format this package writes and reads.
@@ -132,14 +135,14 @@ func decodeUint(b []byte) (uint64, error) {
 	return x, err
 }
 
-func encodeState(s core.ApplyState) []byte {
-	return appendUvarints(nil, s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion, s.LogTime)
-}
+// An apply state is core.AppendState's encoding, the one the base travels in
+// too; storage adds the check that the first index is not above the next.
+func encodeState(s core.ApplyState) []byte { return core.AppendState(nil, s) }
 
 func decodeState(b []byte) (core.ApplyState, error) {
-	var s core.ApplyState
-	if err := uvarints(b, &s.Applied, &s.NextIndex, &s.FirstIndex, &s.LeaseHolder, &s.LeaseVersion, &s.LogTime); err != nil {
-		return core.ApplyState{}, err
+	s, err := core.DecodeState(b)
+	if err != nil {
+		return core.ApplyState{}, fmt.Errorf("%w: %w", errRecord, err)
 	}
 	if s.FirstIndex > s.NextIndex {
 		return core.ApplyState{}, fmt.Errorf("%w: first index %d above next index %d", errRecord, s.FirstIndex, s.NextIndex)
@@ -171,43 +174,25 @@ func decodeChosen(instance uint64, b []byte) (core.InstanceValue, error) {
 	return core.InstanceValue{Instance: instance, Value: v}, nil
 }
 
-// A dedup row: LastUsed, the count of recent seqs, then Seq, First, Last of
-// each, in ascending seq order.
-func encodeDedup(d core.DedupEntry) []byte {
-	b := appendUvarints(nil, d.LastUsed, uint64(len(d.Recent)))
-	for _, s := range d.Recent {
-		b = appendUvarints(b, s.Seq, s.First, s.Last)
-	}
-	return b
-}
+// A dedup row (live d/ or base b/) is core.AppendDedup's encoding: LastUsed,
+// the count of recent seqs, then Seq, First, Last of each, in ascending seq
+// order. Storage checks more than core does: a row never holds more than
+// core.DedupWindow seqs, and they are in order, so a damaged row is caught
+// here rather than misleading the dedup table.
+func encodeDedup(d core.DedupEntry) []byte { return core.AppendDedup(nil, d) }
 
 func decodeDedup(client uint64, b []byte) (core.DedupEntry, error) {
-	d := core.DedupEntry{ClientID: client}
-	var n uint64
-	var k int
-	if d.LastUsed, k = binary.Uvarint(b); k <= 0 {
-		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d", errRecord, client)
+	d, err := core.DecodeDedup(client, b)
+	if err != nil {
+		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: %w", errRecord, client, err)
 	}
-	b = b[k:]
-	if n, k = binary.Uvarint(b); k <= 0 || n > core.DedupWindow {
-		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: bad count", errRecord, client)
+	if len(d.Recent) > core.DedupWindow {
+		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: bad count %d", errRecord, client, len(d.Recent))
 	}
-	b = b[k:]
-	d.Recent = make([]core.SeqIndexes, n)
-	for i := range d.Recent {
-		s := &d.Recent[i]
-		for _, dst := range []*uint64{&s.Seq, &s.First, &s.Last} {
-			if *dst, k = binary.Uvarint(b); k <= 0 {
-				return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: truncated", errRecord, client)
-			}
-			b = b[k:]
-		}
+	for i, s := range d.Recent {
 		if s.First > s.Last+1 || (i > 0 && s.Seq <= d.Recent[i-1].Seq) {
 			return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: out of order", errRecord, client)
 		}
-	}
-	if len(b) != 0 {
-		return core.DedupEntry{}, fmt.Errorf("%w: dedup row of client %d: trailing bytes", errRecord, client)
 	}
 	return d, nil
 }
@@ -224,9 +209,9 @@ func decodePayload(k, payload []byte) (any, error) {
 		switch n {
 		case metaIdentity:
 			return decodeIdentity(payload)
-		case metaPromise, metaTrim:
+		case metaPromise, metaTrim, metaChosen:
 			return decodeUint(payload)
-		case metaState:
+		case metaState, metaBase:
 			return decodeState(payload)
 		}
 	case prefixAccepted:
@@ -235,7 +220,7 @@ func decodePayload(k, payload []byte) (any, error) {
 		return decodeChosen(n, payload)
 	case prefixEntry:
 		return core.Entry{Index: n, Data: append([]byte{}, payload...)}, nil
-	case prefixDedup:
+	case prefixDedup, prefixBase:
 		return decodeDedup(n, payload)
 	}
 	return nil, fmt.Errorf("%w: unknown key %s", errRecord, keyName(k))

@@ -1,9 +1,10 @@
 // Package storage is a node's durable state in goleveldb: the acceptor's
-// promise and accepted values, the chosen value of every applied instance
-// (served to peers that catch up), the user log entries, the dedup table,
-// and the apply state. The node runtime opens it, restores the core from
-// Load, persists every Ready with one Save, and reads chosen values and user
-// entries from it.
+// promise and accepted values, the chosen value of every instance applied
+// since the base (served to peers that catch up), the user log entries, the
+// dedup table, the apply state, and the base (the apply state and dedup
+// table right after the last trim applied, served to peers behind it). The
+// node runtime opens it, restores the core from Load, persists every Ready
+// with one Save, and reads chosen values, the base and user entries from it.
 //
 // It must never acknowledge a vote before Sync returns: Save returns nil only
 // once its whole Ready is in the journal, and fsynced when the Ready holds a
@@ -30,25 +31,54 @@
 //
 //	m/0  identity: format version, cluster ID, node ID, K
 //	m/1  promise (uvarint ballot)
-//	m/2  apply state (uvarints Applied, NextIndex, FirstIndex, LeaseHolder, LeaseVersion, LogTime)
+//	m/2  apply state (core.AppendState: uvarints Applied, NextIndex, FirstIndex, LeaseHolder, LeaseVersion, LogTime)
 //	m/3  trim cursor (uvarint): user entries below it are physically deleted
+//	m/4  base state (core.AppendState); absent: the zero base
+//	m/5  chosen cursor (uvarint): chosen values below it are physically deleted
 //	a/i  accepted value of open instance i (uvarint ballot, core.AppendValue)
+//	b/id the base's dedup row of client id (as d/id)
 //	c/i  chosen value of applied instance i (core.AppendValue)
 //	e/n  user entry n (raw bytes)
-//	d/id dedup row of client id (uvarints LastUsed, n, then n × Seq, First, Last)
+//	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last)
 //
 // Every value is a CRC32C (Castagnoli, big-endian) of key and payload, then
 // the payload; a mismatch on read is ErrCorrupt naming the key.
 //
 // # Trimming
 //
-// A Save that raises State.FirstIndex deletes the user entries below it in
-// the same batch, at most trimChunk of them per Save; the rest go in the
-// following Saves (every Save, even an empty Ready's, continues the work), and
-// the trim cursor (m/3) records how far the deletion has got, so it resumes
-// after a restart. Reads never look below State.FirstIndex, so entries still
-// waiting for deletion are invisible. When the cursor catches up, a
-// background CompactRange over the deleted range reclaims the space.
+// A trim moves State.FirstIndex, and the Ready that applies it carries the
+// new base (Ready.Base): its state goes to m/4 and its dedup table replaces
+// the b/ rows, in the same batch as the live state, so the base and the live
+// state never disagree on disk. While a base is current, its entries
+// [FirstIndex, NextIndex) are never deleted (the first index moves only with
+// a new base), so Snapshot can serve them and the b/ rows to a peer behind
+// the base. Chosen values below the base's Applied are no longer needed: a
+// peer that far behind installs the base instead of replaying them.
+//
+// Two deletions follow, each behind a cursor: user entries below
+// State.FirstIndex (m/3) and chosen values below the base's Applied (m/5).
+// Every Save, even an empty Ready's, continues both in its own batch: it
+// iterates the keys that exist from the cursor up to the target, deletes at
+// most trimChunk of them, and moves the cursor to the next key left, or to
+// the target when none is. Counting existing keys rather than indexes
+// matters: after an install the first index can jump by millions past
+// entries and instances this node never stored, and that jump costs one
+// short iteration, not millions of deletes. The iteration sees only what
+// earlier Saves wrote, so a Ready's own chosen values below its new base and
+// user entries below its new first index are not written at all. The
+// cursors are persisted when they move, so the work resumes after a restart.
+// Reads never look below State.FirstIndex, and the core never reads chosen
+// values below its base, so records still waiting for deletion are harmless.
+// When a cursor catches up with its target, a background CompactRange over
+// the range it deleted reclaims the space; one compaction runs at a time,
+// and a range that caught up meanwhile is compacted from the first Save
+// after it ends.
+//
+// An install (Ready.Install) replaces the live dedup table whole, in the same
+// batch: every d/ row is deleted and the installed rows are written, then the
+// Ready's own records are applied over them. The user entries of the
+// installed base were written before, as Ready.Staged (e/ keys above the
+// live log's end, invisible until the state reaches them).
 //
 // # Crash recovery
 //
@@ -67,6 +97,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -149,11 +180,11 @@ const (
 	openFilesCache     = 500
 )
 
-// Store serves catch-up from its chosen values.
+// Store serves catch-up from its chosen values and its base.
 var _ instance.LogReader = (*Store)(nil)
 
-// trimChunk bounds the user entries one Save deletes; a variable so tests can
-// exercise the chunking.
+// trimChunk bounds the user entries, and separately the chosen values, one
+// Save deletes; a variable so tests can exercise the chunking.
 var trimChunk uint64 = 10000
 
 // Store is one node's durable state. Save is meant for one goroutine (the
@@ -178,12 +209,19 @@ type Store struct {
 
 	failed atomic.Pointer[failedError]
 
-	saveMu      sync.Mutex // serializes Save; guards the fields below
-	trimCursor  uint64     // user entries below it are deleted on disk
-	accLow      uint64     // no accepted record below it is on disk
-	compactFrom uint64     // start of the deleted range not yet compacted
-	compacting  atomic.Bool
-	bg          sync.WaitGroup
+	saveMu       sync.Mutex // serializes Save; guards the fields below
+	trimCursor   uint64     // user entries below it are deleted on disk
+	chosenCursor uint64     // chosen values below it are deleted on disk
+	baseApplied  uint64     // the base's State.Applied: chosen values below it may go
+	accLow       uint64     // no accepted record below it is on disk
+	// The deleted ranges not yet compacted: [compactFrom, compactTo) of user
+	// entries and [chosenCompactFrom, chosenCompactTo) of chosen values. The
+	// To ends are where a cursor last caught up with its target; the From
+	// ends move when a compaction of the range starts.
+	compactFrom, compactTo             uint64
+	chosenCompactFrom, chosenCompactTo uint64
+	compacting                         atomic.Bool
+	bg                                 sync.WaitGroup
 
 	stateMu sync.RWMutex
 	state   core.ApplyState // as of the last successful Save
@@ -604,9 +642,14 @@ func damagedFiles(err error) string {
 	return "goleveldb reports corruption"
 }
 
-// loadMeta reads the apply state and trim cursor of an existing store.
+// loadMeta reads the apply state, the base and the deletion cursors of an
+// existing store.
 func (s *Store) loadMeta() error {
-	st, err := s.getState(s.db)
+	st, err := s.getState(s.db, metaState)
+	if err != nil {
+		return err
+	}
+	base, err := s.getState(s.db, metaBase)
 	if err != nil {
 		return err
 	}
@@ -614,7 +657,13 @@ func (s *Store) loadMeta() error {
 	if err != nil {
 		return err
 	}
-	s.state, s.trimCursor, s.compactFrom = st, cursor, cursor
+	chosenCursor, _, err := s.getUint(s.db, metaChosen)
+	if err != nil {
+		return err
+	}
+	s.state, s.baseApplied = st, base.Applied
+	s.trimCursor, s.compactFrom, s.compactTo = cursor, cursor, cursor
+	s.chosenCursor, s.chosenCompactFrom, s.chosenCompactTo = chosenCursor, chosenCursor, chosenCursor
 	s.accLow = st.Applied
 	// Find the lowest accepted record, should any lie below Applied.
 	it := s.db.NewIterator(prefixRange(prefixAccepted), nil)
@@ -652,8 +701,10 @@ func (s *Store) getUint(r reader, id uint64) (uint64, bool, error) {
 	return x, true, nil
 }
 
-func (s *Store) getState(r reader) (core.ApplyState, error) {
-	k := key(prefixMeta, metaState)
+// getState reads the apply state stored under m/id: the live one (metaState)
+// or the base's (metaBase). Absent, it is the zero state.
+func (s *Store) getState(r reader, id uint64) (core.ApplyState, error) {
+	k := key(prefixMeta, id)
 	v, err := r.Get(k, nil)
 	if errors.Is(err, leveldb.ErrNotFound) {
 		return core.ApplyState{}, nil
@@ -670,6 +721,38 @@ func (s *Store) getState(r reader) (core.ApplyState, error) {
 		return core.ApplyState{}, s.recordError(k, err)
 	}
 	return st, nil
+}
+
+// dedupRows reads every dedup row under prefix (prefixDedup, the live table,
+// or prefixBase, the base's) in client ID order.
+func (s *Store) dedupRows(r reader, prefix byte) ([]core.DedupEntry, error) {
+	var rows []core.DedupEntry
+	it := r.NewIterator(prefixRange(prefix), nil)
+	defer it.Release()
+	for it.Next() {
+		de, err := decodeDedupKV(it.Key(), it.Value())
+		if err != nil {
+			return nil, s.recordError(append([]byte{}, it.Key()...), err)
+		}
+		rows = append(rows, de)
+	}
+	if err := it.Error(); err != nil {
+		return nil, s.readError(err)
+	}
+	return rows, nil
+}
+
+// decodeDedupKV checks and decodes a stored dedup row, live or the base's.
+func decodeDedupKV(k, v []byte) (core.DedupEntry, error) {
+	_, n, ok := parseKey(k)
+	payload, err := unseal(k, v)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: bad key", errRecord)
+	}
+	if err != nil {
+		return core.DedupEntry{}, err
+	}
+	return decodeDedup(n, payload)
 }
 
 func prefixRange(p byte) *util.Range { return &util.Range{Start: []byte{p}, Limit: []byte{p + 1}} }
@@ -726,9 +809,10 @@ func (s *Store) State() core.ApplyState {
 }
 
 // Load returns the state to restore the core from: the promise, the accepted
-// values of open instances (at or above State.Applied), the apply state and
-// the dedup table. It also checks, at a few cheap points, that the chosen
-// values and user entries the state implies are there.
+// values of open instances (at or above State.Applied), the apply state, the
+// dedup table and the base's Applied (Durable.Base). It also checks, at a
+// few cheap points, that the chosen values and user entries the state
+// implies are there.
 func (s *Store) Load() (instance.Durable, error) {
 	done, err := s.enter()
 	if err != nil {
@@ -742,9 +826,14 @@ func (s *Store) Load() (instance.Durable, error) {
 	defer snap.Release()
 
 	var d instance.Durable
-	if d.State, err = s.getState(snap); err != nil {
+	if d.State, err = s.getState(snap, metaState); err != nil {
 		return instance.Durable{}, err
 	}
+	base, err := s.getState(snap, metaBase)
+	if err != nil {
+		return instance.Durable{}, err
+	}
+	d.Base = base.Applied
 	p, _, err := s.getUint(snap, metaPromise)
 	if err != nil {
 		return instance.Durable{}, err
@@ -774,32 +863,16 @@ func (s *Store) Load() (instance.Durable, error) {
 		return instance.Durable{}, s.readError(err)
 	}
 
-	it = snap.NewIterator(prefixRange(prefixDedup), nil)
-	for it.Next() {
-		_, n, ok := parseKey(it.Key())
-		payload, err := unseal(it.Key(), it.Value())
-		if err == nil && !ok {
-			err = fmt.Errorf("%w: bad key", errRecord)
-		}
-		var de core.DedupEntry
-		if err == nil {
-			de, err = decodeDedup(n, payload)
-		}
-		if err != nil {
-			k := append([]byte{}, it.Key()...)
-			it.Release()
-			return instance.Durable{}, s.recordError(k, err)
-		}
-		d.Dedup = append(d.Dedup, de)
-	}
-	it.Release()
-	if err := it.Error(); err != nil {
-		return instance.Durable{}, s.readError(err)
+	if d.Dedup, err = s.dedupRows(snap, prefixDedup); err != nil {
+		return instance.Durable{}, err
 	}
 
-	// Spot checks: the last chosen value and both ends of the user log.
+	// Spot checks: the last chosen value and both ends of the user log. The
+	// last chosen value is only there when it lies at or above the base: a
+	// node that installed a base, or whose last applied instance was the
+	// trim, holds no chosen value below it.
 	var must [][]byte
-	if d.State.Applied > 0 {
+	if d.State.Applied > d.Base {
 		must = append(must, key(prefixChosen, d.State.Applied-1))
 	}
 	if d.State.NextIndex > d.State.FirstIndex {
@@ -812,20 +885,24 @@ func (s *Store) Load() (instance.Durable, error) {
 		}
 		if !ok {
 			return instance.Durable{}, s.fail(corruptError(s.dir, "record "+keyName(k),
-				fmt.Errorf("missing, though the apply state (applied %d, entries [%d,%d)) says it exists",
-					d.State.Applied, d.State.FirstIndex, d.State.NextIndex)))
+				fmt.Errorf("missing, though the apply state (applied %d, base %d, entries [%d,%d)) says it exists",
+					d.State.Applied, d.Base, d.State.FirstIndex, d.State.NextIndex)))
 		}
 	}
 	return d, nil
 }
 
-// Save persists rd's records in one goleveldb batch (synced if rd.MustSync()): the
-// promise (if non-zero), the accepted values, the chosen values, the user
-// entries, the dedup rows and the apply state (if non-nil). In the same
-// batch it deletes the accepted values below State.Applied and continues
-// deleting user entries below State.FirstIndex (trimChunk per Save at most).
-// It returns nil only when the batch is written (and durable if synced). After any write error the
-// store is failed and every later call returns ErrFailed.
+// Save persists rd's records in one goleveldb batch (synced if
+// rd.MustSync()), in this order: the promise (if non-zero) and the accepted
+// values; for an install, the replacement of the whole dedup table by the
+// installed rows; the chosen values, the user entries (Entries and Staged),
+// the dedup rows and the apply state (if non-nil); the new base (state and
+// dedup rows, replacing the old ones). In the same batch it deletes the
+// accepted values below State.Applied and continues deleting chosen values
+// below the base and user entries below State.FirstIndex (at most trimChunk
+// of each per Save). It returns nil only when the batch is written (and
+// durable if synced). After any write error the store is failed and every
+// later call returns ErrFailed.
 func (s *Store) Save(rd *instance.Ready) error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
@@ -835,9 +912,18 @@ func (s *Store) Save(rd *instance.Ready) error {
 	}
 	defer done()
 
-	st := s.state
-	if rd.State != nil {
+	st, writeState := s.state, rd.State != nil
+	switch {
+	case rd.State != nil:
 		st = *rd.State
+	case rd.Install != nil:
+		// The core sets State whenever it installs; should it not, the
+		// installed state is the state.
+		st, writeState = rd.Install.State, true
+	}
+	baseApplied := s.baseApplied
+	if rd.Base != nil {
+		baseApplied = rd.Base.State.Applied
 	}
 	b := new(leveldb.Batch)
 	put := func(k, payload []byte) { b.Put(k, seal(k, payload)) }
@@ -849,12 +935,30 @@ func (s *Store) Save(rd *instance.Ready) error {
 			put(key(prefixAccepted, a.Instance), encodeAccepted(a))
 		}
 	}
-	for _, c := range rd.Chosen {
-		put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
+	if rd.Install != nil {
+		// The installed table replaces the live one whole: a row this node
+		// has and the base has not would be a client the cluster forgot.
+		// The dedup rows below, for instances after the base, go over it.
+		if err := s.deleteAll(b, prefixDedup); err != nil {
+			return err
+		}
+		for _, d := range rd.Install.Dedup {
+			put(key(prefixDedup, d.ClientID), encodeDedup(d))
+		}
 	}
-	for _, e := range rd.Entries {
-		if e.Index >= st.FirstIndex { // else trimmed by this very Ready
-			put(key(prefixEntry, e.Index), e.Data)
+	for _, c := range rd.Chosen {
+		// A value below the base (applied in the Ready whose trim made the
+		// base) is not kept: the chosen-value deletion below only sees
+		// what earlier Saves wrote, and would pass it by for ever.
+		if c.Instance >= baseApplied {
+			put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
+		}
+	}
+	for _, entries := range [][]core.Entry{rd.Entries, rd.Staged} {
+		for _, e := range entries {
+			if e.Index >= st.FirstIndex { // else trimmed by this very Ready
+				put(key(prefixEntry, e.Index), e.Data)
+			}
 		}
 	}
 	for _, d := range rd.Dedup {
@@ -864,8 +968,17 @@ func (s *Store) Save(rd *instance.Ready) error {
 		}
 		put(key(prefixDedup, d.ClientID), encodeDedup(d))
 	}
-	if rd.State != nil {
+	if writeState {
 		put(key(prefixMeta, metaState), encodeState(st))
+	}
+	if rd.Base != nil {
+		put(key(prefixMeta, metaBase), encodeState(rd.Base.State))
+		if err := s.deleteAll(b, prefixBase); err != nil {
+			return err
+		}
+		for _, d := range rd.Base.Dedup {
+			put(key(prefixBase, d.ClientID), encodeDedup(d))
+		}
 	}
 
 	// Accepted values of instances now applied.
@@ -882,44 +995,119 @@ func (s *Store) Save(rd *instance.Ready) error {
 		accLow = st.Applied
 	}
 
-	// User entries below the first index, a chunk at a time.
-	cursor := s.trimCursor
-	if st.FirstIndex > cursor {
-		end := st.FirstIndex
-		if end-cursor > trimChunk {
-			end = cursor + trimChunk
-		}
-		for i := cursor; i < end; i++ {
-			b.Delete(key(prefixEntry, i))
-		}
-		cursor = end
+	// Chosen values below the base and user entries below the first index,
+	// a chunk at a time.
+	chosenCursor, err := s.trimRange(b, prefixChosen, s.chosenCursor, baseApplied)
+	if err != nil {
+		return err
+	}
+	if chosenCursor != s.chosenCursor {
+		put(key(prefixMeta, metaChosen), encodeUint(chosenCursor))
+	}
+	cursor, err := s.trimRange(b, prefixEntry, s.trimCursor, st.FirstIndex)
+	if err != nil {
+		return err
+	}
+	if cursor != s.trimCursor {
 		put(key(prefixMeta, metaTrim), encodeUint(cursor))
 	}
 
 	if err := s.write(b, rd.MustSync()); err != nil {
 		return s.fail(fmt.Errorf("write of %d records: %w", b.Len(), err))
 	}
-	s.accLow, s.trimCursor = accLow, cursor
-	if rd.State != nil {
+	s.accLow, s.trimCursor, s.chosenCursor, s.baseApplied = accLow, cursor, chosenCursor, baseApplied
+	if writeState {
 		s.stateMu.Lock()
 		s.state = st
 		s.stateMu.Unlock()
 	}
-	if cursor == st.FirstIndex && cursor > s.compactFrom && s.compacting.CompareAndSwap(false, true) {
-		r := util.Range{Start: key(prefixEntry, s.compactFrom), Limit: key(prefixEntry, cursor)}
-		s.compactFrom = cursor
-		s.bg.Add(1)
-		go s.compact(r)
+	// A deletion that caught up with its target has a range to compact.
+	if cursor == st.FirstIndex {
+		s.compactTo = cursor
+	}
+	if chosenCursor == baseApplied {
+		s.chosenCompactTo = chosenCursor
+	}
+	s.startCompaction()
+	return nil
+}
+
+// deleteAll adds to b the deletion of every key with prefix p.
+func (s *Store) deleteAll(b *leveldb.Batch, p byte) error {
+	it := s.db.NewIterator(prefixRange(p), nil)
+	defer it.Release()
+	for it.Next() {
+		b.Delete(append([]byte{}, it.Key()...))
+	}
+	if err := it.Error(); err != nil {
+		return s.fail(fmt.Errorf("reading %c/ records to delete: %w", p, err))
 	}
 	return nil
 }
 
-// compact reclaims the space of deleted user entries, off the Save path.
-func (s *Store) compact(r util.Range) {
+// trimRange adds to b the deletion of at most trimChunk of the keys with
+// prefix p in [from, to) and returns the new cursor: the next key left, or
+// to when none is. It iterates the keys that exist, not the numbers, so a
+// range this node never stored (an install jumps over it) costs nothing.
+func (s *Store) trimRange(b *leveldb.Batch, p byte, from, to uint64) (uint64, error) {
+	if from >= to {
+		return from, nil
+	}
+	it := s.db.NewIterator(&util.Range{Start: key(p, from), Limit: key(p, to)}, nil)
+	defer it.Release()
+	next, n := from, uint64(0)
+	for it.Next() {
+		_, k, ok := parseKey(it.Key())
+		if n == trimChunk {
+			// Stop at the next key that exists: there is none between.
+			if ok {
+				next = k
+			}
+			return next, nil
+		}
+		b.Delete(append([]byte{}, it.Key()...))
+		n++
+		if ok {
+			next = k + 1
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, s.fail(fmt.Errorf("reading %c/ records to delete: %w", p, err))
+	}
+	return to, nil
+}
+
+// startCompaction starts a background compaction of the deleted ranges that
+// are waiting for one, unless one runs already: then the next Save after it
+// ends starts it. A range whose deletion has not caught up yet waits: one
+// compaction per caught-up deletion, not one per chunk.
+func (s *Store) startCompaction() {
+	var rs []util.Range
+	if s.compactTo > s.compactFrom {
+		rs = append(rs, util.Range{Start: key(prefixEntry, s.compactFrom), Limit: key(prefixEntry, s.compactTo)})
+	}
+	if s.chosenCompactTo > s.chosenCompactFrom {
+		rs = append(rs, util.Range{Start: key(prefixChosen, s.chosenCompactFrom), Limit: key(prefixChosen, s.chosenCompactTo)})
+	}
+	if len(rs) == 0 || !s.compacting.CompareAndSwap(false, true) {
+		return
+	}
+	s.compactFrom, s.chosenCompactFrom = s.compactTo, s.chosenCompactTo
+	s.bg.Add(1)
+	go s.compact(rs)
+}
+
+// compact reclaims the space of deleted records, off the Save path.
+func (s *Store) compact(rs []util.Range) {
 	defer s.bg.Done()
 	defer s.compacting.Store(false)
-	if err := s.db.CompactRange(r); err != nil && lerrors.IsCorrupted(err) {
-		s.fail(corruptError(s.dir, damagedFiles(err), err))
+	for _, r := range rs {
+		if err := s.db.CompactRange(r); err != nil {
+			if lerrors.IsCorrupted(err) {
+				s.fail(corruptError(s.dir, damagedFiles(err), err))
+			}
+			return
+		}
 	}
 }
 
@@ -984,7 +1172,7 @@ func (s *Store) Entries(from uint64, maxCount int, maxBytes int) ([]core.Entry, 
 		return nil, s.readError(err)
 	}
 	defer snap.Release()
-	st, err := s.getState(snap)
+	st, err := s.getState(snap, metaState)
 	if err != nil {
 		return nil, err
 	}
@@ -1022,6 +1210,104 @@ func (s *Store) Entries(from uint64, maxCount int, maxBytes int) ([]core.Entry, 
 		return nil, s.missingEntry(next, st)
 	}
 	return out, nil
+}
+
+// Snapshot returns a chunk of the base (the last Ready.Base saved; the zero
+// base if none was): its State, then the user entries from max(index,
+// State.FirstIndex) below State.NextIndex, or, once index is at or past
+// State.NextIndex, the base's dedup rows of clients above after (above 0
+// when base is not the base's Applied: the asker was fetching another one),
+// with Done set when the chunk holds the last row. It returns at most
+// maxCount entries or rows and stops before the chunk's Size would exceed
+// maxBytes, but returns at least one when there is one (a non-positive
+// limit means none on that count). It implements instance.LogReader.
+//
+// Everything comes from one goleveldb snapshot, so a concurrent Save that
+// sets a new base cannot mix two bases in a chunk. The entries of the base
+// are all on disk: the first index moves only with a new base, so the trim
+// never reaches them while the base is current; a missing one is corruption.
+func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error) {
+	done, err := s.enter()
+	if err != nil {
+		return core.SnapChunk{}, err
+	}
+	defer done()
+	snap, err := s.db.GetSnapshot()
+	if err != nil {
+		return core.SnapChunk{}, s.readError(err)
+	}
+	defer snap.Release()
+	var ch core.SnapChunk
+	if ch.State, err = s.getState(snap, metaBase); err != nil {
+		return core.SnapChunk{}, err
+	}
+	st := ch.State
+	empty := ch.Size()
+	size := empty
+	// full reports whether a chunk holding n items has no room for one more
+	// of add bytes.
+	full := func(n, add int) bool {
+		return n > 0 && (maxCount > 0 && n >= maxCount || maxBytes > 0 && size+add > maxBytes)
+	}
+
+	if from := max(index, st.FirstIndex); from < st.NextIndex {
+		it := snap.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, st.NextIndex)}, nil)
+		defer it.Release()
+		stopped := false
+		for it.Next() {
+			_, n, _ := parseKey(it.Key())
+			if want := from + uint64(len(ch.Entries)); n != want {
+				return core.SnapChunk{}, s.missingEntry(want, st)
+			}
+			payload, err := unseal(it.Key(), it.Value())
+			if err != nil {
+				return core.SnapChunk{}, s.recordError(it.Key(), err)
+			}
+			e := core.Entry{Index: n, Data: payload}
+			add := (&core.SnapChunk{Entries: []core.Entry{e}}).Size() - empty
+			if stopped = full(len(ch.Entries), add); stopped {
+				break
+			}
+			e.Data = append([]byte{}, payload...)
+			ch.Entries = append(ch.Entries, e)
+			size += add
+		}
+		if err := it.Error(); err != nil {
+			return core.SnapChunk{}, s.readError(err)
+		}
+		if next := from + uint64(len(ch.Entries)); !stopped && next < st.NextIndex {
+			return core.SnapChunk{}, s.missingEntry(next, st)
+		}
+		return ch, nil
+	}
+
+	if base != st.Applied {
+		after = 0
+	}
+	if after == math.MaxUint64 {
+		ch.Done = true // no client ID lies above
+		return ch, nil
+	}
+	it := snap.NewIterator(&util.Range{Start: key(prefixBase, after+1), Limit: []byte{prefixBase + 1}}, nil)
+	defer it.Release()
+	more := false
+	for it.Next() {
+		d, err := decodeDedupKV(it.Key(), it.Value())
+		if err != nil {
+			return core.SnapChunk{}, s.recordError(it.Key(), err)
+		}
+		add := (&core.SnapChunk{Dedup: []core.DedupEntry{d}}).Size() - empty
+		if more = full(len(ch.Dedup), add); more {
+			break
+		}
+		ch.Dedup = append(ch.Dedup, d)
+		size += add
+	}
+	if err := it.Error(); err != nil {
+		return core.SnapChunk{}, s.readError(err)
+	}
+	ch.Done = !more
+	return ch, nil
 }
 
 // missingEntry fails the store: the apply state says entry i exists.

@@ -1001,6 +1001,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
 		{key(prefixEntry, 4), []byte("data")},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
+		{key(prefixMeta, metaBase), encodeState(st)},
+		{key(prefixMeta, metaChosen), encodeUint(5)},
+		{key(prefixBase, 9), encodeDedup(core.DedupEntry{ClientID: 9, LastUsed: 4, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}, {Seq: 3, First: 5, Last: 5}}})},
 	}
 	for _, s := range seeds {
 		f.Add(s.k, seal(s.k, s.p))
