@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"io"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -34,11 +35,14 @@ import (
 // compaction is in flight — or with a clean Close. After every open the
 // state must be exactly the state after some prefix of the Saves, a goleveldb
 // batch being all or nothing, and that prefix must reach at least the last
-// synced Save that returned nil. Open may refuse the store for one known
-// limit only, counted in the summary: a torn MANIFEST tail (goleveldb
-// appended a compaction's record and the disk kept part of it), which the
-// store does not repair; the seed ends there. A torn journal tail must be
-// dropped. A failing seed prints how to replay it.
+// synced Save that returned nil. The Readys follow the core's rules (plGen),
+// trims that make a new base and bases fetched from a peer (staged, then
+// installed) among them, and the state compared (plState, read through
+// Load, Chosen, Entries and Snapshot) includes the base. Open may refuse the
+// store for one known limit only, counted in the summary: a torn MANIFEST
+// tail (goleveldb appended a compaction's record and the disk kept part of
+// it), which the store does not repair; the seed ends there. A torn journal
+// tail must be dropped. A failing seed prints how to replay it.
 //
 // The run is deterministic given the seed: goleveldb's automatic
 // compactions are off (tuneDeterministic), a compaction the store starts is
@@ -62,23 +66,49 @@ func tuneDeterministic(o *opt.Options) {
 	o.DisableSeeksCompaction = true
 }
 
-// plState is what a Store must hold after a prefix of the Saves, as hashes.
+// plState is what a Store must hold after a prefix of the Saves, as hashes,
+// plus what the generator needs to go on from it (the live dedup rows and
+// the staged run), which diff leaves out.
 type plState struct {
 	promised idgen.Ballot
 	state    core.ApplyState
 	accepted map[uint64]uint64 // instance (>= Applied) -> hash of the accepted record
-	chosen   []uint64          // hash of each chosen value, dense from instance 0
-	entries  map[uint64]uint64 // index in [FirstIndex, NextIndex) -> hash of the data
-	dedup    map[uint64]uint64 // client -> hash of the row
+	// chosen holds the instances [base.Applied, state.Applied): the store
+	// keeps chosen values only from its base on (below it, some may still
+	// wait for deletion, and nothing is required of them).
+	chosen    map[uint64]uint64 // instance -> hash of its chosen value
+	entries   map[uint64]uint64 // index in [FirstIndex, NextIndex) -> hash of the data
+	dedup     map[uint64]uint64 // client -> hash of the live row
+	base      core.ApplyState   // the base's state (zero: none saved)
+	baseDedup map[uint64]uint64 // client -> hash of the base's row
+
+	// The generator's, not compared.
+	rows map[uint64]core.DedupEntry // the live rows dedup holds the hashes of
+	// The staged run: user entries [stagedFrom, stagedFrom+len(staged)) at
+	// or past the log's end, saved as Ready.Staged, invisible until an
+	// install reaches them (then folded into entries).
+	stagedFrom uint64
+	staged     []uint64 // hashes of the data
 }
 
 func newPLState() *plState {
-	return &plState{accepted: map[uint64]uint64{}, entries: map[uint64]uint64{}, dedup: map[uint64]uint64{}}
+	return &plState{accepted: map[uint64]uint64{}, chosen: map[uint64]uint64{}, entries: map[uint64]uint64{},
+		dedup: map[uint64]uint64{}, baseDedup: map[uint64]uint64{}, rows: map[uint64]core.DedupEntry{}}
 }
 
 func (p *plState) clone() *plState {
 	return &plState{promised: p.promised, state: p.state, accepted: maps.Clone(p.accepted),
-		chosen: slices.Clone(p.chosen), entries: maps.Clone(p.entries), dedup: maps.Clone(p.dedup)}
+		chosen: maps.Clone(p.chosen), entries: maps.Clone(p.entries), dedup: maps.Clone(p.dedup),
+		base: p.base, baseDedup: maps.Clone(p.baseDedup), rows: maps.Clone(p.rows),
+		stagedFrom: p.stagedFrom, staged: slices.Clone(p.staged)}
+}
+
+// stagedEnd is the index after the staged run (the log's end if none).
+func (p *plState) stagedEnd() uint64 {
+	if len(p.staged) == 0 {
+		return p.state.NextIndex
+	}
+	return p.stagedFrom + uint64(len(p.staged))
 }
 
 func hashBytes(b []byte) uint64 {
@@ -94,11 +124,53 @@ func hashDedup(d core.DedupEntry) uint64 {
 	return hashBytes(encodeDedup(d))
 }
 
-// apply is the state after a Save of rd, as Save documents it.
+func sameRow(a, b core.DedupEntry) bool {
+	return a.ClientID == b.ClientID && hashDedup(a) == hashDedup(b)
+}
+
+// apply is the state after a Save of rd, as Save documents it: the staged
+// entries, then the install (the live state and dedup table replaced, the
+// log cut to the base's [FirstIndex, NextIndex) from the live log and the
+// staged run), then the records over it, then the base. It panics when rd
+// breaks a rule of the core's that the store relies on: a generator bug.
 func (p *plState) apply(rd *instance.Ready) *plState {
 	n := p.clone()
 	if rd.Promised != 0 {
 		n.promised = rd.Promised
+	}
+	for _, e := range rd.Staged {
+		if len(n.staged) == 0 && e.Index >= n.state.NextIndex {
+			n.stagedFrom = e.Index // a new run
+		}
+		if e.Index != n.stagedFrom+uint64(len(n.staged)) || e.Index < n.state.NextIndex {
+			panic(fmt.Sprintf("generator bug: staged entry %d, the staged run ends at %d, the log at %d", e.Index, n.stagedEnd(), n.state.NextIndex))
+		}
+		n.staged = append(n.staged, hashBytes(e.Data))
+	}
+	next := n.state.Applied // the next chosen instance
+	if in := rd.Install; in != nil {
+		s := in.State
+		if s.Applied <= n.state.Applied || s.FirstIndex < n.state.FirstIndex || rd.Base == nil {
+			panic(fmt.Sprintf("generator bug: install of %+v over %+v (base %t)", s, n.state, rd.Base != nil))
+		}
+		entries := map[uint64]uint64{}
+		for i := s.FirstIndex; i < s.NextIndex; i++ {
+			switch h, ok := n.entries[i]; {
+			case ok:
+				entries[i] = h
+			case len(n.staged) > 0 && i >= n.stagedFrom && i < n.stagedEnd():
+				entries[i] = n.staged[i-n.stagedFrom]
+			default:
+				panic(fmt.Sprintf("generator bug: install of entries [%d,%d) without entry %d", s.FirstIndex, s.NextIndex, i))
+			}
+		}
+		n.entries, n.staged, n.stagedFrom = entries, nil, 0
+		n.state, next = s, s.Applied
+		n.chosen = map[uint64]uint64{}
+		n.dedup, n.rows = map[uint64]uint64{}, map[uint64]core.DedupEntry{}
+		for _, d := range in.Dedup {
+			n.dedup[d.ClientID], n.rows[d.ClientID] = hashDedup(d), d
+		}
 	}
 	if rd.State != nil {
 		n.state = *rd.State
@@ -112,10 +184,14 @@ func (p *plState) apply(rd *instance.Ready) *plState {
 		}
 	}
 	for _, c := range rd.Chosen {
-		if c.Instance != uint64(len(n.chosen)) {
-			panic(fmt.Sprintf("generator bug: chosen %d after %d", c.Instance, len(n.chosen)))
+		if c.Instance != next {
+			panic(fmt.Sprintf("generator bug: chosen %d, want %d", c.Instance, next))
 		}
-		n.chosen = append(n.chosen, hashValue(c.Value))
+		n.chosen[c.Instance] = hashValue(c.Value)
+		next++
+	}
+	if next != n.state.Applied {
+		panic(fmt.Sprintf("generator bug: chosen up to %d, applied %d", next, n.state.Applied))
 	}
 	for _, e := range rd.Entries {
 		n.entries[e.Index] = hashBytes(e.Data)
@@ -128,9 +204,26 @@ func (p *plState) apply(rd *instance.Ready) *plState {
 	for _, d := range rd.Dedup {
 		if d.Deleted {
 			delete(n.dedup, d.ClientID)
+			delete(n.rows, d.ClientID)
 		} else {
-			n.dedup[d.ClientID] = hashDedup(d)
+			n.dedup[d.ClientID], n.rows[d.ClientID] = hashDedup(d), d
 		}
+	}
+	if b := rd.Base; b != nil {
+		if b.State.FirstIndex != n.state.FirstIndex || b.State.Applied > n.state.Applied || b.State.Applied < n.base.Applied {
+			panic(fmt.Sprintf("generator bug: base %+v with state %+v", b.State, n.state))
+		}
+		n.base, n.baseDedup = b.State, map[uint64]uint64{}
+		for _, d := range b.Dedup {
+			n.baseDedup[d.ClientID] = hashDedup(d)
+		}
+		for i := range n.chosen {
+			if i < n.base.Applied {
+				delete(n.chosen, i)
+			}
+		}
+	} else if n.state.FirstIndex != p.state.FirstIndex {
+		panic(fmt.Sprintf("generator bug: first index %d -> %d without a base", p.state.FirstIndex, n.state.FirstIndex))
 	}
 	return n
 }
@@ -147,12 +240,20 @@ func (p *plState) diff(want *plState) string {
 	if !maps.Equal(p.accepted, want.accepted) {
 		d = append(d, fmt.Sprintf("accepted instances %v, want %v", slices.Sorted(maps.Keys(p.accepted)), slices.Sorted(maps.Keys(want.accepted))))
 	}
-	if !slices.Equal(p.chosen, want.chosen) {
-		i := 0
-		for i < min(len(p.chosen), len(want.chosen)) && p.chosen[i] == want.chosen[i] {
-			i++
+	if !maps.Equal(p.chosen, want.chosen) {
+		var wrong []uint64
+		for i, h := range want.chosen {
+			if g, ok := p.chosen[i]; !ok || g != h {
+				wrong = append(wrong, i)
+			}
 		}
-		d = append(d, fmt.Sprintf("%d chosen values, want %d, first difference at instance %d", len(p.chosen), len(want.chosen), i))
+		for i := range p.chosen {
+			if _, ok := want.chosen[i]; !ok {
+				wrong = append(wrong, i)
+			}
+		}
+		slices.Sort(wrong)
+		d = append(d, fmt.Sprintf("%d chosen values, want %d; missing, extra or different: %v", len(p.chosen), len(want.chosen), wrong[:min(len(wrong), 10)]))
 	}
 	if !maps.Equal(p.entries, want.entries) {
 		var wrong []uint64
@@ -167,10 +268,19 @@ func (p *plState) diff(want *plState) string {
 	if !maps.Equal(p.dedup, want.dedup) {
 		d = append(d, fmt.Sprintf("dedup clients %v, want %v", slices.Sorted(maps.Keys(p.dedup)), slices.Sorted(maps.Keys(want.dedup))))
 	}
+	if p.base != want.base {
+		d = append(d, fmt.Sprintf("base %+v, want %+v", p.base, want.base))
+	}
+	if !maps.Equal(p.baseDedup, want.baseDedup) {
+		d = append(d, fmt.Sprintf("base dedup clients %v, want %v", slices.Sorted(maps.Keys(p.baseDedup)), slices.Sorted(maps.Keys(want.baseDedup))))
+	}
 	return strings.Join(d, "; ")
 }
 
-// readPLState reads everything s holds, through its public methods.
+// readPLState reads everything s holds, through its public methods, and
+// checks what must hold of every state: the chosen values from the base on
+// are the dense run up to Applied, and the base Load names is the one
+// Snapshot serves, whose entries are the log's.
 func readPLState(s *Store) (*plState, error) {
 	d, err := s.Load()
 	if err != nil {
@@ -185,19 +295,29 @@ func readPLState(s *Store) (*plState, error) {
 		p.accepted[a.Instance] = hashAccepted(a)
 	}
 	for _, r := range d.Dedup {
-		p.dedup[r.ClientID] = hashDedup(r)
+		p.dedup[r.ClientID], p.rows[r.ClientID] = hashDedup(r), r
 	}
+	// Chosen values from the base on. Below it some may still wait for
+	// deletion: not read, nothing is required of them.
+	next := d.Base
 	for {
-		got, err := s.Chosen(uint64(len(p.chosen)), 1<<62, 1<<20)
+		got, err := s.Chosen(next, 1<<62, 1<<20)
 		if err != nil {
-			return nil, fmt.Errorf("Chosen: %w", err)
+			return nil, fmt.Errorf("Chosen(%d): %w", next, err)
 		}
 		if len(got) == 0 {
 			break
 		}
 		for _, c := range got {
-			p.chosen = append(p.chosen, hashValue(c.Value))
+			if c.Instance != next {
+				return nil, fmt.Errorf("Chosen: instance %d where %d was due", c.Instance, next)
+			}
+			p.chosen[c.Instance] = hashValue(c.Value)
+			next++
 		}
+	}
+	if next != d.State.Applied {
+		return nil, fmt.Errorf("the chosen values from the base (%d) on run to %d, not to Applied (%d)", d.Base, next, d.State.Applied)
 	}
 	for n := d.State.FirstIndex; n < d.State.NextIndex; {
 		got, err := s.Entries(n, 0, 1<<20)
@@ -212,12 +332,76 @@ func readPLState(s *Store) (*plState, error) {
 			n = e.Index + 1
 		}
 	}
+	// The base, fetched as a peer behind it does: from index 0 (so from
+	// its first index) its entries, then, from index NextIndex, its dedup
+	// rows after the last client received, a few at a time.
+	var rows []core.DedupEntry
+	index, after := uint64(0), uint64(0)
+	for call := 0; ; call++ {
+		ch, err := s.Snapshot(d.Base, index, after, 3, 64<<10)
+		if err != nil {
+			return nil, fmt.Errorf("Snapshot(%d, %d, %d): %w", d.Base, index, after, err)
+		}
+		if call == 0 {
+			p.base = ch.State
+			if p.base.Applied != d.Base {
+				return nil, fmt.Errorf("Load says the base is at instance %d, Snapshot serves one at %d", d.Base, p.base.Applied)
+			}
+		} else if ch.State != p.base {
+			return nil, fmt.Errorf("Snapshot(%d, %d, %d): the base changed from %+v to %+v", d.Base, index, after, p.base, ch.State)
+		}
+		if from := max(index, p.base.FirstIndex); from < p.base.NextIndex {
+			if len(ch.Entries) == 0 || len(ch.Dedup) > 0 || ch.Done {
+				return nil, fmt.Errorf("Snapshot(%d, %d, %d): %d entries, %d rows, done %t, though the base's entries run to %d",
+					d.Base, index, after, len(ch.Entries), len(ch.Dedup), ch.Done, p.base.NextIndex)
+			}
+			for i, e := range ch.Entries {
+				if e.Index != from+uint64(i) || e.Index >= p.base.NextIndex {
+					return nil, fmt.Errorf("Snapshot(%d, %d, %d): entry %d where %d was due", d.Base, index, after, e.Index, from+uint64(i))
+				}
+				if h, ok := p.entries[e.Index]; !ok || h != hashBytes(e.Data) {
+					return nil, fmt.Errorf("the base's entry %d is not the log's (in the log: %t)", e.Index, ok)
+				}
+			}
+			index = from + uint64(len(ch.Entries))
+			continue
+		}
+		if len(ch.Entries) > 0 {
+			return nil, fmt.Errorf("Snapshot(%d, %d, %d): entries past the base's end %d", d.Base, index, after, p.base.NextIndex)
+		}
+		index = max(index, p.base.NextIndex)
+		for _, r := range ch.Dedup {
+			if r.ClientID <= after {
+				return nil, fmt.Errorf("Snapshot(%d, %d, %d): row of client %d", d.Base, index, after, r.ClientID)
+			}
+			p.baseDedup[r.ClientID] = hashDedup(r)
+			rows = append(rows, r)
+			after = r.ClientID
+		}
+		if ch.Done {
+			break
+		}
+		if len(ch.Dedup) == 0 {
+			return nil, fmt.Errorf("Snapshot(%d, %d, %d): no rows, not done", d.Base, index, after)
+		}
+	}
+	// An asker that was fetching another base gets the rows from the first.
+	ch, err := s.Snapshot(d.Base+1, p.base.NextIndex, math.MaxUint64, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("Snapshot for another base: %w", err)
+	}
+	if ch.State != p.base || !ch.Done || len(ch.Entries) > 0 || !slices.EqualFunc(ch.Dedup, rows, sameRow) {
+		return nil, fmt.Errorf("Snapshot for another base: state %+v, %d entries, rows %v, done %t; want state %+v, rows %v",
+			ch.State, len(ch.Entries), clients(ch.Dedup), ch.Done, p.base, clients(rows))
+	}
 	return p, nil
 }
 
 // plGen makes random Readys that follow the core's rules: promises go up,
 // chosen values and entries are appended densely, the apply state moves
-// forward.
+// forward, the first index moves only with a new base (the state and
+// dedup table right after the trim), and a base fetched from a peer is
+// staged (its entries past the log's end) and then installed.
 type plGen struct {
 	rng *rand.Rand
 	seq map[uint64]uint64 // client -> last seq
@@ -261,11 +445,50 @@ func (g *plGen) accepts(p *plState, rd *instance.Ready) {
 	}
 }
 
-// apply adds the application of 1..3 instances (with their entries, dedup
-// rows and maybe a trim) to rd.
+// apply adds to rd the application of 1..3 user instances on top of p (with
+// their entries and dedup rows), maybe the expiry of a dedup row, and maybe
+// a trim: an instance of its own, anywhere among them, that moves the first
+// index and makes the base (the state and whole dedup table right after
+// it; the instances after it apply over it).
 func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 	st := p.state
-	for i := range 1 + g.rng.IntN(3) {
+	rows := maps.Clone(p.rows)
+	dedup := func(d core.DedupEntry) {
+		rd.Dedup = append(rd.Dedup, d)
+		if d.Deleted {
+			delete(rows, d.ClientID)
+		} else {
+			rows[d.ClientID] = d
+		}
+	}
+	n := 1 + g.rng.IntN(3)
+	trimAt, expireAt := -1, -1
+	if g.rng.IntN(4) == 0 {
+		trimAt = g.rng.IntN(n + 1)
+	}
+	if g.rng.IntN(8) == 0 {
+		expireAt = g.rng.IntN(n + 1)
+	}
+	for i := 0; i <= n; i++ {
+		if i == expireAt && len(rows) > 0 {
+			clients := slices.Sorted(maps.Keys(rows))
+			dedup(core.DedupEntry{ClientID: clients[g.rng.IntN(len(clients))], Deleted: true})
+		}
+		if i == trimAt && st.NextIndex > st.FirstIndex {
+			before := st.FirstIndex + 1 + g.rng.Uint64N(st.NextIndex-st.FirstIndex)
+			trim := core.Value{Commands: []core.Command{{Kind: core.CmdTrim, Before: before, Origin: 1, Req: g.rng.Uint64()}}}
+			rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: trim})
+			st.Applied++
+			st.FirstIndex = before
+			base := &core.Snapshot{State: st}
+			for _, c := range slices.Sorted(maps.Keys(rows)) {
+				base.Dedup = append(base.Dedup, rows[c])
+			}
+			rd.Base = base
+		}
+		if i == n {
+			break
+		}
 		v := g.value(g.rng.IntN(4))
 		if big && i == 0 {
 			v.Commands[0].Entries = append(v.Commands[0].Entries, make([]byte, crashWriteBuffer+g.rng.IntN(1<<10)))
@@ -280,27 +503,119 @@ func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 		}
 		if len(c.Entries) > 0 {
 			g.seq[c.ClientID]++
-			rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
+			dedup(core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
 				Recent: []core.SeqIndexes{{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}}})
 		}
 	}
-	if g.rng.IntN(4) == 0 && st.NextIndex > st.FirstIndex {
-		st.FirstIndex += 1 + g.rng.Uint64N(st.NextIndex-st.FirstIndex)
-	}
-	if g.rng.IntN(8) == 0 && len(p.dedup) > 0 {
-		clients := slices.Sorted(maps.Keys(p.dedup))
-		rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: clients[g.rng.IntN(len(clients))], Deleted: true})
-	}
 	st.LogTime += g.rng.Uint64N(1000)
 	rd.State = &st
+}
+
+// stage adds 1..4 staged entries to rd: the next ones of p's staged run, or
+// a new run from the log's end or from past it (where the base being
+// fetched starts). big makes the first one larger than the write buffer.
+func (g *plGen) stage(p *plState, rd *instance.Ready, big bool) {
+	from := p.stagedEnd()
+	if len(p.staged) == 0 && g.rng.IntN(2) == 0 {
+		from += 1 + g.rng.Uint64N(20)
+	}
+	for i := range 1 + g.rng.IntN(4) {
+		data := g.data()
+		if big && i == 0 {
+			data = make([]byte, crashWriteBuffer+g.rng.IntN(1<<10))
+		}
+		rd.Staged = append(rd.Staged, core.Entry{Index: from + uint64(i), Data: data})
+	}
+}
+
+// install makes rd install a peer's base ahead of p: maybe with a last
+// piece of the staged run, whose end is the base's NextIndex; its first
+// index at the staged run's start when the run starts past the log's end,
+// else anywhere from the live first index to its end; random dedup rows.
+// Maybe the Ready goes on to apply instances (a trim among them makes a
+// later base) or to accept values over it.
+func (g *plGen) install(p *plState, rd *instance.Ready) {
+	if g.rng.IntN(3) == 0 {
+		g.stage(p, rd, false)
+	}
+	q := p
+	if len(rd.Staged) > 0 {
+		q = p.apply(&instance.Ready{Staged: rd.Staged})
+	}
+	s := q.state
+	s.Applied += 1 + g.rng.Uint64N(50)
+	s.NextIndex = q.stagedEnd()
+	lo := s.FirstIndex
+	if len(q.staged) > 0 && q.stagedFrom > q.state.NextIndex {
+		lo = q.stagedFrom // the live log and the staged run leave a gap
+	}
+	s.FirstIndex = lo
+	if g.rng.IntN(2) == 0 {
+		s.FirstIndex += g.rng.Uint64N(s.NextIndex - lo + 1)
+	}
+	s.LeaseHolder, s.LeaseVersion = g.rng.Uint64N(4), s.LeaseVersion+g.rng.Uint64N(3)
+	s.LogTime += g.rng.Uint64N(2000)
+	in := &core.Snapshot{State: s}
+	for c := uint64(1); c <= 8; c++ {
+		if g.rng.IntN(2) == 0 {
+			continue
+		}
+		row := core.DedupEntry{ClientID: c, LastUsed: g.rng.Uint64N(s.LogTime + 1)}
+		seq, at := 1+g.rng.Uint64N(100), g.rng.Uint64N(s.NextIndex+1)
+		for j := range 1 + g.rng.Uint64N(3) {
+			row.Recent = append(row.Recent, core.SeqIndexes{Seq: seq + j, First: at + j, Last: at + j + g.rng.Uint64N(3)})
+		}
+		in.Dedup = append(in.Dedup, row)
+	}
+	rd.Install, rd.Base = in, in
+	st := s
+	rd.State = &st
+	switch g.rng.IntN(4) {
+	case 0:
+		g.apply(p.apply(rd), rd, false)
+	case 1:
+		g.accepts(p.apply(rd), rd)
+	}
 }
 
 // next returns a random Ready on top of p; big makes it larger than the
 // write buffer (goleveldb's transaction path).
 func (g *plGen) next(p *plState, big bool) instance.Ready {
 	var rd instance.Ready
+	fetching := len(p.staged) > 0
 	if big {
-		g.apply(p, &rd, true)
+		if fetching {
+			g.stage(p, &rd, true)
+		} else {
+			g.apply(p, &rd, true)
+		}
+		return rd
+	}
+	if fetching {
+		// A base is being fetched: stage more of it, install it, or vote.
+		// Nothing applies: the log would grow into the staged run.
+		switch r := g.rng.IntN(100); {
+		case r < 35:
+			g.stage(p, &rd, false)
+			if g.rng.IntN(4) == 0 {
+				g.accepts(p, &rd)
+			}
+		case r < 70:
+			g.install(p, &rd)
+		case r < 85:
+			g.accepts(p, &rd)
+		case r < 92:
+			rd.Promised = p.promised + 1 + idgen.Ballot(g.rng.IntN(64))
+		default: // nothing
+		}
+		return rd
+	}
+	if g.rng.IntN(100) < 4 { // a base fetch starts, or a base is installed at once
+		if g.rng.IntN(3) == 0 {
+			g.install(p, &rd)
+		} else {
+			g.stage(p, &rd, false)
+		}
 		return rd
 	}
 	switch r := g.rng.IntN(100); {
@@ -334,8 +649,15 @@ func readySize(rd *instance.Ready) int {
 	for _, c := range rd.Chosen {
 		n += 64 + c.Value.Size()
 	}
-	for _, e := range rd.Entries {
-		n += 64 + len(e.Data)
+	for _, es := range [][]core.Entry{rd.Entries, rd.Staged} {
+		for _, e := range es {
+			n += 64 + len(e.Data)
+		}
+	}
+	for _, b := range []*core.Snapshot{rd.Install, rd.Base} {
+		if b != nil {
+			n += 64 * (2 + len(b.Dedup) + 8) // the state, the rows, the deletion of the old ones
+		}
 	}
 	return n + 64*len(rd.Dedup)
 }
@@ -351,6 +673,7 @@ type crashStats struct {
 	rounds, saves, syncedSaves, crashes, powerLosses, cleanCloses int
 	faultsInSave, faultsInOpen, faultsInBackground                int
 	heldCompactions, repairs, firstOpenRefused, tornManifests     int
+	bases, installs, stagings, fetchesCut                         int
 	lostBytes, keptBytes                                          int64
 }
 
@@ -368,6 +691,10 @@ func (c *crashStats) add(o crashStats) {
 	c.repairs += o.repairs
 	c.firstOpenRefused += o.firstOpenRefused
 	c.tornManifests += o.tornManifests
+	c.bases += o.bases
+	c.installs += o.installs
+	c.stagings += o.stagings
+	c.fetchesCut += o.fetchesCut
 	c.lostBytes += o.lostBytes
 	c.keptBytes += o.keptBytes
 }
@@ -376,10 +703,12 @@ func (c crashStats) String() string {
 	return fmt.Sprintf("%d rounds, %d Saves (%d synced), %d crashes (%d random power losses), %d clean closes; "+
 		"faults: %d in a Save, %d in an Open, %d in a compaction; %d crashes during a held compaction; "+
 		"%d torn journal tails repaired; %d first opens refused; %d seeds ended by a torn MANIFEST tail (ErrCorrupt); "+
-		"%d unsynced bytes lost, %d kept",
+		"%d unsynced bytes lost, %d kept; Saves with a new base %d, with an install %d, with staged entries %d; "+
+		"%d staged runs cut off by a crash before their install",
 		c.rounds, c.saves, c.syncedSaves, c.crashes, c.powerLosses, c.cleanCloses,
 		c.faultsInSave, c.faultsInOpen, c.faultsInBackground, c.heldCompactions,
-		c.repairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.keptBytes)
+		c.repairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.keptBytes,
+		c.bases, c.installs, c.stagings, c.fetchesCut)
 }
 
 // crashRun is one seed's run.
@@ -449,7 +778,18 @@ func (r *crashRun) check(s *Store) error {
 	for k := len(r.hist) - 1; k >= r.durable; k-- {
 		if got.diff(r.hist[k]) == "" {
 			r.tracef("recovered the state after Save %d of %d (at least %d)", k, len(r.hist)-1, r.durable)
-			r.hist, r.durable = []*plState{r.hist[k]}, 0
+			// A staged run is invisible, so a Save that only staged
+			// matches its predecessor: the match may be a Save late and
+			// the run on disk shorter. The generator starts a new run,
+			// as a restarted core starts its fetch over (from its log's
+			// end).
+			rec := r.hist[k]
+			if len(rec.staged) > 0 {
+				r.stats.fetchesCut++
+				rec = rec.clone()
+				rec.stagedFrom, rec.staged = 0, nil
+			}
+			r.hist, r.durable = []*plState{rec}, 0
 			return nil
 		}
 	}
@@ -597,13 +937,23 @@ func (r *crashRun) saves(s *Store) error {
 		if hold {
 			r.fs.Hold(lstorage.TypeTable)
 		}
-		compactFrom := s.compactFrom
+		compactFrom, chosenCompactFrom := s.compactFrom, s.chosenCompactFrom
 		err := s.Save(&rd)
 		r.stats.saves++
+		if rd.Base != nil {
+			r.stats.bases++
+		}
+		if rd.Install != nil {
+			r.stats.installs++
+		}
+		if len(rd.Staged) > 0 {
+			r.stats.stagings++
+		}
 		r.hist = append(r.hist, r.hist[len(r.hist)-1].apply(&rd))
 		k := len(r.hist) - 1
-		r.tracef("Save %d: promise %d, %d accepted, %d chosen, %d entries, %d dedup, state %v, sync %t: %v",
-			k, rd.Promised, len(rd.Accepted), len(rd.Chosen), len(rd.Entries), len(rd.Dedup), rd.State != nil, rd.MustSync(), err)
+		r.tracef("Save %d: promise %d, %d accepted, %d chosen, %d entries, %d staged, %d dedup, state %v, install %t, base %t, sync %t: %v",
+			k, rd.Promised, len(rd.Accepted), len(rd.Chosen), len(rd.Entries), len(rd.Staged), len(rd.Dedup), rd.State != nil,
+			rd.Install != nil, rd.Base != nil, rd.MustSync(), err)
 		if err != nil {
 			if hold {
 				r.fs.Release()
@@ -625,10 +975,11 @@ func (r *crashRun) saves(s *Store) error {
 		if big {
 			budget = crashWriteBuffer / 2 // the transaction path flushed the memtable
 		}
-		// A background compaction this Save started: let it finish, or
-		// hold it in flight (its memtable switch done, its table not yet
-		// written) and go on saving into the new journal.
-		if s.compactFrom != compactFrom && !held {
+		// A background compaction this Save started (the deletion of user
+		// entries or that of chosen values below the base caught up): let
+		// it finish, or hold it in flight (its memtable switch done, its
+		// table not yet written) and go on saving into the new journal.
+		if (s.compactFrom != compactFrom || s.chosenCompactFrom != chosenCompactFrom) && !held {
 			done := make(chan struct{})
 			go func() { s.bg.Wait(); close(done) }()
 			if hold && r.fs.WaitHeld(done) {

@@ -225,13 +225,21 @@ func (s *session) commit(r *sessionRecord, trivial bool) (err error) {
 
 	if s.manifest == nil {
 		// manifest journal writer not yet created, create one.
-		// paxosd: pass a copy of r. newManifest fills the record it is
-		// given with every table of nv, and setVersion below would then
-		// count all of them as added a second time: the tables of the first
-		// commit after an open were never deleted until the next open. (The
-		// upstream fix was proposed in syndtr/goleveldb#409, never merged.)
+		//
+		// paxosd: newManifest fills the record it is given with every table
+		// of nv, and setVersion sends that record as the delta that counts
+		// references. recover's delta holds no table, so this is what counts
+		// the tables found at the open, once each. Upstream passed r, which
+		// already lists its own added tables: those (the table the open's
+		// journal flush wrote) were counted twice and never deleted while
+		// the process ran. Give newManifest a copy without them, and use
+		// it as the delta: every table of nv exactly once, and r's deletions.
 		rc := *r
-		err = s.newManifest(&rc, nv)
+		rc.hasRec &^= 1 << recAddTable
+		rc.addedTables = nil
+		if err = s.newManifest(&rc, nv); err == nil {
+			r = &rc
+		}
 	} else if s.manifest.Size() >= s.o.GetMaxManifestFileSize() {
 		// pass nil sessionRecord to avoid over-reference table file
 		err = s.newManifest(nil, nv)
