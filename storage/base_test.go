@@ -468,8 +468,8 @@ func dirSize(t testing.TB, dir string) int64 {
 // the base past every instance; "entries" stores no chosen values; "log" is
 // both at once.
 func TestTrimReclaimsDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 120 MB")
+	if testing.Short() || raceEnabled {
+		t.Skip("writes 150 MB; measures disk use only (skipped with -short and -race)")
 	}
 	t.Run("log", func(t *testing.T) { reclaim(t, 200, 200, reclaimN-1000) })
 	t.Run("chosen values", func(t *testing.T) { reclaim(t, 400, 0, 10) })
@@ -598,8 +598,8 @@ func TestRecordFormat(t *testing.T) {
 // the next one: a node that restarted and then trimmed (or installed a base)
 // kept all its old data. third_party/goleveldb carries the fix.
 func TestReopenedStoreReclaimsDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 40 MB")
+	if testing.Short() || raceEnabled {
+		t.Skip("writes 40 MB; measures disk use only (skipped with -short and -race)")
 	}
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
