@@ -465,6 +465,60 @@ func TestFollower(t *testing.T) {
 	mirrors(2000)
 }
 
+// A follower added after a trim fetches its member's base (the chosen values
+// below the trim are gone), starts its log at the first index, and follows.
+func TestFollowerAfterTrim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 3)
+	c.master(t)
+	cl := c.client(t)
+	for k := 0; k < 20; k++ {
+		vals := make([][]byte, 100)
+		for j := range vals {
+			vals[j] = []byte(fmt.Sprintf("v%d", k*100+j))
+		}
+		if _, err := cl.Append(context.Background(), vals...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first, err := cl.Trim(context.Background(), 1500); err != nil || first != 1500 {
+		t.Fatalf("Trim(1500): %d, %v", first, err)
+	}
+	addr := freePorts(t, 1)[0]
+	c.startFollower(t, 10, 1, addr)
+	fc, err := client.New([]string{addr}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	wait := func(end uint64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := fc.Status(context.Background(), addr)
+			if err == nil && st.EndIndex == end && st.FirstIndex == 1500 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("follower did not reach [1500,%d): %+v %v", end, st, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wait(2000)
+	if _, err := cl.Append(context.Background(), []byte("v2000")); err != nil {
+		t.Fatal(err)
+	}
+	wait(2001)
+	got := readRange(t, addr, 1500, 2001)
+	for i, v := range got {
+		if want := fmt.Sprintf("v%d", 1500+i); v != want {
+			t.Fatalf("follower index %d holds %q, want %q", 1500+i, v, want)
+		}
+	}
+}
+
 // A node stopped while 100,000 entries are appended catches up after a
 // restart, and the three logs are identical. It reports the catch-up rate.
 func TestCatchUp100k(t *testing.T) {
