@@ -675,6 +675,10 @@ func TestTrim(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// It got there by fetching a peer's base: the values it lacked are gone.
+	if b, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", down+1))); !strings.Contains(string(b), "installed a peer's base") {
+		t.Fatalf("node %d caught up without installing a base; its log:\n%s", down+1, b)
+	}
 	want := readRange(t, c.addrs[m], total-100, total)
 	if got := readRange(t, c.addrs[down], total-100, total); !slices.Equal(got, want) {
 		t.Fatalf("node %d's log after catching up differs from the master's", down+1)

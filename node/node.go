@@ -299,6 +299,10 @@ func (n *Node) handleReady() error {
 		if err := n.store.Save(&rd); err != nil {
 			return fmt.Errorf("persist: %w", err)
 		}
+		if in := rd.Install; in != nil {
+			n.cfg.Logf("node %d: installed a peer's base at instance %d: log [%d,%d), %d exactly-once clients",
+				n.cfg.ID, in.State.Applied, in.State.FirstIndex, in.State.NextIndex, len(in.Dedup))
+		}
 		for _, m := range rd.After {
 			n.tr.Send(m)
 		}

@@ -201,25 +201,32 @@ func (d *disk) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, erro
 	return out, nil
 }
 
-// Snapshot implements instance.LogReader over the stored base.
+// Snapshot implements instance.LogReader over the stored base. Sizes are
+// counted as core.SnapChunk.Size counts them, as storage does; rows come at
+// most two a chunk.
 func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error) {
 	b := d.base
 	ch := core.SnapChunk{State: b.State}
-	full := func(n, size, next int) bool {
-		return n > 0 && ((maxCount > 0 && n >= maxCount) || (maxBytes > 0 && size+next > maxBytes))
+	size := ch.Size()
+	fits := func(n int, c core.SnapChunk) bool {
+		add := c.Size() - (&core.SnapChunk{}).Size()
+		if n > 0 && ((maxCount > 0 && n >= maxCount) || (maxBytes > 0 && size+add > maxBytes)) {
+			return false
+		}
+		size += add
+		return true
 	}
-	size := 0
 	if start := max(index, b.State.FirstIndex); start < b.State.NextIndex {
 		for i := start; i < b.State.NextIndex; i++ {
 			data, ok := d.entries[i]
 			if !ok {
 				return core.SnapChunk{}, fmt.Errorf("entry %d of the base [%d,%d) missing", i, b.State.FirstIndex, b.State.NextIndex)
 			}
-			if full(len(ch.Entries), size, len(data)) {
+			e := core.Entry{Index: i, Data: data}
+			if !fits(len(ch.Entries), core.SnapChunk{Entries: []core.Entry{e}}) {
 				break
 			}
-			ch.Entries = append(ch.Entries, core.Entry{Index: i, Data: data})
-			size += len(data)
+			ch.Entries = append(ch.Entries, e)
 		}
 		return ch, nil
 	}
@@ -231,12 +238,13 @@ func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core
 		if r.ClientID <= after {
 			continue
 		}
-		if full(len(ch.Dedup), size, 16*len(r.Recent)) {
+		// At most two rows a chunk: the simulated tables are a few rows, and
+		// a base's rows must also come in several chunks here.
+		if len(ch.Dedup) == 2 || !fits(len(ch.Dedup), core.SnapChunk{Dedup: []core.DedupEntry{r}}) {
 			ch.Done = false
 			break
 		}
 		ch.Dedup = append(ch.Dedup, r)
-		size += 16 * len(r.Recent)
 	}
 	return ch, nil
 }
