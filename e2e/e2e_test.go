@@ -650,8 +650,10 @@ func TestTrim(t *testing.T) {
 		t.Fatalf("Trim(%d): %d, %v", total-100, first, err)
 	}
 	var te *client.TrimmedError
-	if _, err := cl.Read(context.Background(), 0, 10, false); !errors.As(err, &te) || te.First != total-100 {
-		t.Fatalf("read below the first index: %v", err)
+	for _, local := range []bool{false, true} {
+		if _, err := cl.Read(context.Background(), 0, 10, local); !errors.As(err, &te) || te.First != total-100 {
+			t.Fatalf("read (local %v) below the first index: %v", local, err)
+		}
 	}
 	r, err := cl.Read(context.Background(), total-100, 1000, false)
 	if err != nil || len(r.Entries) != 100 || !strings.HasPrefix(string(r.Entries[0].Value), fmt.Sprintf("%06d-", total-100)) {
@@ -659,7 +661,7 @@ func TestTrim(t *testing.T) {
 	}
 	// The CLI's tail from below the first index says so and fails.
 	out, err := exec.Command(binary, "tail", "--from", "0", "--endpoints", strings.Join(c.addrs, ","), "--timeout", "5s").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), fmt.Sprint(total-100)) {
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("entries below index %d were trimmed", total-100)) {
 		t.Fatalf("tail --from 0 after a trim: err=%v output=%q", err, out)
 	}
 	// The node that was down catches up across the trim.

@@ -132,7 +132,8 @@ func (s *LogServer) Read(ctx context.Context, req *paxosdpb.ReadRequest) (*paxos
 	}
 	local := req.Consistency == paxosdpb.Consistency_LOCAL
 	if local {
-		return s.read(ctx, req.From, count, bytes, false)
+		resp, err := s.read(ctx, req.From, count, bytes, false)
+		return resp, s.status(err)
 	}
 	var resp *paxosdpb.ReadResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
