@@ -166,13 +166,19 @@ type SnapChunk struct {
 func (c *SnapChunk) Size() int {
 	n := 64
 	for _, e := range c.Entries {
-		n += 10 + len(e.Data)
+		n += SnapEntrySize(e)
 	}
 	for _, d := range c.Dedup {
-		n += 20 + 30*len(d.Recent)
+		n += SnapRowSize(d)
 	}
 	return n
 }
+
+// SnapEntrySize is what one entry adds to a SnapChunk's Size.
+func SnapEntrySize(e Entry) int { return 10 + len(e.Data) }
+
+// SnapRowSize is what one dedup row adds to a SnapChunk's Size.
+func SnapRowSize(d DedupEntry) int { return 20 + 30*len(d.Recent) }
 
 // DedupWindow is how many of a client's most recent sequence numbers the
 // dedup table remembers: a client may have that many appends in flight, and

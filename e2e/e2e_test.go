@@ -405,18 +405,6 @@ func TestFollower(t *testing.T) {
 	c := newCluster(t, 3)
 	c.master(t)
 	cl := c.client(t)
-	appendN := func(from, n int) {
-		vals := make([][]byte, 0, 50)
-		for i := from; i < from+n; i++ {
-			vals = append(vals, []byte(fmt.Sprintf("v%d", i)))
-			if len(vals) == 50 || i == from+n-1 {
-				if _, err := cl.Append(context.Background(), vals...); err != nil {
-					t.Fatal(err)
-				}
-				vals = vals[:0]
-			}
-		}
-	}
 	followerAddr := freePorts(t, 1)[0]
 	mirrors := func(want int) {
 		deadline := time.Now().Add(30 * time.Second)
@@ -437,10 +425,10 @@ func TestFollower(t *testing.T) {
 			}
 		}
 	}
-	appendN(0, 1000)
+	appendValues(t, cl, 0, 1000)
 	f := c.startFollower(t, 10, 1, followerAddr)
 	mirrors(1000)
-	appendN(1000, 500)
+	appendValues(t, cl, 1000, 500)
 	mirrors(1500)
 
 	fc, err := client.New([]string{followerAddr}, client.Options{})
@@ -460,9 +448,23 @@ func TestFollower(t *testing.T) {
 
 	f.Process.Signal(syscall.SIGKILL)
 	f.Wait()
-	appendN(1501, 499)
+	appendValues(t, cl, 1501, 499)
 	c.startFollower(t, 10, 1, followerAddr)
 	mirrors(2000)
+}
+
+// appendValues appends "v<from>" to "v<from+n-1>", 50 to an append.
+func appendValues(t *testing.T, cl *client.Client, from, n int) {
+	vals := make([][]byte, 0, 50)
+	for i := from; i < from+n; i++ {
+		vals = append(vals, []byte(fmt.Sprintf("v%d", i)))
+		if len(vals) == 50 || i == from+n-1 {
+			if _, err := cl.Append(context.Background(), vals...); err != nil {
+				t.Fatal(err)
+			}
+			vals = vals[:0]
+		}
+	}
 }
 
 // A follower added after a trim fetches its member's base (the chosen values
@@ -474,15 +476,7 @@ func TestFollowerAfterTrim(t *testing.T) {
 	c := newCluster(t, 3)
 	c.master(t)
 	cl := c.client(t)
-	for k := 0; k < 20; k++ {
-		vals := make([][]byte, 100)
-		for j := range vals {
-			vals[j] = []byte(fmt.Sprintf("v%d", k*100+j))
-		}
-		if _, err := cl.Append(context.Background(), vals...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendValues(t, cl, 0, 2000)
 	if first, err := cl.Trim(context.Background(), 1500); err != nil || first != 1500 {
 		t.Fatalf("Trim(1500): %d, %v", first, err)
 	}

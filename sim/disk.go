@@ -208,8 +208,7 @@ func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core
 	b := d.base
 	ch := core.SnapChunk{State: b.State}
 	size := ch.Size()
-	fits := func(n int, c core.SnapChunk) bool {
-		add := c.Size() - (&core.SnapChunk{}).Size()
+	fits := func(n, add int) bool {
 		if n > 0 && ((maxCount > 0 && n >= maxCount) || (maxBytes > 0 && size+add > maxBytes)) {
 			return false
 		}
@@ -223,7 +222,7 @@ func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core
 				return core.SnapChunk{}, fmt.Errorf("entry %d of the base [%d,%d) missing", i, b.State.FirstIndex, b.State.NextIndex)
 			}
 			e := core.Entry{Index: i, Data: data}
-			if !fits(len(ch.Entries), core.SnapChunk{Entries: []core.Entry{e}}) {
+			if !fits(len(ch.Entries), core.SnapEntrySize(e)) {
 				break
 			}
 			ch.Entries = append(ch.Entries, e)
@@ -240,7 +239,7 @@ func (d *disk) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core
 		}
 		// At most two rows a chunk: the simulated tables are a few rows, and
 		// a base's rows must also come in several chunks here.
-		if len(ch.Dedup) == 2 || !fits(len(ch.Dedup), core.SnapChunk{Dedup: []core.DedupEntry{r}}) {
+		if len(ch.Dedup) == 2 || !fits(len(ch.Dedup), core.SnapRowSize(r)) {
 			ch.Done = false
 			break
 		}

@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -254,54 +253,34 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 func TestSnapshotConsistent(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
 	st := baseRun(t, s, core.ApplyState{}, 5)
-	stop := make(chan struct{})
-	errc := make(chan error, 2)
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				for _, index := range []uint64{0, 1 << 40} {
-					ch, err := s.Snapshot(0, index, 0, 0, 0)
-					if err == nil && ch.State.NextIndex > ch.State.FirstIndex && index == 0 &&
-						(len(ch.Entries) != int(ch.State.NextIndex-ch.State.FirstIndex) || ch.Entries[0].Index != ch.State.FirstIndex) {
-						err = fmt.Errorf("base %+v with %d entries: %+v", ch.State, len(ch.Entries), ch.Entries)
-					}
-					for _, d := range ch.Dedup {
-						if err == nil && d.LastUsed != ch.State.Applied {
-							err = fmt.Errorf("base %+v with the row %+v of another base", ch.State, d)
-						}
-					}
-					if err != nil {
-						errc <- err
-						return
-					}
+	readWhile(t, 2, func() error {
+		for _, index := range []uint64{0, 1 << 40} {
+			ch, err := s.Snapshot(0, index, 0, 0, 0)
+			if err != nil {
+				return err
+			}
+			if ch.State.NextIndex > ch.State.FirstIndex && index == 0 &&
+				(len(ch.Entries) != int(ch.State.NextIndex-ch.State.FirstIndex) || ch.Entries[0].Index != ch.State.FirstIndex) {
+				return fmt.Errorf("base %+v with %d entries: %+v", ch.State, len(ch.Entries), ch.Entries)
+			}
+			for _, d := range ch.Dedup {
+				if d.LastUsed != ch.State.Applied {
+					return fmt.Errorf("base %+v with the row %+v of another base", ch.State, d)
 				}
 			}
-		}()
-	}
-	for range 500 {
-		st = baseRun(t, s, st, 1)
-		st.FirstIndex = st.NextIndex - 3
-		var rows []core.DedupEntry
-		for c := uint64(1); c <= 1+st.Applied%40; c++ {
-			rows = append(rows, core.DedupEntry{ClientID: c, LastUsed: st.Applied})
 		}
-		save(t, s, instance.Ready{State: &st, Base: &core.Snapshot{State: st, Dedup: rows}})
-	}
-	close(stop)
-	wg.Wait()
-	select {
-	case err := <-errc:
-		t.Fatal(err)
-	default:
-	}
+		return nil
+	}, func() {
+		for range 500 {
+			st = baseRun(t, s, st, 1)
+			st.FirstIndex = st.NextIndex - 3
+			var rows []core.DedupEntry
+			for c := uint64(1); c <= 1+st.Applied%40; c++ {
+				rows = append(rows, core.DedupEntry{ClientID: c, LastUsed: st.Applied})
+			}
+			save(t, s, instance.Ready{State: &st, Base: &core.Snapshot{State: st, Dedup: rows}})
+		}
+	})
 }
 
 // TestInstall: installing a peer's base replaces the apply state and the

@@ -1242,8 +1242,7 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 		return core.SnapChunk{}, err
 	}
 	st := ch.State
-	empty := ch.Size()
-	size := empty
+	size := ch.Size()
 	// full reports whether a chunk holding n items has no room for one more
 	// of add bytes.
 	full := func(n, add int) bool {
@@ -1264,7 +1263,7 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 				return core.SnapChunk{}, s.recordError(it.Key(), err)
 			}
 			e := core.Entry{Index: n, Data: payload}
-			add := (&core.SnapChunk{Entries: []core.Entry{e}}).Size() - empty
+			add := core.SnapEntrySize(e)
 			if stopped = full(len(ch.Entries), add); stopped {
 				break
 			}
@@ -1296,7 +1295,7 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 		if err != nil {
 			return core.SnapChunk{}, s.recordError(it.Key(), err)
 		}
-		add := (&core.SnapChunk{Dedup: []core.DedupEntry{d}}).Size() - empty
+		add := core.SnapRowSize(d)
 		if more = full(len(ch.Dedup), add); more {
 			break
 		}

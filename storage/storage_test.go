@@ -345,13 +345,47 @@ func TestTrimChunks(t *testing.T) {
 // TestConcurrentReadsDuringTrim reads while Saves append and trim: a reader
 // must never see a hole, only entries or a TrimmedError.
 func TestConcurrentReadsDuringTrim(t *testing.T) {
-	defer func(c uint64) { trimChunk = c }(trimChunk)
-	trimChunk = 3
+	defer withTrimChunk(3)()
 	s := openT(t, t.TempDir(), Options{})
-	var wg sync.WaitGroup
+	readWhile(t, 4, func() error {
+		st := s.State()
+		es, err := s.Entries(st.FirstIndex, 50, 0)
+		if err != nil && !errors.Is(err, ErrTrimmed) {
+			return err
+		}
+		for i, e := range es {
+			if e.Index != es[0].Index+uint64(i) || e.Data[0] != byte(e.Index) {
+				return fmt.Errorf("bad entry %+v", e)
+			}
+		}
+		_, err = s.Chosen(st.Applied/2, st.Applied, 1000)
+		return err
+	}, func() {
+		st := core.ApplyState{}
+		for i := uint64(0); i < 200; i++ {
+			rd := instance.Ready{Chosen: []core.InstanceValue{{Instance: i, Value: userValue("x")}}}
+			for j := 0; j < 4; j++ {
+				rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: []byte{byte(st.NextIndex)}})
+				st.NextIndex++
+			}
+			st.Applied = i + 1
+			if i%5 == 4 {
+				st.FirstIndex = st.NextIndex - 6
+			}
+			rd.State = &st
+			save(t, s, rd)
+		}
+	})
+}
+
+// readWhile runs read in readers goroutines, over and over, while write
+// runs, and fails the test with the first error a read returned.
+func readWhile(t *testing.T, readers int, read func() error, write func()) {
+	t.Helper()
 	stop := make(chan struct{})
-	errc := make(chan error, 4)
-	for r := 0; r < 4; r++ {
+	errc := make(chan error, readers)
+	var wg sync.WaitGroup
+	for range readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -361,39 +395,14 @@ func TestConcurrentReadsDuringTrim(t *testing.T) {
 					return
 				default:
 				}
-				st := s.State()
-				es, err := s.Entries(st.FirstIndex, 50, 0)
-				if err != nil && !errors.Is(err, ErrTrimmed) {
-					errc <- err
-					return
-				}
-				for i, e := range es {
-					if e.Index != es[0].Index+uint64(i) || e.Data[0] != byte(e.Index) {
-						errc <- fmt.Errorf("bad entry %+v", e)
-						return
-					}
-				}
-				if _, err := s.Chosen(st.Applied/2, st.Applied, 1000); err != nil {
+				if err := read(); err != nil {
 					errc <- err
 					return
 				}
 			}
 		}()
 	}
-	st := core.ApplyState{}
-	for i := uint64(0); i < 200; i++ {
-		rd := instance.Ready{Chosen: []core.InstanceValue{{Instance: i, Value: userValue("x")}}}
-		for j := 0; j < 4; j++ {
-			rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: []byte{byte(st.NextIndex)}})
-			st.NextIndex++
-		}
-		st.Applied = i + 1
-		if i%5 == 4 {
-			st.FirstIndex = st.NextIndex - 6
-		}
-		rd.State = &st
-		save(t, s, rd)
-	}
+	write()
 	close(stop)
 	wg.Wait()
 	select {
