@@ -75,6 +75,11 @@ type InstanceValue struct {
 	Value    Value
 }
 
+// Size is the number of bytes iv adds to an encoded message's Entries.
+func (iv InstanceValue) Size() int {
+	return uvarintLen(iv.Instance) + uvarintLen(uint64(iv.Ballot)) + iv.Value.Size()
+}
+
 // CommandKind says what a Command does when applied.
 type CommandKind uint8
 

@@ -96,9 +96,18 @@ type Config struct {
 	ElectionJitter uint64
 	// LearnInterval: how often a node asks its peers how far they are.
 	LearnInterval uint64
-	// CatchupBatch and CatchupBytes bound one catch-up response.
+	// CatchupBatch bounds the instances of one catch-up response.
+	// CatchupBytes bounds the payload of every message that carries many
+	// values: a catch-up response, a Promise, a push to a follower, a chunk
+	// of a base. Each stops before it would pass CatchupBytes, but carries at
+	// least one item, so that any value can travel (see MaxMessageBytes).
 	CatchupBatch uint64
 	CatchupBytes int
+	// MaxCommandBytes is the largest encoded user command (one append) the
+	// node proposes; the runtime refuses larger appends before they reach
+	// the core. With MaxBatchBytes it bounds the largest value, and so the
+	// largest message. Every node of a cluster must use the same limits.
+	MaxCommandBytes int
 	// CatchupBytesPerTick bounds the chosen values this node serves to
 	// peers catching up (0: no bound), so that a peer catching up leaves
 	// room for the master's own traffic.
@@ -134,6 +143,7 @@ func DefaultConfig() Config {
 		LearnInterval:   100, // 1 s
 		CatchupBatch:    1024,
 		CatchupBytes:    4 << 20,
+		MaxCommandBytes: CommandBytesFor(4 << 20),
 		ClientTTLMillis: learner.DefaultClientTTL,
 		MaxClients:      learner.DefaultMaxClients,
 	}
@@ -176,6 +186,11 @@ func (c *Config) Validate() error {
 		return errors.New("config: PhaseTimeout, ElectionJitter and LearnInterval must be positive")
 	case c.CatchupBatch == 0 || c.CatchupBytes <= 0:
 		return errors.New("config: CatchupBatch and CatchupBytes must be positive")
+	case c.MaxCommandBytes < minCommandBytes:
+		return fmt.Errorf("config: MaxCommandBytes %d must be at least %d (a lease or trim command must fit)", c.MaxCommandBytes, minCommandBytes)
+	case c.MaxMessageBytes() > maxMessageCeiling:
+		return fmt.Errorf("config: CatchupBytes %d, MaxBatchBytes %d and MaxCommandBytes %d make messages of up to %d bytes, over the %d-byte ceiling",
+			c.CatchupBytes, c.MaxBatchBytes, c.MaxCommandBytes, c.MaxMessageBytes(), maxMessageCeiling)
 	case c.ClientTTLMillis == 0 || c.MaxClients < 1:
 		return errors.New("config: ClientTTLMillis and MaxClients must be positive")
 	case c.Rand == nil:
@@ -184,4 +199,43 @@ func (c *Config) Validate() error {
 		return errors.New("config: Log is nil")
 	}
 	return nil
+}
+
+// Bounds of the message size.
+const (
+	// minCommandBytes: system commands (lease, trim, no-op) are far smaller.
+	minCommandBytes = 256
+	// maxMessageCeiling keeps every message well inside what gRPC and the
+	// transport's batches carry (and inside an int on every platform).
+	maxMessageCeiling = 1 << 30
+	// itemOverhead bounds the bytes one item adds to a message beyond its
+	// value or data: an instance and a ballot (catch-up, Promise), an index
+	// and a length (base entries), a client ID (base rows).
+	itemOverhead = 32
+	// headerOverhead bounds a message's fixed fields and a base chunk's state.
+	headerOverhead = 1 << 10
+)
+
+// CommandBytesFor is the MaxCommandBytes of a node that accepts appends of
+// up to appendBytes bytes of entry data: each entry's length prefix adds at
+// most one byte per byte of data (an entry of one byte has a one-byte
+// prefix; longer entries add far less), and the command's own fields are
+// a few dozen bytes.
+func CommandBytesFor(appendBytes int) int { return 2*appendBytes + minCommandBytes }
+
+// MaxValueBytes is the largest encoded value the proposer makes: a batch
+// stops before MaxBatchBytes unless its first command alone is larger.
+func (c *Config) MaxValueBytes() int {
+	return max(c.MaxBatchBytes, c.MaxCommandBytes) + 16
+}
+
+// MaxMessageBytes is the largest encoded message the core emits: the
+// payload bound CatchupBytes, plus the one item that may pass it (a whole
+// value), plus per-item and fixed overheads. The transport must carry
+// messages of this size; one it dropped for its size could stall phase 1 or
+// catch-up for good. It is derived here, in one place, from the window and
+// entry limits.
+func (c *Config) MaxMessageBytes() int {
+	items := max(int(c.CatchupBatch), int(c.MaxAhead))
+	return c.CatchupBytes + c.MaxValueBytes() + itemOverhead*(items+1) + headerOverhead
 }
