@@ -56,8 +56,16 @@ func (a *Acceptor) Accepted(i uint64) (core.InstanceValue, bool) {
 // applied is the node's applied frontier. It returns the reply (From/To and
 // Committed left for the caller) and whether the promise changed and must be
 // persisted before the reply leaves.
-func (a *Acceptor) Prepare(m core.Message, applied uint64) (reply core.Message, promiseChanged bool) {
-	reply = core.Message{Type: core.MsgPromise, Ballot: m.Ballot, Instance: m.Instance}
+//
+// The reply carries the accepted values at or above max(m.Instance,
+// m.After), in instance order, stopping before their encoded size would
+// pass maxBytes (but with at least one): a window full of large values
+// never makes a Promise larger than the transport carries. When it stopped
+// early, reply.End is the first instance left out, and the proposer asks
+// again with After = End (same ballot, same start: the promise is the same,
+// only the values continue). maxBytes <= 0 means no bound.
+func (a *Acceptor) Prepare(m core.Message, applied uint64, maxBytes int) (reply core.Message, promiseChanged bool) {
+	reply = core.Message{Type: core.MsgPromise, Ballot: m.Ballot, Instance: m.Instance, After: m.After}
 	if applied > m.Instance || m.Ballot < a.promised {
 		// Either the proposer is behind (the reply's Committed tells it), or
 		// it is outbid.
@@ -67,12 +75,23 @@ func (a *Acceptor) Prepare(m core.Message, applied uint64) (reply core.Message, 
 	if m.Ballot > a.promised {
 		a.promised, promiseChanged = m.Ballot, true
 	}
+	from := max(m.Instance, m.After)
+	var found []core.InstanceValue
 	for i, iv := range a.accepted {
-		if i >= m.Instance {
-			reply.Entries = append(reply.Entries, iv)
+		if i >= from {
+			found = append(found, iv)
 		}
 	}
-	slices.SortFunc(reply.Entries, func(x, y core.InstanceValue) int { return cmpU64(x.Instance, y.Instance) })
+	slices.SortFunc(found, func(x, y core.InstanceValue) int { return cmpU64(x.Instance, y.Instance) })
+	size := 0
+	for k, iv := range found {
+		if maxBytes > 0 && k > 0 && size+iv.Size() > maxBytes {
+			reply.End = iv.Instance
+			break
+		}
+		size += iv.Size()
+		reply.Entries = append(reply.Entries, iv)
+	}
 	return reply, promiseChanged
 }
 

@@ -19,6 +19,51 @@ func iv(i uint64, b idgen.Ballot, s string) core.InstanceValue {
 
 const maxAhead = 10
 
+// A Promise stops before maxBytes and says where to continue; the pieces,
+// asked for in turn, are every accepted value exactly once, each piece
+// within the bound (or a single value, whatever its size).
+func TestPrepareInPieces(t *testing.T) {
+	big := string(make([]byte, 1000))
+	var held []core.InstanceValue
+	for i := uint64(0); i < 9; i++ {
+		held = append(held, iv(i, 4, big))
+	}
+	held = append(held, iv(9, 4, string(make([]byte, 5000)))) // larger than the bound alone
+	a := acceptor.New(0, held, maxAhead)
+	const bound = 2500
+	var got []core.InstanceValue
+	after, pieces := uint64(0), 0
+	for {
+		reply, changed := a.Prepare(core.Message{Type: core.MsgPrepare, Ballot: 10, Instance: 0, After: after}, 0, bound)
+		if reply.Reject || reply.After != after || changed != (pieces == 0) {
+			t.Fatalf("piece %d: %v changed=%v", pieces, reply, changed)
+		}
+		size := 0
+		for _, e := range reply.Entries {
+			size += e.Size()
+		}
+		if len(reply.Entries) == 0 || (len(reply.Entries) > 1 && size > bound) {
+			t.Fatalf("piece %d: %d values of %d bytes, bound %d", pieces, len(reply.Entries), size, bound)
+		}
+		got = append(got, reply.Entries...)
+		pieces++
+		if reply.End == 0 {
+			break
+		}
+		if reply.End != reply.Entries[len(reply.Entries)-1].Instance+1 {
+			t.Fatalf("piece %d ends at %d after instance %d", pieces, reply.End, reply.Entries[len(reply.Entries)-1].Instance)
+		}
+		after = reply.End
+	}
+	if !reflect.DeepEqual(got, held) || pieces != 6 {
+		t.Fatalf("%d pieces gave %d values, want the 10 held in 6 pieces", pieces, len(got))
+	}
+	// Unbounded, it is one piece.
+	if reply, _ := a.Prepare(core.Message{Type: core.MsgPrepare, Ballot: 10}, 0, 0); len(reply.Entries) != 10 || reply.End != 0 {
+		t.Fatalf("unbounded: %d values, end %d", len(reply.Entries), reply.End)
+	}
+}
+
 func TestPrepare(t *testing.T) {
 	held := []core.InstanceValue{iv(7, 4, "g"), iv(3, 5, "c"), iv(5, 6, "e"), iv(2, 7, "b")}
 	for _, tc := range []struct {
@@ -44,7 +89,7 @@ func TestPrepare(t *testing.T) {
 			if planted {
 				a.PlantAcceptBelowPromise()
 			}
-			reply, changed := a.Prepare(core.Message{Type: core.MsgPrepare, Ballot: tc.ballot, Instance: tc.from}, tc.applied)
+			reply, changed := a.Prepare(core.Message{Type: core.MsgPrepare, Ballot: tc.ballot, Instance: tc.from}, tc.applied, 0)
 			want := core.Message{Type: core.MsgPromise, Ballot: tc.ballot, Instance: tc.from, Entries: tc.wantEntries}
 			if tc.wantReject {
 				want.Reject, want.Promised = true, tc.promised
@@ -168,7 +213,7 @@ func TestPromiseMonotonic(t *testing.T) {
 	}{{true, 5, 5}, {false, 3, 5}, {false, 9, 9}, {true, 7, 9}, {true, 9, 9}, {false, 12, 12}, {true, 11, 12}}
 	for i, s := range steps {
 		if s.prepare {
-			a.Prepare(core.Message{Ballot: s.ballot}, 0)
+			a.Prepare(core.Message{Ballot: s.ballot}, 0, 0)
 		} else {
 			a.Accept(core.Message{Ballot: s.ballot, Instance: 1, Value: val("x")}, 0)
 		}

@@ -31,6 +31,18 @@ type Config struct {
 	Grace    uint64   // how long a small lag may last before a request (normal commits close it)
 	Slack    uint64   // a lag above this is requested at once
 	Batch    uint64   // instances per request
+	// Live: a peer heard from within this many ticks counts toward being
+	// behind; one silent longer (crashed, cut off) does not. Several probe
+	// intervals, so that a lost probe or two do not matter.
+	Live uint64
+	// Stall: a node behind for this long without applying anything stops
+	// counting itself behind for elections. What it lacks may be held by no
+	// live peer (a master that died after announcing it had applied an
+	// instance nobody else learned), and phase 1 is how it is recovered.
+	Stall uint64
+	// CountDeadPeers plants the bug that stalled clusters for good: every
+	// peer's last report counts, however long ago it was heard from.
+	CountDeadPeers bool
 }
 
 type request struct {
@@ -40,15 +52,19 @@ type request struct {
 // Catchup tracks peers' progress and the outstanding request.
 type Catchup struct {
 	cfg         Config
-	known       map[uint64]uint64 // peer -> highest applied frontier it reported
+	known       map[uint64]uint64 // peer -> latest applied frontier it reported
+	heard       map[uint64]uint64 // peer -> when it was last heard from
 	failedUntil map[uint64]uint64
-	lastProbe   uint64
-	probed      bool
-	behindSince uint64
-	behind      bool
-	out         *request
-	master      uint64 // the peer that proposes, spared when another can serve
-	fetch       *fetch // a base being fetched
+	// progressAt is when the node last applied something (or stopped being
+	// behind), progressed what it had applied then: for the Stall bound.
+	progressAt, progressed uint64
+	lastProbe              uint64
+	probed                 bool
+	behindSince            uint64
+	behind                 bool
+	out                    *request
+	master                 uint64 // the peer that proposes, spared when another can serve
+	fetch                  *fetch // a base being fetched
 }
 
 // fetch is the progress of fetching a peer's base.
@@ -65,7 +81,7 @@ type fetch struct {
 
 // New returns a catch-up tracker.
 func New(cfg Config) *Catchup {
-	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
+	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, heard: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
 }
 
 // Observe records that peer has applied everything below committed. The
@@ -73,11 +89,16 @@ func New(cfg Config) *Catchup {
 // applies it had not synced, and a frontier it no longer has would keep
 // this node "behind" (and so out of elections) for good. Only the peers
 // this node learns from count: a follower that got a value pushed before
-// its member lost it must not hold the voters back.
-func (c *Catchup) Observe(peer, committed uint64) {
+// its member lost it must not hold the voters back. now is when it was heard.
+func (c *Catchup) Observe(now, peer, committed uint64) {
 	if slices.Contains(c.cfg.Peers, peer) {
-		c.known[peer] = committed
+		c.known[peer], c.heard[peer] = committed, now
 	}
+}
+
+// live reports whether peer was heard from recently enough to count.
+func (c *Catchup) live(now, peer uint64) bool {
+	return c.cfg.CountDeadPeers || now-c.heard[peer] <= c.cfg.Live
 }
 
 // SetMaster names the peer that is proposing (it sends Accepts and
@@ -95,7 +116,7 @@ func (c *Catchup) source(now, applied uint64) uint64 {
 	}
 	var other, best uint64
 	for _, p := range c.cfg.Peers {
-		if k := c.known[p]; p != c.master && k > applied && k > best && now >= c.failedUntil[p] {
+		if k := c.known[p]; p != c.master && k > applied && k > best && now >= c.failedUntil[p] && c.live(now, p) {
 			other, best = p, k
 		}
 	}
@@ -105,25 +126,44 @@ func (c *Catchup) source(now, applied uint64) uint64 {
 	return peer
 }
 
-// Best returns the most advanced peer's frontier and the peer (0 if none),
-// skipping peers that recently failed to answer.
+// Best returns the most advanced live peer's frontier and the peer (0 if
+// none), skipping peers that recently failed to answer.
 func (c *Catchup) Best(now uint64) (peer, committed uint64) {
 	for _, p := range c.cfg.Peers {
-		if k := c.known[p]; k > committed && now >= c.failedUntil[p] {
+		if k := c.known[p]; k > committed && now >= c.failedUntil[p] && c.live(now, p) {
 			peer, committed = p, k
 		}
 	}
 	return peer, committed
 }
 
-// Behind reports whether any peer is known to have applied more than applied.
-func (c *Catchup) Behind(applied uint64) bool {
-	for _, k := range c.known {
-		if k > applied {
+// Behind reports whether the node should stay out of elections because a
+// live peer has applied more than applied: a peer heard from within Live,
+// and only while the node keeps learning. Behind that long (Stall) without
+// applying anything, it is not behind any more: no live peer gives it what
+// it lacks, and phase 1 recovers it. A peer that is ahead refuses the
+// Prepare anyway (it has applied past its start), so running phase 1 while
+// truly behind costs a round trip, never safety.
+func (c *Catchup) Behind(now, applied uint64) bool {
+	return c.ahead(now, applied) && (c.cfg.CountDeadPeers || now-c.progressAt < c.cfg.Stall)
+}
+
+// ahead reports whether a live peer has applied more than applied.
+func (c *Catchup) ahead(now, applied uint64) bool {
+	for p, k := range c.known {
+		if k > applied && c.live(now, p) {
 			return true
 		}
 	}
 	return false
+}
+
+// track restarts the Stall clock whenever the node applied something or is
+// not behind.
+func (c *Catchup) track(now, applied uint64) {
+	if applied > c.progressed || !c.ahead(now, applied) {
+		c.progressAt, c.progressed = now, applied
+	}
 }
 
 // Outstanding reports whether a request is in flight.
@@ -209,6 +249,7 @@ func (c *Catchup) OnChunk(m core.Message, applied, nextIndex uint64) (stage []co
 // Tick sends probes on the interval, gives up on a request that timed out,
 // and returns messages to send.
 func (c *Catchup) Tick(now, applied uint64) []core.Message {
+	c.track(now, applied)
 	var msgs []core.Message
 	if c.out != nil && now-c.out.sent >= c.cfg.Timeout {
 		c.failedUntil[c.out.peer] = now + c.cfg.Timeout

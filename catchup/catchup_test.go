@@ -9,7 +9,7 @@ import (
 )
 
 func config() catchup.Config {
-	return catchup.Config{Peers: []uint64{2, 3, 4}, Interval: 10, Timeout: 8, Grace: 3, Slack: 5, Batch: 50}
+	return catchup.Config{Peers: []uint64{2, 3, 4}, Interval: 10, Timeout: 8, Grace: 3, Slack: 5, Batch: 50, Live: 1000, Stall: 1000}
 }
 
 func probes() []core.Message {
@@ -127,7 +127,7 @@ func TestRequests(t *testing.T) {
 			var got []core.Message
 			switch o.kind {
 			case "observe":
-				c.Observe(o.peer, o.committed)
+				c.Observe(0, o.peer, o.committed)
 			case "response":
 				c.OnResponse(o.peer)
 			case "maybe":
@@ -144,18 +144,18 @@ func TestRequests(t *testing.T) {
 
 func TestBestAndBehind(t *testing.T) {
 	c := catchup.New(config())
-	if p, k := c.Best(0); p != 0 || k != 0 || c.Behind(0) {
-		t.Fatalf("empty: Best = %d,%d Behind=%v", p, k, c.Behind(0))
+	if p, k := c.Best(0); p != 0 || k != 0 || c.Behind(0, 0) {
+		t.Fatalf("empty: Best = %d,%d Behind=%v", p, k, c.Behind(0, 0))
 	}
-	c.Observe(3, 12)
-	c.Observe(4, 12) // a tie keeps the first peer in Peers order
-	c.Observe(2, 7)
-	c.Observe(9, 40) // not a peer (a follower, say): ignored
+	c.Observe(0, 3, 12)
+	c.Observe(0, 4, 12) // a tie keeps the first peer in Peers order
+	c.Observe(0, 2, 7)
+	c.Observe(0, 9, 40) // not a peer (a follower, say): ignored
 	for _, tc := range []struct {
 		applied    uint64
 		wantBehind bool
 	}{{0, true}, {11, true}, {12, false}, {40, false}} {
-		if got := c.Behind(tc.applied); got != tc.wantBehind {
+		if got := c.Behind(0, tc.applied); got != tc.wantBehind {
 			t.Errorf("Behind(%d) = %v, want %v", tc.applied, got, tc.wantBehind)
 		}
 	}
@@ -169,9 +169,9 @@ func TestBestAndBehind(t *testing.T) {
 func TestSparesTheMaster(t *testing.T) {
 	c := catchup.New(config())
 	c.SetMaster(3)
-	c.Observe(3, 100)
-	c.Observe(4, 90)
-	c.Observe(2, 20)
+	c.Observe(0, 3, 100)
+	c.Observe(0, 4, 90)
+	c.Observe(0, 2, 20)
 	if got := c.Maybe(1, 0); !reflect.DeepEqual(got, req(4, 0)) {
 		t.Fatalf("behind both: got %v, want a request to peer 4 (the most advanced non-master)", got)
 	}
@@ -225,7 +225,7 @@ func rows(ids ...uint64) []core.DedupEntry {
 // request outstanding; only a whole base is installed, with every row.
 func TestFetchBase(t *testing.T) {
 	c := catchup.New(config())
-	c.Observe(2, 100)
+	c.Observe(0, 2, 100)
 	st := core.ApplyState{Applied: 90, NextIndex: 40, FirstIndex: 20}
 	const applied, next = 10, 5 // the node's own: its log ends at 5, below the base's first index
 	c.NeedBase(2, next)
@@ -280,8 +280,8 @@ func TestFetchBase(t *testing.T) {
 // log's end, since the new base may need them.
 func TestFetchBaseChanges(t *testing.T) {
 	c := catchup.New(config())
-	c.Observe(2, 100)
-	c.Observe(3, 100)
+	c.Observe(0, 2, 100)
+	c.Observe(0, 3, 100)
 	old := core.ApplyState{Applied: 90, NextIndex: 40, FirstIndex: 20}
 	const applied, next = 10, 5
 	c.NeedBase(2, next)
@@ -320,7 +320,7 @@ func TestFetchBaseChanges(t *testing.T) {
 // A base that is not ahead of the node ends the fetch: it learns normally.
 func TestFetchBaseNotAhead(t *testing.T) {
 	c := catchup.New(config())
-	c.Observe(2, 100)
+	c.Observe(0, 2, 100)
 	c.NeedBase(2, 50)
 	c.Maybe(1, 70)
 	st := core.ApplyState{Applied: 60, NextIndex: 40, FirstIndex: 20}
@@ -329,5 +329,59 @@ func TestFetchBaseNotAhead(t *testing.T) {
 	}
 	if got := c.Maybe(2, 70); !reflect.DeepEqual(got, req(2, 70)) {
 		t.Fatalf("after: %v, want a learn request", got)
+	}
+}
+
+// A peer that stopped answering does not keep the node out of elections: it
+// counts toward "behind" only while heard from within Live. With the planted
+// bug (CountDeadPeers) its last report counts forever, as it once did, and a
+// cluster whose master died after announcing an instance nobody else learned
+// never elected another.
+func TestDeadPeerStopsCounting(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		cfg := config()
+		cfg.Live, cfg.Stall, cfg.CountDeadPeers = 30, 1000, planted
+		c := catchup.New(cfg)
+		c.Observe(100, 2, 50) // the master said it applied 50, then died
+		c.Observe(100, 3, 40) // a live peer, at our frontier
+		for now := uint64(100); now <= 200; now += 10 {
+			c.Tick(now, 40)
+			if now%10 == 0 {
+				c.Observe(now, 3, 40) // 3 keeps answering probes
+			}
+			want := now <= 130 || planted
+			if got := c.Behind(now, 40); got != want {
+				t.Fatalf("planted=%v: Behind at %d = %v, want %v", planted, now, got, want)
+			}
+		}
+		if p, _ := c.Best(200); p == 2 && !planted {
+			t.Fatalf("Best asks dead peer %d", p)
+		}
+	}
+}
+
+// A node behind a live peer that never gives it what it lacks stops
+// counting itself behind after Stall ticks without applying anything; any
+// progress starts the clock again.
+func TestStallEndsBehind(t *testing.T) {
+	cfg := config()
+	cfg.Live, cfg.Stall = 1000, 50
+	c := catchup.New(cfg)
+	c.Tick(0, 10)
+	c.Observe(0, 2, 20)
+	for now := uint64(1); now < 50; now++ {
+		c.Tick(now, 10)
+		if !c.Behind(now, 10) {
+			t.Fatalf("not behind at %d, before the stall bound", now)
+		}
+	}
+	c.Tick(50, 10)
+	if c.Behind(50, 10) {
+		t.Fatal("still behind after 50 ticks without progress")
+	}
+	c.Tick(51, 11) // progress: behind again, for another Stall
+	if !c.Behind(51, 11) || !c.Behind(100, 11) || c.Behind(101, 11) {
+		t.Fatalf("after progress at 51: Behind(51)=%v Behind(100)=%v Behind(101)=%v, want true true false",
+			c.Behind(51, 11), c.Behind(100, 11), c.Behind(101, 11))
 	}
 }

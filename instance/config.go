@@ -56,15 +56,20 @@ const (
 	BugSkipDedup              // apply ignores the dedup table
 	BugStaleRead              // a node that holds the lease in its applied state serves linearizable reads without confirming it is still master
 	BugBaseWithoutDedup       // a node that installs a peer's base leaves out its dedup table
+	BugUnboundedPromise       // a Promise carries every accepted value, however large (no pieces)
+	BugBehindDeadPeer         // a node counts itself behind a peer that stopped answering, for good
+	BugGuardOldLease          // a stale lease from an older instance moves the acceptor's lease guard
 )
 
-var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup"}
+var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
+	"unbounded-promise", "behind-dead-peer", "guard-old-lease"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
-	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup}
+	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
+		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

@@ -18,6 +18,7 @@
 package instance
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -151,11 +152,13 @@ type Node struct {
 	// it promises no one else until guardUntil. A majority accepted the
 	// holder's lease before the holder serves, so no other node completes
 	// phase 1 (and gets anything chosen) while the holder's lease is valid.
-	guardHolder, guardUntil uint64
-	leaseInFlight           bool
-	leaseStart              uint64
-	electionArmed           bool
-	electionAt              uint64
+	// guardInstance is the instance of the lease guarded: only a lease
+	// from it or a later instance moves the guard (guardLease).
+	guardHolder, guardUntil, guardInstance uint64
+	leaseInFlight                          bool
+	leaseStart                             uint64
+	electionArmed                          bool
+	electionAt                             uint64
 
 	reqs       map[uint64]bool     // outstanding proposals
 	byInstance map[uint64][]uint64 // instance -> proposals placed there
@@ -227,24 +230,23 @@ func New(cfg Config, d Durable) (*Node, error) {
 	n.cu = catchup.New(catchup.Config{
 		Peers: peers, Interval: cfg.LearnInterval, Timeout: 4 * cfg.PhaseTimeout,
 		Grace: cfg.PhaseTimeout, Slack: uint64(cfg.Window), Batch: cfg.CatchupBatch,
+		Live: 3 * cfg.LearnInterval, Stall: 3*cfg.LearnInterval + 8*cfg.PhaseTimeout,
+		CountDeadPeers: cfg.Bug == BugBehindDeadPeer,
 	})
 	if d.State.LeaseHolder != 0 {
 		// We do not know when the lease was last renewed: assume just now.
+		// It was applied, so it is older than any accepted lease (those are
+		// at or above Applied).
 		n.leaseOtherUntil = cfg.LeaseTicks
 		n.guardHolder, n.guardUntil = d.State.LeaseHolder, cfg.LeaseTicks
 	}
 	if n.voter {
-		// A lease accepted before the restart guards a full lease from now:
-		// the one in the highest instance is the latest.
-		var last uint64
-		for _, a := range d.Accepted {
-			if a.Instance >= last {
-				for _, c := range a.Value.Commands {
-					if c.Kind == core.CmdLease {
-						last, n.guardHolder, n.guardUntil = a.Instance, c.Holder, cfg.LeaseTicks
-					}
-				}
-			}
+		// A lease accepted before the restart guards a full lease from now,
+		// by the same rule as in service: in instance order, the latest wins.
+		accepted := slices.Clone(d.Accepted)
+		slices.SortFunc(accepted, func(a, b core.InstanceValue) int { return cmp.Compare(a.Instance, b.Instance) })
+		for _, a := range accepted {
+			n.guardLease(a.Instance, a.Value)
 		}
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
@@ -342,11 +344,16 @@ func (n *Node) Propose(p Proposal) error {
 	if n.reqs[p.Req] {
 		return fmt.Errorf("instance: request %d is already outstanding", p.Req)
 	}
-	n.reqs[p.Req] = true
 	c := core.Command{Kind: core.CmdUser, Entries: p.Entries, ClientID: p.ClientID, Seq: p.Seq, Origin: n.id, Epoch: n.epoch, Req: p.Req}
 	if p.HasExpected {
 		c.Expect = p.Expected + 1
 	}
+	if c.Size() > n.cfg.MaxCommandBytes {
+		// The runtime bounds appends below this; a larger value could make
+		// messages that no peer accepts.
+		return fmt.Errorf("instance: an append of %d encoded bytes is over MaxCommandBytes %d", c.Size(), n.cfg.MaxCommandBytes)
+	}
+	n.reqs[p.Req] = true
 	n.prop.Propose(c)
 	return nil
 }
@@ -380,7 +387,7 @@ func (n *Node) Step(m core.Message) error {
 
 func (n *Node) step(m core.Message) {
 	if m.From != n.id {
-		n.cu.Observe(m.From, m.Committed)
+		n.cu.Observe(n.now, m.From, m.Committed)
 		if m.Type == core.MsgAccept || m.Type == core.MsgCommit {
 			n.cu.SetMaster(m.From) // only a proposer sends these
 		}
@@ -399,7 +406,11 @@ func (n *Node) step(m core.Message) {
 			n.send(core.Message{Type: core.MsgPromise, To: m.From, Ballot: m.Ballot, Instance: m.Instance, Reject: true, Promised: n.acc.Promised()}, false)
 			return
 		}
-		reply, changed := n.acc.Prepare(m, applied)
+		limit := n.cfg.CatchupBytes
+		if n.cfg.Bug == BugUnboundedPromise {
+			limit = 0
+		}
+		reply, changed := n.acc.Prepare(m, applied, limit)
 		if changed {
 			n.rd.Promised = n.acc.Promised()
 			n.outbidBy(n.acc.Promised())
@@ -431,7 +442,7 @@ func (n *Node) step(m core.Message) {
 			n.rd.Accepted = append(n.rd.Accepted, *rec)
 		}
 		if !reply.Reject {
-			n.guardLease(m.Value)
+			n.guardLease(m.Instance, m.Value)
 		}
 		reply.To = m.From
 		n.send(reply, true)
@@ -488,11 +499,20 @@ func (n *Node) step(m core.Message) {
 	}
 }
 
-// guardLease starts the lease guard when an accepted value holds a lease.
-func (n *Node) guardLease(v core.Value) {
+// guardLease starts the lease guard when a value accepted in instance i
+// holds a lease. Restart recovery and service both come here, so they keep
+// one rule: a lease moves the guard only if it is from the instance guarded
+// or a later one. Paxos makes a new master re-propose old values, stale
+// leases among them, in instances below its own lease, and a duplicate
+// Accept of one may arrive late; neither may take the guard away from the
+// holder of a later lease, whose lease may still run (docs/protocol.md §5).
+func (n *Node) guardLease(i uint64, v core.Value) {
+	if i < n.guardInstance && n.cfg.Bug != BugGuardOldLease {
+		return
+	}
 	for _, c := range v.Commands {
 		if c.Kind == core.CmdLease {
-			n.guardHolder, n.guardUntil = c.Holder, n.now+n.cfg.LeaseTicks
+			n.guardHolder, n.guardUntil, n.guardInstance = c.Holder, n.now+n.cfg.LeaseTicks, i
 		}
 	}
 }
@@ -748,7 +768,7 @@ func (n *Node) eligible() bool {
 }
 
 func (n *Node) maybeElect() {
-	if n.prop.Phase() != proposer.Idle || !n.eligible() || n.cu.Behind(n.learn.Applied()) {
+	if n.prop.Phase() != proposer.Idle || !n.eligible() || n.cu.Behind(n.now, n.learn.Applied()) {
 		if n.prop.Phase() == proposer.Idle {
 			n.electionArmed = false
 		}
@@ -864,8 +884,19 @@ func (n *Node) pushToFollowers() {
 		return
 	}
 	slices.Sort(ids)
-	for _, f := range ids {
-		n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: n.rd.Chosen[0].Instance, Entries: n.rd.Chosen}, false) // chosen values: nothing to wait for
+	// In pieces of at most CatchupBytes (or one value): a Ready may apply
+	// many large values at once, and a message over the transport's bound
+	// would be dropped.
+	for rest := n.rd.Chosen; len(rest) > 0; {
+		k, size := 0, 0
+		for k < len(rest) && (k == 0 || size+rest[k].Size() <= n.cfg.CatchupBytes) {
+			size += rest[k].Size()
+			k++
+		}
+		for _, f := range ids {
+			n.send(core.Message{Type: core.MsgLearnResp, To: f, Instance: rest[0].Instance, Entries: rest[:k]}, false) // chosen values: nothing to wait for
+		}
+		rest = rest[k:]
 	}
 }
 
@@ -902,7 +933,7 @@ func (n *Node) Advance() { n.durableApplied, n.durableBase = n.readyApplied, n.r
 func (n *Node) Status() Status {
 	st := n.learn.State()
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
-		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(st.Applied),
+		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(n.now, st.Applied),
 		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients()}
 	if n.voter {
 		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()

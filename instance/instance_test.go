@@ -53,6 +53,7 @@ type cluster struct {
 	late    map[core.MsgType]int    // message types seen in Ready.After
 	watch   func(core.Message)      // if set, sees every message sent
 	drop    func(core.Message) bool // if set, the network loses the messages it matches
+	down    map[uint64]bool         // crashed for good: no ticks, no Readies, no messages
 }
 
 func config(id uint64, seed uint64, log instance.LogReader, bug instance.Bug) instance.Config {
@@ -75,15 +76,22 @@ func newCluster(t *testing.T, seed uint64, bug instance.Bug) *cluster {
 // restoredCluster starts nodes from durable states; chosen holds each node's
 // durable chosen values (their Log).
 func restoredCluster(t *testing.T, seed uint64, bug instance.Bug, durable map[uint64]instance.Durable, chosen map[uint64]map[uint64]core.Value) *cluster {
+	return tunedCluster(t, seed, bug, durable, chosen, func(*instance.Config) {})
+}
+
+// tunedCluster is restoredCluster with each node's config changed by tune.
+func tunedCluster(t *testing.T, seed uint64, bug instance.Bug, durable map[uint64]instance.Durable, chosen map[uint64]map[uint64]core.Value, tune func(*instance.Config)) *cluster {
 	t.Helper()
 	c := &cluster{t: t, ids: []uint64{1, 2, 3}, nodes: map[uint64]*instance.Node{}, stores: map[uint64]*store{},
-		results: map[uint64][]instance.Result{}, early: map[core.MsgType]int{}, late: map[core.MsgType]int{}}
+		results: map[uint64][]instance.Result{}, early: map[core.MsgType]int{}, late: map[core.MsgType]int{}, down: map[uint64]bool{}}
 	for _, id := range c.ids {
 		s := &store{accepted: map[uint64]core.InstanceValue{}, chosen: map[uint64]core.Value{}}
 		for i, v := range chosen[id] {
 			s.chosen[i] = v
 		}
-		n, err := instance.New(config(id, seed, s, bug), durable[id])
+		cfg := config(id, seed, s, bug)
+		tune(&cfg)
+		n, err := instance.New(cfg, durable[id])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +138,7 @@ func (c *cluster) drain() {
 	for range 10000 {
 		busy := false
 		for _, id := range c.ids {
-			if n := c.nodes[id]; n.HasReady() {
+			if n := c.nodes[id]; !c.down[id] && n.HasReady() {
 				c.handle(id, n.Ready())
 				n.Advance()
 				busy = true
@@ -139,7 +147,7 @@ func (c *cluster) drain() {
 		msgs := c.queue
 		c.queue = nil
 		for _, m := range msgs {
-			if c.drop != nil && c.drop(m) {
+			if (c.drop != nil && c.drop(m)) || c.down[m.From] || c.down[m.To] {
 				continue
 			}
 			if err := c.nodes[m.To].Step(m); err != nil {
@@ -157,7 +165,7 @@ func (c *cluster) drain() {
 func (c *cluster) masters() []uint64 {
 	var out []uint64
 	for _, id := range c.ids {
-		if c.nodes[id].IsMaster() {
+		if !c.down[id] && c.nodes[id].IsMaster() {
 			out = append(out, id)
 		}
 	}
@@ -167,7 +175,9 @@ func (c *cluster) masters() []uint64 {
 // tick advances every clock by one tick, checking invariants.
 func (c *cluster) tick() {
 	for _, id := range c.ids {
-		c.nodes[id].Tick()
+		if !c.down[id] {
+			c.nodes[id].Tick()
+		}
 	}
 	c.drain()
 	for _, id := range c.ids {

@@ -68,7 +68,11 @@ type Proposer struct {
 	prepFrom uint64
 	prepSent uint64
 	promised map[uint64]bool
-	found    map[uint64]core.InstanceValue
+	// pieces: acceptors whose Promise came in pieces -> where the next
+	// piece starts (the After we asked with). Their promise counts once
+	// the last piece is in.
+	pieces map[uint64]uint64
+	found  map[uint64]core.InstanceValue
 
 	// Leading.
 	next     uint64
@@ -114,7 +118,7 @@ func (p *Proposer) StartPrepare(now, from uint64) []core.Message {
 	p.reset()
 	p.phase, p.ballot = Preparing, p.gen.Next()
 	p.prepFrom, p.prepSent = from, now
-	p.promised, p.found = map[uint64]bool{}, map[uint64]core.InstanceValue{}
+	p.promised, p.pieces, p.found = map[uint64]bool{}, map[uint64]uint64{}, map[uint64]core.InstanceValue{}
 	out := make([]core.Message, 0, len(p.cfg.Voters))
 	for _, v := range p.cfg.Voters {
 		out = append(out, core.Message{Type: core.MsgPrepare, To: v, Ballot: p.ballot, Instance: from})
@@ -134,7 +138,10 @@ const (
 )
 
 // OnPromise handles a phase 1b reply. On PromiseLeading it returns the
-// Accepts re-proposing every open instance.
+// Accepts re-proposing every open instance. A Promise that came in pieces
+// (End set: the acceptor stopped at its message bound) returns the Prepare
+// asking for the next piece; the acceptor's promise counts only when its
+// last piece is in, so the quorum's reports are whole.
 func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core.Message) {
 	p.gen.Observe(m.Promised)
 	if p.phase != Preparing || m.Ballot != p.ballot {
@@ -151,7 +158,9 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		}
 		return PromiseCounted, nil
 	}
-	p.promised[m.From] = true
+	if p.promised[m.From] || m.After != p.pieces[m.From] {
+		return PromiseCounted, nil // a duplicate, or a piece we did not ask for (yet)
+	}
 	for _, e := range m.Entries {
 		if e.Instance < p.prepFrom {
 			continue
@@ -160,6 +169,15 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 			p.found[e.Instance] = e
 		}
 	}
+	if m.End > m.After && m.End > m.Instance {
+		// The acceptor stopped at its message bound: ask for the rest. The
+		// phase is making progress, so its timeout starts over (a window of
+		// large values may take many pieces; each one moves End forward, and
+		// there are at most MaxAhead instances to send).
+		p.pieces[m.From], p.prepSent = m.End, now
+		return PromiseCounted, []core.Message{{Type: core.MsgPrepare, To: m.From, Ballot: p.ballot, Instance: p.prepFrom, After: m.End}}
+	}
+	p.promised[m.From] = true
 	if len(p.promised) < p.quorum() {
 		return PromiseCounted, nil
 	}
@@ -178,7 +196,7 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		}
 		out = append(out, p.propose(now, v)...)
 	}
-	p.promised, p.found = nil, nil
+	p.promised, p.pieces, p.found = nil, nil, nil
 	return PromiseLeading, out
 }
 
@@ -328,6 +346,6 @@ func (p *Proposer) StepDown() { p.reset() }
 
 func (p *Proposer) reset() {
 	p.phase, p.ballot = Idle, 0
-	p.promised, p.found = nil, nil
+	p.promised, p.pieces, p.found = nil, nil, nil
 	clear(p.inflight)
 }

@@ -433,3 +433,51 @@ func TestForgetAndStepDown(t *testing.T) {
 		t.Errorf("idle proposer resent %v", msgs)
 	}
 }
+
+// A Promise in pieces: the proposer asks each acceptor for its next piece
+// (same ballot and start, After = End), counts the acceptor only when its
+// last piece is in, ignores duplicates and pieces it did not ask for, keeps
+// the phase alive while pieces arrive, and re-proposes what every piece
+// reported.
+func TestOnPromiseInPieces(t *testing.T) {
+	p := newProposer(config())
+	msgs := p.StartPrepare(0, 5)
+	b := msgs[0].Ballot
+	piece := func(from, after, end uint64, entries ...core.InstanceValue) core.Message {
+		m := promise(from, b, entries...)
+		m.Instance, m.After, m.End = 5, after, end
+		return m
+	}
+	// Node 1's whole promise; node 2's first piece stops at 7.
+	if out, _ := p.OnPromise(1, piece(1, 0, 0)); out != proposer.PromiseCounted {
+		t.Fatalf("one promise: %v", out)
+	}
+	out, next := p.OnPromise(2, piece(2, 0, 7, core.InstanceValue{Instance: 5, Ballot: 3, Value: val("a")}, core.InstanceValue{Instance: 6, Ballot: 3, Value: val("b")}))
+	want := []core.Message{{Type: core.MsgPrepare, To: 2, Ballot: b, Instance: 5, After: 7}}
+	if out != proposer.PromiseCounted || !reflect.DeepEqual(next, want) {
+		t.Fatalf("first piece: %v %v, want counted and %v", out, next, want)
+	}
+	// A duplicate of the first piece, or a piece not asked for, changes nothing.
+	for _, m := range []core.Message{piece(2, 0, 7), piece(2, 9, 0)} {
+		if out, next := p.OnPromise(3, m); out != proposer.PromiseCounted || next != nil {
+			t.Fatalf("stray piece %v: %v %v", m, out, next)
+		}
+	}
+	// The phase timeout counts from the last piece: at 2+PhaseTimeout-1 it is alive.
+	if _, abandoned := p.Tick(2 + 5 - 1); abandoned || p.Phase() != proposer.Preparing {
+		t.Fatal("phase 1 abandoned while pieces were arriving")
+	}
+	out, accs := p.OnPromise(6, piece(2, 7, 0, core.InstanceValue{Instance: 8, Ballot: 3, Value: val("d")}))
+	if out != proposer.PromiseLeading {
+		t.Fatalf("last piece: %v, want leading", out)
+	}
+	wantVals := map[uint64]core.Value{5: val("a"), 6: val("b"), 7: noop, 8: val("d")}
+	if len(accs) != len(wantVals)*len(voters) {
+		t.Fatalf("re-proposed %d Accepts, want instances 5..8 to each voter", len(accs))
+	}
+	for _, m := range accs {
+		if !reflect.DeepEqual(m.Value, wantVals[m.Instance]) || m.Ballot != b {
+			t.Fatalf("instance %d re-proposed as %v at %d, want %v at %d", m.Instance, m.Value, m.Ballot, wantVals[m.Instance], b)
+		}
+	}
+}
