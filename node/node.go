@@ -113,28 +113,12 @@ type readIndexReply struct {
 
 // Open opens the data directory and restores the core; Run starts it.
 func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
-	if cfg.Tick == 0 {
-		cfg.Tick = instance.DefaultTickMillis * time.Millisecond
-	}
-	if cfg.MaxEntryBytes == 0 {
-		cfg.MaxEntryBytes = 1 << 20
-	}
-	if cfg.MaxAppendBytes == 0 {
-		cfg.MaxAppendBytes = max(4<<20, cfg.MaxEntryBytes)
-	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
-	}
+	cfg = withDefaults(cfg)
 	d, err := store.Load()
 	if err != nil {
 		return nil, err
 	}
 	cc := cfg.Core
-	if cc.Window == 0 {
-		cc = instance.DefaultConfig()
-	}
-	cc.ID, cc.Followers = cfg.ID, cfg.Followers
-	cc.Members = Members(cfg.Members)
 	cc.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	cc.Log = store
 	c, err := instance.New(cc, d)
@@ -151,6 +135,39 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	st := store.State()
 	n.app = applied{next: st.NextIndex, first: st.FirstIndex, changed: make(chan struct{})}
 	return n, nil
+}
+
+// withDefaults fills in what cfg leaves zero, the core's config included
+// (all but Rand and Log).
+func withDefaults(cfg Config) Config {
+	if cfg.Tick == 0 {
+		cfg.Tick = instance.DefaultTickMillis * time.Millisecond
+	}
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = 1 << 20
+	}
+	if cfg.MaxAppendBytes == 0 {
+		cfg.MaxAppendBytes = max(4<<20, cfg.MaxEntryBytes)
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.Core.Window == 0 {
+		cfg.Core = instance.DefaultConfig()
+	}
+	// Every append the node takes fits a command of this size (Append
+	// refuses larger ones), which bounds the largest message.
+	cfg.Core.MaxCommandBytes = instance.CommandBytesFor(cfg.MaxAppendBytes)
+	cfg.Core.ID, cfg.Core.Followers = cfg.ID, cfg.Followers
+	cfg.Core.Members = Members(cfg.Members)
+	return cfg
+}
+
+// MaxMessageBytes is the largest peer message a node with cfg sends: the
+// transport must carry messages of this size.
+func MaxMessageBytes(cfg Config) int {
+	cc := withDefaults(cfg).Core
+	return cc.MaxMessageBytes()
 }
 
 // Members turns an ID -> address map into the core's member list: slots are

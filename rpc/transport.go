@@ -348,7 +348,7 @@ func (t *Transport) Send(m core.Message) {
 	if len(b) > t.cfg.MaxMessageBytes {
 		p.oversized.Add(1)
 		p.dropped.Add(1)
-		t.logf("dropped a %s message of %d bytes to node %d: over the %d-byte limit", m.Type, len(b), m.To, t.cfg.MaxMessageBytes)
+		t.logf("error: dropped a %s message of %d bytes to node %d: over the %d-byte message limit (a core bound does not match the transport's: check that every node runs with the same --max-entry-bytes)", m.Type, len(b), m.To, t.cfg.MaxMessageBytes)
 		return
 	}
 	select {
@@ -821,6 +821,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	for _, raw := range b.GetMessages() {
 		if len(raw) > t.cfg.MaxMessageBytes {
 			t.corrupt.Add(1)
+			t.logf("error: dropped a message of %d bytes from node %d: over the %d-byte message limit (does every node run with the same --max-entry-bytes?)", len(raw), b.GetFrom(), t.cfg.MaxMessageBytes)
 			continue
 		}
 		m, err := core.DecodeMessage(raw)

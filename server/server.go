@@ -242,26 +242,28 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		maxFollowers = 0
 		followers = []instance.Follower{{ID: cfg.ID, Target: cfg.Follow}}
 	}
-	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
-		SelfAddress: self, MaxFollowers: maxFollowers,
-		// A peer message holds at most a batch (4 MiB) or a catch-up
-		// response (4 MiB) plus one append that may exceed them.
-		MaxMessageBytes: 8<<20 + 2*cfg.MaxEntryBytes},
-		func(m core.Message) { n.Deliver(m) })
-	core := instance.DefaultConfig()
-	core.Bug = cfg.Bug
+	cc := instance.DefaultConfig()
+	cc.Bug = cfg.Bug
 	tick := time.Duration(instance.DefaultTickMillis) * time.Millisecond
 	if cfg.LearnInterval > 0 {
-		core.LearnInterval = max(1, uint64(cfg.LearnInterval/tick))
+		cc.LearnInterval = max(1, uint64(cfg.LearnInterval/tick))
 	}
 	switch {
 	case cfg.CatchupRate == 0:
-		core.CatchupBytesPerTick = DefaultCatchupRate / int(time.Second/tick)
+		cc.CatchupBytesPerTick = DefaultCatchupRate / int(time.Second/tick)
 	case cfg.CatchupRate > 0:
-		core.CatchupBytesPerTick = max(1, int(cfg.CatchupRate)/int(time.Second/tick))
+		cc.CatchupBytesPerTick = max(1, int(cfg.CatchupRate)/int(time.Second/tick))
 	}
-	n, err = node.Open(node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: core,
-		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf}, store, r.tr)
+	// The largest peer message follows from the window and entry limits
+	// (instance.Config.MaxMessageBytes); the transport must carry it, or a
+	// phase 1 or catch-up could stall for good on a dropped message.
+	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
+		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf}
+	maxMsg := node.MaxMessageBytes(ncfg)
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
+		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg},
+		func(m core.Message) { n.Deliver(m) })
+	n, err = node.Open(ncfg, store, r.tr)
 	if err != nil {
 		r.tr.Close()
 		lis.Close()
