@@ -50,6 +50,10 @@ type Config struct {
 	// filled in by the node.
 	Core instance.Config
 	Logf func(format string, args ...any)
+	// WallClockOffset is added to the wall clock the node gives the core
+	// (for lease commands, which age idle clients' dedup rows). It exists
+	// for fault tests only: a node whose clock is hours off.
+	WallClockOffset time.Duration
 }
 
 // Errors callers branch on.
@@ -219,7 +223,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.shutdown(ErrStopped)
 			return nil
 		case now := <-tick.C:
-			n.core.SetWallClock(uint64(now.UnixMilli()))
+			n.core.SetWallClock(uint64(now.Add(n.cfg.WallClockOffset).UnixMilli()))
 			catchUp(time.Now())
 			n.retain()
 		case m := <-n.inbox:

@@ -63,6 +63,9 @@ type Config struct {
 	// that must catch it. Only a binary built with the paxosd_bugs tag
 	// sets it.
 	Bug instance.Bug
+	// WallClockOffset shifts the node's wall clock (node.Config), for
+	// fault tests only (the hidden --unsafe-wall-clock-offset flag).
+	WallClockOffset time.Duration
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -258,7 +261,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// (instance.Config.MaxMessageBytes); the transport must carry it, or a
 	// phase 1 or catch-up could stall for good on a dropped message.
 	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
-		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf}
+		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf,
+		WallClockOffset: cfg.WallClockOffset}
 	maxMsg := node.MaxMessageBytes(ncfg)
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg},

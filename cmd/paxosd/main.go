@@ -108,6 +108,9 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
 			&cli.StringFlag{Name: "dial-peers", Usage: "dial these addresses for peers instead of their --peers addresses (a proxy or NAT in between), as ID=HOST:PORT, comma-separated; identity checks still use --peers"},
+			// For fault tests only (e2e, e2e/chaos): a node whose wall clock
+			// is hours off. Hidden, since no operator should ever set it.
+			&cli.DurationFlag{Name: "unsafe-wall-clock-offset", Hidden: true, Usage: "add this to the wall clock the node writes into lease commands (fault tests only)"},
 		}, bugFlags...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -145,7 +148,8 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug})
+				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug,
+				WallClockOffset: c.Duration("unsafe-wall-clock-offset")})
 			if err != nil {
 				return err
 			}
