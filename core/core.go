@@ -8,8 +8,10 @@
 package core
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/paxosd/paxosd/idgen"
 )
@@ -182,16 +184,39 @@ func (c *SnapChunk) Size() int {
 // SnapEntrySize is what one entry adds to a SnapChunk's Size.
 func SnapEntrySize(e Entry) int { return 10 + len(e.Data) }
 
-// SnapRowSize is what one dedup row adds to a SnapChunk's Size.
-func SnapRowSize(d DedupEntry) int { return 20 + 30*len(d.Recent) }
+// SnapRowSize is what one dedup row adds to a SnapChunk's Size: at most
+// its encoded size (client ID and LastUsed, 10 bytes each, the count, and
+// per seq three uvarints and the 4-byte checksum).
+func SnapRowSize(d DedupEntry) int { return 21 + 34*len(d.Recent) }
 
 // DedupWindow is how many of a client's most recent sequence numbers the
 // dedup table remembers: a client may have that many appends in flight, and
 // they may land in any order.
 const DedupWindow = 32
 
-// SeqIndexes is where one applied (client, seq) landed.
-type SeqIndexes struct{ Seq, First, Last uint64 }
+// SeqIndexes is where one applied (client, seq) landed, and a checksum of
+// its entries (EntriesSum): a repeat of the seq with other entries is not a
+// retry but a client that reused the seq (ErrSeqReused).
+type SeqIndexes struct {
+	Seq, First, Last uint64
+	Sum              uint32
+}
+
+// EntriesSum is the checksum a dedup row keeps of a command's entries: a
+// CRC32C over the count, then each entry's length and bytes, so that entries
+// split differently sum differently. It is part of the replicated state, so
+// it must never change.
+func EntriesSum(entries [][]byte) uint32 {
+	var buf [binary.MaxVarintLen64]byte
+	sum := crc32.Update(0, castagnoli, binary.AppendUvarint(buf[:0], uint64(len(entries))))
+	for _, e := range entries {
+		sum = crc32.Update(sum, castagnoli, binary.AppendUvarint(buf[:0], uint64(len(e))))
+		sum = crc32.Update(sum, castagnoli, e)
+	}
+	return sum
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // DedupEntry is one client's row in the dedup table.
 type DedupEntry struct {
@@ -232,7 +257,27 @@ var (
 	// ErrConflict: a conditional append found the log at another index; the
 	// Result's First holds the log's end index.
 	ErrConflict = errors.New("expected index does not match the end of the log")
+	// ErrTooManyClients: the dedup table is at its cap and every row in it
+	// may still be retried by its client, so none can make room for a new
+	// client; nothing was applied. Apply returns it as a
+	// *TooManyClientsError, which names the cap.
+	ErrTooManyClients = errors.New("too many exactly-once clients")
+	// ErrSeqReused: a known (client, seq) came again with other entries, so it
+	// is not a retry; nothing was applied.
+	ErrSeqReused = errors.New("this (client_id, seq) was already applied with different entries: a client restarted with a fixed " +
+		"client ID must continue its seq above the last one it used; nothing applied")
 )
+
+// TooManyClientsError is ErrTooManyClients with the cap.
+type TooManyClientsError struct{ Max int }
+
+func (e *TooManyClientsError) Error() string {
+	return fmt.Sprintf("too many exactly-once clients: the dedup table holds its cap of %d clients (MaxClients), each of which "+
+		"appended within the client retry window and may still retry; nothing applied: retry later, or raise MaxClients on every node", e.Max)
+}
+
+// Unwrap makes errors.Is(err, ErrTooManyClients) work.
+func (e *TooManyClientsError) Unwrap() error { return ErrTooManyClients }
 
 // NotMasterError is ErrNotMaster with the master this node believes in (0 if none).
 type NotMasterError struct{ Master uint64 }

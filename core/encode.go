@@ -178,8 +178,9 @@ func DecodeValue(b []byte) (Value, error) {
 	return v, nil
 }
 
-// messageVersion 2 added After and Snap.
-const messageVersion = 2
+// messageVersion 2 added After and Snap; 3 added each seq's entries
+// checksum to the dedup rows of Snap.
+const messageVersion = 3
 
 // AppendMessage appends the encoding of m to dst.
 func AppendMessage(dst []byte, m Message) []byte {
@@ -232,8 +233,8 @@ func AppendState(dst []byte, s ApplyState) []byte {
 }
 
 // AppendDedup appends the encoding of d's row, without its client ID and
-// Deleted mark: LastUsed, then the count and the (Seq, First, Last) of
-// Recent.
+// Deleted mark: LastUsed, then the count and, for each of Recent, Seq, First
+// and Last as uvarints and Sum as 4 bytes big-endian.
 func AppendDedup(dst []byte, d DedupEntry) []byte {
 	dst = binary.AppendUvarint(dst, d.LastUsed)
 	dst = binary.AppendUvarint(dst, uint64(len(d.Recent)))
@@ -241,6 +242,7 @@ func AppendDedup(dst []byte, d DedupEntry) []byte {
 		dst = binary.AppendUvarint(dst, r.Seq)
 		dst = binary.AppendUvarint(dst, r.First)
 		dst = binary.AppendUvarint(dst, r.Last)
+		dst = binary.BigEndian.AppendUint32(dst, r.Sum)
 	}
 	return dst
 }
@@ -250,14 +252,30 @@ func (d *decoder) state() ApplyState {
 		LeaseHolder: d.uvarint(), LeaseVersion: d.uvarint(), LogTime: d.uvarint()}
 }
 
+func (d *decoder) uint32() uint32 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 4 {
+		d.err = fmt.Errorf("%w: truncated", ErrCorrupt)
+		return 0
+	}
+	x := binary.BigEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return x
+}
+
+// seqIndexesMin is the fewest bytes one encoded SeqIndexes takes.
+const seqIndexesMin = 3 + 4
+
 func (d *decoder) dedup(client uint64) DedupEntry {
 	e := DedupEntry{ClientID: client, LastUsed: d.uvarint()}
-	n := d.count(3)
+	n := d.count(seqIndexesMin)
 	if n > 0 {
 		e.Recent = make([]SeqIndexes, 0, n)
 	}
 	for i := 0; i < n && d.err == nil; i++ {
-		e.Recent = append(e.Recent, SeqIndexes{Seq: d.uvarint(), First: d.uvarint(), Last: d.uvarint()})
+		e.Recent = append(e.Recent, SeqIndexes{Seq: d.uvarint(), First: d.uvarint(), Last: d.uvarint(), Sum: d.uint32()})
 	}
 	return e
 }

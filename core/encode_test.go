@@ -33,7 +33,7 @@ func TestValueRoundTrip(t *testing.T) {
 func TestMessageRoundTrip(t *testing.T) {
 	snap := &SnapChunk{State: ApplyState{Applied: 9, NextIndex: 30, FirstIndex: 20, LeaseHolder: 2, LeaseVersion: 3, LogTime: 1 << 40},
 		Entries: []Entry{{Index: 20, Data: []byte("a")}, {Index: 21}},
-		Dedup:   []DedupEntry{{ClientID: 7, LastUsed: 5, Recent: []SeqIndexes{{Seq: 1, First: 2, Last: 3}}}, {ClientID: 8}}, Done: true}
+		Dedup:   []DedupEntry{{ClientID: 7, LastUsed: 5, Recent: []SeqIndexes{{Seq: 1, First: 2, Last: 3, Sum: 0xdeadbeef}}}, {ClientID: 8}}, Done: true}
 	for _, m := range []Message{
 		{Type: MsgPromise, From: 1, To: 2, Ballot: 65, Reject: true, Promised: 130, Instance: 5, End: 9, Committed: 4,
 			Value: sampleValue(), Entries: []InstanceValue{{Instance: 5, Ballot: 64, Value: sampleValue()}, {Instance: 6}}},
@@ -48,8 +48,53 @@ func TestMessageRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(AppendMessage(nil, got), b) {
 			t.Fatalf("round trip: %v vs %v", got, m)
 		}
-		if m.Snap != nil && (got.Snap == nil || got.Snap.Done != m.Snap.Done || got.Snap.State != m.Snap.State || got.After != m.After) {
+		if m.Snap != nil && (got.Snap == nil || got.Snap.Done != m.Snap.Done || got.Snap.State != m.Snap.State || got.After != m.After ||
+			!reflect.DeepEqual(got.Snap.Dedup, m.Snap.Dedup)) {
 			t.Fatalf("round trip lost the snapshot chunk: %+v vs %+v", got.Snap, m.Snap)
+		}
+	}
+}
+
+// EntriesSum is kept in the replicated dedup table: its values must never
+// change, and entries split differently sum differently.
+func TestEntriesSum(t *testing.T) {
+	for _, c := range []struct {
+		entries [][]byte
+		want    uint32
+	}{
+		{nil, 0x527d5351},
+		{[][]byte{[]byte("a"), []byte("b")}, 0xf82a9184},
+		{[][]byte{[]byte("ab")}, 0xc98eed96},
+		{[][]byte{[]byte("a"), []byte("b"), {}}, 0xf8d9bebe},
+	} {
+		if got := EntriesSum(c.entries); got != c.want {
+			t.Errorf("EntriesSum(%q) = %#x, want %#x", c.entries, got, c.want)
+		}
+	}
+}
+
+func TestDedupRoundTrip(t *testing.T) {
+	for _, d := range []DedupEntry{
+		{ClientID: 3},
+		{ClientID: 4, LastUsed: 1 << 41, Recent: []SeqIndexes{{Seq: 7, First: 100, Last: 101, Sum: 1}, {Seq: 9, First: 200, Last: 300, Sum: 1<<32 - 1}}},
+	} {
+		b := AppendDedup(nil, d)
+		got, err := DecodeDedup(d.ClientID, b)
+		if err != nil || !reflect.DeepEqual(AppendDedup(nil, got), b) || got.LastUsed != d.LastUsed || len(got.Recent) != len(d.Recent) {
+			t.Fatalf("round trip of %+v: %+v %v", d, got, err)
+		}
+		for i := range d.Recent {
+			if got.Recent[i] != d.Recent[i] {
+				t.Fatalf("round trip of %+v: seq %d is %+v", d, i, got.Recent[i])
+			}
+		}
+		if SnapRowSize(d) < uvarintLen(d.ClientID)+len(b) {
+			t.Errorf("SnapRowSize %d below the encoded size %d", SnapRowSize(d), uvarintLen(d.ClientID)+len(b))
+		}
+		for i := range len(b) {
+			if _, err := DecodeDedup(d.ClientID, b[:i]); err == nil {
+				t.Fatalf("truncation at %d of %x accepted", i, b)
+			}
 		}
 	}
 }
