@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,7 +176,8 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 		if ch = snapshot(t, s, 51, 5000, 3, 0, empty+1); !same(clients(ch.Dedup), []uint64{4}) || ch.Done {
 			t.Fatalf("maxBytes 1 past the end of the entries: %+v", ch)
 		}
-		if ch = snapshot(t, s, 51, 100, 3, 0, empty+2*50); !same(clients(ch.Dedup), []uint64{4, 5}) || !ch.Done {
+		oneSeqRow := core.SnapRowSize(core.DedupEntry{Recent: make([]core.SeqIndexes, 1)})
+		if ch = snapshot(t, s, 51, 100, 3, 0, empty+2*oneSeqRow); !same(clients(ch.Dedup), []uint64{4, 5}) || !ch.Done {
 			t.Fatalf("maxBytes for the last 2 rows: %+v", ch)
 		}
 		// Another base asked for: the rows start over, after is ignored.
@@ -552,14 +554,14 @@ func reclaim(t *testing.T, valueData, entryData int, first uint64, reopen bool) 
 // now core's: the records already on disk must still decode, and the same.
 func TestRecordFormat(t *testing.T) {
 	st := core.ApplyState{Applied: 300, NextIndex: 5, FirstIndex: 2, LeaseHolder: 1, LeaseVersion: 3, LogTime: 1 << 40}
-	row := core.DedupEntry{ClientID: 4, LastUsed: 1700, Recent: []core.SeqIndexes{{Seq: 7, First: 100, Last: 101}, {Seq: 9, First: 200, Last: 300}}}
+	row := core.DedupEntry{ClientID: 4, LastUsed: 1700, Recent: []core.SeqIndexes{{Seq: 7, First: 100, Last: 101, Sum: 0x01020304}, {Seq: 9, First: 200, Last: 300, Sum: 0xfffefdfc}}}
 	for _, c := range []struct {
 		name string
 		got  []byte
 		want string
 	}{
 		{"state", encodeState(st), "ac0205020103808080808020"},
-		{"dedup row", encodeDedup(row), "a40d0207646509c801ac02"},
+		{"dedup row", encodeDedup(row), "a40d020764650102030409c801ac02fffefdfc"}, // format 2
 	} {
 		if h := fmt.Sprintf("%x", c.got); h != c.want {
 			t.Errorf("%s encodes as %s, want %s", c.name, h, c.want)
@@ -586,5 +588,26 @@ func TestRecordFormat(t *testing.T) {
 	}
 	if _, err := decodeDedup(4, encodeDedup(core.DedupEntry{Recent: row.Recent[1:]})[:3]); !errors.Is(err, errRecord) {
 		t.Errorf("a truncated row: %v", err)
+	}
+}
+
+// A directory of format 1, whose dedup rows lack the entries checksums, is
+// refused, naming both formats, and not touched.
+func TestFormat1Refused(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, testMeta, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := key(prefixMeta, metaIdentity)
+	if err := s.db.Put(k, seal(k, appendUvarints([]byte{1}, testMeta.ClusterID, testMeta.NodeID, testMeta.K)), nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for range 2 {
+		_, err = Open(dir, testMeta, Options{})
+		if err == nil || !strings.Contains(err.Error(), "format 1") || !strings.Contains(err.Error(), "format 2") {
+			t.Fatalf("opening a format-1 directory: %v, want a refusal naming formats 1 and 2", err)
+		}
 	}
 }

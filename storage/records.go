@@ -33,8 +33,11 @@ const (
 	metaChosen   = 5 // chosen cursor: chosen values below it are physically deleted
 )
 
-// formatVersion is the on-disk format this package writes and reads.
-const formatVersion = 1
+// formatVersion is the on-disk format this package writes and reads. 2 added
+// each remembered seq's entries checksum to the dedup rows; a directory of
+// format 1 is refused (its rows lack the checksums, and the apply rules that
+// built its table changed with them).
+const formatVersion = 2
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -175,8 +178,8 @@ func decodeChosen(instance uint64, b []byte) (core.InstanceValue, error) {
 }
 
 // A dedup row (live d/ or base b/) is core.AppendDedup's encoding: LastUsed,
-// the count of recent seqs, then Seq, First, Last of each, in ascending seq
-// order. Storage checks more than core does: a row never holds more than
+// the count of recent seqs, then Seq, First, Last (uvarints) and the entries
+// checksum (4 bytes) of each, in ascending seq order. Storage checks more than core does: a row never holds more than
 // core.DedupWindow seqs, and they are in order, so a damaged row is caught
 // here rather than misleading the dedup table.
 func encodeDedup(d core.DedupEntry) []byte { return core.AppendDedup(nil, d) }
