@@ -59,17 +59,18 @@ const (
 	BugUnboundedPromise       // a Promise carries every accepted value, however large (no pieces)
 	BugBehindDeadPeer         // a node counts itself behind a peer that stopped answering, for good
 	BugGuardOldLease          // a stale lease from an older instance moves the acceptor's lease guard
+	BugLogTimeJump            // log time takes a lease's wall clock unbounded: a master hours ahead expires live clients
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
-	"unbounded-promise", "behind-dead-peer", "guard-old-lease"}
+	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
-		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease}
+		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime
@@ -123,6 +124,18 @@ type Config struct {
 	// recently used is. They must be the same on every node.
 	ClientTTLMillis uint64
 	MaxClients      int
+	// ClientRetryMillis: a client must stop retrying one seq within this
+	// much log time of first sending it (the Go client stops after 10 rounds
+	// over the endpoints, at most 5 s per call: 4.3 minutes at worst with 5
+	// endpoints). At MaxClients a new client replaces the least recently
+	// used row only if that one is idle longer; otherwise it is refused
+	// (core.ErrTooManyClients). Below ClientTTLMillis; the same on every
+	// node.
+	ClientRetryMillis uint64
+	// LogTimeStepMillis is the most one lease command moves log time, however
+	// wrong the master's wall clock, so that no node's clock can expire a
+	// live client (docs/protocol.md §7). The same on every node.
+	LogTimeStepMillis uint64
 
 	Rand *rand.Rand // the only source of randomness
 	Log  LogReader  // durable chosen values
@@ -151,6 +164,9 @@ func DefaultConfig() Config {
 		MaxCommandBytes: CommandBytesFor(4 << 20),
 		ClientTTLMillis: learner.DefaultClientTTL,
 		MaxClients:      learner.DefaultMaxClients,
+
+		ClientRetryMillis: learner.DefaultClientRetry,
+		LogTimeStepMillis: learner.DefaultLogTimeStep, // the lease period
 	}
 }
 
@@ -198,6 +214,10 @@ func (c *Config) Validate() error {
 			c.CatchupBytes, c.MaxBatchBytes, c.MaxCommandBytes, c.MaxMessageBytes(), maxMessageCeiling)
 	case c.ClientTTLMillis == 0 || c.MaxClients < 1:
 		return errors.New("config: ClientTTLMillis and MaxClients must be positive")
+	case c.ClientRetryMillis == 0 || c.ClientRetryMillis >= c.ClientTTLMillis:
+		return fmt.Errorf("config: ClientRetryMillis %d must be positive and below ClientTTLMillis %d", c.ClientRetryMillis, c.ClientTTLMillis)
+	case c.LogTimeStepMillis == 0:
+		return errors.New("config: LogTimeStepMillis must be positive")
 	case c.Rand == nil:
 		return errors.New("config: Rand is nil")
 	case c.Log == nil:

@@ -206,9 +206,12 @@ func New(cfg Config, d Durable) (*Node, error) {
 		}
 	}
 	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
-	n.learn.SetClientLimits(cfg.ClientTTLMillis, cfg.MaxClients)
+	n.learn.SetClientLimits(learner.Limits{ClientTTL: cfg.ClientTTLMillis, ClientRetry: cfg.ClientRetryMillis, MaxClients: cfg.MaxClients, LogTimeStep: cfg.LogTimeStepMillis})
 	if cfg.Bug == BugSkipDedup {
 		n.learn.PlantSkipDedup()
+	}
+	if cfg.Bug == BugLogTimeJump {
+		n.learn.PlantLogTimeJump()
 	}
 	if n.voter {
 		n.acc = acceptor.New(d.Promised, d.Accepted, cfg.MaxAhead)

@@ -287,8 +287,8 @@ func TestReplication(t *testing.T) {
 		{[]string{"c"}, 10, 1, 2, 2, true, false}, // retry in the same batch
 		{[]string{"c"}, 10, 1, 2, 2, true, false}, // retry later
 		{[]string{"g"}, 10, 2, 6, 6, false, false},
-		{[]string{"f"}, 11, 1, 3, 5, true, false},
-		{[]string{"h"}, 10, 1, 2, 2, true, false}, // an older seq, still in the window: the original indexes
+		{[]string{"d", "e", "f"}, 11, 1, 3, 5, true, false},
+		{[]string{"c"}, 10, 1, 2, 2, true, false}, // an older seq, still in the window: the original indexes
 		{[]string{"i"}, 0, 0, 7, 7, false, false},
 	}
 	for j, p := range props {

@@ -6,10 +6,16 @@
 // It is pure. The invariant it keeps: instances are applied exactly once, in
 // order, with no holes, and apply is a deterministic function of the chosen
 // values, so every replica computes the same indexes and the same dedup table.
+// The table is bounded (Limits) without ever dropping the row of a client
+// that may still retry: log time, which expires rows, moves at most
+// LogTimeStep per lease command whatever a master's wall clock says, and at
+// the cap a new client is refused rather than evict a row used within the
+// retry window (docs/protocol.md §7).
 package learner
 
 import (
 	"cmp"
+	"container/heap"
 	"fmt"
 	"slices"
 	"time"
@@ -44,44 +50,80 @@ type Applied struct {
 
 // Learner is the chosen-but-not-applied buffer and the applied state.
 type Learner struct {
-	state  core.ApplyState
-	dedup  map[uint64]core.DedupEntry
+	state core.ApplyState
+	// rows is the dedup table by client ID; byUse holds the same rows least
+	// recently used first, so that expiry and eviction find the oldest in
+	// O(log n).
+	rows   map[uint64]*row
+	byUse  useOrder
 	chosen map[uint64]core.Value
 	// maxAhead bounds the buffer of values chosen beyond the applied
 	// frontier; anything further is relearned by catch-up later.
-	maxAhead  uint64
-	skipDedup bool
-	// clientTTL (ms of LogTime) and maxClients bound the dedup table.
-	clientTTL  uint64
-	maxClients int
-	dupHits    uint64 // duplicates answered from the table since start
+	maxAhead    uint64
+	limits      Limits
+	skipDedup   bool // planted bug: apply ignores the dedup table
+	logTimeJump bool // planted bug: log time takes a lease's wall clock unbounded
+	dupHits     uint64
 }
 
-// Defaults for the dedup table's bounds. Every replica must use the same
-// values: they decide what apply does.
+// Limits bound the dedup table and how fast log time may move. Every replica
+// must use the same: they decide what apply does.
+type Limits struct {
+	// ClientTTL: a row idle this long (ms of log time) is deleted.
+	ClientTTL uint64
+	// ClientRetry: a client must stop retrying one seq within this long (ms
+	// of log time) of sending it first. A row is stamped with the log time
+	// its latest seq was applied at, so a row used within ClientRetry may
+	// still be retried: it is never evicted to make room. Below ClientTTL.
+	ClientRetry uint64
+	// MaxClients bounds the rows. At the cap, a new client takes the place
+	// of the least recently used row if that one is idle past ClientRetry,
+	// and is refused with core.ErrTooManyClients otherwise.
+	MaxClients int
+	// LogTimeStep is the most (ms) one lease command moves log time, however
+	// far ahead the wall clock it carries is.
+	LogTimeStep uint64
+}
+
+// Defaults for Limits.
 const (
-	DefaultClientTTL  = uint64(time.Hour / time.Millisecond)
-	DefaultMaxClients = 100_000
+	DefaultClientTTL = uint64(time.Hour / time.Millisecond)
+	// DefaultClientRetry is longer than the Go client retries one append
+	// (10 rounds over the endpoints, at most 5 s per call and 6.55 s of
+	// backoff: 4.3 minutes if 5 endpoints all time out, usually far less).
+	DefaultClientRetry = uint64(5 * time.Minute / time.Millisecond)
+	DefaultMaxClients  = 100_000
+	// DefaultLogTimeStep is the default lease period: longer than the time
+	// between two renewals, so that with correct clocks log time follows the
+	// master's wall clock.
+	DefaultLogTimeStep = uint64(3 * time.Second / time.Millisecond)
 )
 
-// New returns a learner restored from the durable apply state and dedup table.
+// DefaultLimits returns the default Limits.
+func DefaultLimits() Limits {
+	return Limits{ClientTTL: DefaultClientTTL, ClientRetry: DefaultClientRetry, MaxClients: DefaultMaxClients, LogTimeStep: DefaultLogTimeStep}
+}
+
+// New returns a learner restored from the durable apply state and dedup
+// table, with DefaultLimits.
 func New(state core.ApplyState, dedup []core.DedupEntry, maxAhead uint64) *Learner {
-	l := &Learner{state: state, dedup: make(map[uint64]core.DedupEntry, len(dedup)), chosen: map[uint64]core.Value{}, maxAhead: maxAhead,
-		clientTTL: DefaultClientTTL, maxClients: DefaultMaxClients}
-	for _, d := range dedup {
-		l.dedup[d.ClientID] = d
-	}
+	l := &Learner{state: state, chosen: map[uint64]core.Value{}, maxAhead: maxAhead, limits: DefaultLimits()}
+	l.setRows(dedup)
 	return l
 }
 
-// SetClientLimits changes how long (ms of log time) an idle client's dedup row
-// is kept and how many rows there may be. Every replica must use the same.
-func (l *Learner) SetClientLimits(ttl uint64, maxClients int) {
-	l.clientTTL, l.maxClients = ttl, maxClients
+// SetClientLimits changes the limits. Every replica must use the same;
+// instance.Config.Validate checks them, so invalid ones are a programming
+// error and panic.
+func (l *Learner) SetClientLimits(lim Limits) {
+	if lim.ClientRetry == 0 || lim.ClientRetry >= lim.ClientTTL || lim.MaxClients < 1 || lim.LogTimeStep == 0 {
+		panic(fmt.Sprintf("learner: invalid limits %+v: need 0 < ClientRetry < ClientTTL, MaxClients >= 1, LogTimeStep > 0", lim))
+	}
+	l.limits = lim
 }
 
 // Clients returns the number of rows in the dedup table.
-func (l *Learner) Clients() int { return len(l.dedup) }
+func (l *Learner) Clients() int { return len(l.rows) }
 
 // DuplicateHits returns how many appends apply answered as duplicates since
 // this learner was created.
@@ -91,6 +133,12 @@ func (l *Learner) DuplicateHits() uint64 { return l.dupHits }
 // the simulator catches it.
 func (l *Learner) PlantSkipDedup() { l.skipDedup = true }
 
+// PlantLogTimeJump makes log time take the largest wall clock of any lease
+// command, unbounded (the rule before LogTimeStep): one master whose clock
+// runs an hour ahead expires every client at once. Only for tests that prove
+// the simulator catches it.
+func (l *Learner) PlantLogTimeJump() { l.logTimeJump = true }
+
 // State returns the applied state.
 func (l *Learner) State() core.ApplyState { return l.state }
 
@@ -99,17 +147,20 @@ func (l *Learner) Applied() uint64 { return l.state.Applied }
 
 // Dedup returns the dedup row of a client.
 func (l *Learner) Dedup(clientID uint64) (core.DedupEntry, bool) {
-	d, ok := l.dedup[clientID]
-	return d, ok
+	r, ok := l.rows[clientID]
+	if !ok {
+		return core.DedupEntry{}, false
+	}
+	return r.DedupEntry, true
 }
 
 // Snapshot returns the applied state and the whole dedup table, in client
-// ID order: the base a node keeps after a trim. The rows are shared, not
-// copied: a row is never changed in place.
+// ID order: the base a node keeps after a trim. The rows' Recent slices are
+// shared, not copied: they are never changed in place.
 func (l *Learner) Snapshot() core.Snapshot {
-	s := core.Snapshot{State: l.state, Dedup: make([]core.DedupEntry, 0, len(l.dedup))}
-	for _, d := range l.dedup {
-		s.Dedup = append(s.Dedup, d)
+	s := core.Snapshot{State: l.state, Dedup: make([]core.DedupEntry, 0, len(l.rows))}
+	for _, r := range l.rows {
+		s.Dedup = append(s.Dedup, r.DedupEntry)
 	}
 	slices.SortFunc(s.Dedup, func(a, b core.DedupEntry) int { return cmp.Compare(a.ClientID, b.ClientID) })
 	return s
@@ -123,10 +174,7 @@ func (l *Learner) Install(s core.Snapshot) {
 		panic(fmt.Sprintf("learner: Install of a base at %d, not ahead of applied %d", s.State.Applied, l.state.Applied))
 	}
 	l.state = s.State
-	l.dedup = make(map[uint64]core.DedupEntry, len(s.Dedup))
-	for _, d := range s.Dedup {
-		l.dedup[d.ClientID] = d
-	}
+	l.setRows(s.Dedup)
 	for i := range l.chosen {
 		if i < s.State.Applied {
 			delete(l.chosen, i)
@@ -181,8 +229,8 @@ func (l *Learner) ApplyNext() Applied {
 				l.state.LeaseHolder, l.state.LeaseVersion, lc.OK = c.Holder, c.Prev+1, true
 			}
 			out.Leases = append(out.Leases, lc)
-			if c.Wall > l.state.LogTime {
-				l.state.LogTime = c.Wall
+			if t := l.logTimeAfter(c, lc.OK); t > l.state.LogTime {
+				l.state.LogTime = t
 				l.expire(&out)
 			}
 		case core.CmdTrim:
@@ -198,21 +246,61 @@ func (l *Learner) ApplyNext() Applied {
 	return out
 }
 
+// logTimeAfter is the log time once lease command c applied (ok: it took
+// effect). Log time moves only forward, and by at most LogTimeStep per lease
+// command, so that a master whose wall clock is wrong by any amount cannot
+// expire, or make evictable, the row of a client that is still retrying
+// (docs/protocol.md §7). A lease that did not take effect came from a node
+// that is not the master and does not move it.
+//
+// One exception: while log time is 0 and the table is empty, a new cluster's
+// first lease sets log time to its wall clock, whatever it is. That is safe
+// because there is no row to expire, and every row created later is stamped
+// with the new log time; it happens once in a cluster's life, since log time
+// is never 0 again. (Log time 0 with rows happens, when the runtime sets no
+// wall clock: then the step holds.)
+func (l *Learner) logTimeAfter(c core.Command, ok bool) uint64 {
+	now := l.state.LogTime
+	switch {
+	case l.logTimeJump:
+		return max(now, c.Wall)
+	case !ok || c.Wall <= now:
+		return now
+	case now == 0 && len(l.rows) == 0:
+		return c.Wall
+	case now > ^uint64(0)-l.limits.LogTimeStep:
+		return c.Wall // now+step overflows: c.Wall lies between now and the limit
+	}
+	return min(c.Wall, now+l.limits.LogTimeStep)
+}
+
 func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 	r := Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
-	if c.ClientID != 0 && !l.skipDedup {
-		if d, ok := l.dedup[c.ClientID]; ok {
-			for _, s := range d.Recent {
-				if s.Seq == c.Seq {
-					l.dupHits++
-					r.First, r.Last, r.Duplicate = s.First, s.Last, true
+	var sum uint32
+	if c.ClientID != 0 {
+		sum = core.EntriesSum(c.Entries)
+		known, ok := l.rows[c.ClientID]
+		if ok && !l.skipDedup {
+			for _, s := range known.Recent {
+				if s.Seq != c.Seq {
+					continue
+				}
+				if s.Sum != sum {
+					r.Err = core.ErrSeqReused
 					return r
 				}
+				l.dupHits++
+				r.First, r.Last, r.Duplicate = s.First, s.Last, true
+				return r
 			}
-			if c.Seq+core.DedupWindow <= d.Seq() {
+			if c.Seq+core.DedupWindow <= known.Seq() {
 				r.Err = core.ErrStaleSeq
 				return r
 			}
+		}
+		if !ok && !l.roomForNewClient() {
+			r.Err = &core.TooManyClientsError{Max: l.limits.MaxClients}
+			return r
 		}
 	}
 	if c.Expect != 0 && c.Expect-1 != l.state.NextIndex {
@@ -226,21 +314,44 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 	}
 	r.Last = l.state.NextIndex - 1
 	if c.ClientID != 0 {
-		l.remember(c.ClientID, core.SeqIndexes{Seq: c.Seq, First: r.First, Last: r.Last}, out)
+		l.remember(c.ClientID, core.SeqIndexes{Seq: c.Seq, First: r.First, Last: r.Last, Sum: sum}, out)
 	}
 	return r
 }
 
-// remember records an applied (client, seq) in the client's row: a new slice
-// each time, since rows are handed to storage in Readies.
-func (l *Learner) remember(client uint64, s core.SeqIndexes, out *Applied) {
-	old, ok := l.dedup[client]
-	if !ok && len(l.dedup) >= l.maxClients {
-		l.evictOldest(out)
+// roomForNewClient reports whether a new client may get a row: the table is
+// below the cap, or its least recently used row is idle past the retry
+// window, so its client no longer retries and the row may be evicted.
+func (l *Learner) roomForNewClient() bool {
+	if len(l.rows) < l.limits.MaxClients {
+		return true
 	}
-	recent := make([]core.SeqIndexes, 0, len(old.Recent)+1)
+	return len(l.byUse) > 0 && l.idlePastRetry(l.byUse[0].LastUsed)
+}
+
+func (l *Learner) idlePastRetry(lastUsed uint64) bool {
+	return l.state.LogTime >= lastUsed && l.state.LogTime-lastUsed > l.limits.ClientRetry
+}
+
+// remember records an applied (client, seq) in the client's row, stamped
+// with the current log time: a new Recent slice each time, since rows are
+// handed to storage in Readies. A new client at the cap evicts the least
+// recently used row (applyUser checked that it may).
+func (l *Learner) remember(client uint64, s core.SeqIndexes, out *Applied) {
+	old, ok := l.rows[client]
+	var oldRecent []core.SeqIndexes
+	if ok {
+		oldRecent = old.Recent
+	} else if len(l.rows) >= l.limits.MaxClients {
+		victim := l.byUse[0]
+		if !l.idlePastRetry(victim.LastUsed) {
+			panic(fmt.Sprintf("learner: evicting client %d, used at log time %d, within the retry window at %d", victim.ClientID, victim.LastUsed, l.state.LogTime))
+		}
+		l.drop(out)
+	}
+	recent := make([]core.SeqIndexes, 0, len(oldRecent)+1)
 	inserted := false
-	for _, r := range old.Recent {
+	for _, r := range oldRecent {
 		if !inserted && s.Seq < r.Seq {
 			recent, inserted = append(recent, s), true
 		}
@@ -255,40 +366,84 @@ func (l *Learner) remember(client uint64, s core.SeqIndexes, out *Applied) {
 		k++
 	}
 	d := core.DedupEntry{ClientID: client, Recent: recent[k:], LastUsed: l.state.LogTime}
-	l.dedup[client] = d
+	if ok {
+		old.DedupEntry = d // LastUsed never decreases: the row moves back in byUse
+		heap.Fix(&l.byUse, old.at)
+	} else {
+		r := &row{DedupEntry: d}
+		l.rows[client] = r
+		heap.Push(&l.byUse, r)
+	}
 	out.Dedup = append(out.Dedup, d)
 }
 
-// expire deletes the rows of clients idle longer than clientTTL of log time.
+// expire deletes the rows of clients idle longer than the TTL of log time,
+// least recently used first: O(log n) per row deleted.
 func (l *Learner) expire(out *Applied) {
-	if l.state.LogTime < l.clientTTL {
+	if l.state.LogTime < l.limits.ClientTTL {
 		return
 	}
-	cutoff := l.state.LogTime - l.clientTTL
-	var gone []uint64
-	for id, d := range l.dedup {
-		if d.LastUsed < cutoff {
-			gone = append(gone, id)
-		}
-	}
-	slices.Sort(gone) // deterministic Ready contents
-	for _, id := range gone {
-		delete(l.dedup, id)
-		out.Dedup = append(out.Dedup, core.DedupEntry{ClientID: id, Deleted: true})
+	cutoff := l.state.LogTime - l.limits.ClientTTL
+	for len(l.byUse) > 0 && l.byUse[0].LastUsed < cutoff {
+		l.drop(out)
 	}
 }
 
-// evictOldest deletes the least recently used row (ties: the lowest ID).
-func (l *Learner) evictOldest(out *Applied) {
-	var victim core.DedupEntry
-	found := false
-	for _, d := range l.dedup {
-		if !found || d.LastUsed < victim.LastUsed || (d.LastUsed == victim.LastUsed && d.ClientID < victim.ClientID) {
-			victim, found = d, true
+// drop deletes the least recently used row.
+func (l *Learner) drop(out *Applied) {
+	r := heap.Pop(&l.byUse).(*row)
+	delete(l.rows, r.ClientID)
+	out.Dedup = append(out.Dedup, core.DedupEntry{ClientID: r.ClientID, Deleted: true})
+}
+
+// setRows replaces the dedup table.
+func (l *Learner) setRows(dedup []core.DedupEntry) {
+	l.rows = make(map[uint64]*row, len(dedup))
+	l.byUse = make(useOrder, 0, len(dedup))
+	for _, d := range dedup {
+		if _, dup := l.rows[d.ClientID]; dup || d.Deleted {
+			panic(fmt.Sprintf("learner: dedup table with client %d twice or deleted", d.ClientID))
 		}
+		r := &row{DedupEntry: d, at: len(l.byUse)}
+		l.rows[d.ClientID] = r
+		l.byUse = append(l.byUse, r)
 	}
-	if found {
-		delete(l.dedup, victim.ClientID)
-		out.Dedup = append(out.Dedup, core.DedupEntry{ClientID: victim.ClientID, Deleted: true})
-	}
+	heap.Init(&l.byUse)
+}
+
+// row is one dedup row and its place in byUse.
+type row struct {
+	core.DedupEntry
+	at int
+}
+
+// useOrder is a min-heap of rows by (LastUsed, ClientID): a total order, so
+// the least recently used row is the same on every replica however its table
+// was built (by applying, or loaded from storage in client ID order).
+type useOrder []*row
+
+func (u useOrder) Len() int { return len(u) }
+
+func (u useOrder) Less(i, j int) bool {
+	a, b := u[i], u[j]
+	return a.LastUsed < b.LastUsed || (a.LastUsed == b.LastUsed && a.ClientID < b.ClientID)
+}
+
+func (u useOrder) Swap(i, j int) {
+	u[i], u[j] = u[j], u[i]
+	u[i].at, u[j].at = i, j
+}
+
+func (u *useOrder) Push(x any) {
+	r := x.(*row)
+	r.at = len(*u)
+	*u = append(*u, r)
+}
+
+func (u *useOrder) Pop() any {
+	old := *u
+	r := old[len(old)-1]
+	old[len(old)-1] = nil
+	*u = old[:len(old)-1]
+	return r
 }

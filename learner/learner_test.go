@@ -46,8 +46,13 @@ func res(req, first, last uint64) learner.Result {
 	return learner.Result{Origin: 9, Req: req, First: first, Last: last}
 }
 
-func si(seq, first, last uint64) core.SeqIndexes {
-	return core.SeqIndexes{Seq: seq, First: first, Last: last}
+// si is a remembered seq: where it landed and the checksum of its entries.
+func si(seq, first, last uint64, data ...string) core.SeqIndexes {
+	var es [][]byte
+	for _, d := range data {
+		es = append(es, []byte(d))
+	}
+	return core.SeqIndexes{Seq: seq, First: first, Last: last, Sum: core.EntriesSum(es)}
 }
 
 func row(client, lastUsed uint64, recent ...core.SeqIndexes) core.DedupEntry {
@@ -77,7 +82,7 @@ func TestApplyNext(t *testing.T) {
 		state     core.ApplyState
 		dedup     []core.DedupEntry
 		skipDedup bool
-		limits    [2]uint64 // client TTL and cap; zero: defaults
+		limits    *learner.Limits // nil: defaults
 		steps     []step
 		wantState core.ApplyState
 	}{
@@ -131,47 +136,48 @@ func TestApplyNext(t *testing.T) {
 			name: "dedup: duplicate, stale, in-window out of order, independent clients, client 0",
 			steps: []step{
 				{value(user(5, 40, 1, "a", "b")), learner.Applied{Entries: entries(0, "a", "b"), Results: []learner.Result{res(1, 0, 1)},
-					Dedup: []core.DedupEntry{row(5, 0, si(40, 0, 1))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(40, 0, 1, "a", "b"))}}},
 				{value(user(5, 40, 2, "a", "b"), user(6, 1, 3, "c")), learner.Applied{Entries: entries(2, "c"),
-					Results: []learner.Result{dup(2, 0, 1), res(3, 2, 2)}, Dedup: []core.DedupEntry{row(6, 0, si(1, 2, 2))}}},
+					Results: []learner.Result{dup(2, 0, 1), res(3, 2, 2)}, Dedup: []core.DedupEntry{row(6, 0, si(1, 2, 2, "c"))}}},
 				// 8 is DedupWindow below 40: it may have been applied and forgotten.
 				{value(user(5, 8, 4, "z"), user(0, 0, 5, "d"), user(0, 0, 6, "d")), learner.Applied{Entries: entries(3, "d", "d"),
 					Results: []learner.Result{{Origin: 9, Req: 4, Err: core.ErrStaleSeq}, res(5, 3, 3), res(6, 4, 4)}}},
 				// 39 is inside the window and was never applied: it applies, out of order.
 				{value(user(5, 39, 7, "e")), learner.Applied{Entries: entries(5, "e"), Results: []learner.Result{res(7, 5, 5)},
-					Dedup: []core.DedupEntry{row(5, 0, si(39, 5, 5), si(40, 0, 1))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(39, 5, 5, "e"), si(40, 0, 1, "a", "b"))}}},
 				{value(user(5, 39, 8, "e")), learner.Applied{Results: []learner.Result{dup(8, 5, 5)}}},
 				// 72 slides the window past 39 and 40.
 				{value(user(5, 72, 9, "f")), learner.Applied{Entries: entries(6, "f"), Results: []learner.Result{res(9, 6, 6)},
-					Dedup: []core.DedupEntry{row(5, 0, si(72, 6, 6))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(72, 6, 6, "f"))}}},
 				{value(user(5, 40, 10, "a")), learner.Applied{Results: []learner.Result{{Origin: 9, Req: 10, Err: core.ErrStaleSeq}}}},
 			},
 			wantState: core.ApplyState{Applied: 7, NextIndex: 7},
 		},
 		{
-			name:   "idle clients expire by log time; beyond the cap the least recently used goes",
-			limits: [2]uint64{1000, 2},
+			name:   "idle clients expire by log time; beyond the cap the least recently used goes once idle past the retry window",
+			limits: &learner.Limits{ClientTTL: 1000, ClientRetry: 400, MaxClients: 2, LogTimeStep: 3000},
 			steps: []step{
 				{value(user(5, 1, 1, "a")), learner.Applied{Entries: entries(0, "a"), Results: []learner.Result{res(1, 0, 0)},
-					Dedup: []core.DedupEntry{row(5, 0, si(1, 0, 0))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(1, 0, 0, "a"))}}},
 				{value(wallLease(0, 600)), learner.Applied{Leases: []learner.LeaseChange{{Holder: 1, Epoch: 7, Start: 11, OK: true}}}},
 				{value(user(6, 1, 2, "b")), learner.Applied{Entries: entries(1, "b"), Results: []learner.Result{res(2, 1, 1)},
-					Dedup: []core.DedupEntry{row(6, 600, si(1, 1, 1))}}},
+					Dedup: []core.DedupEntry{row(6, 600, si(1, 1, 1, "b"))}}},
 				// Log time 1001: client 5 (last used at 0) is idle for more than 1000 ms.
 				{value(wallLease(1, 1001)), learner.Applied{Leases: []learner.LeaseChange{{Holder: 1, Epoch: 7, Start: 11, OK: true}},
 					Dedup: []core.DedupEntry{{ClientID: 5, Deleted: true}}}},
 				{value(user(7, 1, 3, "c")), learner.Applied{Entries: entries(2, "c"), Results: []learner.Result{res(3, 2, 2)},
-					Dedup: []core.DedupEntry{row(7, 1001, si(1, 2, 2))}}},
-				// A third client: over the cap of 2, client 6 (least recently used) goes.
+					Dedup: []core.DedupEntry{row(7, 1001, si(1, 2, 2, "c"))}}},
+				// A third client: over the cap of 2, client 6 (least recently
+				// used, idle 401 ms > 400) goes.
 				{value(user(8, 1, 4, "d")), learner.Applied{Entries: entries(3, "d"), Results: []learner.Result{res(4, 3, 3)},
-					Dedup: []core.DedupEntry{{ClientID: 6, Deleted: true}, row(8, 1001, si(1, 3, 3))}}},
+					Dedup: []core.DedupEntry{{ClientID: 6, Deleted: true}, row(8, 1001, si(1, 3, 3, "d"))}}},
 			},
 			wantState: core.ApplyState{Applied: 6, NextIndex: 4, LeaseHolder: 1, LeaseVersion: 2, LogTime: 1001},
 		},
 		{
 			name:  "dedup table restored from durable state",
 			state: core.ApplyState{Applied: 10, NextIndex: 20},
-			dedup: []core.DedupEntry{{ClientID: 5, Recent: []core.SeqIndexes{{Seq: 2, First: 12, Last: 13}}}},
+			dedup: []core.DedupEntry{row(5, 0, si(2, 12, 13, "a", "b"))},
 			steps: []step{
 				{value(user(5, 2, 1, "a", "b")), learner.Applied{Results: []learner.Result{dup(1, 12, 13)}}},
 			},
@@ -182,16 +188,16 @@ func TestApplyNext(t *testing.T) {
 			skipDedup: true,
 			steps: []step{
 				{value(user(5, 2, 1, "a")), learner.Applied{Entries: entries(0, "a"), Results: []learner.Result{res(1, 0, 0)},
-					Dedup: []core.DedupEntry{{ClientID: 5, Recent: []core.SeqIndexes{{Seq: 2, First: 0, Last: 0}}}}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0, "a"))}}},
 				{value(user(5, 2, 2, "a")), learner.Applied{Entries: entries(1, "a"), Results: []learner.Result{res(2, 1, 1)},
-					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0), si(2, 1, 1))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0, "a"), si(2, 1, 1, "a"))}}},
 			},
 			wantState: core.ApplyState{Applied: 2, NextIndex: 2},
 		},
 	} {
 		l := learner.New(tc.state, tc.dedup, 100)
-		if tc.limits[0] != 0 {
-			l.SetClientLimits(tc.limits[0], int(tc.limits[1]))
+		if tc.limits != nil {
+			l.SetClientLimits(*tc.limits)
 		}
 		if tc.skipDedup {
 			l.PlantSkipDedup()
@@ -291,7 +297,7 @@ func TestSnapshotInstall(t *testing.T) {
 	}
 	base := a.Snapshot()
 	want := core.Snapshot{State: core.ApplyState{Applied: 3, NextIndex: 3, FirstIndex: 2},
-		Dedup: []core.DedupEntry{row(7, 0, si(1, 0, 0)), row(8, 0, si(1, 1, 2))}}
+		Dedup: []core.DedupEntry{row(7, 0, si(1, 0, 0, "x")), row(8, 0, si(1, 1, 2, "y", "z"))}}
 	if !reflect.DeepEqual(base, want) {
 		t.Fatalf("Snapshot() = %+v, want %+v", base, want)
 	}
