@@ -39,7 +39,7 @@
 //	b/id the base's dedup row of client id (as d/id)
 //	c/i  chosen value of applied instance i (core.AppendValue)
 //	e/n  user entry n (raw bytes)
-//	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last)
+//	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
 //
 // Every value is a CRC32C (Castagnoli, big-endian) of key and payload, then
 // the payload; a mismatch on read is ErrCorrupt naming the key.
