@@ -22,6 +22,10 @@
 //     chunk, since a disk may have written back some pages on its own. It
 //     never keeps unsynced bytes that do not follow the durable prefix
 //     (files here are append-only; holes and garbage are not modelled).
+//     PowerLossTails with ZeroTail may also leave the unsynced part as
+//     zeros, whole or after a prefix of it: the file's new length reached
+//     the disk and its data did not, as ext4 (delayed allocation) and XFS
+//     leave a file that was appended to without an fsync.
 //   - Create, Remove and Rename change the directory, which is durable only
 //     after a directory sync. goleveldb's file storage syncs the directory
 //     in SetMeta and after every Sync of a MANIFEST file, so here those two
@@ -161,10 +165,11 @@ type Stats struct {
 	BytesWritten                                       int64
 	Crashes                                            int
 	// What the crashes discarded.
-	LostBytes int64 // unsynced bytes dropped
-	KeptBytes int64 // unsynced bytes that PowerLoss let survive
-	LostNames int   // name changes undone (creations that vanished, removals that came back...), tables aside
-	Faults    int   // injected faults that fired
+	LostBytes   int64 // unsynced bytes dropped
+	KeptBytes   int64 // unsynced bytes that PowerLoss let survive
+	ZeroedBytes int64 // of the bytes dropped, those a ZeroTail power loss left zeros in place of
+	LostNames   int   // name changes undone (creations that vanished, removals that came back...), tables aside
+	Faults      int   // injected faults that fired
 }
 
 // New returns an empty disk's FS. name appears in String, and so in the
@@ -386,16 +391,39 @@ func (fs *FS) WaitHeld(done <-chan struct{}) bool {
 // to: every file keeps only its synced prefix and the directory only the
 // changes a barrier or a Sync made durable. It returns the FS of the next
 // boot; fs and every handle, lock and held Create from before are dead.
-func (fs *FS) Crash() *FS { return fs.crash(nil) }
+func (fs *FS) Crash() *FS { return fs.crash(nil, KeepPrefix) }
 
 // PowerLoss is a power loss in which the disk may have persisted some of
 // what was not yet durable, as rng decides: each file keeps its synced
 // prefix and none, all or part of the bytes written after it; the directory
 // keeps its durable changes and a random number of the changes after them,
-// in order. It returns the FS of the next boot, as Crash does.
-func (fs *FS) PowerLoss(rng *rand.Rand) *FS { return fs.crash(rng) }
+// in order. It returns the FS of the next boot, as Crash does. It is
+// PowerLossTails(rng, KeepPrefix).
+func (fs *FS) PowerLoss(rng *rand.Rand) *FS { return fs.crash(rng, KeepPrefix) }
 
-func (fs *FS) crash(rng *rand.Rand) *FS {
+// Tails is what a power loss may leave of the bytes written to a file after
+// its synced prefix.
+type Tails uint8
+
+const (
+	// KeepPrefix: none of them, all of them, or a prefix cut anywhere.
+	KeepPrefix Tails = iota
+	// ZeroTail: as KeepPrefix, or (a third of the time) a prefix of them,
+	// often empty, followed by zeros up to a length no longer than what was
+	// written: the file's new length reached the disk, its data did not.
+	ZeroTail
+)
+
+// PowerLossTails is PowerLoss, leaving each file's unsynced bytes as tails
+// says.
+func (fs *FS) PowerLossTails(rng *rand.Rand, tails Tails) *FS {
+	if rng == nil {
+		panic("lossyfs: PowerLossTails without a random source")
+	}
+	return fs.crash(rng, tails)
+}
+
+func (fs *FS) crash(rng *rand.Rand, tails Tails) *FS {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	k := fs.forced
@@ -422,21 +450,38 @@ func (fs *FS) crash(rng *rand.Rand) *FS {
 		ino := survivors[fd]
 		c, ok := copies[ino]
 		if !ok {
-			keep := ino.synced
+			keep, zeros := ino.synced, 0
 			if extra := len(ino.data) - ino.synced; extra > 0 && rng != nil {
-				switch rng.IntN(4) {
+				choices := 4
+				if tails == ZeroTail {
+					choices = 6
+				}
+				switch rng.IntN(choices) {
 				case 0: // none of it
 				case 1:
 					keep += extra
+				case 4: // the length grew, no data arrived
+					zeros = 1 + rng.IntN(extra)
+				case 5: // some data arrived, then the length grew further
+					keep += rng.IntN(extra)
+					zeros = 1 + rng.IntN(len(ino.data)-keep)
 				default:
 					keep += rng.IntN(extra + 1)
 				}
 			}
 			fs.stats.KeptBytes += int64(keep - ino.synced)
 			fs.stats.LostBytes += int64(len(ino.data) - keep)
-			c = &inode{data: slices.Clone(ino.data[:keep]), synced: keep}
+			fs.stats.ZeroedBytes += int64(zeros)
+			data := make([]byte, keep+zeros)
+			copy(data, ino.data[:keep])
+			// The zeros are durable as they are: a later boot that
+			// appends to the file appends after them.
+			c = &inode{data: data, synced: len(data)}
 			copies[ino] = c
-			if fd.Type != lstorage.TypeTable || keep != len(ino.data) {
+			switch {
+			case zeros > 0:
+				fs.record("keep %s %d/%d+%d zeros/%d", fd, ino.synced, keep, zeros, len(ino.data))
+			case fd.Type != lstorage.TypeTable || keep != len(ino.data):
 				// (A whole table may be an obsolete one whose
 				// removal has not happened yet: see Remove.)
 				fs.record("keep %s %d/%d/%d", fd, ino.synced, keep, len(ino.data))

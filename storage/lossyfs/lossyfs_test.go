@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/syndtr/goleveldb/leveldb"
@@ -174,6 +175,52 @@ func TestPowerLossKeepsPrefixes(t *testing.T) {
 		if !kept[want] {
 			t.Errorf("PowerLoss never kept %q (kept %v)", want, kept)
 		}
+	}
+}
+
+// TestPowerLossZeroTails: with ZeroTail a power loss may also leave a
+// file's unsynced bytes as zeros, whole or after a prefix of them, never
+// touching the synced prefix and never growing the file past what was
+// written; the zeros are then part of the file.
+func TestPowerLossZeroTails(t *testing.T) {
+	const synced, unsynced = "0123", "456789"
+	kinds := map[string]bool{}
+	var zeroed int64
+	for seed := uint64(0); seed < 300; seed++ {
+		fs := New("t")
+		w := create(t, fs, journal1, synced, true)
+		w.Write([]byte(unsynced))
+		fs = fs.PowerLossTails(rand.New(rand.NewPCG(seed, 3)), ZeroTail)
+		got := contents(t, fs, journal1)
+		data := strings.TrimRight(got, "\x00")
+		if len(got) > len(synced+unsynced) || len(data) < len(synced) || data != (synced + unsynced)[:len(data)] {
+			t.Fatalf("seed %d: %q is not the synced prefix, a prefix of the rest and zeros", seed, got)
+		}
+		switch z := len(got) - len(data); {
+		case z > 0 && len(data) == len(synced):
+			kinds["only zeros"] = true
+		case z > 0:
+			kinds["data then zeros"] = true
+		case len(got) == len(synced):
+			kinds["none"] = true
+		case len(got) == len(synced+unsynced):
+			kinds["all"] = true
+		default:
+			kinds["a prefix"] = true
+		}
+		zeroed += fs.Stats().ZeroedBytes
+		// The zeros are the file now: durable, as the rest of it.
+		if after := contents(t, fs.Crash(), journal1); after != got {
+			t.Fatalf("seed %d: a crash after the power loss changed %q to %q", seed, got, after)
+		}
+	}
+	for _, k := range []string{"only zeros", "data then zeros", "none", "all", "a prefix"} {
+		if !kinds[k] {
+			t.Errorf("300 ZeroTail power losses never left %s (left %v)", k, kinds)
+		}
+	}
+	if zeroed == 0 {
+		t.Error("Stats.ZeroedBytes never counted a zero")
 	}
 }
 
