@@ -32,7 +32,9 @@ import (
 // disk during the open), check the state it recovered, save a random run of
 // Readys, and end with a power loss — between Saves, in the middle of one
 // (the disk dies after N bytes, or an fsync fails), or while a background
-// compaction is in flight — or with a clean Close. After every open the
+// compaction is in flight — or with a clean Close. A random power loss may
+// also leave a file's unsynced bytes as zeros, whole or after a prefix of
+// them (lossyfs.ZeroTail), as ext4 and XFS do. After every open the
 // state must be exactly the state after some prefix of the Saves, a goleveldb
 // batch being all or nothing, and that prefix must reach at least the last
 // synced Save that returned nil. The Readys follow the core's rules (plGen),
@@ -41,8 +43,9 @@ import (
 // Load, Chosen, Entries and Snapshot) includes the base. Open may refuse the
 // store for one known limit only, counted in the summary: a torn MANIFEST
 // tail (goleveldb appended a compaction's record and the disk kept part of
-// it), which the store does not repair; the seed ends there. A torn journal
-// tail must be dropped. A failing seed prints how to replay it.
+// it, or zeros), which the store does not repair; the seed ends there. An
+// unsynced journal tail, torn or zeros, must be cut. A failing seed prints
+// how to replay it.
 //
 // The run is deterministic given the seed: goleveldb's automatic
 // compactions are off (tuneDeterministic), a compaction the store starts is
@@ -672,9 +675,10 @@ type crashConfig struct {
 type crashStats struct {
 	rounds, saves, syncedSaves, crashes, powerLosses, cleanCloses int
 	faultsInSave, faultsInOpen, faultsInBackground                int
-	heldCompactions, repairs, firstOpenRefused, tornManifests     int
+	heldCompactions, repairs, zeroRepairs, firstOpenRefused       int
+	tornManifests                                                 int
 	bases, installs, stagings, fetchesCut                         int
-	lostBytes, keptBytes                                          int64
+	lostBytes, keptBytes, zeroedBytes                             int64
 }
 
 func (c *crashStats) add(o crashStats) {
@@ -689,6 +693,7 @@ func (c *crashStats) add(o crashStats) {
 	c.faultsInBackground += o.faultsInBackground
 	c.heldCompactions += o.heldCompactions
 	c.repairs += o.repairs
+	c.zeroRepairs += o.zeroRepairs
 	c.firstOpenRefused += o.firstOpenRefused
 	c.tornManifests += o.tornManifests
 	c.bases += o.bases
@@ -697,17 +702,18 @@ func (c *crashStats) add(o crashStats) {
 	c.fetchesCut += o.fetchesCut
 	c.lostBytes += o.lostBytes
 	c.keptBytes += o.keptBytes
+	c.zeroedBytes += o.zeroedBytes
 }
 
 func (c crashStats) String() string {
 	return fmt.Sprintf("%d rounds, %d Saves (%d synced), %d crashes (%d random power losses), %d clean closes; "+
 		"faults: %d in a Save, %d in an Open, %d in a compaction; %d crashes during a held compaction; "+
-		"%d torn journal tails repaired; %d first opens refused; %d seeds ended by a torn MANIFEST tail (ErrCorrupt); "+
-		"%d unsynced bytes lost, %d kept; Saves with a new base %d, with an install %d, with staged entries %d; "+
+		"%d unsynced journal tails cut (%d of them zeros); %d first opens refused; %d seeds ended by a torn MANIFEST tail (ErrCorrupt); "+
+		"%d unsynced bytes lost (%d of them left as zeros), %d kept; Saves with a new base %d, with an install %d, with staged entries %d; "+
 		"%d staged runs cut off by a crash before their install",
 		c.rounds, c.saves, c.syncedSaves, c.crashes, c.powerLosses, c.cleanCloses,
 		c.faultsInSave, c.faultsInOpen, c.faultsInBackground, c.heldCompactions,
-		c.repairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.keptBytes,
+		c.repairs, c.zeroRepairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.zeroedBytes, c.keptBytes,
 		c.bases, c.installs, c.stagings, c.fetchesCut)
 }
 
@@ -738,8 +744,11 @@ func (r *crashRun) opts() Options {
 		WriteBufferBytes: crashWriteBuffer,
 		Logf: func(format string, args ...any) {
 			msg := fmt.Sprintf(format, args...)
-			if strings.Contains(msg, "torn") {
+			if strings.HasPrefix(msg, "storage: cut ") {
 				r.stats.repairs++
+				if strings.Contains(msg, ": zeros at offset ") {
+					r.stats.zeroRepairs++
+				}
 			}
 			r.tracef("  log: %s", msg)
 		},
@@ -757,13 +766,15 @@ func (r *crashRun) crash(s *Store, why string) {
 		r.fs = r.fs.Crash()
 	} else {
 		r.stats.powerLosses++
-		r.fs = r.fs.PowerLoss(r.rng)
+		r.fs = r.fs.PowerLossTails(r.rng, lossyfs.ZeroTail)
 	}
 	after := r.fs.Stats()
 	r.stats.lostBytes += after.LostBytes - before.LostBytes
 	r.stats.keptBytes += after.KeptBytes - before.KeptBytes
-	r.tracef("crash (%s): lost %d unsynced bytes, kept %d, undid %d name changes", why,
-		after.LostBytes-before.LostBytes, after.KeptBytes-before.KeptBytes, after.LostNames-before.LostNames)
+	r.stats.zeroedBytes += after.ZeroedBytes - before.ZeroedBytes
+	r.tracef("crash (%s): lost %d unsynced bytes (%d left as zeros), kept %d, undid %d name changes", why,
+		after.LostBytes-before.LostBytes, after.ZeroedBytes-before.ZeroedBytes, after.KeptBytes-before.KeptBytes,
+		after.LostNames-before.LostNames)
 	if s != nil {
 		s.Close()
 	}
@@ -880,8 +891,8 @@ func newestJournalName(fs *lossyfs.FS) string {
 // errRefused ends a seed whose store a known limit left unopenable.
 var errRefused = errors.New("refused")
 
-// tornFile names the file goleveldb found damaged if its only damage is a
-// torn tail; else "".
+// tornFile names the file goleveldb found damaged if its only damage is an
+// unsynced tail (see tornTail); else "".
 func tornFile(fs *lossyfs.FS, err error) string {
 	var ce *lerrors.ErrCorrupted
 	if !errors.As(err, &ce) || ce.Fd.Zero() {
@@ -1119,6 +1130,9 @@ func runCrashSeeds(t *testing.T, mode string, cfg crashConfig) {
 		}
 	}
 	t.Logf("%d seeds in %v, %d failed: %v", n, time.Since(start).Round(time.Millisecond), failed, total)
+	if n >= defaultCrashSeeds && (total.zeroedBytes == 0 || total.zeroRepairs == 0) {
+		t.Errorf("%d seeds never cut a journal tail of zeros (%d bytes left as zeros): the ZeroTail fault is not exercised", n, total.zeroedBytes)
+	}
 }
 
 // TestCrashDeterministic: a seed replays exactly, down to every file system
@@ -1228,7 +1242,7 @@ func TestCrashOpenStorageChecks(t *testing.T) {
 		}
 		s.Close()
 		if len(logged) > 0 {
-			if len(logged) != 1 || !strings.Contains(logged[0], "torn") {
+			if len(logged) != 1 || !strings.HasPrefix(logged[0], "storage: cut ") {
 				t.Fatalf("unexpected log: %q", logged)
 			}
 			repaired = true

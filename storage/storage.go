@@ -84,18 +84,22 @@
 //
 // goleveldb is opened with every strict flag: a damaged journal record,
 // manifest or table block is an error, never silently dropped. The one
-// exception is a torn tail: a final journal record cut short by the end of
-// the file, which is what a process killed while writing a batch larger than
-// a journal block leaves. That record was never fsynced, so its Save never
-// returned; Open truncates it (and logs that it did) and opens the rest.
-// Any other journal damage, including a checksum mismatch in the last
-// record, is ErrCorrupt.
+// exception is an unsynced tail of the newest journal: after its last
+// complete record, zeros or a torn record (cut short, or failing its
+// checksum), with no chunk with a good checksum anywhere after them. A
+// process killed while writing a batch larger than a journal block leaves a
+// torn record; a power loss on ext4 or XFS can leave the unsynced end of the
+// file as zeros or as part of what was written. None of it was fsynced, so
+// no Save in it returned; Open truncates the journal at the end of the last
+// complete record, logs one line that starts "storage: cut <n> bytes" and
+// names the offset, the file and why, and opens the rest. Damage followed by
+// a valid chunk, damage in an older journal (synced before goleveldb moved
+// on), and damage in a table or the manifest are ErrCorrupt.
 package storage
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"math"
 	"os"
@@ -166,7 +170,7 @@ type Options struct {
 	BlockCacheBytes  int // default 8 MiB
 	WriteBufferBytes int // memtable size, default 8 MiB
 	// Logf reports the rare events that are not errors but an operator
-	// should know of (a torn journal tail dropped at Open). Nil: log.Printf.
+	// should know of (an unsynced journal tail cut at Open). Nil: log.Printf.
 	Logf func(format string, args ...any)
 
 	// Test hooks, set only by this package's tests.
@@ -279,7 +283,7 @@ func Open(dir string, meta Meta, opts Options) (*Store, error) {
 			fs = stor
 			return db, nil
 		},
-		func(err error) (string, bool) { return tryRepair(dir, err) })
+		func(err error) (string, bool) { return repairJournal(dirJournals{dir}, err) })
 	if err != nil {
 		if fs != nil {
 			fs.Close()
@@ -295,9 +299,10 @@ func Open(dir string, meta Meta, opts Options) (*Store, error) {
 // system that loses what a power loss loses. It makes the same checks as
 // Open: a Storage that holds files but no goleveldb CURRENT is refused
 // (ErrForeign), an existing store must carry exactly meta (ErrForeign),
-// damage is ErrCorrupt, and a torn tail of the newest journal is dropped.
-// Storage cannot truncate a file, so that repair writes the journal's good
-// prefix to a temporary file, syncs it and renames it over the journal. The
+// damage is ErrCorrupt, and an unsynced tail of the newest journal is cut,
+// by the same rule. Storage cannot truncate a file, so that repair writes the
+// journal's good prefix to a temporary file, syncs it and renames it over the
+// journal. The
 // name in errors is stor's String, if it has one. Close does not close stor.
 func OpenStorage(stor lstorage.Storage, meta Meta, opts Options) (*Store, error) {
 	name := fmt.Sprintf("%T", stor)
@@ -313,7 +318,7 @@ func OpenStorage(stor lstorage.Storage, meta Meta, opts Options) (*Store, error)
 	}
 	return open(name, meta, opts, existing,
 		func(lo *opt.Options) (*leveldb.DB, error) { return leveldb.Open(&journalSyncer{Storage: stor}, lo) },
-		func(err error) (string, bool) { return tryRepairStorage(stor, err) })
+		func(err error) (string, bool) { return repairJournal(storageJournals{stor, name}, err) })
 }
 
 func checkMeta(dir string, meta Meta) error {
@@ -324,7 +329,7 @@ func checkMeta(dir string, meta Meta) error {
 }
 
 // open is the part of Open and OpenStorage after the directory checks:
-// openLDB opens goleveldb, repair drops a torn journal tail.
+// openLDB opens goleveldb, repair cuts an unsynced journal tail.
 func open(dir string, meta Meta, opts Options, existing bool,
 	openLDB func(*opt.Options) (*leveldb.DB, error), repair func(error) (string, bool)) (*Store, error) {
 	logf := opts.Logf
@@ -420,7 +425,8 @@ func prepareDir(dir string) (existing bool, err error) {
 	return existing, nil
 }
 
-// openDB opens goleveldb, repairing a torn journal tail once.
+// openDB opens goleveldb, cutting an unsynced journal tail once: repair
+// returns the log line that says what it cut.
 func openDB(dir string, lo *opt.Options, logf func(string, ...any),
 	openLDB func(*opt.Options) (*leveldb.DB, error), repair func(error) (string, bool)) (*leveldb.DB, error) {
 	for attempt := 0; ; attempt++ {
@@ -429,8 +435,8 @@ func openDB(dir string, lo *opt.Options, logf func(string, ...any),
 			return db, nil
 		}
 		if attempt == 0 {
-			if msg, ok := repair(err); ok {
-				logf("storage: %s: %s", dir, msg)
+			if line, ok := repair(err); ok {
+				logf("%s", line)
 				continue
 			}
 		}
@@ -484,24 +490,6 @@ func checkIdentity(dir string, db *leveldb.DB, meta Meta) (empty bool, err error
 	return false, nil
 }
 
-// tryRepair truncates a torn tail of the newest journal if err is goleveldb
-// reporting damage in it and the damage is exactly a torn tail.
-func tryRepair(dir string, err error) (string, bool) {
-	var ce *lerrors.ErrCorrupted
-	if !errors.As(err, &ce) || ce.Fd.Type != lstorage.TypeJournal {
-		return "", false
-	}
-	newest, nerr := newestJournal(dir)
-	if nerr != nil || filepath.Base(newest) != fileName(ce.Fd) {
-		return "", false
-	}
-	msg, ok, rerr := repairTornTail(newest)
-	if rerr != nil || !ok {
-		return "", false
-	}
-	return msg, true
-}
-
 // prepareStorage is prepareDir for a goleveldb Storage: it reports whether
 // stor holds a goleveldb store (a CURRENT), and refuses one that holds files
 // without it.
@@ -527,75 +515,6 @@ func prepareStorage(name string, stor lstorage.Storage) (existing bool, err erro
 			ErrForeign, name, strings.Join(others, ", "))
 	}
 	return false, nil
-}
-
-// tryRepairStorage is tryRepair for a goleveldb Storage.
-func tryRepairStorage(stor lstorage.Storage, err error) (string, bool) {
-	var ce *lerrors.ErrCorrupted
-	if !errors.As(err, &ce) || ce.Fd.Type != lstorage.TypeJournal {
-		return "", false
-	}
-	fds, lerr := stor.List(lstorage.TypeJournal)
-	if lerr != nil || len(fds) == 0 {
-		return "", false
-	}
-	newest := fds[0]
-	for _, fd := range fds[1:] {
-		if fd.Num > newest.Num {
-			newest = fd
-		}
-	}
-	if newest != ce.Fd {
-		return "", false
-	}
-	msg, ok, rerr := repairTornTailStorage(stor, newest)
-	if rerr != nil || !ok {
-		return "", false
-	}
-	return msg, true
-}
-
-// repairTornTailStorage is repairTornTail for a journal in a Storage, which
-// has no truncate: it writes the good prefix to a temporary file, syncs it
-// and renames it over the journal. Rewriting the journal in place would not
-// do: a crash between the truncation and the sync could leave it shorter
-// than its synced records. A crash before the rename keeps the torn journal,
-// repaired again at the next Open.
-func repairTornTailStorage(stor lstorage.Storage, fd lstorage.FileDesc) (string, bool, error) {
-	r, err := stor.Open(fd)
-	if err != nil {
-		return "", false, err
-	}
-	data, err := io.ReadAll(r)
-	r.Close()
-	if err != nil {
-		return "", false, err
-	}
-	cut, ok := tornTail(data)
-	if !ok {
-		return "", false, nil
-	}
-	tmp := lstorage.FileDesc{Type: lstorage.TypeTemp, Num: fd.Num}
-	w, err := stor.Create(tmp)
-	if err != nil {
-		return "", false, err
-	}
-	_, err = w.Write(data[:cut])
-	if err == nil {
-		err = w.Sync()
-	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = stor.Rename(tmp, fd)
-	}
-	if err != nil {
-		stor.Remove(tmp)
-		return "", false, err
-	}
-	return fmt.Sprintf("dropped a torn final record from %s (%d bytes at offset %d: a write interrupted by a crash, never acknowledged)",
-		fileName(fd), len(data)-cut, cut), true, nil
 }
 
 func fileName(fd lstorage.FileDesc) string {

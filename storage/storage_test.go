@@ -695,10 +695,16 @@ func TestRecordChecksum(t *testing.T) {
 }
 
 func TestTornJournalTail(t *testing.T) {
-	build := func(t *testing.T) (string, string) {
+	// build returns the store's directory, its journal, and the journal's
+	// length before the last Save: an unsynced one.
+	build := func(t *testing.T) (string, string, int64) {
 		dir := t.TempDir()
 		s := openT(t, dir, Options{})
 		history(t, s)
+		fi, err := os.Stat(findFile(t, dir, ".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		// The last Save is a batch of several journal blocks, as a
 		// catch-up Ready is.
 		big := bytes.Repeat([]byte("z"), 200<<10)
@@ -708,39 +714,53 @@ func TestTornJournalTail(t *testing.T) {
 			State:   &core.ApplyState{Applied: 5, NextIndex: 5, LeaseHolder: 1, LeaseVersion: 1},
 		})
 		s.Close()
-		return dir, findFile(t, dir, ".log")
+		return dir, findFile(t, dir, ".log"), fi.Size()
+	}
+	reopen := func(t *testing.T, dir string) (*Store, []string, error) {
+		var logged []string
+		s, err := Open(dir, testMeta, Options{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+		return s, logged, err
 	}
 	t.Run("truncated", func(t *testing.T) {
 		for _, cut := range []int64{1, 3, 50 << 10, 150 << 10} {
-			dir, log := build(t)
+			dir, log, size0 := build(t)
 			fi, _ := os.Stat(log)
 			if err := os.Truncate(log, fi.Size()-cut); err != nil {
 				t.Fatal(err)
 			}
-			var logged []string
-			s, err := Open(dir, testMeta, Options{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }})
+			s, logged, err := reopen(t, dir)
 			if err != nil {
 				t.Fatalf("cut %d: a torn tail must open: %v", cut, err)
 			}
 			if d := mustLoad(t, s); !same(d, wantDurable) {
 				t.Fatalf("cut %d: state after dropping the torn Save: %+v", cut, d)
 			}
-			if len(logged) != 1 || !strings.Contains(logged[0], "torn") {
+			if want := fmt.Sprintf("storage: cut %d bytes at offset %d of %s: ", fi.Size()-cut-size0, size0, log); len(logged) != 1 || !strings.HasPrefix(logged[0], want) {
 				t.Fatalf("cut %d: repair not reported: %q", cut, logged)
 			}
 			s.Close()
 		}
 	})
 	t.Run("damaged last record", func(t *testing.T) {
-		dir, log := build(t)
+		// Torn by a power loss: the last record's last page never arrived
+		// whole. Nothing valid follows, and the record was not synced.
+		dir, log, size0 := build(t)
 		fi, _ := os.Stat(log)
 		flip(t, log, fi.Size()-100, 1)
-		if _, err := Open(dir, testMeta, Options{}); !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("a checksum mismatch in the last record must not be repaired: %v", err)
+		s, logged, err := reopen(t, dir)
+		if err != nil {
+			t.Fatalf("a checksum mismatch in the last record, nothing valid after it, must be cut: %v", err)
+		}
+		defer s.Close()
+		if d := mustLoad(t, s); !same(d, wantDurable) {
+			t.Fatalf("state after dropping the torn Save: %+v", d)
+		}
+		if want := fmt.Sprintf("storage: cut %d bytes at offset %d of %s: a chunk whose checksum does not match", fi.Size()-size0, size0, log); len(logged) != 1 || !strings.HasPrefix(logged[0], want) {
+			t.Fatalf("repair not reported as %q: %q", want, logged)
 		}
 	})
 	t.Run("truncated and damaged before", func(t *testing.T) {
-		dir, log := build(t)
+		dir, log, _ := build(t)
 		fi, _ := os.Stat(log)
 		os.Truncate(log, fi.Size()-10)
 		flip(t, log, 40, 1)
@@ -1030,8 +1050,8 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatalf("decoder error not wrapping errRecord: %v", err)
 			}
 		}
-		if cut, ok := tornTail(v); ok && (cut < 0 || cut > len(v)) {
-			t.Fatalf("tornTail cut %d of %d", cut, len(v))
+		if tail, ok := tornTail(v); ok && (tail.cut < 0 || tail.cut > tail.damage || tail.damage > len(v)) {
+			t.Fatalf("tornTail %+v of %d bytes", tail, len(v))
 		}
 	})
 }
