@@ -249,6 +249,9 @@ func TestEvictionsDeterministicAfterRebuild(t *testing.T) {
 	for k := range 5000 {
 		v := next()
 		want := applyOne(t, orig, v)
+		if orig.Clients() > lim.MaxClients {
+			t.Fatalf("%d rows, over the cap of %d", orig.Clients(), lim.MaxClients)
+		}
 		for _, l := range []*learner.Learner{rebuilt, installed} {
 			if got := applyOne(t, l, v); !reflect.DeepEqual(got, want) {
 				t.Fatalf("instance %d (step %d) applied differently:\n got %+v\nwant %+v", want.Instance, k, got, want)

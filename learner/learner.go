@@ -367,8 +367,11 @@ func (l *Learner) remember(client uint64, s core.SeqIndexes, out *Applied) {
 	}
 	d := core.DedupEntry{ClientID: client, Recent: recent[k:], LastUsed: l.state.LogTime}
 	if ok {
-		old.DedupEntry = d // LastUsed never decreases: the row moves back in byUse
-		heap.Fix(&l.byUse, old.at)
+		moved := old.LastUsed != d.LastUsed
+		old.DedupEntry = d
+		if moved { // LastUsed only grows: the row moves back in byUse
+			heap.Fix(&l.byUse, old.at)
+		}
 	} else {
 		r := &row{DedupEntry: d}
 		l.rows[client] = r
