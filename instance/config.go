@@ -125,9 +125,9 @@ type Config struct {
 	ClientTTLMillis uint64
 	MaxClients      int
 	// ClientRetryMillis: a client must stop retrying one seq within this
-	// much log time of first sending it (the Go client stops after 10 rounds
-	// over the endpoints, at most 5 s per call: 4.3 minutes at worst with 5
-	// endpoints). At MaxClients a new client replaces the least recently
+	// much log time of first sending it (default 15 minutes; the Go client
+	// stops after 10 rounds over the endpoints, at most 5 s per call: 4.3
+	// minutes at worst with 5 endpoints). At MaxClients a new client replaces the least recently
 	// used row only if that one is idle longer; otherwise it is refused
 	// (core.ErrTooManyClients). Below ClientTTLMillis; the same on every
 	// node.
@@ -166,7 +166,7 @@ func DefaultConfig() Config {
 		MaxClients:      learner.DefaultMaxClients,
 
 		ClientRetryMillis: learner.DefaultClientRetry,
-		LogTimeStepMillis: learner.DefaultLogTimeStep, // the lease period
+		LogTimeStepMillis: learner.DefaultLogTimeStep, // a little over the time between renewals
 	}
 }
 

@@ -88,15 +88,18 @@ type Limits struct {
 // Defaults for Limits.
 const (
 	DefaultClientTTL = uint64(time.Hour / time.Millisecond)
-	// DefaultClientRetry is longer than the Go client retries one append
-	// (10 rounds over the endpoints, at most 5 s per call and 6.55 s of
-	// backoff: 4.3 minutes if 5 endpoints all time out, usually far less).
-	DefaultClientRetry = uint64(5 * time.Minute / time.Millisecond)
+	// DefaultClientRetry is far longer than the Go client retries one
+	// append (10 rounds over the endpoints, at most 5 s per call and 6.55 s
+	// of backoff: 4.3 minutes if 5 endpoints all time out, usually far
+	// less), even when log time runs ahead of real time at the most a
+	// wrong clock can make it (4/3 with the defaults: docs/protocol.md §7).
+	DefaultClientRetry = uint64(15 * time.Minute / time.Millisecond)
 	DefaultMaxClients  = 100_000
-	// DefaultLogTimeStep is the default lease period: longer than the time
-	// between two renewals, so that with correct clocks log time follows the
-	// master's wall clock.
-	DefaultLogTimeStep = uint64(3 * time.Second / time.Millisecond)
+	// DefaultLogTimeStep is a little longer than the time between two
+	// renewals with the default lease (750 ms), so that with correct clocks
+	// log time follows the master's wall clock, and a clock that runs ahead
+	// moves log time at most 4/3 as fast as real time.
+	DefaultLogTimeStep = uint64(time.Second / time.Millisecond)
 )
 
 // DefaultLimits returns the default Limits.
