@@ -266,7 +266,22 @@ var (
 	// is not a retry; nothing was applied.
 	ErrSeqReused = errors.New("this (client_id, seq) was already applied with different entries: a client restarted with a fixed " +
 		"client ID must continue its seq above the last one it used; nothing applied")
+	// ErrTrimPastEnd: a trim's before is past the end of the log, as the
+	// master has applied it; nothing was proposed. instance.ProposeTrim
+	// returns it as a *TrimPastEndError, which names the end.
+	ErrTrimPastEnd = errors.New("trim past the end of the log")
 )
+
+// TrimPastEndError is ErrTrimPastEnd with the trim's before and the log's
+// end index (the index the next append gets).
+type TrimPastEndError struct{ Before, End uint64 }
+
+func (e *TrimPastEndError) Error() string {
+	return fmt.Sprintf("trim before %d is past the end of the log, which ends at index %d (the index the next append gets); nothing trimmed", e.Before, e.End)
+}
+
+// Unwrap makes errors.Is(err, ErrTrimPastEnd) work.
+func (e *TrimPastEndError) Unwrap() error { return ErrTrimPastEnd }
 
 // TooManyClientsError is ErrTooManyClients with the cap.
 type TooManyClientsError struct{ Max int }

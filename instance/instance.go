@@ -362,10 +362,17 @@ func (n *Node) Propose(p Proposal) error {
 }
 
 // ProposeTrim asks the master to drop user entries below before. The
-// Result's First is the first index after the trim.
+// Result's First is the first index after the trim. A before past the end
+// of the log is refused with a *core.TrimPastEndError naming the end: the
+// master's applied state holds everything acknowledged (its lease command
+// applied after it), so its next index is the log's end, whereas another
+// node's may lag. (Apply still clamps a trim to the next index.)
 func (n *Node) ProposeTrim(req, before uint64) error {
 	if !n.IsMaster() {
 		return &core.NotMasterError{Master: n.Master()}
+	}
+	if end := n.learn.State().NextIndex; before > end {
+		return &core.TrimPastEndError{Before: before, End: end}
 	}
 	if n.reqs[req] {
 		return fmt.Errorf("instance: request %d is already outstanding", req)
