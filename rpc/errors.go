@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -102,18 +103,88 @@ func InvalidArgument(field, desc string) error {
 	})
 }
 
-// Reasons that InvalidArgument errors carry (google.rpc.ErrorInfo, domain
-// "paxosd") so that clients branch on them, not on message text.
+// Reasons that errors carry (google.rpc.ErrorInfo, domain "paxosd") so that
+// clients branch on them, not on message text.
 const (
-	ReasonEntryTooLarge = "ENTRY_TOO_LARGE"
-	ReasonStaleSeq      = "STALE_SEQ"
+	ReasonEntryTooLarge = "ENTRY_TOO_LARGE" // InvalidArgument
+	ReasonStaleSeq      = "STALE_SEQ"       // InvalidArgument
+	ReasonTrimPastEnd   = "TRIM_PAST_END"   // InvalidArgument, with metadata end_index
+	// ReasonOverloaded marks load shed before anything was proposed
+	// (ResourceExhausted): unlike a bare ResourceExhausted, which gRPC
+	// itself may report, it is safe to retry even an append without
+	// client_id.
+	ReasonOverloaded     = "OVERLOADED"
+	ReasonTooManyClients = "TOO_MANY_CLIENTS" // ResourceExhausted
+	ReasonSeqReused      = "SEQ_REUSED"       // AlreadyExists
 )
+
+// endIndexKey is the ErrorInfo metadata key of TrimPastEndError's end index.
+const endIndexKey = "end_index"
 
 // InvalidArgumentReason is InvalidArgument with an ErrorInfo reason.
 func InvalidArgumentReason(field, desc, reason string) error {
 	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc),
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}},
 		&errdetails.ErrorInfo{Reason: reason, Domain: "paxosd"})
+}
+
+// TrimPastEndError is the error of a trim whose before is past the end of
+// the log as the master has applied it: InvalidArgument on "before", with
+// reason TRIM_PAST_END and the end index in the ErrorInfo metadata
+// ("end_index"). Nothing was trimmed.
+func TrimPastEndError(before, end uint64) error {
+	desc := fmt.Sprintf("%d is past the end of the log, which ends at index %d (the index the next append gets)", before, end)
+	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid before: %s", desc),
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "before", Description: desc}}},
+		&errdetails.ErrorInfo{Reason: ReasonTrimPastEnd, Domain: "paxosd", Metadata: map[string]string{endIndexKey: strconv.FormatUint(end, 10)}})
+}
+
+// AsTrimPastEnd reports whether err is a TrimPastEndError and, if so, the
+// end index it names.
+func AsTrimPastEnd(err error) (end uint64, ok bool) {
+	st, d, ok := detail[*errdetails.ErrorInfo](err)
+	if !ok || st.Code() != codes.InvalidArgument || d.GetReason() != ReasonTrimPastEnd {
+		return 0, false
+	}
+	end, perr := strconv.ParseUint(d.GetMetadata()[endIndexKey], 10, 64)
+	return end, perr == nil
+}
+
+// TooManyClientsError is the error of an exactly-once append refused
+// because the dedup table is full of clients that may still retry
+// (core.ErrTooManyClients): ResourceExhausted with reason TOO_MANY_CLIENTS.
+// Nothing was applied. It is not load shedding: retrying at once, or on
+// another node, meets the same full table, so a client surfaces it rather
+// than spin on it.
+func TooManyClientsError(desc string) error {
+	return withDetails(codes.ResourceExhausted, desc, &errdetails.ErrorInfo{Reason: ReasonTooManyClients, Domain: "paxosd"})
+}
+
+// AsTooManyClients reports whether err is a TooManyClientsError.
+func AsTooManyClients(err error) bool {
+	return hasReason(err, codes.ResourceExhausted, ReasonTooManyClients)
+}
+
+// SeqReusedError is the error of an exactly-once append whose (client_id,
+// seq) was already applied with different entries (core.ErrSeqReused):
+// AlreadyExists with reason SEQ_REUSED. Nothing was applied, and a retry
+// gets the same answer. AlreadyExists, not FailedPrecondition: the pair
+// names an append that exists already, and in this API FailedPrecondition
+// means "not the master, go elsewhere", which a client that looks only at
+// codes must not take this for.
+func SeqReusedError(desc string) error {
+	return withDetails(codes.AlreadyExists, desc, &errdetails.ErrorInfo{Reason: ReasonSeqReused, Domain: "paxosd"})
+}
+
+// AsSeqReused reports whether err is a SeqReusedError.
+func AsSeqReused(err error) bool {
+	return hasReason(err, codes.AlreadyExists, ReasonSeqReused)
+}
+
+// hasReason reports whether err has code c and an ErrorInfo with reason.
+func hasReason(err error, c codes.Code, reason string) bool {
+	st, d, ok := detail[*errdetails.ErrorInfo](err)
+	return ok && st.Code() == c && d.GetReason() == reason
 }
 
 // Reason returns the ErrorInfo reason err carries, "" if none.
@@ -153,24 +224,29 @@ func AsExpectedIndex(err error) (end uint64, ok bool) {
 	return d.GetEndIndex(), true
 }
 
-// Overloaded is the error of a node that sheds load: code ResourceExhausted,
-// meaning back off and retry, with a google.rpc.RetryInfo detail when
-// retryAfter > 0. what says which resource ran out.
+// Overloaded is the error of a node that sheds load before proposing
+// anything: code ResourceExhausted, meaning back off and retry, with reason
+// OVERLOADED and a google.rpc.RetryInfo detail when retryAfter > 0. what
+// says which resource ran out. Only a request that was not proposed may be
+// refused with it: clients retry it even for an append without client_id.
 func Overloaded(what string, retryAfter time.Duration) error {
 	msg := fmt.Sprintf("overloaded: %s; back off and retry", what)
+	info := &errdetails.ErrorInfo{Reason: ReasonOverloaded, Domain: "paxosd"}
 	if retryAfter <= 0 {
-		return status.Error(codes.ResourceExhausted, msg)
+		return withDetails(codes.ResourceExhausted, msg, info)
 	}
-	return withDetails(codes.ResourceExhausted, msg, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+	return withDetails(codes.ResourceExhausted, msg, info, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 }
 
-// AsOverloaded reports whether err is a ResourceExhausted error and, if so,
-// how long the server asked the client to wait (0 when it did not say).
+// AsOverloaded reports whether err is an Overloaded error (ResourceExhausted
+// with reason OVERLOADED: not TOO_MANY_CLIENTS, nor a bare
+// ResourceExhausted of gRPC's own) and, if so, how long the server asked
+// the client to wait (0 when it did not say).
 func AsOverloaded(err error) (retryAfter time.Duration, ok bool) {
-	st, d, hasDelay := detail[*errdetails.RetryInfo](err)
-	if st == nil || st.Code() != codes.ResourceExhausted {
+	if !hasReason(err, codes.ResourceExhausted, ReasonOverloaded) {
 		return 0, false
 	}
+	_, d, hasDelay := detail[*errdetails.RetryInfo](err)
 	if hasDelay {
 		retryAfter = d.GetRetryDelay().AsDuration()
 	}

@@ -95,13 +95,13 @@ func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*p
 	return resp, err
 }
 
-// Trim implements LogService.Trim.
+// Trim implements LogService.Trim. Whether before is past the end of the
+// log is the master's to say (instance.ProposeTrim, against its applied
+// state): this node may lag behind the log, and would refuse a valid trim.
+// A forwarded trim returns the master's answer.
 func (s *LogServer) Trim(ctx context.Context, req *paxosdpb.TrimRequest) (*paxosdpb.TrimResponse, error) {
 	if req.Before == 0 {
 		return nil, InvalidArgument("before", "must be above 0 (nothing lies below index 0)")
-	}
-	if _, next := s.node.Bounds(); req.Before > next {
-		return nil, InvalidArgument("before", fmt.Sprintf("%d is past the end of the log (%d)", req.Before, next))
 	}
 	var resp *paxosdpb.TrimResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
@@ -254,6 +254,7 @@ func (s *LogServer) status(err error) error {
 		nm *core.NotMasterError
 		tr *storage.TrimmedError
 		ee *node.EntryError
+		te *core.TrimPastEndError
 	)
 	switch {
 	case err == nil:
@@ -274,6 +275,12 @@ func (s *LogServer) status(err error) error {
 		return InvalidArgumentReason("entries", err.Error(), ReasonEntryTooLarge)
 	case errors.Is(err, core.ErrStaleSeq):
 		return InvalidArgumentReason("seq", err.Error(), ReasonStaleSeq)
+	case errors.As(err, &te):
+		return TrimPastEndError(te.Before, te.End)
+	case errors.Is(err, core.ErrTooManyClients):
+		return TooManyClientsError(err.Error())
+	case errors.Is(err, core.ErrSeqReused):
+		return SeqReusedError(err.Error())
 	case errors.Is(err, core.ErrDropped), errors.Is(err, core.ErrUnknownOutcome):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrStopped):
