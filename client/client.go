@@ -5,8 +5,12 @@
 // retry reuses them, so the cluster's dedup table returns the original
 // indexes instead of appending twice.
 //
-// It must never retry an append under a new sequence number: that could
-// append it twice.
+// It must never retry an append under a new sequence number, nor send an
+// append without a client ID (AppendSeq with ID 0) again after an attempt
+// that may have reached the cluster: either could append it twice. Such an
+// append is sent again only after an answer that says nothing was applied
+// (not the master, overloaded) or to an endpoint it never reached;
+// otherwise it fails with ErrUnknownOutcome.
 package client
 
 import (
@@ -22,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -51,7 +56,58 @@ var (
 	// ErrStaleSeq: an append's seq is below the client's dedup window; it
 	// may have been applied already, and was not applied again.
 	ErrStaleSeq = errors.New("sequence number below the dedup window")
+	// ErrUnknownOutcome: an append failed after it may have reached the
+	// cluster (a broken connection, a timeout, a proposal dropped by a
+	// master that lost its lease), so it may or may not have been applied.
+	// An *UnknownOutcomeError says which (client ID, seq) to retry.
+	ErrUnknownOutcome = errors.New("outcome unknown")
+	// ErrTooManyClients: the cluster's dedup table holds its cap of
+	// exactly-once clients, each of which may still retry; nothing was
+	// applied. The client does not retry it (every node would say the same
+	// until a client idles out): retry later, or use fewer client IDs.
+	ErrTooManyClients = errors.New("too many exactly-once clients")
+	// ErrSeqReused: the append's (client ID, seq) was already applied with
+	// different entries; nothing was applied, and a retry gets the same
+	// answer. A client restarted with a fixed ID must continue its seqs
+	// above the last one it used.
+	ErrSeqReused = errors.New("sequence number reused with different entries")
+	// ErrTrimPastEnd: a trim's before is past the end of the log; nothing
+	// was trimmed. A *TrimPastEndError names the end.
+	ErrTrimPastEnd = errors.New("trim past the end of the log")
 )
+
+// UnknownOutcomeError says an append may or may not have been applied. It
+// matches ErrUnknownOutcome, and unwraps to the last failure.
+type UnknownOutcomeError struct {
+	ClientID, Seq uint64 // ClientID 0: the append had none
+	Err           error  // the failure that left the outcome open
+}
+
+func (e *UnknownOutcomeError) Error() string {
+	if e.ClientID == 0 {
+		return fmt.Sprintf("outcome unknown: the append may or may not have been applied; it carried no client ID, "+
+			"so it was not sent again (a second attempt could apply it twice): %v", e.Err)
+	}
+	return fmt.Sprintf("outcome unknown: the append may or may not have been applied; AppendSeq with client ID %d, "+
+		"seq %d and the same entries applies it at most once and says where it is: %v", e.ClientID, e.Seq, e.Err)
+}
+
+// Is makes errors.Is(err, ErrUnknownOutcome) true.
+func (e *UnknownOutcomeError) Is(target error) bool { return target == ErrUnknownOutcome }
+
+// Unwrap returns the last failure (a context error, a gRPC status).
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// TrimPastEndError says a trim's before was past the end of the log, as the
+// master has applied it. It matches ErrTrimPastEnd.
+type TrimPastEndError struct{ End uint64 }
+
+func (e *TrimPastEndError) Error() string {
+	return fmt.Sprintf("trim past the end of the log, which ends at index %d (the index the next append gets); nothing trimmed", e.End)
+}
+
+// Is makes errors.Is(err, ErrTrimPastEnd) true.
+func (e *TrimPastEndError) Is(target error) bool { return target == ErrTrimPastEnd }
 
 // TrimmedError says a read or tail started below the first index. It
 // matches ErrTrimmed.
@@ -127,6 +183,14 @@ func (c *Client) Close() error {
 }
 
 func (c *Client) api(ep string) (paxosdpb.LogServiceClient, error) {
+	cc, err := c.conn(ep)
+	if err != nil {
+		return nil, err
+	}
+	return paxosdpb.NewLogServiceClient(cc), nil
+}
+
+func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -148,7 +212,34 @@ func (c *Client) api(ep string) (paxosdpb.LogServiceClient, error) {
 		}
 		c.conns[ep] = cc
 	}
-	return paxosdpb.NewLogServiceClient(cc), nil
+	return cc, nil
+}
+
+// errNotConnected: an endpoint had no established connection, so nothing
+// was sent to it.
+var errNotConnected = errors.New("nothing was sent")
+
+// ready waits, up to the dial timeout, for cc to be connected. An append is
+// sent only over an established connection, so that an endpoint that
+// cannot be reached is known to have received nothing (and the append may
+// go elsewhere), whereas a failure after sending leaves the outcome open.
+func (c *Client) ready(ctx context.Context, ep string, cc *grpc.ClientConn) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opt.DialTimeout)
+	defer cancel()
+	for {
+		st := cc.GetState()
+		switch st {
+		case connectivity.Ready:
+			return nil
+		case connectivity.Idle:
+			cc.Connect()
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return fmt.Errorf("client: endpoint %s unreachable (connection %v): %w", ep, st, errNotConnected)
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return fmt.Errorf("client: endpoint %s unreachable (connection %v, %v): %w", ep, st, ctx.Err(), errNotConnected)
+		}
+	}
 }
 
 // masterHint is where call learns, from a reply's header, that the node it
@@ -188,30 +279,92 @@ func (c *Client) prefer(ep string) {
 	c.mu.Unlock()
 }
 
+// nothingApplied says whether err proves that the request was not
+// proposed anywhere, so that even an append without a client ID may be
+// sent again: it never left (no connection), a node that is not the master
+// refused it (it proposed nothing, and a node that forwarded it returns
+// the master's refusal as it is), or a node shed it before proposing.
+func nothingApplied(err error) bool {
+	if errors.Is(err, errNotConnected) {
+		return true
+	}
+	if _, _, ok := rpc.AsNotMaster(err); ok {
+		return true
+	}
+	_, ok := rpc.AsOverloaded(err)
+	return ok
+}
+
+// definite says whether err settles an append: nothing was applied, or the
+// cluster refused it for good (bad input, a conditional append that found
+// the log elsewhere, a full dedup table, a reused seq). Everything else (a
+// broken connection, a timeout, a dropped proposal, an internal error)
+// leaves the outcome open.
+func definite(err error) bool {
+	if nothingApplied(err) || rpc.AsTooManyClients(err) {
+		return true
+	}
+	if _, ok := rpc.AsExpectedIndex(err); ok {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange,
+		codes.Unimplemented, codes.Unauthenticated, codes.PermissionDenied, codes.NotFound:
+		return true
+	}
+	return false
+}
+
 // retryable says whether another attempt (at another endpoint, or after an
-// election) may succeed.
-func retryable(err error) bool {
+// election) may succeed, and may be made: once is true for an append
+// without a client ID, which nothing deduplicates.
+func retryable(err error, once bool) bool {
+	if nothingApplied(err) {
+		return true
+	}
+	if once || rpc.AsTooManyClients(err) {
+		return false
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
 		return true
 	}
-	_, _, nm := rpc.AsNotMaster(err)
-	return nm
+	return false
 }
 
-// call runs f against endpoints until it succeeds or fails for good.
-func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxosdpb.LogServiceClient) error) error {
-	var last error
+// call runs f against endpoints until it succeeds or fails for good. app
+// is the request when f appends (nil for reads and trims): then f is sent
+// only over an established connection, and a failure after an attempt that
+// may have reached the cluster is an *UnknownOutcomeError. An append
+// without a client ID is then never sent again.
+func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(ctx context.Context, api paxosdpb.LogServiceClient) error) error {
+	var (
+		last         error
+		maybeApplied bool // an append attempt failed with its outcome open
+	)
+	once := app != nil && app.ClientId == 0
+	fail := func(err error) error {
+		if app != nil && maybeApplied {
+			return &UnknownOutcomeError{ClientID: app.ClientId, Seq: app.Seq, Err: err}
+		}
+		return err
+	}
 	backoff := 50 * time.Millisecond
 	for attempt := 0; attempt < c.opt.Retries; attempt++ {
 		for _, ep := range c.order() {
-			api, err := c.api(ep)
+			cc, err := c.conn(ep)
 			if err != nil {
-				return err
+				return fail(err)
 			}
 			var master string
 			actx, cancel := context.WithTimeout(context.WithValue(ctx, masterHint{}, &master), c.opt.CallTimeout)
-			err = f(actx, api)
+			if app != nil {
+				err = c.ready(actx, ep, cc)
+			}
+			if err == nil {
+				err = f(actx, paxosdpb.NewLogServiceClient(cc))
+				maybeApplied = maybeApplied || (app != nil && err != nil && !definite(err))
+			}
 			cancel()
 			if err == nil {
 				if master != "" {
@@ -221,11 +374,17 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxos
 				return nil
 			}
 			last = err
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last))
+			if once && maybeApplied {
+				return fail(convert(err)) // a second attempt could apply it twice
 			}
-			if !retryable(err) {
-				return convert(err)
+			if ctx.Err() != nil {
+				return fail(fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last)))
+			}
+			if !retryable(err, once) {
+				if definite(err) {
+					return convert(err) // the cluster's answer settles it
+				}
+				return fail(convert(err))
 			}
 			if _, addr, ok := rpc.AsNotMaster(err); ok && addr != "" {
 				c.prefer(addr) // the master: try it first next time
@@ -233,12 +392,12 @@ func (c *Client) call(ctx context.Context, f func(ctx context.Context, api paxos
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last))
+			return fail(fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last)))
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
 	}
-	return fmt.Errorf("client: gave up after %d rounds over %d endpoints: %w", c.opt.Retries, len(c.endpoints), convert(last))
+	return fail(fmt.Errorf("client: gave up after %d rounds over %d endpoints: %w", c.opt.Retries, len(c.endpoints), convert(last)))
 }
 
 func convert(err error) error {
@@ -247,6 +406,15 @@ func convert(err error) error {
 	}
 	if end, ok := rpc.AsExpectedIndex(err); ok {
 		return &ConflictError{End: end}
+	}
+	if end, ok := rpc.AsTrimPastEnd(err); ok {
+		return &TrimPastEndError{End: end}
+	}
+	if rpc.AsTooManyClients(err) {
+		return &refusal{status: err, is: ErrTooManyClients}
+	}
+	if rpc.AsSeqReused(err) {
+		return &refusal{status: err, is: ErrSeqReused}
 	}
 	if _, desc, ok := rpc.AsInvalidArgument(err); ok {
 		switch rpc.Reason(err) {
@@ -258,6 +426,18 @@ func convert(err error) error {
 	}
 	return err
 }
+
+// refusal is a refusal of the cluster that says it all (what happened, that
+// nothing was applied, what to do): its message as the cluster wrote it,
+// matching the client's sentinel and unwrapping to the gRPC status.
+type refusal struct {
+	status error
+	is     error
+}
+
+func (r *refusal) Error() string        { return status.Convert(r.status).Message() }
+func (r *refusal) Is(target error) bool { return target == r.is }
+func (r *refusal) Unwrap() error        { return r.status }
 
 // AppendResult says where an append landed.
 type AppendResult struct {
@@ -286,14 +466,17 @@ func (c *Client) AppendAt(ctx context.Context, expected uint64, entries ...[]byt
 }
 
 // AppendSeq appends entries with an explicit (clientID, seq): a repeat of an
-// applied pair returns the original indexes with Duplicate set.
+// applied pair returns the original indexes with Duplicate set. With
+// clientID 0 nothing deduplicates the append, so it is sent again only after
+// an answer that says nothing was applied; any other failure returns an
+// *UnknownOutcomeError (ErrUnknownOutcome).
 func (c *Client) AppendSeq(ctx context.Context, clientID, seq uint64, entries ...[]byte) (AppendResult, error) {
 	return c.append(ctx, &paxosdpb.AppendRequest{Entries: entries, ClientId: clientID, Seq: seq})
 }
 
 func (c *Client) append(ctx context.Context, req *paxosdpb.AppendRequest) (AppendResult, error) {
 	var res AppendResult
-	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+	err := c.call(ctx, req, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
 		r, err := api.Append(ctx, req)
 		if err == nil {
 			res = AppendResult{First: r.FirstIndex, Last: r.LastIndex, Duplicate: r.Duplicate}
@@ -326,7 +509,7 @@ func (c *Client) Read(ctx context.Context, from uint64, count int, local bool) (
 		req.Consistency = paxosdpb.Consistency_LOCAL
 	}
 	var res ReadResult
-	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
 		r, err := api.Read(ctx, req)
 		if err == nil {
 			res = ReadResult{Entries: fromPB(r.Entries), Next: r.NextIndex, FirstIndex: r.FirstIndex, EndIndex: r.EndIndex, Local: r.Local}
@@ -340,7 +523,7 @@ func (c *Client) Read(ctx context.Context, from uint64, count int, local bool) (
 // first index.
 func (c *Client) Trim(ctx context.Context, before uint64) (uint64, error) {
 	var first uint64
-	err := c.call(ctx, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
 		r, err := api.Trim(ctx, &paxosdpb.TrimRequest{Before: before})
 		if err == nil {
 			first = r.FirstIndex
