@@ -524,11 +524,15 @@ func TestBadIndex(t *testing.T) {
 		// The --flag=value form too (a leading "-" cannot be taken for a flag).
 		refused(t, cmd.name+" "+cmd.flag+"=-5", run(t, "", cmd.name, "--endpoints", c.eps, cmd.flag+"=-5"), cmd.flag, "-5")
 	}
-	refused(t, "trim past the end of the log", run(t, "", "trim", "--endpoints", c.eps, "--before", "1000"), "before")
+	r := run(t, "", "trim", "--endpoints", c.eps, "--before", "99999999")
+	refused(t, "trim past the end of the log", r, "--before 99999999", "ends at index 5", "nothing was trimmed")
+	if strings.Contains(r.stderr, "rpc error") {
+		t.Errorf("trim past the end of the log prints a raw gRPC error\n%v", r)
+	}
 	c.unchanged(t, first, last)
 
 	// Controls: valid indexes, the largest included, are accepted.
-	r := run(t, "", "read", "--endpoints", c.eps, "--from", "3", "--consistency", "local", "-w", "json")
+	r = run(t, "", "read", "--endpoints", c.eps, "--from", "3", "--consistency", "local", "-w", "json")
 	ok(t, "read --from 3", r)
 	if got := parseRead(t, r.stdout); len(got) != 2 || *got[0].Index != 3 || *got[0].Value != "d" || *got[1].Value != "e" {
 		t.Errorf("read --from 3: got %q, want entries 3 and 4", r.stdout)

@@ -307,6 +307,12 @@ func appendCommand() *cli.Command {
 			} else {
 				res, err = cl.Append(ctx, values...)
 			}
+			var uo *client.UnknownOutcomeError
+			if errors.As(err, &uo) {
+				// Every append here carries a client ID: say how to learn the outcome.
+				return fmt.Errorf("outcome unknown: the append may or may not have been applied (%w); "+
+					"paxosd append --client-id %d --seq %d with the same values applies it at most once and prints its indexes", uo.Err, uo.ClientID, uo.Seq)
+			}
 			if err != nil {
 				return err
 			}
@@ -473,6 +479,11 @@ func trimCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			return withIndexClient(c, "before", func(ctx context.Context, cl *client.Client, before uint64) error {
 				first, err := cl.Trim(ctx, before)
+				var pe *client.TrimPastEndError
+				if errors.As(err, &pe) {
+					return fmt.Errorf("--before %d is past the end of the log: the log ends at index %d (the index the next append gets), "+
+						"so --before may be at most %d; nothing was trimmed", before, pe.End, pe.End)
+				}
 				if err != nil {
 					return err
 				}
