@@ -24,20 +24,26 @@ import (
 
 var binary string
 
+// TestMain builds the server, or takes PAXOSD_E2E_BINARY: a paxosd built
+// elsewhere, e.g. from an older commit to watch a test fail without a fix.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "paxosd-e2e-")
 	if err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "paxosd")
-	args := []string{"build", "-o", binary}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, "../cmd/paxosd")...).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build paxosd: %v\n%s", err, out)
-		os.Exit(1)
+	if b := os.Getenv("PAXOSD_E2E_BINARY"); b != "" {
+		binary = b
+	} else {
+		args := []string{"build", "-o", binary}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "../cmd/paxosd")...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build paxosd: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -51,8 +57,11 @@ type cluster struct {
 	addrs []string
 	peers string
 	procs []*exec.Cmd
+	done  []chan struct{} // closed when procs[i] has exited
 	logs  []*os.File
 	extra []string // more server flags
+	// flags are more server flags of one node (by index), after extra.
+	flags map[int][]string
 }
 
 func freePorts(t testing.TB, n int) []string {
@@ -73,19 +82,26 @@ func freePorts(t testing.TB, n int) []string {
 }
 
 func newCluster(t testing.TB, n int, extra ...string) *cluster {
-	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), logs: make([]*os.File, n), extra: extra}
+	c := newStoppedCluster(t, n, extra...)
+	for i := range c.addrs {
+		c.start(i)
+	}
+	return c
+}
+
+// newStoppedCluster is newCluster without starting any node.
+func newStoppedCluster(t testing.TB, n int, extra ...string) *cluster {
+	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
+		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}}
 	var parts []string
 	for i, a := range c.addrs {
 		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
 	}
 	c.peers = strings.Join(parts, ",")
-	for i := range c.addrs {
-		c.start(i)
-	}
 	t.Cleanup(func() {
 		c.stopAll()
 		for i := range c.addrs {
-			b, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)))
+			b, _ := os.ReadFile(c.logPath(i))
 			if strings.Contains(string(b), "DATA RACE") || strings.Contains(string(b), "panic:") {
 				t.Errorf("node %d's log shows a data race or a panic:\n%s", i+1, b)
 			}
@@ -94,24 +110,49 @@ func newCluster(t testing.TB, n int, extra ...string) *cluster {
 	return c
 }
 
+// logPath is node i's log (every run of it, appended); dataDir its data directory.
+func (c *cluster) logPath(i int) string { return filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)) }
+func (c *cluster) dataDir(i int) string { return filepath.Join(c.dir, fmt.Sprintf("data%d", i+1)) }
+
+// args is the command line of node i.
+func (c *cluster) args(i int) []string {
+	args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--data-dir", c.dataDir(i)}, c.extra...)
+	return append(args, c.flags[i]...)
+}
+
 func (c *cluster) start(i int) {
-	logf, err := os.OpenFile(filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(c.logPath(i), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(binary, append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers,
-		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}, c.extra...)...)
+	cmd := exec.Command(binary, c.args(i)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	c.procs[i], c.logs[i] = cmd, logf
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	c.procs[i], c.done[i], c.logs[i] = cmd, done, logf
+}
+
+// exited reports whether node i's process has ended (by itself, since the
+// harness sets procs[i] to nil when it ends one).
+func (c *cluster) exited(i int) bool {
+	if c.procs[i] == nil {
+		return false
+	}
+	select {
+	case <-c.done[i]:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *cluster) kill(i int) {
 	if p := c.procs[i]; p != nil {
 		p.Process.Signal(syscall.SIGKILL)
-		p.Wait()
+		<-c.done[i]
 		c.logs[i].Close()
 		c.procs[i] = nil
 	}
@@ -120,14 +161,12 @@ func (c *cluster) kill(i int) {
 func (c *cluster) stop(i int) {
 	if p := c.procs[i]; p != nil {
 		p.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-c.done[i]:
 		case <-time.After(10 * time.Second):
 			c.t.Errorf("node %d did not stop on SIGTERM within 10s", i+1)
 			p.Process.Kill()
-			<-done
+			<-c.done[i]
 		}
 		c.logs[i].Close()
 		c.procs[i] = nil
@@ -637,7 +676,7 @@ func TestTrim(t *testing.T) {
 			c.stop(down) // misses the second half and the trim
 		}
 	}
-	dataDir := func(i int) string { return filepath.Join(c.dir, fmt.Sprintf("data%d", i+1)) }
+	dataDir := c.dataDir
 	before, downBefore := dirSize(t, dataDir(m)), dirSize(t, dataDir(down))
 	first, err := cl.Trim(context.Background(), total-100)
 	if err != nil || first != total-100 {
