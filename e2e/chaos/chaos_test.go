@@ -194,6 +194,9 @@ var plantedBugs = []struct {
 		"a master cut off from the others goes on serving linearizable reads after a new master took over and acknowledged appends"},
 	{"skip-dedup", map[Fault]int{KillMaster: 2, BounceMaster: 1, IsolateMast: 1, Loss: 1}, 0, 60 * time.Second,
 		"an exactly-once append retried after its first attempt landed is applied again: a duplicate in the log"},
+	{"log-time-jump", map[Fault]int{ClockJump: 2, KillMaster: 1, BounceMaster: 1, IsolateMast: 1}, 0, 60 * time.Second,
+		"a master whose clock is hours ahead (or a correct one after a slow one) moves the log time by hours: every client's dedup row " +
+			"expires and a retried exactly-once append lands twice"},
 }
 
 // TestChaosPlantedBugs runs the chaos schedule against a binary with one

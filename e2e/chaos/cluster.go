@@ -35,6 +35,10 @@ type Cluster struct {
 	mu     sync.Mutex
 	procs  []*proc
 	starts []int // how many times each node was started
+	// held marks nodes killed for good: Start leaves them down until
+	// Restore. offsets are the wall clock offsets nodes start with.
+	held    []bool
+	offsets []time.Duration
 	// Exits lists processes that ended without the harness stopping them.
 	exits []string
 	api   map[string]*client.Client // one single-endpoint client per node, for status
@@ -89,7 +93,8 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
-		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), api: map[string]*client.Client{}}
+		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes),
+		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}}
 	var parts []string
 	for i, a := range addrs {
 		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
@@ -125,11 +130,11 @@ func (c *Cluster) N() int { return len(c.Addrs) }
 // LogPath is node i's log file (every run of it, appended).
 func (c *Cluster) LogPath(i int) string { return filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)) }
 
-// Start starts node i if it is not running.
+// Start starts node i if it is not running and not killed for good.
 func (c *Cluster) Start(i int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.procs[i] != nil {
+	if c.procs[i] != nil || c.held[i] {
 		return nil
 	}
 	logf, err := os.OpenFile(c.LogPath(i), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -146,6 +151,9 @@ func (c *Cluster) Start(i int) error {
 		"--dial-peers", strings.Join(dial, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}
 	if c.bug != "" {
 		args = append(args, "--bug", c.bug)
+	}
+	if d := c.offsets[i]; d != 0 {
+		args = append(args, "--unsafe-wall-clock-offset", d.String())
 	}
 	cmd := exec.Command(c.binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -191,6 +199,69 @@ func (c *Cluster) Kill(i int) {
 		p.cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 	}
+}
+
+// KillForGood sends SIGKILL to node i and keeps it down: Start does nothing
+// for it until Restore.
+func (c *Cluster) KillForGood(i int) {
+	c.mu.Lock()
+	c.held[i] = true
+	c.mu.Unlock()
+	c.Kill(i)
+}
+
+// Held reports whether node i is killed for good.
+func (c *Cluster) Held(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[i]
+}
+
+// HeldCount is how many nodes are killed for good.
+func (c *Cluster) HeldCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, h := range c.held {
+		if h {
+			n++
+		}
+	}
+	return n
+}
+
+// SetClockOffset sets the wall clock offset node i runs with from its next
+// start (--unsafe-wall-clock-offset).
+func (c *Cluster) SetClockOffset(i int, d time.Duration) {
+	c.mu.Lock()
+	c.offsets[i] = d
+	c.mu.Unlock()
+}
+
+// Restore ends the faults that last until a round's end: a node whose wall
+// clock is off is SIGKILLed and restarted with a correct one, a node killed
+// for good is started. It says what it did.
+func (c *Cluster) Restore() []string {
+	var done []string
+	for i := range c.Addrs {
+		c.mu.Lock()
+		off, held := c.offsets[i], c.held[i]
+		c.offsets[i], c.held[i] = 0, false
+		c.mu.Unlock()
+		switch {
+		case held:
+			done = append(done, fmt.Sprintf("started node %d, killed for good", i+1))
+		case off != 0:
+			c.Kill(i)
+			done = append(done, fmt.Sprintf("restarted node %d with its wall clock right (it was %v off)", i+1, off))
+		default:
+			continue
+		}
+		if err := c.Start(i); err != nil {
+			done = append(done, fmt.Sprintf("start node %d: %v", i+1, err))
+		}
+	}
+	return done
 }
 
 // Stop sends SIGTERM to node i (SIGCONT first if paused) and waits for it;
@@ -375,7 +446,7 @@ func (c *Cluster) ReadRange(ctx context.Context, i int, from, to uint64) ([]stri
 			if e.Index != next {
 				return out, fmt.Errorf("node %d: a local read from %d returned index %d where %d was due", i+1, from, e.Index, next)
 			}
-			out = append(out, string(e.Value))
+			out = append(out, entryName(e.Value))
 			next++
 		}
 	}

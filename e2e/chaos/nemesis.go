@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -33,11 +34,13 @@ const (
 	Pause        Fault = "pause"          // SIGSTOP a random node for 1-6 s
 	KillCatchup  Fault = "kill-catchup"   // keep a node down while the log grows, restart it, kill it again mid catch-up
 	KillTrim     Fault = "kill-trim"      // trim the log and SIGKILL a node (often the master) while the trim runs
+	KillForGood  Fault = "kill-for-good"  // SIGKILL a minority (often the master) and keep it down until the round ends
+	ClockJump    Fault = "clock-jump"     // restart a node (often the master) with its wall clock 1-6 h off until the round ends
 )
 
 // AllFaults lists every fault.
 var AllFaults = []Fault{IsolateOne, IsolateMast, Split, Bridge, OneWay, MuteMaster, Loss, Delay,
-	Kill, KillMaster, BounceMaster, FlipBounce, KillMajority, PauseMaster, Pause, KillCatchup, KillTrim}
+	Kill, KillMaster, BounceMaster, FlipBounce, KillMajority, PauseMaster, Pause, KillCatchup, KillTrim, KillForGood, ClockJump}
 
 // DefaultWeights gives every fault the same chance.
 func DefaultWeights() map[Fault]int {
@@ -136,7 +139,9 @@ func (n *Nemesis) log(format string, args ...any) {
 	n.logf("[%6.1fs] nemesis: %s", time.Since(n.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// HealAll ends every fault: every link open, every node running.
+// HealAll ends every fault but those that last until the round ends
+// (Cluster.Restore ends them): every link open, every node running but
+// those killed for good, clocks left as they are.
 func (n *Nemesis) HealAll() {
 	n.c.HealNetwork()
 	for i := range n.c.Addrs {
@@ -358,6 +363,50 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 		n.c.Kill(i)
 		n.record(f, true, "trim under way; SIGKILL node %d (it was master: %v)", i+1, isMaster)
 		hold = n.between(500*time.Millisecond, 3*time.Second)
+	case KillForGood:
+		// The survivors must carry on: a new master, with what the dead
+		// ones had accepted or applied out of reach.
+		room := (N-1)/2 - n.c.HeldCount()
+		if room <= 0 {
+			n.log("%s: skipped, a minority is down for good already", f)
+			break
+		}
+		var victims []int
+		aimed, master := true, false
+		if n.rng.IntN(2) == 0 {
+			m, ok := n.target()
+			aimed, master = ok, ok
+			if !n.c.Held(m) {
+				victims = append(victims, m)
+			}
+		}
+		want := 1 + n.rng.IntN(room)
+		for _, i := range n.rng.Perm(N) {
+			if len(victims) < want && !n.c.Held(i) && !slices.Contains(victims, i) {
+				victims = append(victims, i)
+			}
+		}
+		for _, i := range victims {
+			n.c.KillForGood(i)
+		}
+		n.record(f, aimed, "SIGKILL nodes %v, down until the round ends (the first was master: %v)", plus1(victims), master)
+		hold = n.between(2*time.Second, 5*time.Second)
+	case ClockJump:
+		// A node's wall clock goes in lease commands when it is master,
+		// where it ages idle clients' dedup rows.
+		i, isMaster := n.rng.IntN(N), false
+		if n.rng.IntN(2) == 0 {
+			i, isMaster = n.target()
+		}
+		off := n.between(time.Hour, 6*time.Hour).Round(time.Minute)
+		if n.rng.IntN(2) == 0 {
+			off = -off
+		}
+		n.c.SetClockOffset(i, off)
+		n.c.Kill(i)
+		n.c.Start(i)
+		n.record(f, true, "restart node %d (it was master: %v) with its wall clock %v off, until the round ends", i+1, isMaster, off)
+		hold = n.between(time.Second, 4*time.Second)
 	}
 	sleep(ctx, hold)
 }

@@ -1,10 +1,12 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +116,43 @@ const (
 	Plain
 	// Reader only reads, linearizable and local, from random nodes.
 	Reader
+	// Large appends like ExactlyOnce, values of 256 KiB to 1 MiB, one
+	// every 0.5-1.5 s: few of the operations, most of the bytes, so that
+	// phase 1, catch-up and base installs carry large values.
+	Large
 )
+
+// Large values: a name ("L<client>-<n>-<size>B"), a '|', and largePad up
+// to the size. The history and the checker see only the name (entryName).
+const (
+	largeMin = 256 << 10
+	largeMax = 1 << 20 // the servers' default --max-entry-bytes
+)
+
+// largePad fills large values: random, so that snappy in goleveldb cannot
+// shrink what the nodes store and send.
+var largePad = func() []byte {
+	rnd := rand.New(rand.NewPCG(7, 11))
+	b := make([]byte, largeMax)
+	for i := range b {
+		b[i] = byte(rnd.Uint32())
+	}
+	return b
+}()
+
+// entryName is what the history records for a log entry: a large value's
+// name if the rest of it is intact, any other entry as it is.
+func entryName(v []byte) string {
+	if len(v) < 4096 {
+		return string(v)
+	}
+	name, _, ok := bytes.Cut(v[:min(len(v), 256)], []byte("|"))
+	n := len(name) + 1
+	if !ok || !strings.HasSuffix(string(name), fmt.Sprintf("-%dB", len(v))) || !bytes.Equal(v[n:], largePad[:len(v)-n]) {
+		return fmt.Sprintf("a damaged large value (%d bytes, starting %q)", len(v), v[:32])
+	}
+	return string(name)
+}
 
 // Timeouts of the workload's operations. A timeout makes the outcome
 // unknown, never a failure.
@@ -152,7 +190,8 @@ type Workload struct {
 func NewWorkload(c *Cluster, rec *Recorder, roles []Role, seed uint64) (*Workload, error) {
 	w := &Workload{c: c, rec: rec, gate: newGate(), roles: roles, seed: seed}
 	for _, a := range c.Addrs {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20))) // reads of large values
 		if err != nil {
 			return nil, err
 		}
@@ -200,10 +239,14 @@ func (w *Workload) Start(round int) {
 	for k, role := range w.roles {
 		rng := rand.New(rand.NewPCG(w.seed+uint64(round)<<32, uint64(k)+1))
 		var eo *client.Client
-		if role == ExactlyOnce {
+		if role == ExactlyOnce || role == Large {
 			eps := append([]string(nil), w.c.Addrs...)
 			rng.Shuffle(len(eps), func(i, j int) { eps[i], eps[j] = eps[j], eps[i] })
-			cl, err := client.New(eps, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second, Retries: 1 << 20})
+			call := 2 * time.Second
+			if role == Large {
+				call = 5 * time.Second // a retry sends the whole value again
+			}
+			cl, err := client.New(eps, client.Options{CallTimeout: call, DialTimeout: time.Second, Retries: 1 << 20})
 			if err != nil {
 				panic(err) // client.New fails only without endpoints
 			}
@@ -264,9 +307,15 @@ func (w *Workload) runClient(ctx context.Context, k int, role Role, rng *rand.Ra
 			}
 		case Reader:
 			w.readOne(k, rng, rng.IntN(len(w.conns)), rng.IntN(2) == 0)
+		case Large:
+			w.appendLarge(k, rng, eo)
 		}
 		w.gate.exit()
-		if d := time.Duration(rng.IntN(10)) * time.Millisecond; d > 0 {
+		d := time.Duration(rng.IntN(10)) * time.Millisecond
+		if role == Large {
+			d = 500*time.Millisecond + time.Duration(rng.Int64N(int64(time.Second)))
+		}
+		if d > 0 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(d):
@@ -292,6 +341,27 @@ func (w *Workload) appendEO(k int, cl *client.Client) {
 		op.Status = checker.Unknown
 	}
 	w.rec.add("append-eo", -1, op)
+}
+
+// appendLarge appends one large value exactly-once through the Go client.
+func (w *Workload) appendLarge(k int, rng *rand.Rand, cl *client.Client) {
+	size := largeMin + rng.IntN(largeMax-largeMin+1)
+	name := fmt.Sprintf("L%d-%d-%dB", k, w.next.Add(1), size)
+	v := make([]byte, size)
+	n := copy(v, name+"|")
+	copy(v[n:], largePad)
+	op := checker.Op{Client: k, Kind: checker.Append, Value: name, Invoke: w.rec.Now()}
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	res, err := cl.Append(ctx, v)
+	cancel()
+	op.Complete = w.rec.Now()
+	if err == nil {
+		op.Status, op.Index = checker.OK, res.First
+		w.seen(res.First + 1)
+	} else {
+		op.Status = checker.Unknown // retried under the same (client_id, seq), like appendEO
+	}
+	w.rec.add("append-large", -1, op)
 }
 
 // appendPlain sends one append, without client_id, to node i, once.
@@ -403,7 +473,7 @@ func (w *Workload) recordRead(kind string, node int, op *checker.Op, ents []clie
 	op.Status = checker.OK
 	op.From = ents[0].Index
 	for _, e := range ents {
-		op.Entries = append(op.Entries, string(e.Value))
+		op.Entries = append(op.Entries, entryName(e.Value))
 	}
 	op.LastIndex = int64(end) - 1
 	if !op.Linearizable {
@@ -460,7 +530,7 @@ func (w *Workload) runTail(ctx context.Context, k, round int) {
 				terr = fmt.Errorf("tail delivered index %d where %d was due", e.Index, op.From+uint64(len(op.Entries)))
 				break
 			}
-			op.Entries = append(op.Entries, string(e.Value))
+			op.Entries = append(op.Entries, entryName(e.Value))
 			w.seen(e.Index + 1)
 			if len(op.Entries) >= 200 || time.Since(last) > 500*time.Millisecond {
 				flush()
