@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 
 	"github.com/paxosd/paxosd/core"
@@ -23,6 +24,10 @@ import (
 //   - a follower never sends a Prepare, Promise, Accept, Accepted or Commit;
 //   - the ballots a node issues only go up, across restarts;
 //   - an acceptor never accepts a ballot below the promise it holds;
+//   - an acceptor promises no node but the holder of the latest lease it
+//     accepted (highest ballot, then highest instance) for LeaseTicks after
+//     accepting it (the lease guard), and nothing is chosen at a ballot
+//     above that of a node holding a valid lease by its own clock;
 //   - bases (the state and dedup table right after a trim) taken at the
 //     same instance are identical, and a node installs only a base some
 //     node took, unchanged; staged entries are entries of the one log;
@@ -42,6 +47,7 @@ type invariants struct {
 	released   map[uint64]idgen.Ballot // node -> highest promise a reply revealed
 	prepared   map[uint64][2]uint64    // node -> (highest ballot it sent a Prepare for, incarnation)
 	bases      map[uint64]uint64       // instance -> fingerprint of the base taken there
+	guards     map[uint64]leaseGuard   // voter -> the lease guard its acceptor must keep
 	buf        []byte
 }
 
@@ -51,8 +57,42 @@ func newInvariants(w *world) *invariants {
 		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
 		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
 		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{}, prepared: map[uint64][2]uint64{},
-		bases: map[uint64]uint64{},
+		bases: map[uint64]uint64{}, guards: map[uint64]leaseGuard{},
 	}
+}
+
+// leaseGuard is what an acceptor that accepted a lease must keep to
+// (docs/protocol.md §5): it promises no node but holder until its clock
+// reaches until. Only a lease accepted at a higher ballot, or at the same
+// ballot in the same or a higher instance, replaces it: a new master
+// re-proposes stale leases below its own at its ballot, a duplicate Accept
+// may come late, and a deposed master's own lease (a lower ballot) is never
+// chosen once a newer master's value is accepted.
+type leaseGuard struct {
+	holder   uint64
+	ballot   idgen.Ballot
+	instance uint64
+	until    uint64
+}
+
+// replacedBy reports whether a lease accepted at (b, i) replaces g.
+func (g leaseGuard) replacedBy(b idgen.Ballot, i uint64) bool {
+	return b > g.ballot || (b == g.ballot && i >= g.instance)
+}
+
+// guardSlack: the simulator sees an accepted lease when the Ready holding
+// it is taken, up to a sync (three ticks) after the acceptor took it, so
+// it ends a guard that much later than the acceptor does.
+const guardSlack = 5
+
+// leaseIn returns the holder of the last lease command in val.
+func leaseIn(val core.Value) (holder uint64, ok bool) {
+	for _, c := range val.Commands {
+		if c.Kind == core.CmdLease {
+			holder, ok = c.Holder, true
+		}
+	}
+	return holder, ok
 }
 
 func (v *invariants) fp(val core.Value) uint64 {
@@ -119,6 +159,30 @@ func (v *invariants) restarted(n *node) {
 	if n.core != nil {
 		v.promise[n.id] = n.core.Promised()
 	}
+	// A restarted acceptor does not know when it last accepted a lease: it
+	// guards a full lease from now, the holder of its applied lease and then
+	// that of the latest accepted lease.
+	g, lease := leaseGuard{}, v.w.nodes[0].cfg.LeaseTicks
+	if h := n.disk.state.LeaseHolder; h != 0 {
+		g = leaseGuard{holder: h, until: lease}
+	}
+	for _, a := range n.disk.durable().Accepted {
+		if h, ok := leaseIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
+			g = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: lease}
+		}
+	}
+	v.guards[n.id] = g
+}
+
+// readied notes the leases among the values n accepted, from the Ready
+// that persists them: those it accepted from peers and from itself.
+func (v *invariants) readied(n *node, rd *instance.Ready) {
+	for _, a := range rd.Accepted {
+		g := v.guards[n.id]
+		if h, ok := leaseIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
+			v.guards[n.id] = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: n.core.Now() + n.cfg.LeaseTicks}
+		}
+	}
 }
 
 // baseFP fingerprints a base: its state and every dedup row.
@@ -153,7 +217,7 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 	}
 	for _, e := range rd.Staged {
 		if e.Index >= uint64(len(v.canonical)) || v.canonical[e.Index] != string(e.Data) {
-			v.w.fail("node %d staged %q at index %d, which is not that entry of the log (%d entries applied)", n.id, e.Data, e.Index, len(v.canonical))
+			v.w.fail("node %d staged %s at index %d, which is not that entry of the log (%d entries applied)", n.id, brief(e.Data), e.Index, len(v.canonical))
 			return
 		}
 	}
@@ -164,6 +228,7 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 		v.acceptedBy[k] |= 1 << n.id
 		if popcount(v.acceptedBy[k]) >= v.quorum {
 			v.choose(a.Instance, fp, "quorum")
+			v.leaseRespected(a.Instance, a.Ballot)
 		}
 	}
 	for _, c := range rd.Chosen {
@@ -173,7 +238,7 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 		switch {
 		case e.Index < uint64(len(v.canonical)):
 			if v.canonical[e.Index] != string(e.Data) {
-				v.w.fail("node %d applied %q at index %d where another node applied %q", n.id, e.Data, e.Index, v.canonical[e.Index])
+				v.w.fail("node %d applied %s at index %d where another node applied %s", n.id, brief(e.Data), e.Index, brief(v.canonical[e.Index]))
 				return
 			}
 		case e.Index == uint64(len(v.canonical)):
@@ -181,7 +246,7 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 			if want, ok := v.ackedAt[e.Index]; ok {
 				delete(v.ackedAt, e.Index)
 				if want != string(e.Data) {
-					v.w.fail("index %d was acknowledged for %q but %q was applied there", e.Index, want, e.Data)
+					v.w.fail("index %d was acknowledged for %s but %s was applied there", e.Index, brief(want), brief(e.Data))
 					return
 				}
 			}
@@ -224,21 +289,51 @@ func (v *invariants) choose(i, fp uint64, how string) {
 	}
 }
 
+// leaseRespected checks, as a value is chosen at ballot b, that no node
+// holds a valid lease by its own clock (IsMaster: it would serve
+// linearizable reads) while leading with a lower ballot. A value chosen at
+// b means a quorum promised b, and the acceptors' lease guard must refuse
+// every Prepare but the holder's while its lease can still be on
+// (docs/protocol.md §5); otherwise the holder serves reads that miss what b
+// gets chosen.
+func (v *invariants) leaseRespected(i uint64, b idgen.Ballot) {
+	for _, x := range v.w.nodes[:v.w.voters] {
+		if !x.up || !x.core.IsMaster() {
+			continue
+		}
+		if lb := x.core.Status().Ballot; lb < b {
+			v.w.fail("instance %d chosen at ballot %d while node %d holds a valid lease leading with ballot %d: another node completed phase 1 under the lease",
+				i, b, x.id, lb)
+			return
+		}
+	}
+}
+
 // acked checks an acknowledged append against the log.
 func (v *invariants) acked(index uint64, value string) {
 	if index < uint64(len(v.canonical)) {
 		if v.canonical[index] != value {
-			v.w.fail("append %q acknowledged at index %d, which holds %q", value, index, v.canonical[index])
+			v.w.fail("append %s acknowledged at index %d, which holds %s", brief(value), index, brief(v.canonical[index]))
 		}
 		return
 	}
 	v.ackedAt[index] = value
 }
 
-// stepped checks an acceptor's handling of a message: it never accepts a
-// ballot below the promise it held when the message arrived.
-func (v *invariants) stepped(n *node, m core.Message, promiseBefore idgen.Ballot, hadBefore core.InstanceValue, had bool) {
-	if m.Type != core.MsgAccept || m.Ballot >= promiseBefore || !n.up {
+// stepped checks an acceptor's handling of a message that arrived at its
+// tick now: it promises nobody its lease guard excludes, and never accepts
+// a ballot below the promise it held.
+func (v *invariants) stepped(n *node, m core.Message, now uint64, promiseBefore idgen.Ballot, hadBefore core.InstanceValue, had bool) {
+	if !n.up {
+		return
+	}
+	if g := v.guards[n.id]; m.Type == core.MsgPrepare && m.Ballot > promiseBefore && n.core.Promised() == m.Ballot &&
+		g.holder != 0 && m.From != g.holder && now+guardSlack < g.until {
+		v.w.fail("node %d promised node %d's Prepare(%d) at tick %d, while guarding node %d's lease, accepted at ballot %d in instance %d, until tick %d",
+			n.id, m.From, m.Ballot, now, g.holder, g.ballot, g.instance, g.until)
+		return
+	}
+	if m.Type != core.MsgAccept || m.Ballot >= promiseBefore {
 		return
 	}
 	if iv, ok := n.core.AcceptedAt(m.Instance); ok && iv.Ballot == m.Ballot && (!had || hadBefore.Ballot != m.Ballot) {
@@ -272,6 +367,15 @@ func (v *invariants) afterEvent(e *event) {
 		v.w.lastMaster = m
 		v.w.masters++
 	}
+}
+
+// brief quotes a value for a message, cut short: large values are a KiB of
+// padding after a recognisable head ("c1-7:...").
+func brief[T string | []byte](v T) string {
+	if len(v) <= 40 {
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", v[:24], len(v))
 }
 
 func popcount(x uint64) int {

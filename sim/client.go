@@ -3,6 +3,8 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/core"
@@ -56,7 +58,7 @@ func (w *world) handleClient(e *event) {
 			return
 		}
 		w.tracef("client %d timeout req %d", c.n, e.req)
-		if c.cid != 0 && c.cur.kind == checker.Append && w.now-w.hist[c.cur.hist].Invoke < giveUpAfter {
+		if c.cid != 0 && c.cur.kind == checker.Append && w.now-w.hist[c.cur.hist].Invoke < w.giveUpAfter(c) {
 			c.target = w.randomVoter()
 			w.attempt(c)
 			return
@@ -80,11 +82,49 @@ func (w *world) startOp(c *client) {
 		if c.cid != 0 {
 			c.seq++
 		}
+		if w.opt.LargeValues && c != w.probe && w.rng.IntN(4) > 0 {
+			o.value = w.largeValue(c, o.value)
+		}
 	}
 	w.hist = append(w.hist, checker.Op{Client: c.n, Kind: o.kind, Invoke: w.now, Value: o.value, Linearizable: o.linear})
 	o.hist = len(w.hist) - 1
 	c.cur = o
 	w.attempt(c)
+}
+
+// giveUpAfter is how long an exactly-once client retries an append. The
+// probe retries for the whole progress bound, so that the bound, not the
+// client, decides when a run has made no progress.
+func (w *world) giveUpAfter(c *client) int64 {
+	if c == w.probe {
+		return w.opt.Settle.Microseconds()
+	}
+	return giveUpAfter
+}
+
+// largeValue pads value ("c1-7") to "c1-7:" and dots, so that its encoded
+// command is up to 32 bytes short of a limit, whatever node, epoch and
+// request it is proposed with: MaxCommandBytes (the largest append the
+// runtime lets through) three times in four, else MaxBatchBytes or
+// CatchupBytes (a value alone in its batch, or in its catch-up response).
+// Still unique and recognisable.
+func (w *world) largeValue(c *client, value string) string {
+	value += ":"
+	cfg := w.nodes[0].cfg
+	limit := cfg.MaxCommandBytes
+	switch w.rng.IntN(8) {
+	case 0:
+		limit = cfg.MaxBatchBytes
+	case 1:
+		limit = cfg.CatchupBytes
+	}
+	// The command's fields at their largest: only the entry's length moves.
+	cmd := core.Command{Kind: core.CmdUser, Entries: [][]byte{nil}, ClientID: c.cid, Seq: c.seq, Origin: uint64(len(w.nodes)),
+		Epoch: math.MaxUint64, Req: math.MaxUint64}
+	// An entry of 128 bytes to 16 KiB has a length prefix one byte longer
+	// than an empty one's.
+	room := min(limit, cfg.MaxCommandBytes) - w.rng.IntN(32) - cmd.Size() - 1
+	return value + strings.Repeat(".", max(0, room-len(value)))
 }
 
 // attempt sends the current operation to the client's target node.
@@ -194,7 +234,7 @@ func (w *world) onReply(c *client, r reply) {
 	// since an earlier attempt of the same seq may still land; the others
 	// fail the op, or leave it unknown.
 	if c.cid != 0 && o.kind == checker.Append {
-		if w.now-h.Invoke >= giveUpAfter {
+		if w.now-h.Invoke >= w.giveUpAfter(c) {
 			w.complete(c, checker.Unknown)
 			return
 		}

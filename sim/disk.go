@@ -38,6 +38,7 @@ func newDisk() *disk {
 // write applies one Ready's records, as one batch would, and checks that the
 // disk is whole afterwards.
 func (d *disk) write(rd *instance.Ready) error {
+	baseBefore, firstBefore := d.base.State.Applied, d.state.FirstIndex
 	if rd.Promised != 0 {
 		if rd.Promised < d.promised {
 			return fmt.Errorf("durable promise would go back from %d to %d", d.promised, rd.Promised)
@@ -83,7 +84,7 @@ func (d *disk) write(rd *instance.Ready) error {
 	}
 	for _, e := range rd.Staged {
 		if old, ok := d.entries[e.Index]; ok && string(old) != string(e.Data) {
-			return fmt.Errorf("staged entry %d is %q where %q is stored", e.Index, e.Data, old)
+			return fmt.Errorf("staged entry %d is %s where %s is stored", e.Index, brief(e.Data), brief(old))
 		}
 		if e.Index >= st.FirstIndex {
 			d.entries[e.Index] = e.Data
@@ -113,14 +114,21 @@ func (d *disk) write(rd *instance.Ready) error {
 			return fmt.Errorf("base at instance %d ahead of the apply state at %d", d.base.State.Applied, d.state.Applied)
 		}
 	}
-	for i := range d.chosen {
-		if i < d.base.State.Applied {
-			delete(d.chosen, i)
+	// Only a new base or first index deletes anything: nothing is ever
+	// written below them (sweeping the maps on every write made large
+	// logs slow).
+	if d.base.State.Applied != baseBefore {
+		for i := range d.chosen {
+			if i < d.base.State.Applied {
+				delete(d.chosen, i)
+			}
 		}
 	}
-	for i := range d.entries {
-		if i < d.state.FirstIndex {
-			delete(d.entries, i)
+	if d.state.FirstIndex != firstBefore {
+		for i := range d.entries {
+			if i < d.state.FirstIndex {
+				delete(d.entries, i)
+			}
 		}
 	}
 	return d.whole()

@@ -2,26 +2,33 @@
 // It drives N instance.Nodes in one goroutine from one seeded random source:
 // a network that drops, duplicates, delays and reorders messages and can be
 // partitioned in every shape (isolate one, isolate the master, majority and
-// minority, bridge, one-way); disks whose unsynced writes are lost when a
-// node crashes; restarts; and clocks that run at different rates within a
-// stated bound. Clients append unique values (some exactly-once, with
-// retries) and read.
+// minority, bridge, one-way), and that drops every message over the
+// transport's size limit; disks whose unsynced writes are lost when a node
+// crashes; restarts; clocks that run at different rates within a stated
+// bound; and, in a share of seeds each, a minority of voters down for good,
+// wall clocks off by hours, and values near the per-append limit. Clients
+// append unique values (some exactly-once, with retries) and read.
 //
 // After every event it checks the safety invariants (see check.go). After
-// the faulty phase it heals everything and requires progress within a bound,
-// then hands the client history and the final log to checker/.
+// the faulty phase it heals everything but the nodes down for good and
+// requires progress within a bound, then hands the client history and the
+// final log to checker/.
 //
 // It must never read a clock or use any randomness but the seed: the same
 // seed gives the same trace hash, and a failing seed replays exactly.
 package sim
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
 	"hash"
 	"hash/fnv"
+	"maps"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/paxosd/paxosd/checker"
@@ -45,13 +52,66 @@ type Options struct {
 	// Trim makes the master trim the log now and then during the faults,
 	// close to its end, so that nodes that were down fetch a base.
 	Trim bool
+	// Faults that each once stopped or broke a real cluster; DefaultOptions
+	// turns each on in a share of seeds.
+	//
+	// DownForGood voters (a minority) crash during the faulty phase and are
+	// never restarted, not even at the heal: at a random moment (the master
+	// preferred), right after one sent Accepts (instances in flight), or
+	// once every other voter heard one announce it had applied more than
+	// they did (its Commits lost with it). Member 1, whom the follower
+	// follows, may be one of them.
+	DownForGood int
+	// WallHours puts every node's wall clock 1 min to 6 h ahead or behind,
+	// drawn again at each restart, in place of ±100 ms. The master writes
+	// its wall clock into the log, where it expires idle clients' dedup rows.
+	WallHours bool
+	// LargeValues makes three appends in four values whose encoded command
+	// is close to a limit, MaxCommandBytes most often, so that two of them
+	// in flight make a Promise or a push over the message limit.
+	LargeValues bool
+	// LeaseCrashes makes the crash-master fault wait for the next lease
+	// Accept and crash its sender right after it leaves: a lease accepted
+	// by some voters and learned by none, which the next master re-proposes
+	// below its own, and whose holder comes back while that master's lease
+	// runs.
+	LeaseCrashes bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
 
 // DefaultOptions returns the options the test suite runs each seed with.
+// The faults outside the first model are drawn from the seed, on a stream
+// of their own, so that a seed without them runs as it did before them.
 func DefaultOptions(seed uint64, nodes int) Options {
-	return Options{Seed: seed, Nodes: nodes, Followers: 1, Clients: 4, Chaos: 6 * time.Second, Settle: 20 * time.Second, MaxSkew: 0.05, Porcupine: true, Trim: true}
+	o := Options{Seed: seed, Nodes: nodes, Followers: 1, Clients: 4, Chaos: 6 * time.Second, Settle: 20 * time.Second, MaxSkew: 0.05, Porcupine: true, Trim: true}
+	r := rand.New(rand.NewPCG(seed, 0x6a09e667f3bcc909))
+	if r.IntN(downForGoodShare) == 0 {
+		o.DownForGood = 1 + r.IntN((nodes-1)/2)
+	}
+	o.WallHours = r.IntN(wallHoursShare) == 0
+	o.LargeValues = r.IntN(largeValuesShare) == 0
+	o.LeaseCrashes = r.IntN(leaseCrashesShare) == 0
+	return o
+}
+
+// One seed in this many has each fault outside the first model.
+const (
+	downForGoodShare  = 2
+	wallHoursShare    = 3
+	largeValuesShare  = 2
+	leaseCrashesShare = 2
+)
+
+func (o Options) lateFaults() bool {
+	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes
+}
+
+// WithoutLateFaults turns off the faults DefaultOptions draws beyond the
+// first model, so that a seed older than them replays as it did.
+func (o Options) WithoutLateFaults() Options {
+	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes = 0, false, false, false
+	return o
 }
 
 // Report is the outcome of a run.
@@ -66,6 +126,8 @@ type Report struct {
 	FinalLen int
 	Masters  int // master changes seen
 	Installs int // bases installed by nodes that were behind them
+	Dead     int // voters down for good
+	Oversize int // messages dropped for being over the message limit
 	// Porcupine windows checked and skipped (too large or timed out).
 	Windows, Skipped int
 }
@@ -75,6 +137,13 @@ func (r Report) Replay() string {
 	bug := ""
 	if r.Opt.Bug != instance.BugNone {
 		bug = " PAXOSD_SIM_BUG=" + r.Opt.Bug.String()
+	}
+	def := DefaultOptions(r.Opt.Seed, r.Opt.Nodes)
+	if !r.Opt.Trim && def.Trim {
+		bug += " PAXOSD_SIM_TRIM=0"
+	}
+	if !r.Opt.lateFaults() && def.lateFaults() {
+		bug += " PAXOSD_SIM_LATE=0"
 	}
 	return fmt.Sprintf("PAXOSD_SIM_SEED=%d PAXOSD_SIM_NODES=%d%s go test ./sim -run TestReplay -v", r.Opt.Seed, r.Opt.Nodes, bug)
 }
@@ -86,14 +155,26 @@ const (
 	tickLen     = 10 * ms
 	clientTO    = 1000 * ms // a client gives up on one attempt after this
 	giveUpAfter = 8000 * ms // an exactly-once client gives up on an op after this
+	// maxPending bounds the events pending, messages in flight most of
+	// them. Runs stay below 2,000 (a few hundred without large values); a
+	// core that answers every duplicate with a new request floods its
+	// peers, and is caught here before the run takes minutes.
+	maxPending = 20_000
+	// wallEpoch is virtual time 0 on the nodes' wall clocks (Unix µs, mid
+	// 2025): far enough from 0 that a clock hours behind stays positive.
+	wallEpoch = 1_750_000_000_000_000 * us
 )
 
 // CoreConfig is the core configuration the simulator runs: short timeouts so
 // that many master changes fit in a run, small windows and batches so that
-// their limits are exercised.
+// their limits are exercised. The largest append is larger than a batch or
+// a catch-up response (each then carries it alone), and two of them are over
+// the message limit (MaxMessageBytes, 11,312 bytes): a window full of them
+// is 48 KiB.
 func CoreConfig() instance.Config {
 	c := instance.DefaultConfig()
 	c.Window, c.MaxBatchEntries, c.MaxBatchBytes, c.MaxAhead = 8, 8, 1<<10, 64
+	c.MaxCommandBytes = 6 << 10
 	c.LeaseTicks, c.LeaseMargin = 50, 12
 	c.PhaseTimeout, c.ElectionJitter, c.LearnInterval = 10, 15, 50
 	c.CatchupBatch, c.CatchupBytes = 16, 2<<10
@@ -115,6 +196,9 @@ const (
 	evClientTimeout
 	evClientRetry
 	evTrim
+	evDownForGood
+	evLeaseCrash
+	evLost // a message lost with the machine that sent it
 )
 
 type event struct {
@@ -124,9 +208,13 @@ type event struct {
 	node uint64 // node index+1
 	inc  int    // node incarnation the event belongs to
 	msg  core.Message
-	cl   int    // client
-	req  uint64 // client request
-	res  reply
+	why  string // evDownForGood: why now
+	// lossy (evDownForGood): the messages the node sent that are still in
+	// flight are lost with it.
+	lossy bool
+	cl    int    // client
+	req   uint64 // client request
+	res   reply
 }
 
 type reply struct {
@@ -165,6 +253,7 @@ type node struct {
 	durable   *disk // what survives a crash
 	unsynced  []*instance.Ready
 	up        bool
+	dead      bool // down for good: nothing restarts it
 	inc       int
 	tickEvery int64
 	// wallOffset is how far the node's wall clock is off (virtual µs).
@@ -189,6 +278,20 @@ type world struct {
 	chaosOver, healed       bool
 	healAt                  int64
 
+	// maxMsg is the transport's limit: a larger message is dropped.
+	maxMsg int
+	encBuf []byte
+	// Voters to crash for good when the moment comes: right after the next
+	// Accept one sends (afterAccept), or once every other voter heard one
+	// announce it applied more than they did (announced). dead counts the
+	// voters down for good. leaseCrashArmed: crash (and restart) the next
+	// voter to send a lease Accept, right after.
+	afterAccept, announced, dead int
+	leaseCrashArmed              bool
+	// heard is the applied frontier (Committed) a node last heard from a
+	// peer: (node, peer) -> frontier.
+	heard map[[2]uint64]uint64
+
 	clients []*client
 	hist    checker.History
 	nextReq uint64
@@ -207,11 +310,16 @@ type world struct {
 func Run(opt Options) (rep Report) {
 	w := &world{
 		opt: opt, rng: rand.New(rand.NewPCG(opt.Seed, 0x9e3779b97f4a7c15)), trace: fnv.New64a(),
-		blocked: map[[2]uint64]bool{}, faults: map[string]int{}, voters: opt.Nodes,
+		blocked: map[[2]uint64]bool{}, faults: map[string]int{}, voters: opt.Nodes, heard: map[[2]uint64]uint64{},
 	}
 	w.inv = newInvariants(w)
 	base := CoreConfig()
 	base.Bug = opt.Bug
+	w.maxMsg = base.MaxMessageBytes()
+	if opt.DownForGood < 0 || 2*opt.DownForGood >= opt.Nodes {
+		w.fail("%d voters down for good of %d: only a minority may be, or nothing can be required after the heal", opt.DownForGood, opt.Nodes)
+		return Report{Opt: opt, Err: w.err}
+	}
 	var members []instance.Member
 	for i := 1; i <= opt.Nodes; i++ {
 		members = append(members, instance.Member{ID: uint64(i), Slot: uint64(i - 1)})
@@ -239,10 +347,21 @@ func Run(opt Options) (rep Report) {
 	if opt.Trim {
 		w.schedule(&event{at: 300 * ms, kind: evTrim})
 	}
+	for range opt.DownForGood {
+		// Half the time in the last second of the faults: survivors that
+		// restart reset what they believed of the dead, and a late death
+		// leaves them less time to.
+		from := 200 * ms
+		if w.rng.IntN(2) == 0 {
+			from = opt.Chaos.Microseconds() - 1000*ms
+		}
+		w.schedule(&event{at: from + w.rng.Int64N(opt.Chaos.Microseconds()-from), kind: evDownForGood})
+	}
 	w.schedule(&event{at: opt.Chaos.Microseconds(), kind: evHeal})
 
 	defer func() {
-		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Installs: w.installs, Windows: w.windows, Skipped: w.skipped}
+		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Installs: w.installs,
+			Dead: w.dead, Oversize: w.faults["oversize"], Windows: w.windows, Skipped: w.skipped}
 		for _, op := range w.hist {
 			if op.Complete != 0 {
 				rep.Ops++
@@ -254,6 +373,10 @@ func Run(opt Options) (rep Report) {
 		rep.FinalLen = len(w.inv.canonical)
 	}()
 	for len(w.q) > 0 && w.err == nil {
+		if len(w.q) > maxPending {
+			w.fail("message storm: %d events pending (%s)", len(w.q), w.inFlight())
+			break
+		}
 		e := heap.Pop(&w.q).(*event)
 		w.now = e.at
 		w.events++
@@ -272,6 +395,22 @@ func Run(opt Options) (rep Report) {
 		w.finalCheck()
 	}
 	return rep
+}
+
+// inFlight names the most frequent kinds of message in flight.
+func (w *world) inFlight() string {
+	count := map[string]int{}
+	for _, e := range w.q {
+		if e.kind == evDeliver {
+			count[fmt.Sprintf("%s %d->%d", e.msg.Type, e.msg.From, e.msg.To)]++
+		}
+	}
+	kinds := slices.SortedFunc(maps.Keys(count), func(a, b string) int { return cmp.Or(count[b]-count[a], strings.Compare(a, b)) })
+	var out []string
+	for _, k := range kinds[:min(3, len(kinds))] {
+		out = append(out, fmt.Sprintf("%d %s", count[k], k))
+	}
+	return strings.Join(out, ", ")
 }
 
 func (w *world) fail(format string, args ...any) {
@@ -311,7 +450,15 @@ func (w *world) start(n *node) {
 	n.inc++
 	skew := (w.rng.Float64()*2 - 1) * w.opt.MaxSkew
 	n.tickEvery = int64(float64(tickLen) * (1 + skew))
-	n.wallOffset = w.rng.Int64N(200*ms) - 100*ms
+	if w.opt.WallHours {
+		n.wallOffset = int64(time.Minute/time.Microsecond) + w.rng.Int64N(int64((6*time.Hour-time.Minute)/time.Microsecond))
+		if w.rng.IntN(2) == 0 {
+			n.wallOffset = -n.wallOffset
+		}
+		w.tracef("wall clock %d off by %v", n.id, time.Duration(n.wallOffset)*time.Microsecond)
+	} else {
+		n.wallOffset = w.rng.Int64N(200*ms) - 100*ms
+	}
 	w.inv.restarted(n)
 	w.schedule(&event{at: w.now + w.rng.Int64N(n.tickEvery), kind: evTick, node: n.id, inc: n.inc})
 }
@@ -353,24 +500,32 @@ func (w *world) handle(e *event) {
 		if !n.up || n.inc != e.inc {
 			return
 		}
-		n.core.SetWallClock(uint64((w.now + n.wallOffset) / ms))
+		n.core.SetWallClock(uint64((wallEpoch + w.now + n.wallOffset) / ms))
 		n.core.Tick()
 		w.tracef("tick %d", n.id)
 		w.pump(n)
 		w.schedule(&event{at: w.now + n.tickEvery, kind: evTick, node: n.id, inc: n.inc})
+	case evLost:
+		w.tracef("lost %s", e.msg)
 	case evDeliver:
 		n := w.node(e.msg.To)
 		w.tracef("deliver %s", e.msg)
 		if !n.up {
 			return
 		}
-		before := n.core.Promised()
+		before, now := n.core.Promised(), n.core.Now()
 		had, hadOK := n.core.AcceptedAt(e.msg.Instance)
 		if err := n.core.Step(e.msg); err != nil {
 			w.fail("node %d rejected %s: %v", n.id, e.msg, err)
 			return
 		}
-		w.inv.stepped(n, e.msg, before, had, hadOK)
+		w.inv.stepped(n, e.msg, now, before, had, hadOK)
+		w.heard[[2]uint64{n.id, e.msg.From}] = e.msg.Committed
+		if from := w.node(e.msg.From); w.announced > 0 && from.id <= uint64(w.voters) && from.up && w.othersHeardAhead(from) {
+			w.announced--
+			from.dead = true // chosen: no other arming or victim() picks it, nothing restarts it
+			w.schedule(&event{at: w.now, kind: evDownForGood, node: from.id, why: "once every other voter heard it had applied more", lossy: true})
+		}
 		w.pump(n)
 	case evSynced:
 		n := w.node(e.node)
@@ -380,7 +535,7 @@ func (w *world) handle(e *event) {
 		w.synced(n)
 	case evRestart:
 		n := w.node(e.node)
-		if n.up {
+		if n.up || n.dead {
 			return
 		}
 		w.tracef("restart %d", n.id)
@@ -392,7 +547,45 @@ func (w *world) handle(e *event) {
 		w.injectFault()
 		w.schedule(&event{at: w.now + 100*ms + w.rng.Int64N(700*ms), kind: evFault})
 	case evHeal:
+		// Voters armed to die at a moment that never came die now, at the
+		// end of the faulty phase.
+		for range w.afterAccept + w.announced {
+			w.downForGood(w.victim(), "its moment never came")
+		}
+		w.afterAccept, w.announced = 0, 0
 		w.heal()
+	case evLeaseCrash:
+		n := w.node(e.node)
+		w.crash(n, "crash-master, right after a lease Accept")
+		w.restartLater(n)
+	case evDownForGood:
+		if e.node != 0 {
+			n := w.node(e.node)
+			if e.lossy && n.up {
+				// The machine dies before its buffers drain: what it sent
+				// that is still in flight (the Commits of what it
+				// announced) is lost.
+				for _, d := range w.q {
+					if d.kind == evDeliver && d.msg.From == n.id {
+						d.kind = evLost
+					}
+				}
+			}
+			w.downForGood(n, e.why)
+			return
+		}
+		switch w.rng.IntN(3) {
+		case 0:
+			w.downForGood(w.victim(), "at random")
+		case 1:
+			w.afterAccept++
+			w.tracef("down for good armed: the next voter to send an Accept")
+		case 2:
+			// The survivors then believe it applied what none of them
+			// learned, and only phase 1 can recover it.
+			w.announced++
+			w.tracef("down for good armed: the next voter to announce more than the others applied")
+		}
 	case evTrim:
 		if w.chaosOver {
 			return
@@ -416,6 +609,7 @@ func (w *world) handle(e *event) {
 func (w *world) pump(n *node) {
 	for n.up && n.syncing == nil && n.core.HasReady() {
 		rd := n.core.Ready()
+		w.inv.readied(n, &rd)
 		for _, m := range rd.Messages {
 			w.send(n, m)
 		}
@@ -488,6 +682,25 @@ func (w *world) release(n *node, rd *instance.Ready) {
 // send puts a message on the network, subject to the current faults.
 func (w *world) send(from *node, m core.Message) {
 	w.inv.sent(from, m)
+	if w.afterAccept > 0 && m.Type == core.MsgAccept && !from.dead {
+		// Crash it once this Ready is out: the Accepts are in flight, the
+		// accepted records maybe not yet durable anywhere.
+		w.afterAccept--
+		from.dead = true // chosen: no other arming or victim() picks it, nothing restarts it
+		w.schedule(&event{at: w.now, kind: evDownForGood, node: from.id, why: "right after sending Accepts"})
+	}
+	if w.leaseCrashArmed && !w.chaosOver && m.Type == core.MsgAccept && !from.dead && hasLease(m.Value) {
+		w.leaseCrashArmed = false
+		w.schedule(&event{at: w.now, kind: evLeaseCrash, node: from.id})
+	}
+	// The transport drops a message over its limit, as rpc.Transport does
+	// (the core's MaxMessageBytes is that limit).
+	w.encBuf = core.AppendMessage(w.encBuf[:0], m)
+	if len(w.encBuf) > w.maxMsg {
+		w.faults["oversize"]++
+		w.tracef("oversize %s: %d bytes, over the %d-byte limit: dropped", m, len(w.encBuf), w.maxMsg)
+		return
+	}
 	if w.blocked[[2]uint64{m.From, m.To}] || w.rng.Float64() < w.dropP {
 		return
 	}
@@ -519,13 +732,58 @@ func (w *world) master() *node {
 	return nil
 }
 
+func hasLease(v core.Value) bool {
+	_, ok := leaseIn(v)
+	return ok
+}
+
+// restartLater restarts n in 50 ms to 2 s, unless it is down for good by then.
+func (w *world) restartLater(n *node) {
+	w.schedule(&event{at: w.now + 50*ms + w.rng.Int64N(2000*ms), kind: evRestart, node: n.id})
+}
+
+// victim picks a voter to crash for good: the master when there is one
+// (three times in four), or any voter not down for good yet.
+func (w *world) victim() *node {
+	if m := w.master(); m != nil && w.rng.IntN(4) > 0 {
+		return m
+	}
+	var live []*node
+	for _, n := range w.nodes[:w.voters] {
+		if !n.dead {
+			live = append(live, n)
+		}
+	}
+	return live[w.rng.IntN(len(live))]
+}
+
+// othersHeardAhead reports whether every other voter not down for good is
+// up and last heard m announce an applied frontier above its own.
+func (w *world) othersHeardAhead(m *node) bool {
+	for _, n := range w.nodes[:w.voters] {
+		if n == m || n.dead {
+			continue
+		}
+		if !n.up || w.heard[[2]uint64{n.id, m.id}] <= n.core.Applied().Applied {
+			return false
+		}
+	}
+	return true
+}
+
+// downForGood crashes n (if it is up) and keeps it down until the end.
+func (w *world) downForGood(n *node, why string) {
+	n.dead = true
+	w.dead++
+	w.crash(n, "down for good, "+why)
+	w.faults["down-for-good"]++
+	w.tracef("down for good %d (%s)", n.id, why)
+}
+
 func (w *world) injectFault() {
 	voters := w.nodes[:w.voters]
 	pick := func() *node { return voters[w.rng.IntN(len(voters))] }
 	anyNode := func() *node { return w.nodes[w.rng.IntN(len(w.nodes))] }
-	restartLater := func(n *node) {
-		w.schedule(&event{at: w.now + 50*ms + w.rng.Int64N(2000*ms), kind: evRestart, node: n.id})
-	}
 	block := func(a, b uint64) { w.blocked[[2]uint64{a, b}] = true }
 	isolate := func(x uint64) {
 		clear(w.blocked)
@@ -543,12 +801,14 @@ func (w *world) injectFault() {
 		name = "crash"
 		n := anyNode()
 		w.crash(n, name)
-		restartLater(n)
+		w.restartLater(n)
 	case 1:
 		name = "crash-master"
-		if m := w.master(); m != nil {
+		if w.opt.LeaseCrashes {
+			w.leaseCrashArmed = true // see send
+		} else if m := w.master(); m != nil {
 			w.crash(m, name)
-			restartLater(m)
+			w.restartLater(m)
 		}
 	case 2:
 		name = "isolate-one"
@@ -610,7 +870,7 @@ func (w *world) injectFault() {
 	case 12:
 		name = "restart-all-down"
 		for _, n := range w.nodes {
-			if !n.up {
+			if !n.up && !n.dead {
 				w.tracef("restart %d", n.id)
 				w.start(n)
 			}
@@ -620,13 +880,14 @@ func (w *world) injectFault() {
 	w.tracef("fault %s", name)
 }
 
-// heal ends the faults: every link works, every node runs.
+// heal ends the faults: every link works, every node runs but those down
+// for good.
 func (w *world) heal() {
 	w.chaosOver, w.healed, w.healAt = true, true, w.now
 	clear(w.blocked)
 	w.dropP, w.dupP, w.longDelayP = 0, 0, 0
 	for _, n := range w.nodes {
-		if !n.up {
+		if !n.up && !n.dead {
 			w.start(n)
 		}
 	}
@@ -643,7 +904,9 @@ func (w *world) progressDone() bool {
 		return false
 	}
 	for _, n := range w.nodes {
-		if n.disk.state.NextIndex <= uint64(p.ackedIndex) {
+		// Every node but those down for good; a follower whose member is
+		// dead too: it catches up from the other voters.
+		if !n.dead && n.disk.state.NextIndex <= uint64(p.ackedIndex) {
 			return false
 		}
 	}
@@ -660,7 +923,9 @@ func (w *world) progressState() string {
 	s := fmt.Sprintf("probe acked at %d;", w.probe.ackedIndex)
 	for _, n := range w.nodes {
 		st := "down"
-		if n.up {
+		if n.dead {
+			st = "down for good"
+		} else if n.up {
 			s2 := n.core.Status()
 			st = fmt.Sprintf("%s applied=%d master=%d ballot=%d promised=%d", s2.Role, s2.Applied, s2.Master, s2.Ballot, s2.Promised)
 		}
@@ -689,7 +954,7 @@ func (w *world) finalCheck() {
 		}
 		for k, e := range n.disk.log() {
 			if i := st.FirstIndex + uint64(k); e != canon[i] {
-				w.fail("final logs differ at index %d: node %d has %q, others %q", i, n.id, e, canon[i])
+				w.fail("final logs differ at index %d: node %d has %s, others %s", i, n.id, brief(e), brief(canon[i]))
 				return
 			}
 		}

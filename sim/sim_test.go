@@ -79,15 +79,23 @@ func TestSeeds(t *testing.T) {
 	for _, nodes := range []int{3, 5} {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
 			start := time.Now()
-			var installs, withInstall atomic.Int64
+			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize atomic.Int64
 			fails, ran := runSeeds(first, count, func(s uint64) Options { return DefaultOptions(s, nodes) }, false, func(r Report) {
 				installs.Add(int64(r.Installs))
-				if r.Installs > 0 {
-					withInstall.Add(1)
+				oversize.Add(int64(r.Oversize))
+				for _, c := range []struct {
+					n  *atomic.Int64
+					on bool
+				}{{&withInstall, r.Installs > 0}, {&withDead, r.Dead > 0}, {&withHours, r.Opt.WallHours}, {&withLarge, r.Opt.LargeValues}, {&withOversize, r.Oversize > 0}} {
+					if c.on {
+						c.n.Add(1)
+					}
 				}
 			})
-			t.Logf("%d seeds from %d, %d nodes: %d failed in %v; %d installed a base (%d installs)",
-				ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond), withInstall.Load(), installs.Load())
+			t.Logf("%d seeds from %d, %d nodes: %d failed in %v; %d installed a base (%d installs); %d had voters down for good, "+
+				"%d wall clocks off by hours, %d large values; %d dropped messages over the size limit (%d drops)",
+				ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond), withInstall.Load(), installs.Load(),
+				withDead.Load(), withHours.Load(), withLarge.Load(), withOversize.Load(), oversize.Load())
 			for i, f := range fails {
 				if i == 10 {
 					t.Errorf("... and %d more", len(fails)-10)
@@ -100,6 +108,7 @@ func TestSeeds(t *testing.T) {
 }
 
 // TestReplay replays one seed, printing its trace with PAXOSD_SIM_TRACE=1.
+// PAXOSD_SIM_TRIM=0 and PAXOSD_SIM_LATE=0 turn off trims and the late faults.
 func TestReplay(t *testing.T) {
 	seed := envInt(t, "PAXOSD_SIM_SEED", 0)
 	if seed == 0 {
@@ -109,12 +118,19 @@ func TestReplay(t *testing.T) {
 	if b := os.Getenv("PAXOSD_SIM_BUG"); b != "" {
 		opt.Bug = bugByName(t, b)
 	}
+	// Regression seeds older than trims or the late faults replay without them.
+	if os.Getenv("PAXOSD_SIM_TRIM") == "0" {
+		opt.Trim = false
+	}
+	if os.Getenv("PAXOSD_SIM_LATE") == "0" {
+		opt = opt.WithoutLateFaults()
+	}
 	if os.Getenv("PAXOSD_SIM_TRACE") != "" {
 		opt.Trace = func(s string) { fmt.Println(s) }
 	}
 	rep := Run(opt)
-	t.Logf("seed %d: events=%d ops=%d acked=%d final=%d masters=%d installs=%d faults=%v trace hash %016x",
-		seed, rep.Events, rep.Ops, rep.Acked, rep.FinalLen, rep.Masters, rep.Installs, rep.Faults, rep.Hash)
+	t.Logf("seed %d: events=%d ops=%d acked=%d final=%d masters=%d installs=%d down-for-good=%d wall-hours=%v large=%v faults=%v trace hash %016x",
+		seed, rep.Events, rep.Ops, rep.Acked, rep.FinalLen, rep.Masters, rep.Installs, rep.Dead, opt.WallHours, opt.LargeValues, rep.Faults, rep.Hash)
 	if rep.Err != nil {
 		t.Fatalf("%v\nreplay: %s", rep.Err, rep.Replay())
 	}
@@ -176,32 +192,39 @@ var regressions = []struct {
 	want  string // with a planted bug: the failure that must be reported
 	why   string
 	trim  bool // the seed failed with trims on (they came later: older seeds replay without them)
+	// late: the seed failed with the faults DefaultOptions draws beyond the
+	// first model (voters down for good, wall clocks off by hours, large
+	// values); older seeds replay without them.
+	late bool
 }{
 	{73, 5, instance.BugBallotReuse, "a ballot reused", "a new master served a linearizable read from its disk before persisting " +
 		"entries it had applied: the history checker reported a stale read (the sim's read path now waits for the disk, as " +
-		"node.Read does). Since the ballot invariant was added, the planted reuse is caught before the read", false},
+		"node.Read does). Since the ballot invariant was added, the planted reuse is caught before the read", false, false},
 	{2307, 3, instance.BugNone, "", "a stale linearizable read: a node that had not seen the master's lease (partitioned) ran phase 1 " +
 		"with a node that had, re-proposed its own old appends, got them chosen and acknowledged them while the master still served " +
-		"reads under its lease. Acceptors now refuse Prepares from others while a lease they accepted is on", false},
-	{7648, 3, instance.BugNone, "", "the same stale read as seed 2307, after a partition flip isolated the new master", false},
+		"reads under its lease. Acceptors now refuse Prepares from others while a lease they accepted is on", false, false},
+	{7648, 3, instance.BugNone, "", "the same stale read as seed 2307, after a partition flip isolated the new master", false, false},
 	{425, 3, instance.BugNone, "", "with the lease guard but no matching eligibility rule, a node started phase 1 while its own acceptor " +
-		"refused its Prepare: the ballot left without the node's own durable promise and was issued again after a restart", false},
-	{398, 5, instance.BugNone, "", "the same ballot reissue as seed 425, in a 5-node cluster", false},
+		"refused its Prepare: the ballot left without the node's own durable promise and was issued again after a restart", false, false},
+	{398, 5, instance.BugNone, "", "the same ballot reissue as seed 425, in a 5-node cluster", false, false},
 	{1238, 3, instance.BugNone, "", "no master for 20 s after healing: once chosen-only writes went unsynced, a master pushed an " +
 		"applied value to the follower, then crashed and lost that apply; every voter then saw a peer (the follower) ahead of " +
-		"it, so none would stand for election. Catch-up now counts only the peers a node learns from, and their latest report", false},
+		"it, so none would stand for election. Catch-up now counts only the peers a node learns from, and their latest report", false, false},
 	{16314, 5, instance.BugNone, "", "a simulator bug, not a protocol one: the post-heal probe started with acknowledged index 0, not -1, " +
 		"so the run ended at the heal, before the probe's first attempt and before the nodes converged. A master had acknowledged an " +
 		"append whose apply it then lost in a crash (the value was chosen, held by a quorum's accepted records, but not yet learned " +
-		"elsewhere), and the final check read logs that had not caught up", false},
+		"elsewhere), and the final check read logs that had not caught up", false, false},
 	{246, 5, instance.BugNone, "", "while fetching bases, a node took entries from its own log's end up to one base's first index " +
 		"skipped, then switched to an older base of another peer that started lower, and installed it with entries missing. A fetch " +
-		"that skipped entries now starts over from its own log's end when the base changes", true},
+		"that skipped entries now starts over from its own log's end when the base changes", true, false},
 }
 
 func TestRegressionSeeds(t *testing.T) {
 	for _, r := range regressions {
 		o := DefaultOptions(r.seed, r.nodes)
+		if !r.late {
+			o = o.WithoutLateFaults()
+		}
 		o.Bug = r.bug
 		o.Trim = r.trim
 		rep := Run(o)
