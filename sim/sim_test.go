@@ -217,6 +217,28 @@ var regressions = []struct {
 	{246, 5, instance.BugNone, "", "while fetching bases, a node took entries from its own log's end up to one base's first index " +
 		"skipped, then switched to an older base of another peer that started lower, and installed it with entries missing. A fetch " +
 		"that skipped entries now starts over from its own log's end when the base changes", true, false},
+	// The faults outside the first model, on the core before each fix (7b32675; 5d0fb37 for the log time).
+	{100, 3, instance.BugNone, "", "a window of large values accepted when the master died made every Promise larger than the message " +
+		"limit: all 122 dropped, no master for good. Promises now come in pieces", true, true},
+	{58, 5, instance.BugNone, "", "the same oversize Promises as seed 100 (1,421 dropped), in a 5-node cluster with a voter down for good", true, true},
+	{70, 3, instance.BugNone, "", "the master died for good after both survivors heard it had applied an instance neither had learned; " +
+		"they counted themselves behind it for good and never ran the phase 1 that recovers it. A silent peer now stops counting", true, true},
+	{268, 5, instance.BugNone, "", "the same dead master ahead of every survivor as seed 70, in a 5-node cluster", true, true},
+	{197, 3, instance.BugNone, "", "a new master re-proposed a stale lease below its own; accepted after it, the stale one moved an " +
+		"acceptor's guard to its holder, which was promised while the new lease ran. An older instance's lease no longer moves the guard", true, true},
+	{47, 5, instance.BugNone, "", "the same guard moved by a stale lease as seed 197, in a 5-node cluster", true, true},
+	{24, 3, instance.BugNone, "", "a master hours ahead moved log time by hours in one lease, expiring a live client's dedup row; its " +
+		"retried append was applied twice. Log time now steps at most LogTimeStepMillis a lease", true, true},
+	{23, 5, instance.BugNone, "", "the same dedup row expired by a clock hours ahead as seed 24, in a 5-node cluster", true, true},
+	// The same seeds with each fix's bug planted again: they still reach the fault.
+	{100, 3, instance.BugUnboundedPromise, "no progress", "seed 100 with Promises unbounded", true, true},
+	{58, 5, instance.BugUnboundedPromise, "no progress", "seed 58 with Promises unbounded", true, true},
+	{70, 3, instance.BugBehindDeadPeer, "no progress", "seed 70 with dead peers counted", true, true},
+	{268, 5, instance.BugBehindDeadPeer, "no progress", "seed 268 with dead peers counted", true, true},
+	{197, 3, instance.BugGuardOldLease, "while guarding", "seed 197 with old leases moving the guard", true, true},
+	{47, 5, instance.BugGuardOldLease, "while guarding", "seed 47 with old leases moving the guard", true, true},
+	{24, 3, instance.BugLogTimeJump, "applied twice", "seed 24 with log time unbounded", true, true},
+	{23, 5, instance.BugLogTimeJump, "applied twice", "seed 23 with log time unbounded", true, true},
 }
 
 func TestRegressionSeeds(t *testing.T) {
