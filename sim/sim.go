@@ -156,9 +156,10 @@ const (
 	clientTO    = 1000 * ms // a client gives up on one attempt after this
 	giveUpAfter = 8000 * ms // an exactly-once client gives up on an op after this
 	// maxPending bounds the events pending, messages in flight most of
-	// them. Runs stay below 2,000 (a few hundred without large values); a
-	// core that answers every duplicate with a new request floods its
-	// peers, and is caught here before the run takes minutes.
+	// them. Runs peak at a few hundred; a core that answers every
+	// duplicate with a new request floods its peers (peaks of 10,000 and
+	// more that sometimes die out), and is caught here before the run
+	// takes minutes.
 	maxPending = 20_000
 	// wallEpoch is virtual time 0 on the nodes' wall clocks (Unix µs, mid
 	// 2025): far enough from 0 that a clock hours behind stays positive.
