@@ -185,6 +185,19 @@ func (n *Nemesis) target() (int, bool) {
 	return n.rng.IntN(n.c.N()), false
 }
 
+// targetWithin is target, waiting up to d for a master (one may be
+// taking over after an earlier fault).
+func (n *Nemesis) targetWithin(ctx context.Context, d time.Duration) (int, bool) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if m := n.c.Master(); m >= 0 {
+			return m, true
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	return n.target()
+}
+
 func (n *Nemesis) step(ctx context.Context, f Fault) {
 	N := n.c.N()
 	hold := n.between(max(2*time.Second, n.minHold), max(7*time.Second, n.minHold+2*time.Second))
@@ -393,10 +406,11 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 		hold = n.between(2*time.Second, 5*time.Second)
 	case ClockJump:
 		// A node's wall clock goes in lease commands when it is master,
-		// where it ages idle clients' dedup rows.
+		// where it ages idle clients' dedup rows: mostly the master, then,
+		// which restarted at once usually takes its lease back.
 		i, isMaster := n.rng.IntN(N), false
-		if n.rng.IntN(2) == 0 {
-			i, isMaster = n.target()
+		if n.rng.IntN(4) > 0 {
+			i, isMaster = n.targetWithin(ctx, 5*time.Second)
 		}
 		off := n.between(time.Hour, 6*time.Hour).Round(time.Minute)
 		if n.rng.IntN(2) == 0 {
