@@ -21,8 +21,9 @@ import (
 )
 
 // largeValueBytes is the size of the large values: the server's default
-// --max-entry-bytes, the largest entry it accepts.
-const largeValueBytes = 1 << 20
+// --max-entry-bytes, the largest entry it accepts (a quarter of it under
+// the race detector: see largeClients).
+var largeValueBytes = map[bool]int{false: 1 << 20, true: 256 << 10}[raceEnabled]
 
 // largePad fills large values after their name: random, so that snappy in
 // goleveldb cannot shrink what the nodes store and send.
@@ -160,8 +161,9 @@ func (p killPoint) String() string { return fmt.Sprintf("%d-acked+%v", p.after, 
 
 // largeClients append the large values. Under the race detector the
 // servers move them several times slower (150 ms for one 1 MiB append on
-// an idle machine, against 40 ms): fewer clients and one kill per test keep
-// the time in bounds there, where the point is the servers' races.
+// an idle machine, against 40 ms): fewer clients, smaller values and one
+// kill per test keep the time in bounds there, where the point is the
+// servers' races.
 var largeClients = map[bool]int{false: 32, true: 8}[raceEnabled]
 
 func killPoints(ps []killPoint) []killPoint {
