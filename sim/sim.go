@@ -664,6 +664,10 @@ func (w *world) release(n *node, rd *instance.Ready) {
 	for _, m := range rd.After {
 		w.send(n, m)
 	}
+	// In request order: the core lists the requests an install cut short
+	// in map order (instance.Node.install), and a reply consumes the seed's
+	// randomness, so their order must not depend on the process.
+	slices.SortFunc(rd.Results, func(a, b instance.Result) int { return cmp.Compare(a.Req, b.Req) })
 	for _, r := range rd.Results {
 		c, ok := n.reqs[r.Req]
 		if !ok {
