@@ -43,10 +43,15 @@ type Config struct {
 	// CountDeadPeers plants the bug that stalled clusters for good: every
 	// peer's last report counts, however long ago it was heard from.
 	CountDeadPeers bool
+	// StallPastMaster plants the bug that let a voter that cannot catch up
+	// depose a working master again and again: Stall ends being behind even
+	// while the master is live and ahead.
+	StallPastMaster bool
 }
 
 type request struct {
 	peer, from, sent uint64
+	snap             bool // a SnapReq: OnChunk ends it
 }
 
 // Catchup tracks peers' progress and the outstanding request.
@@ -64,6 +69,7 @@ type Catchup struct {
 	behind                 bool
 	out                    *request
 	master                 uint64 // the peer that proposes, spared when another can serve
+	masterAt               uint64 // when the master last sent an Accept or a Commit
 	fetch                  *fetch // a base being fetched
 }
 
@@ -101,11 +107,11 @@ func (c *Catchup) live(now, peer uint64) bool {
 	return c.cfg.CountDeadPeers || now-c.heard[peer] <= c.cfg.Live
 }
 
-// SetMaster names the peer that is proposing (it sends Accepts and
-// Commits). Requests go to another peer whenever one has applied more than
+// SetMaster names the peer that is proposing: it sent an Accept or a Commit
+// at now. Requests go to another peer whenever one has applied more than
 // this node: the master's loop and disk serve the clients, and a catch-up
 // read there shows in their latency.
-func (c *Catchup) SetMaster(peer uint64) { c.master = peer }
+func (c *Catchup) SetMaster(now, peer uint64) { c.master, c.masterAt = peer, now }
 
 // source is the peer to ask: the most advanced one, or, if that is the
 // master, the most advanced other peer that is ahead of applied.
@@ -138,14 +144,26 @@ func (c *Catchup) Best(now uint64) (peer, committed uint64) {
 }
 
 // Behind reports whether the node should stay out of elections because a
-// live peer has applied more than applied: a peer heard from within Live,
-// and only while the node keeps learning. Behind that long (Stall) without
-// applying anything, it is not behind any more: no live peer gives it what
-// it lacks, and phase 1 recovers it. A peer that is ahead refuses the
-// Prepare anyway (it has applied past its start), so running phase 1 while
-// truly behind costs a round trip, never safety.
+// live peer has applied more than applied: a peer heard from within Live.
+// Behind that long (Stall) without applying anything, it is not behind any
+// more, unless the master is live and ahead: then no live peer gives it
+// what it lacks (the master that chose it died), and phase 1 recovers it.
+// A working master, one that sent an Accept or a Commit within Live, keeps
+// a node that cannot learn from it (a lossy link, a slow disk) behind: such
+// a node's phase 1 would only depose it, again and again. Running phase 1
+// while truly behind never costs safety: a peer that is ahead refuses the
+// Prepare (it has applied past its start).
 func (c *Catchup) Behind(now, applied uint64) bool {
-	return c.ahead(now, applied) && (c.cfg.CountDeadPeers || now-c.progressAt < c.cfg.Stall)
+	if !c.ahead(now, applied) {
+		return false
+	}
+	return c.cfg.CountDeadPeers || now-c.progressAt < c.cfg.Stall || c.masterAhead(now, applied)
+}
+
+// masterAhead reports whether the master is working (it sent an Accept or
+// a Commit within Live) and has applied more than applied.
+func (c *Catchup) masterAhead(now, applied uint64) bool {
+	return !c.cfg.StallPastMaster && c.master != 0 && now-c.masterAt <= c.cfg.Live && c.known[c.master] > applied
 }
 
 // ahead reports whether a live peer has applied more than applied.
@@ -169,9 +187,13 @@ func (c *Catchup) track(now, applied uint64) {
 // Outstanding reports whether a request is in flight.
 func (c *Catchup) Outstanding() bool { return c.out != nil }
 
-// OnResponse notes that a response from peer arrived.
-func (c *Catchup) OnResponse(peer uint64) {
-	if c.out != nil && c.out.peer == peer {
+// OnResponse notes that peer answered a learn request that started at
+// from (the response's Instance). Only the answer to the outstanding request
+// ends it: a duplicate or late answer to an earlier one must not, or each
+// one would let another request out, and duplicates would multiply the
+// requests in flight without bound.
+func (c *Catchup) OnResponse(peer, from uint64) {
+	if o := c.out; o != nil && !o.snap && o.peer == peer && o.from == from {
 		c.out = nil
 	}
 }
@@ -199,7 +221,9 @@ func (c *Catchup) OnChunk(m core.Message, applied, nextIndex uint64) (stage []co
 	if f == nil || m.Snap == nil || m.From != f.peer || m.Instance != f.base || m.End != f.index || m.After != f.after {
 		return nil, nil
 	}
-	c.OnResponse(m.From)
+	if c.out != nil && c.out.snap && c.out.peer == m.From {
+		c.out = nil // the chunk answers the outstanding request exactly
+	}
 	ch := m.Snap
 	if ch.State.Applied <= applied {
 		c.fetch = nil // the peer's base is no help: learn normally
@@ -284,7 +308,7 @@ func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 		return nil
 	}
 	if f := c.fetch; f != nil && f.peer != 0 {
-		c.out = &request{peer: f.peer, from: applied, sent: now}
+		c.out = &request{peer: f.peer, from: applied, sent: now, snap: true}
 		return []core.Message{{Type: core.MsgSnapReq, To: f.peer, Instance: f.base, End: f.index, After: f.after}}
 	}
 	if best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace {

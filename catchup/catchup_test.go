@@ -50,8 +50,10 @@ type op struct {
 func observe(peer, committed uint64, outstanding bool) op {
 	return op{kind: "observe", peer: peer, committed: committed, outstanding: outstanding}
 }
-func response(peer uint64, outstanding bool) op {
-	return op{kind: "response", peer: peer, outstanding: outstanding}
+
+// response: peer answers the learn request that started at from.
+func response(peer, from uint64, outstanding bool) op {
+	return op{kind: "response", peer: peer, applied: from, outstanding: outstanding}
 }
 func maybe(now, applied uint64, want []core.Message, outstanding bool) op {
 	return op{kind: "maybe", now: now, applied: applied, want: want, outstanding: outstanding}
@@ -100,8 +102,15 @@ func TestRequests(t *testing.T) {
 		}},
 		{"response from the wrong peer keeps the request", []op{
 			observe(2, 30, false), maybe(1, 0, req(2, 0), true),
-			response(3, true), maybe(2, 0, nil, true),
-			response(2, false), maybe(3, 10, req(2, 10), true),
+			response(3, 0, true), maybe(2, 0, nil, true),
+			response(2, 0, false), maybe(3, 10, req(2, 10), true),
+		}},
+		{"only the answer to the outstanding request ends it", []op{
+			observe(2, 30, false), maybe(1, 0, req(2, 0), true),
+			response(2, 0, false), maybe(2, 0, req(2, 0), true), // an empty answer: ask again from 0
+			response(2, 0, false), maybe(3, 10, req(2, 10), true), // the second answer, or a duplicate of the first
+			response(2, 0, true), response(2, 0, true), // late duplicates of answers to requests from 0
+			maybe(4, 10, nil, true), response(2, 10, false),
 		}},
 		{"timeout moves to another peer, which is skipped for a while", []op{
 			observe(2, 30, false), observe(3, 20, false),
@@ -109,9 +118,9 @@ func TestRequests(t *testing.T) {
 			tick(8, 0, probes(), true),    // the first tick probes; 7 ticks: not yet timed out
 			tick(9, 0, req(3, 0), true),   // 8 ticks: 2 failed until 17, ask 3
 			tick(10, 0, nil, true),        // 3 still outstanding
-			response(3, false),            //
+			response(3, 0, false),         //
 			maybe(11, 5, req(3, 5), true), // 2 still skipped
-			response(3, false),
+			response(3, 5, false),
 			maybe(17, 20, req(2, 20), true), // 2 usable again: the only one ahead
 		}},
 		{"the only advanced peer failed: wait", []op{
@@ -129,7 +138,7 @@ func TestRequests(t *testing.T) {
 			case "observe":
 				c.Observe(0, o.peer, o.committed)
 			case "response":
-				c.OnResponse(o.peer)
+				c.OnResponse(o.peer, o.applied)
 			case "maybe":
 				got = c.Maybe(o.now, o.applied)
 			case "tick":
@@ -168,18 +177,18 @@ func TestBestAndBehind(t *testing.T) {
 // to the master for the rest, or when the other peer stops answering.
 func TestSparesTheMaster(t *testing.T) {
 	c := catchup.New(config())
-	c.SetMaster(3)
+	c.SetMaster(0, 3)
 	c.Observe(0, 3, 100)
 	c.Observe(0, 4, 90)
 	c.Observe(0, 2, 20)
 	if got := c.Maybe(1, 0); !reflect.DeepEqual(got, req(4, 0)) {
 		t.Fatalf("behind both: got %v, want a request to peer 4 (the most advanced non-master)", got)
 	}
-	c.OnResponse(4)
+	c.OnResponse(4, 0)
 	if got := c.Maybe(2, 90); !reflect.DeepEqual(got, req(3, 90)) {
 		t.Fatalf("only the master is ahead: got %v, want a request to it", got)
 	}
-	c.OnResponse(3)
+	c.OnResponse(3, 90)
 	if got := c.Maybe(3, 50); !reflect.DeepEqual(got, req(4, 50)) {
 		t.Fatalf("got %v, want peer 4 again", got)
 	}
@@ -189,8 +198,8 @@ func TestSparesTheMaster(t *testing.T) {
 		t.Fatalf("peer 4 failed: got %v, want a request to the master", got)
 	}
 	// A master that is not the most advanced is not special.
-	c.OnResponse(3)
-	c.SetMaster(2)
+	c.OnResponse(3, 50)
+	c.SetMaster(0, 2)
 	if got := c.Maybe(4+2*config().Timeout, 50); !reflect.DeepEqual(got, req(3, 50)) {
 		t.Fatalf("got %v, want the most advanced peer 3", got)
 	}
@@ -294,7 +303,7 @@ func TestFetchBaseChanges(t *testing.T) {
 	if got := c.Tick(100, applied); !reflect.DeepEqual(got, append(probes(), req(3, applied)...)) {
 		t.Fatalf("after the timeout: %v, want probes and a learn request to peer 3", got)
 	}
-	c.OnResponse(3) // it answers that its values are below its base
+	c.OnResponse(3, applied) // it answers that its values are below its base
 	c.NeedBase(3, next)
 	if got := c.Maybe(200, applied); !reflect.DeepEqual(got, snapReq(3, 90, 40, 3)) {
 		t.Fatalf("request to the other peer %v", got)
@@ -383,5 +392,34 @@ func TestStallEndsBehind(t *testing.T) {
 	if !c.Behind(51, 11) || !c.Behind(100, 11) || c.Behind(101, 11) {
 		t.Fatalf("after progress at 51: Behind(51)=%v Behind(100)=%v Behind(101)=%v, want true true false",
 			c.Behind(51, 11), c.Behind(100, 11), c.Behind(101, 11))
+	}
+}
+
+// A working master keeps a node that cannot learn from it behind past the
+// Stall bound: such a node's phase 1 would depose it, and being no better
+// off, it would do so again and again. Once the master stops sending
+// Accepts and Commits, Stall ends being behind as before. With the planted
+// bug (StallPastMaster), Stall ends it while the master works.
+func TestStallKeepsBehindALiveMaster(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		cfg := config()
+		cfg.Live, cfg.Stall, cfg.StallPastMaster = 30, 50, planted
+		c := catchup.New(cfg)
+		c.Tick(0, 10)
+		for now := uint64(0); now <= 100; now++ {
+			c.Observe(now, 2, 20) // the master is ahead, and works
+			c.SetMaster(now, 2)
+			c.Tick(now, 10)
+			if want := now < 50 || !planted; c.Behind(now, 10) != want {
+				t.Fatalf("planted=%v: the master sends Accepts: Behind at %d = %v, want %v", planted, now, !want, want)
+			}
+		}
+		for now := uint64(101); now <= 200; now++ {
+			c.Observe(now, 2, 20) // it answers probes but proposes nothing
+			c.Tick(now, 10)
+			if want := now <= 130 && !planted; c.Behind(now, 10) != want {
+				t.Fatalf("planted=%v: the master went quiet at 100: Behind at %d = %v, want %v", planted, now, !want, want)
+			}
+		}
 	}
 }

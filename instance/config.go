@@ -58,19 +58,20 @@ const (
 	BugBaseWithoutDedup       // a node that installs a peer's base leaves out its dedup table
 	BugUnboundedPromise       // a Promise carries every accepted value, however large (no pieces)
 	BugBehindDeadPeer         // a node counts itself behind a peer that stopped answering, for good
-	BugGuardOldLease          // a stale lease from an older instance moves the acceptor's lease guard
+	BugGuardOldLease          // a lease accepted at an older (ballot, instance) moves the acceptor's lease guard
 	BugLogTimeJump            // log time takes a lease's wall clock unbounded: a master hours ahead expires live clients
+	BugReproposedLease        // a master that re-proposes another node's lease after phase 1 keeps counting its own
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
-	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump"}
+	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
-		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump}
+		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

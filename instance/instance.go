@@ -18,7 +18,6 @@
 package instance
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 
@@ -148,13 +147,21 @@ type Node struct {
 
 	leaseOtherUntil  uint64 // as a non-holder: the lease is valid until then
 	leaseHolderUntil uint64 // as the holder: my lease is valid until then
+	// foreignLeaseEnd is one past the highest instance in which this node,
+	// after a phase 1, re-proposed a lease naming another node (0: none).
+	// Acceptors that accept it guard that node, so this node's own lease
+	// counts again only once a lease of its own chosen above it applies
+	// (docs/protocol.md §5).
+	foreignLeaseEnd uint64
 	// The acceptor's lease guard: having accepted a lease for guardHolder,
 	// it promises no one else until guardUntil. A majority accepted the
 	// holder's lease before the holder serves, so no other node completes
 	// phase 1 (and gets anything chosen) while the holder's lease is valid.
-	// guardInstance is the instance of the lease guarded: only a lease
-	// from it or a later instance moves the guard (guardLease).
+	// guardBallot and guardInstance are where the guarded lease was
+	// accepted: only a lease accepted at a higher ballot, or at the same
+	// ballot in the same or a later instance, moves the guard (guardLease).
 	guardHolder, guardUntil, guardInstance uint64
+	guardBallot                            idgen.Ballot
 	leaseInFlight                          bool
 	leaseStart                             uint64
 	electionArmed                          bool
@@ -245,11 +252,10 @@ func New(cfg Config, d Durable) (*Node, error) {
 	}
 	if n.voter {
 		// A lease accepted before the restart guards a full lease from now,
-		// by the same rule as in service: in instance order, the latest wins.
-		accepted := slices.Clone(d.Accepted)
-		slices.SortFunc(accepted, func(a, b core.InstanceValue) int { return cmp.Compare(a.Instance, b.Instance) })
-		for _, a := range accepted {
-			n.guardLease(a.Instance, a.Value)
+		// by the same rule as in service: the latest by (ballot, instance)
+		// wins, whatever order the records come in.
+		for _, a := range d.Accepted {
+			n.guardLease(a.Ballot, a.Instance, a.Value)
 		}
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
@@ -399,7 +405,7 @@ func (n *Node) step(m core.Message) {
 	if m.From != n.id {
 		n.cu.Observe(n.now, m.From, m.Committed)
 		if m.Type == core.MsgAccept || m.Type == core.MsgCommit {
-			n.cu.SetMaster(m.From) // only a proposer sends these
+			n.cu.SetMaster(n.now, m.From) // only a proposer sends these
 		}
 	}
 	if n.voter {
@@ -432,6 +438,9 @@ func (n *Node) step(m core.Message) {
 			return
 		}
 		outcome, msgs := n.prop.OnPromise(n.now, m)
+		if outcome == proposer.PromiseLeading {
+			n.noteForeignLeases(msgs)
+		}
 		for _, a := range msgs {
 			n.send(a, false)
 		}
@@ -452,7 +461,7 @@ func (n *Node) step(m core.Message) {
 			n.rd.Accepted = append(n.rd.Accepted, *rec)
 		}
 		if !reply.Reject {
-			n.guardLease(m.Instance, m.Value)
+			n.guardLease(m.Ballot, m.Instance, m.Value)
 		}
 		reply.To = m.From
 		n.send(reply, true)
@@ -491,7 +500,7 @@ func (n *Node) step(m core.Message) {
 		n.serveLearn(m)
 	case core.MsgLearnResp:
 		if m.End != 0 {
-			n.cu.OnResponse(m.From)
+			n.cu.OnResponse(m.From, m.Instance)
 		}
 		if m.Reject {
 			n.cu.NeedBase(m.From, n.learn.State().NextIndex)
@@ -509,20 +518,46 @@ func (n *Node) step(m core.Message) {
 	}
 }
 
-// guardLease starts the lease guard when a value accepted in instance i
-// holds a lease. Restart recovery and service both come here, so they keep
-// one rule: a lease moves the guard only if it is from the instance guarded
-// or a later one. Paxos makes a new master re-propose old values, stale
-// leases among them, in instances below its own lease, and a duplicate
-// Accept of one may arrive late; neither may take the guard away from the
-// holder of a later lease, whose lease may still run (docs/protocol.md §5).
-func (n *Node) guardLease(i uint64, v core.Value) {
-	if i < n.guardInstance && n.cfg.Bug != BugGuardOldLease {
+// noteForeignLeases looks at the Accepts that re-propose what phase 1
+// found. A lease naming another node among them, once accepted, moves the
+// acceptors' guard to that node (a higher ballot than the one that chose
+// ours), so from now on this node's own lease no longer counts: it stops
+// serving as master before the Accepts leave, until a lease of its own in a
+// higher instance applies.
+func (n *Node) noteForeignLeases(accepts []core.Message) {
+	if n.cfg.Bug == BugReproposedLease {
+		return
+	}
+	for _, m := range accepts {
+		if m.To != n.id || m.Instance < n.foreignLeaseEnd {
+			continue
+		}
+		for _, c := range m.Value.Commands {
+			if c.Kind == core.CmdLease && c.Holder != n.id {
+				n.foreignLeaseEnd, n.leaseHolderUntil = m.Instance+1, 0
+			}
+		}
+	}
+}
+
+// guardLease starts the lease guard when a value accepted at ballot b in
+// instance i holds a lease. Restart recovery and service both come here, so
+// they keep one rule: a lease moves the guard only if it was accepted at a
+// higher ballot than the one guarded, or at the same ballot in the same or a
+// later instance. Paxos makes a new master re-propose old values, stale
+// leases among them, in instances below its own lease (same ballot, lower
+// instance); a duplicate Accept of one may arrive late; and a lease of an
+// older ballot may sit in a higher instance than a newer master's lease
+// (accepted there before the newer master's phase 1, which did not see it).
+// None of these may take the guard away from the holder of the later lease,
+// whose lease may still run (docs/protocol.md §5).
+func (n *Node) guardLease(b idgen.Ballot, i uint64, v core.Value) {
+	if n.cfg.Bug != BugGuardOldLease && (b < n.guardBallot || b == n.guardBallot && i < n.guardInstance) {
 		return
 	}
 	for _, c := range v.Commands {
 		if c.Kind == core.CmdLease {
-			n.guardHolder, n.guardUntil, n.guardInstance = c.Holder, n.now+n.cfg.LeaseTicks, i
+			n.guardHolder, n.guardUntil, n.guardBallot, n.guardInstance = c.Holder, n.now+n.cfg.LeaseTicks, b, i
 		}
 	}
 }
@@ -590,11 +625,15 @@ func (n *Node) install(s core.Snapshot) {
 	n.rd.Install, n.rd.Base = &s, &s
 	n.rd.Staged = append(n.rd.Staged, n.rd.Entries...)
 	n.rd.Chosen, n.rd.Entries, n.rd.Dedup = nil, nil, nil
-	for i, reqs := range n.byInstance {
-		if i >= s.State.Applied {
-			continue
+	below := make([]uint64, 0, len(n.byInstance))
+	for i := range n.byInstance {
+		if i < s.State.Applied {
+			below = append(below, i)
 		}
-		for _, req := range reqs {
+	}
+	slices.Sort(below) // results in instance order, so that a run replays the same
+	for _, i := range below {
+		for _, req := range n.byInstance[i] {
 			if n.reqs[req] {
 				delete(n.reqs, req)
 				n.rd.Results = append(n.rd.Results, Result{Req: req, Err: core.ErrUnknownOutcome})
@@ -682,7 +721,7 @@ func (n *Node) apply(a learner.Applied) {
 		}
 		n.leaseOtherUntil = n.now + n.cfg.LeaseTicks
 		n.leaseHolderUntil = 0
-		if lc.Holder == n.id && lc.Epoch == n.epoch {
+		if lc.Holder == n.id && lc.Epoch == n.epoch && a.Instance >= n.foreignLeaseEnd {
 			n.leaseHolderUntil = lc.Start + n.cfg.LeaseTicks - n.cfg.LeaseMargin
 		}
 	}

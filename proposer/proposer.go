@@ -70,9 +70,10 @@ type Proposer struct {
 	promised map[uint64]bool
 	// pieces: acceptors whose Promise came in pieces -> where the next
 	// piece starts (the After we asked with). Their promise counts once
-	// the last piece is in.
-	pieces map[uint64]uint64
-	found  map[uint64]core.InstanceValue
+	// the last piece is in. pieceSent: when that piece was last asked for.
+	pieces    map[uint64]uint64
+	pieceSent map[uint64]uint64
+	found     map[uint64]core.InstanceValue
 
 	// Leading.
 	next     uint64
@@ -118,7 +119,7 @@ func (p *Proposer) StartPrepare(now, from uint64) []core.Message {
 	p.reset()
 	p.phase, p.ballot = Preparing, p.gen.Next()
 	p.prepFrom, p.prepSent = from, now
-	p.promised, p.pieces, p.found = map[uint64]bool{}, map[uint64]uint64{}, map[uint64]core.InstanceValue{}
+	p.promised, p.pieces, p.pieceSent, p.found = map[uint64]bool{}, map[uint64]uint64{}, map[uint64]uint64{}, map[uint64]core.InstanceValue{}
 	out := make([]core.Message, 0, len(p.cfg.Voters))
 	for _, v := range p.cfg.Voters {
 		out = append(out, core.Message{Type: core.MsgPrepare, To: v, Ballot: p.ballot, Instance: from})
@@ -174,8 +175,8 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		// phase is making progress, so its timeout starts over (a window of
 		// large values may take many pieces; each one moves End forward, and
 		// there are at most MaxAhead instances to send).
-		p.pieces[m.From], p.prepSent = m.End, now
-		return PromiseCounted, []core.Message{{Type: core.MsgPrepare, To: m.From, Ballot: p.ballot, Instance: p.prepFrom, After: m.End}}
+		p.pieces[m.From], p.pieceSent[m.From], p.prepSent = m.End, now, now
+		return PromiseCounted, []core.Message{p.nextPiece(m.From)}
 	}
 	p.promised[m.From] = true
 	if len(p.promised) < p.quorum() {
@@ -196,9 +197,20 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		}
 		out = append(out, p.propose(now, v)...)
 	}
-	p.promised, p.pieces, p.found = nil, nil, nil
+	p.promised, p.pieces, p.pieceSent, p.found = nil, nil, nil, nil
 	return PromiseLeading, out
 }
+
+// nextPiece asks acceptor for the next piece of its Promise.
+func (p *Proposer) nextPiece(acceptor uint64) core.Message {
+	return core.Message{Type: core.MsgPrepare, To: acceptor, Ballot: p.ballot, Instance: p.prepFrom, After: p.pieces[acceptor]}
+}
+
+// pieceResend is how long a request for a Promise's next piece waits for
+// its answer before it is sent again. A phase that needs many pieces would
+// rarely finish on a lossy link if one lost piece cost the ballot (the
+// phase times out), so each piece gets several tries within PhaseTimeout.
+func (p *Proposer) pieceResend() uint64 { return max(1, p.cfg.PhaseTimeout/4) }
 
 // Propose queues user commands for the next Flush.
 func (p *Proposer) Propose(cmds ...core.Command) { p.pending = append(p.pending, cmds...) }
@@ -319,6 +331,12 @@ func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 			p.reset()
 			return nil, true
 		}
+		for _, a := range p.cfg.Voters { // in a fixed order: a seed replays the same
+			if sent, ok := p.pieceSent[a]; ok && !p.promised[a] && now-sent >= p.pieceResend() {
+				p.pieceSent[a] = now
+				msgs = append(msgs, p.nextPiece(a))
+			}
+		}
 	case Leading:
 		for _, i := range p.sortedInflight() {
 			f := p.inflight[i]
@@ -346,6 +364,6 @@ func (p *Proposer) StepDown() { p.reset() }
 
 func (p *Proposer) reset() {
 	p.phase, p.ballot = Idle, 0
-	p.promised, p.pieces, p.found = nil, nil, nil
+	p.promised, p.pieces, p.pieceSent, p.found = nil, nil, nil, nil
 	clear(p.inflight)
 }

@@ -481,3 +481,55 @@ func TestOnPromiseInPieces(t *testing.T) {
 		}
 	}
 }
+
+// A lost request for the next piece, or its lost answer, is asked again
+// within the phase: here the first request for every piece is lost, and
+// phase 1 over 30 pieces still ends at its first ballot. Before, a piece
+// lost cost the ballot, and a phase that needs many pieces over a lossy
+// link rarely ended at all.
+func TestLostPieceAskedAgain(t *testing.T) {
+	cfg := config()
+	cfg.PhaseTimeout = 20
+	p := newProposer(cfg)
+	b := p.StartPrepare(0, 0)[0].Ballot
+	if out, _ := p.OnPromise(0, promise(3, b)); out != proposer.PromiseCounted {
+		t.Fatalf("node 3's whole promise: %v", out)
+	}
+	const pieces = 30
+	piece := func(after uint64) core.Message {
+		m := promise(2, b, core.InstanceValue{Instance: after, Ballot: 3, Value: val("v")})
+		m.After, m.End = after, after+1
+		if after == pieces-1 {
+			m.End = 0 // the last piece
+		}
+		return m
+	}
+	_, reqs := p.OnPromise(0, piece(0))
+	asked := map[uint64]int{} // After -> requests seen
+	for now := uint64(1); now < 30*cfg.PhaseTimeout; now++ {
+		more, abandoned := p.Tick(now)
+		if abandoned {
+			t.Fatalf("phase 1 abandoned at tick %d, pieces asked %v", now, asked)
+		}
+		for _, m := range append(reqs, more...) {
+			if m.Type != core.MsgPrepare || m.To != 2 {
+				t.Fatalf("tick %d: unexpected %v", now, m)
+			}
+			if asked[m.After]++; asked[m.After] == 1 {
+				continue // lost
+			}
+			out, next := p.OnPromise(now, piece(m.After))
+			if out == proposer.PromiseLeading {
+				return
+			}
+			more = append(more, next...)
+		}
+		reqs = nil
+		for _, m := range more {
+			if m.Type == core.MsgPrepare && asked[m.After] == 0 {
+				reqs = append(reqs, m) // a new piece asked for by the answer above: goes out now
+			}
+		}
+	}
+	t.Fatalf("phase 1 never ended: pieces asked %v", asked)
+}
