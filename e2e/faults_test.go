@@ -302,19 +302,40 @@ func killForGood(t *testing.T, n, others int, p killPoint, seed uint64) {
 			survivors = append(survivors, i)
 		}
 	}
-	waitSameEnd(t, c, survivors, end, 60*time.Second)
-	logs := make([][]string, len(survivors))
-	for k, i := range survivors {
-		logs[k] = readNames(t, c.addrs[i])
-		if !slices.Equal(logs[k], logs[0]) {
-			t.Fatalf("node %d's log (%d entries) differs from node %d's (%d entries)", i+1, len(logs[k]), survivors[0]+1, len(logs[0]))
-		}
-	}
+	logs := sameLogs(t, c, survivors, end, 60*time.Second)
 	res := checker.Check(hist, logs[0])
 	if !res.OK() {
 		t.Fatalf("history against the survivors' log: %s", res)
 	}
 	t.Logf("%d operations, %d entries in the survivors' logs; %s", len(hist), len(logs[0]), strings.SplitN(res.String(), "\n", 2)[0])
+}
+
+// sameLogs waits until nodes hold the same log, at least want entries
+// long, and returns each one's. Appends of clients that gave up may still
+// be chosen after the load stopped, so a log read may be longer than the
+// end the nodes agreed on before it: then it waits and reads again. One
+// that is not a prefix of another is a divergence.
+func sameLogs(t *testing.T, c *cluster, nodes []int, want uint64, d time.Duration) [][]string {
+	deadline := time.Now().Add(d)
+	for {
+		waitSameEnd(t, c, nodes, want, time.Until(deadline))
+		logs := make([][]string, len(nodes))
+		same := true
+		for k, i := range nodes {
+			logs[k] = readNames(t, c.addrs[i])
+			n := min(len(logs[k]), len(logs[0]))
+			if !slices.Equal(logs[k][:n], logs[0][:n]) {
+				t.Fatalf("node %d's log (%d entries) diverges from node %d's (%d entries)", i+1, len(logs[k]), nodes[0]+1, len(logs[0]))
+			}
+			same = same && len(logs[k]) == len(logs[0])
+		}
+		if same {
+			return logs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes %v still hold logs of different lengths after %v", plus1(nodes), d)
+		}
+	}
 }
 
 // waitSameEnd waits until nodes report the same end index, at least want.
