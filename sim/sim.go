@@ -128,6 +128,7 @@ type Report struct {
 	Installs int // bases installed by nodes that were behind them
 	Dead     int // voters down for good
 	Oversize int // messages dropped for being over the message limit
+	Peak     int // the most events pending at once
 	// Porcupine windows checked and skipped (too large or timed out).
 	Windows, Skipped int
 }
@@ -156,10 +157,11 @@ const (
 	clientTO    = 1000 * ms // a client gives up on one attempt after this
 	giveUpAfter = 8000 * ms // an exactly-once client gives up on an op after this
 	// maxPending bounds the events pending, messages in flight most of
-	// them. Runs peak at a few hundred; a core that answers every
-	// duplicate with a new request floods its peers (peaks of 10,000 and
-	// more that sometimes die out), and is caught here before the run
-	// takes minutes.
+	// them. Runs peak at a few hundred to a few thousand (TestSeeds logs
+	// the peaks); a core that answered every duplicated catch-up answer
+	// with a new request flooded its peers (peaks of 10,000 and more that
+	// sometimes died out), and is caught here before the run takes
+	// minutes.
 	maxPending = 20_000
 	// wallEpoch is virtual time 0 on the nodes' wall clocks (Unix µs, mid
 	// 2025): far enough from 0 that a clock hours behind stays positive.
@@ -303,6 +305,7 @@ type world struct {
 	faults           map[string]int
 	masters          int
 	installs         int
+	peak             int // the most events pending at once
 	lastMaster       uint64
 	err              error
 }
@@ -362,7 +365,7 @@ func Run(opt Options) (rep Report) {
 
 	defer func() {
 		rep = Report{Opt: opt, Err: w.err, Hash: w.trace.Sum64(), Events: w.events, Faults: w.faults, Masters: w.masters, Installs: w.installs,
-			Dead: w.dead, Oversize: w.faults["oversize"], Windows: w.windows, Skipped: w.skipped}
+			Dead: w.dead, Oversize: w.faults["oversize"], Windows: w.windows, Skipped: w.skipped, Peak: w.peak}
 		for _, op := range w.hist {
 			if op.Complete != 0 {
 				rep.Ops++
@@ -374,6 +377,7 @@ func Run(opt Options) (rep Report) {
 		rep.FinalLen = len(w.inv.canonical)
 	}()
 	for len(w.q) > 0 && w.err == nil {
+		w.peak = max(w.peak, len(w.q))
 		if len(w.q) > maxPending {
 			w.fail("message storm: %d events pending (%s)", len(w.q), w.inFlight())
 			break

@@ -82,7 +82,12 @@ func TestSeeds(t *testing.T) {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
 			start := time.Now()
 			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize atomic.Int64
+			var peakMu sync.Mutex
+			var peaks []int
 			fails, ran := runSeeds(first, count, func(s uint64) Options { return DefaultOptions(s, nodes) }, false, func(r Report) {
+				peakMu.Lock()
+				peaks = append(peaks, r.Peak)
+				peakMu.Unlock()
 				installs.Add(int64(r.Installs))
 				oversize.Add(int64(r.Oversize))
 				for _, c := range []struct {
@@ -98,6 +103,11 @@ func TestSeeds(t *testing.T) {
 				"%d wall clocks off by hours, %d large values; %d dropped messages over the size limit (%d drops)",
 				ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond), withInstall.Load(), installs.Load(),
 				withDead.Load(), withHours.Load(), withLarge.Load(), withOversize.Load(), oversize.Load())
+			if len(peaks) > 0 {
+				slices.Sort(peaks)
+				t.Logf("events pending at once, the run's peak: median %d, 99th percentile %d, highest %d (a storm fails at %d)",
+					peaks[len(peaks)/2], peaks[len(peaks)*99/100], peaks[len(peaks)-1], maxPending)
+			}
 			for i, f := range fails {
 				if i == 10 {
 					t.Errorf("... and %d more", len(fails)-10)
@@ -169,6 +179,16 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// unreached lists the planted bugs the simulator's faults do not reach,
+// with the test that catches each. reproposed-lease needs a lease accepted
+// by one acceptor only, above the instances the next master's phase 1
+// heard of, that master outbid and its next phase 1 hearing from that
+// acceptor, then the lease's holder elected while the master's lease runs:
+// none of seeds 1-1000 gets there.
+var unreached = map[instance.Bug]string{
+	instance.BugReproposedLease: "instance.TestReproposedForeignLease",
+}
+
 // bugBudget is how many seeds the simulator may need to catch each planted bug.
 const bugBudget = 50
 
@@ -179,12 +199,19 @@ func TestPlantedBugsCaught(t *testing.T) {
 	all := uint64(envInt(t, "PAXOSD_SIM_BUG_SEEDS", 0))
 	for _, bug := range instance.Bugs() {
 		t.Run(bug.String(), func(t *testing.T) {
+			if test, ok := unreached[bug]; ok && all == 0 {
+				t.Skipf("the simulator does not reach %s; %s catches it", bug, test)
+			}
 			fails, ran := runSeeds(1, max(all, bugBudget), func(s uint64) Options {
 				o := DefaultOptions(s, 3+2*int(s%2))
 				o.Bug = bug
 				return o
 			}, all == 0)
 			slices.SortFunc(fails, func(a, b Report) int { return cmp.Compare(a.Opt.Seed, b.Opt.Seed) })
+			if _, ok := unreached[bug]; ok && len(fails) == 0 {
+				t.Logf("caught in 0 of seeds 1-%d", ran)
+				return
+			}
 			if len(fails) == 0 || fails[0].Opt.Seed > bugBudget {
 				t.Fatalf("planted bug %s not caught in %d seeds", bug, bugBudget)
 			}
@@ -246,6 +273,16 @@ var regressions = []struct {
 	{24, 3, instance.BugNone, "", "a master hours ahead moved log time by hours in one lease, expiring a live client's dedup row; its " +
 		"retried append was applied twice. Log time now steps at most LogTimeStepMillis a lease", true, true},
 	{23, 5, instance.BugNone, "", "the same dedup row expired by a clock hours ahead as seed 24, in a 5-node cluster", true, true},
+	// Found by the default seeds once the faults above were in; failed on d286260.
+	{391, 3, instance.BugNone, "", "a lease of an older ballot accepted in a higher instance than a newer master's lease kept an " +
+		"acceptor's guard, ordered by instance alone, from the new holder; the acceptor promised the old holder while the new lease " +
+		"ran. The guard now follows the highest (ballot, instance)", true, true},
+	{736, 5, instance.BugNone, "", "the same guard kept by an older ballot's lease as seed 391, in a 5-node cluster", true, true},
+	{84, 3, instance.BugNone, "", "a catch-up storm: any answer from the peer asked ended the outstanding request, so each duplicated " +
+		"answer let one more request out, and 21,444 answers were pending at once. Only the answer to the outstanding request ends it now", true, true},
+	{354, 3, instance.BugNone, "", "the same catch-up storm as seed 84", true, true},
+	{194, 5, instance.BugNone, "", "the same catch-up storm as seed 84, in a 5-node cluster", true, true},
+	{446, 5, instance.BugNone, "", "the same catch-up storm as seed 84, in a 5-node cluster", true, true},
 	// The same seeds with each fix's bug planted again: they still reach the fault.
 	{100, 3, instance.BugUnboundedPromise, "no progress", "seed 100 with Promises unbounded", true, true},
 	{58, 5, instance.BugUnboundedPromise, "no progress", "seed 58 with Promises unbounded", true, true},
