@@ -26,6 +26,7 @@ import (
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/learner"
+	"github.com/paxosd/paxosd/lease"
 	"github.com/paxosd/paxosd/proposer"
 )
 
@@ -145,27 +146,10 @@ type Node struct {
 	cu         *catchup.Catchup
 	commitTo   []uint64 // voters to send commits to
 
-	leaseOtherUntil  uint64 // as a non-holder: the lease is valid until then
-	leaseHolderUntil uint64 // as the holder: my lease is valid until then
-	// foreignLeaseEnd is one past the highest instance in which this node,
-	// after a phase 1, re-proposed a lease naming another node (0: none).
-	// Acceptors that accept it guard that node, so this node's own lease
-	// counts again only once a lease of its own chosen above it applies
-	// (docs/protocol.md §5).
-	foreignLeaseEnd uint64
-	// The acceptor's lease guard: having accepted a lease for guardHolder,
-	// it promises no one else until guardUntil. A majority accepted the
-	// holder's lease before the holder serves, so no other node completes
-	// phase 1 (and gets anything chosen) while the holder's lease is valid.
-	// guardBallot and guardInstance are where the guarded lease was
-	// accepted: only a lease accepted at a higher ballot, or at the same
-	// ballot in the same or a later instance, moves the guard (guardLease).
-	guardHolder, guardUntil, guardInstance uint64
-	guardBallot                            idgen.Ballot
-	leaseInFlight                          bool
-	leaseStart                             uint64
-	electionArmed                          bool
-	electionAt                             uint64
+	lease         *lease.View // the lease in the log, as this node counts it
+	guard         lease.Guard // the acceptor's lease guard
+	electionArmed bool
+	electionAt    uint64
 
 	reqs       map[uint64]bool     // outstanding proposals
 	byInstance map[uint64][]uint64 // instance -> proposals placed there
@@ -243,19 +227,26 @@ func New(cfg Config, d Durable) (*Node, error) {
 		Live: 3 * cfg.LearnInterval, Stall: 3*cfg.LearnInterval + 8*cfg.PhaseTimeout,
 		CountDeadPeers: cfg.Bug == BugBehindDeadPeer,
 	})
+	n.lease = lease.NewView(lease.Config{Ticks: cfg.LeaseTicks, Margin: cfg.LeaseMargin}, cfg.ID, n.epoch)
+	if cfg.Bug == BugReproposedLease {
+		n.lease.PlantKeepOwn()
+	}
+	if cfg.Bug == BugGuardOldLease {
+		n.guard.PlantAnyOrder()
+	}
 	if d.State.LeaseHolder != 0 {
 		// We do not know when the lease was last renewed: assume just now.
 		// It was applied, so it is older than any accepted lease (those are
 		// at or above Applied).
-		n.leaseOtherUntil = cfg.LeaseTicks
-		n.guardHolder, n.guardUntil = d.State.LeaseHolder, cfg.LeaseTicks
+		n.lease.Restore(0)
+		n.guard.Restore(d.State.LeaseHolder, cfg.LeaseTicks)
 	}
 	if n.voter {
 		// A lease accepted before the restart guards a full lease from now,
 		// by the same rule as in service: the latest by (ballot, instance)
 		// wins, whatever order the records come in.
 		for _, a := range d.Accepted {
-			n.guardLease(a.Ballot, a.Instance, a.Value)
+			n.guard.Accepted(0, cfg.LeaseTicks, a.Ballot, a.Instance, a.Value)
 		}
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
@@ -274,7 +265,7 @@ func (n *Node) Now() uint64 { return n.now }
 // expired. Only the master takes proposals and serves linearizable reads.
 func (n *Node) IsMaster() bool {
 	return n.voter && n.prop.Phase() == proposer.Leading &&
-		n.learn.State().LeaseHolder == n.id && n.now < n.leaseHolderUntil
+		n.learn.State().LeaseHolder == n.id && n.lease.Held(n.now)
 }
 
 // Master returns the master this node believes in, 0 if none.
@@ -286,7 +277,7 @@ func (n *Node) Master() uint64 {
 		}
 		return 0
 	}
-	if st.LeaseHolder != 0 && n.now < n.leaseOtherUntil {
+	if st.LeaseHolder != 0 && n.lease.OtherValid(n.now) {
 		return st.LeaseHolder
 	}
 	return 0
@@ -417,7 +408,7 @@ func (n *Node) step(m core.Message) {
 		if !n.voter {
 			return
 		}
-		if n.guardHolder != 0 && m.From != n.guardHolder && n.now < n.guardUntil {
+		if n.guard.Refuses(n.now, m.From) {
 			// Refuse without promising: the lease we accepted is still on.
 			n.send(core.Message{Type: core.MsgPromise, To: m.From, Ballot: m.Ballot, Instance: m.Instance, Reject: true, Promised: n.acc.Promised()}, false)
 			return
@@ -439,7 +430,7 @@ func (n *Node) step(m core.Message) {
 		}
 		outcome, msgs := n.prop.OnPromise(n.now, m)
 		if outcome == proposer.PromiseLeading {
-			n.noteForeignLeases(msgs)
+			n.lease.Reproposed(msgs)
 		}
 		for _, a := range msgs {
 			n.send(a, false)
@@ -461,7 +452,7 @@ func (n *Node) step(m core.Message) {
 			n.rd.Accepted = append(n.rd.Accepted, *rec)
 		}
 		if !reply.Reject {
-			n.guardLease(m.Ballot, m.Instance, m.Value)
+			n.guard.Accepted(n.now, n.cfg.LeaseTicks, m.Ballot, m.Instance, m.Value)
 		}
 		reply.To = m.From
 		n.send(reply, true)
@@ -514,50 +505,6 @@ func (n *Node) step(m core.Message) {
 		n.rd.Staged = append(n.rd.Staged, stage...)
 		if base != nil {
 			n.install(*base)
-		}
-	}
-}
-
-// noteForeignLeases looks at the Accepts that re-propose what phase 1
-// found. A lease naming another node among them, once accepted, moves the
-// acceptors' guard to that node (a higher ballot than the one that chose
-// ours), so from now on this node's own lease no longer counts: it stops
-// serving as master before the Accepts leave, until a lease of its own in a
-// higher instance applies.
-func (n *Node) noteForeignLeases(accepts []core.Message) {
-	if n.cfg.Bug == BugReproposedLease {
-		return
-	}
-	for _, m := range accepts {
-		if m.To != n.id || m.Instance < n.foreignLeaseEnd {
-			continue
-		}
-		for _, c := range m.Value.Commands {
-			if c.Kind == core.CmdLease && c.Holder != n.id {
-				n.foreignLeaseEnd, n.leaseHolderUntil = m.Instance+1, 0
-			}
-		}
-	}
-}
-
-// guardLease starts the lease guard when a value accepted at ballot b in
-// instance i holds a lease. Restart recovery and service both come here, so
-// they keep one rule: a lease moves the guard only if it was accepted at a
-// higher ballot than the one guarded, or at the same ballot in the same or a
-// later instance. Paxos makes a new master re-propose old values, stale
-// leases among them, in instances below its own lease (same ballot, lower
-// instance); a duplicate Accept of one may arrive late; and a lease of an
-// older ballot may sit in a higher instance than a newer master's lease
-// (accepted there before the newer master's phase 1, which did not see it).
-// None of these may take the guard away from the holder of the later lease,
-// whose lease may still run (docs/protocol.md §5).
-func (n *Node) guardLease(b idgen.Ballot, i uint64, v core.Value) {
-	if n.cfg.Bug != BugGuardOldLease && (b < n.guardBallot || b == n.guardBallot && i < n.guardInstance) {
-		return
-	}
-	for _, c := range v.Commands {
-		if c.Kind == core.CmdLease {
-			n.guardHolder, n.guardUntil, n.guardBallot, n.guardInstance = c.Holder, n.now+n.cfg.LeaseTicks, b, i
 		}
 	}
 }
@@ -643,7 +590,7 @@ func (n *Node) install(s core.Snapshot) {
 	}
 	// As after a restart: the lease in the base was renewed we know not
 	// when, so count it from now; our own lease, if any, is not ours to use.
-	n.leaseOtherUntil, n.leaseHolderUntil, n.leaseInFlight = n.now+n.cfg.LeaseTicks, 0, false
+	n.lease.Restore(n.now)
 	if n.voter {
 		n.prop.ForgetBelow(s.State.Applied)
 	}
@@ -713,17 +660,7 @@ func (n *Node) apply(a learner.Applied) {
 		n.rd.Base = &b
 	}
 	for _, lc := range a.Leases {
-		if lc.Epoch == n.epoch && lc.Start == n.leaseStart {
-			n.leaseInFlight = false
-		}
-		if !lc.OK {
-			continue
-		}
-		n.leaseOtherUntil = n.now + n.cfg.LeaseTicks
-		n.leaseHolderUntil = 0
-		if lc.Holder == n.id && lc.Epoch == n.epoch && a.Instance >= n.foreignLeaseEnd {
-			n.leaseHolderUntil = lc.Start + n.cfg.LeaseTicks - n.cfg.LeaseMargin
-		}
+		n.lease.Applied(n.now, a.Instance, lc.Holder, lc.Epoch, lc.Start, lc.OK)
 	}
 }
 
@@ -785,19 +722,16 @@ func (n *Node) settle() {
 // otherwise propose a lease (take over or renew) when due.
 func (n *Node) leaderDuties() {
 	st := n.learn.State()
-	if st.LeaseHolder != n.id && st.LeaseHolder != 0 && n.now < n.leaseOtherUntil {
+	if st.LeaseHolder != n.id && st.LeaseHolder != 0 && n.lease.OtherValid(n.now) {
 		n.stepDown()
 		return
 	}
-	if n.leaseInFlight {
+	if !n.lease.Due(n.now, st.LeaseHolder == n.id) {
 		return
 	}
-	if st.LeaseHolder == n.id && n.now < n.leaseHolderUntil && n.leaseHolderUntil-n.now > n.cfg.LeaseTicks/2 {
-		return // fresh enough
-	}
-	n.leaseInFlight, n.leaseStart = true, n.now
+	start, epoch := n.lease.Proposing(n.now)
 	_, msgs := n.prop.ProposeValue(n.now, core.Value{Commands: []core.Command{{
-		Kind: core.CmdLease, Holder: n.id, Prev: st.LeaseVersion, Epoch: n.epoch, Start: n.now, Wall: n.wall,
+		Kind: core.CmdLease, Holder: n.id, Prev: st.LeaseVersion, Epoch: epoch, Start: start, Wall: n.wall,
 	}}})
 	for _, m := range msgs {
 		n.send(m, false)
@@ -807,13 +741,13 @@ func (n *Node) leaderDuties() {
 // eligible reports whether this node may try to become master: no one holds
 // a lease it believes valid.
 func (n *Node) eligible() bool {
-	if n.guardHolder != 0 && n.guardHolder != n.id && n.now < n.guardUntil {
+	if n.guard.Refuses(n.now, n.id) {
 		// Our own acceptor would refuse our Prepare: our ballot would leave
 		// without our own durable promise of it.
 		return false
 	}
 	h := n.learn.State().LeaseHolder
-	return h == 0 || h == n.id || n.now >= n.leaseOtherUntil
+	return h == 0 || h == n.id || !n.lease.OtherValid(n.now)
 }
 
 func (n *Node) maybeElect() {
@@ -856,7 +790,7 @@ func (n *Node) outbidBy(b idgen.Ballot) {
 // were never proposed), placed ones resolve when their instance applies.
 func (n *Node) stepDown() {
 	n.prop.StepDown()
-	n.leaseInFlight = false
+	n.lease.StepDown()
 	for _, c := range n.prop.TakePending() {
 		if n.reqs[c.Req] {
 			delete(n.reqs, c.Req)

@@ -8,6 +8,7 @@ import (
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/lease"
 )
 
 // invariants are the safety properties checked after every event:
@@ -85,16 +86,6 @@ func (g leaseGuard) replacedBy(b idgen.Ballot, i uint64) bool {
 // it ends a guard that much later than the acceptor does.
 const guardSlack = 5
 
-// leaseIn returns the holder of the last lease command in val.
-func leaseIn(val core.Value) (holder uint64, ok bool) {
-	for _, c := range val.Commands {
-		if c.Kind == core.CmdLease {
-			holder, ok = c.Holder, true
-		}
-	}
-	return holder, ok
-}
-
 func (v *invariants) fp(val core.Value) uint64 {
 	v.buf = core.AppendValue(v.buf[:0], val)
 	h := fnv.New64a()
@@ -162,13 +153,13 @@ func (v *invariants) restarted(n *node) {
 	// A restarted acceptor does not know when it last accepted a lease: it
 	// guards a full lease from now, the holder of its applied lease and then
 	// that of the latest accepted lease.
-	g, lease := leaseGuard{}, v.w.nodes[0].cfg.LeaseTicks
+	g, ticks := leaseGuard{}, v.w.nodes[0].cfg.LeaseTicks
 	if h := n.disk.state.LeaseHolder; h != 0 {
-		g = leaseGuard{holder: h, until: lease}
+		g = leaseGuard{holder: h, until: ticks}
 	}
 	for _, a := range n.disk.durable().Accepted {
-		if h, ok := leaseIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
-			g = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: lease}
+		if h, ok := lease.HolderIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
+			g = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: ticks}
 		}
 	}
 	v.guards[n.id] = g
@@ -179,7 +170,7 @@ func (v *invariants) restarted(n *node) {
 func (v *invariants) readied(n *node, rd *instance.Ready) {
 	for _, a := range rd.Accepted {
 		g := v.guards[n.id]
-		if h, ok := leaseIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
+		if h, ok := lease.HolderIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
 			v.guards[n.id] = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: n.core.Now() + n.cfg.LeaseTicks}
 		}
 	}

@@ -34,6 +34,7 @@ import (
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/lease"
 )
 
 // Options set up one simulated run.
@@ -742,7 +743,7 @@ func (w *world) master() *node {
 }
 
 func hasLease(v core.Value) bool {
-	_, ok := leaseIn(v)
+	_, ok := lease.HolderIn(v)
 	return ok
 }
 

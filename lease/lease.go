@@ -1,0 +1,180 @@
+// Package lease holds the master lease's rules, apart from the rest of the
+// core the way etcd-io/raft keeps its quorum and progress rules apart from
+// raft.go: the acceptor's guard (Guard) and a node's view of the lease in
+// the log, its own or another's (View). It is pure: instance/ tells it what
+// was accepted, re-proposed and applied, and when; it answers who may be
+// promised, whether this node holds a valid lease, and when to renew.
+//
+// The invariants it keeps (docs/protocol.md §5): a guard moves only to a
+// lease accepted at a higher ballot, or at the same ballot in the same or a
+// later instance; a holder counts its lease only from a lease command of its
+// own incarnation, applied above every other node's lease it re-proposed.
+package lease
+
+import (
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+)
+
+// Config is the lease's length and the holder's margin for clock drift, in
+// ticks.
+type Config struct {
+	Ticks  uint64 // how long a lease lasts from when it was proposed (holder) or applied (others)
+	Margin uint64 // the holder stops counting its lease this much early
+}
+
+// HolderIn returns the holder named by the last lease command in v.
+func HolderIn(v core.Value) (holder uint64, ok bool) {
+	for _, c := range v.Commands {
+		if c.Kind == core.CmdLease {
+			holder, ok = c.Holder, true
+		}
+	}
+	return holder, ok
+}
+
+// Guard is an acceptor's lease guard: having accepted a lease for a
+// holder, it promises no one else for a full lease from that moment. The
+// holder serves only after applying its lease, so after a quorum accepted
+// it: every phase-1 quorum then holds a guarding acceptor until the guard
+// ends, and no other node completes phase 1 while the holder's lease runs.
+type Guard struct {
+	holder, until, instance uint64
+	ballot                  idgen.Ballot
+	anyOrder                bool // planted: any accepted lease moves the guard
+}
+
+// PlantAnyOrder makes every accepted lease move the guard, whatever its
+// ballot and instance. Only for tests that prove they catch it.
+func (g *Guard) PlantAnyOrder() { g.anyOrder = true }
+
+// Accepted notes that the acceptor accepted v at ballot b in instance i at
+// tick now. A lease in v moves the guard only if it was accepted at a higher
+// ballot than the one guarded, or at the same ballot in the same or a later
+// instance. Paxos makes a new master re-propose old values, stale leases
+// among them, in instances below its own lease (same ballot, lower
+// instance); a duplicate Accept of one may arrive late; and a lease of an
+// older ballot may sit in a higher instance than a newer master's lease
+// (accepted there before the newer master's phase 1, which did not see it).
+// None of these may take the guard from the holder of the later lease.
+// Restart recovery calls it too, for every durable accepted record, in any
+// order.
+func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Value) {
+	if !g.anyOrder && (b < g.ballot || b == g.ballot && i < g.instance) {
+		return
+	}
+	if h, ok := HolderIn(v); ok {
+		g.holder, g.until, g.ballot, g.instance = h, now+ticks, b, i
+	}
+}
+
+// Restore guards holder until the given tick: at a restart, the lease
+// found in the applied state (older than any accepted lease, which Accepted
+// then takes over).
+func (g *Guard) Restore(holder, until uint64) { g.holder, g.until = holder, until }
+
+// Refuses reports whether the guard refuses a Prepare from node from at
+// tick now: it guards another holder's lease that may still run.
+func (g *Guard) Refuses(now, from uint64) bool {
+	return g.holder != 0 && from != g.holder && now < g.until
+}
+
+// View is a node's view of the lease in the log: how long it counts its own
+// lease (as the holder) or another's (as everyone else), and its own lease
+// proposal in flight.
+type View struct {
+	cfg       Config
+	id, epoch uint64
+	// otherUntil: a lease applied for another node counts until then.
+	// holderUntil: this node's own lease counts until then.
+	otherUntil, holderUntil uint64
+	// foreignEnd is one past the highest instance in which this node, after
+	// a phase 1, re-proposed a lease naming another node (0: none).
+	foreignEnd uint64
+	inFlight   bool   // a lease proposal of ours is in flight
+	start      uint64 // when it was proposed
+	keepOwn    bool   // planted: a re-proposed foreign lease changes nothing
+}
+
+// NewView returns the view of node id in incarnation epoch (which tells its
+// own lease proposals from those of its earlier lives).
+func NewView(cfg Config, id, epoch uint64) *View {
+	return &View{cfg: cfg, id: id, epoch: epoch}
+}
+
+// PlantKeepOwn makes a re-proposed foreign lease leave the holder's own
+// lease counting. Only for tests that prove they catch it.
+func (v *View) PlantKeepOwn() { v.keepOwn = true }
+
+// Held reports whether this node's own lease counts at tick now.
+func (v *View) Held(now uint64) bool { return now < v.holderUntil }
+
+// OtherValid reports whether a lease applied for another node counts at
+// tick now.
+func (v *View) OtherValid(now uint64) bool { return now < v.otherUntil }
+
+// Restore starts the view over at tick now, when the lease in the applied
+// state was renewed we know not when (a restart, a base installed): the
+// lease counts a full lease from now for everyone but its holder, who
+// counts nothing until it renews.
+func (v *View) Restore(now uint64) {
+	v.otherUntil, v.holderUntil, v.inFlight = now+v.cfg.Ticks, 0, false
+}
+
+// Applied takes in a lease command applied in instance at tick now: its
+// holder, incarnation and start, and whether its compare-and-set matched
+// (only then did the lease change). Our own proposal is no longer in
+// flight either way.
+func (v *View) Applied(now, instance, holder, epoch, start uint64, ok bool) {
+	if epoch == v.epoch && start == v.start {
+		v.inFlight = false
+	}
+	if !ok {
+		return
+	}
+	v.otherUntil, v.holderUntil = now+v.cfg.Ticks, 0
+	if holder == v.id && epoch == v.epoch && instance >= v.foreignEnd {
+		// Counted from when we proposed it, less the drift margin.
+		v.holderUntil = start + v.cfg.Ticks - v.cfg.Margin
+	}
+}
+
+// Reproposed looks at the Accepts that re-propose what a phase 1 found. A
+// lease naming another node among them, once accepted, moves the
+// acceptors' guard to that node (its ballot is higher than the one that
+// chose ours), so from now on our own lease no longer counts: we stop
+// before the Accepts leave, until a lease of our own in a higher instance
+// applies.
+func (v *View) Reproposed(accepts []core.Message) {
+	if v.keepOwn {
+		return
+	}
+	for _, m := range accepts {
+		if m.Type != core.MsgAccept || m.To != v.id || m.Instance < v.foreignEnd {
+			continue
+		}
+		if h, ok := HolderIn(m.Value); ok && h != v.id {
+			v.foreignEnd, v.holderUntil = m.Instance+1, 0
+		}
+	}
+}
+
+// Due reports whether a leading node should propose a lease at tick now:
+// none of its own is in flight, and it does not hold one (mine: the lease in
+// the applied state names it) with more than half the lease left.
+func (v *View) Due(now uint64, mine bool) bool {
+	if v.inFlight {
+		return false
+	}
+	return !mine || now >= v.holderUntil || v.holderUntil-now <= v.cfg.Ticks/2
+}
+
+// Proposing notes that we propose a lease command at tick now; it returns
+// the Start and Epoch the command carries.
+func (v *View) Proposing(now uint64) (start, epoch uint64) {
+	v.inFlight, v.start = true, now
+	return now, v.epoch
+}
+
+// StepDown forgets our lease proposal in flight: a new term proposes anew.
+func (v *View) StepDown() { v.inFlight = false }

@@ -1,0 +1,185 @@
+package lease_test
+
+import (
+	"testing"
+
+	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/lease"
+)
+
+func leaseFor(holder uint64) core.Value {
+	return core.Value{Commands: []core.Command{{Kind: core.CmdLease, Holder: holder}}}
+}
+
+var user = core.Value{Commands: []core.Command{{Kind: core.CmdUser, Entries: [][]byte{[]byte("x")}}}}
+
+func ballot(round, slot uint64) idgen.Ballot { return idgen.Make(round, slot, idgen.DefaultK) }
+
+// accepted is one value an acceptor accepted.
+type accepted struct {
+	b idgen.Ballot
+	i uint64
+	v core.Value
+}
+
+// The guard follows the lease accepted at the highest (ballot, instance),
+// whatever order the Accepts arrive in; other values never move it.
+func TestGuardOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		seq     []accepted
+		holder  uint64 // the holder guarded after seq
+		anyLast uint64 // the holder guarded with the planted bug (the last lease accepted)
+	}{
+		{"one lease", []accepted{{ballot(1, 0), 3, leaseFor(1)}}, 1, 1},
+		{"a later instance at the same ballot moves it",
+			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(1, 0), 4, leaseFor(2)}}, 2, 2},
+		{"a stale lease re-proposed below, arriving late, does not",
+			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(1, 0), 2, leaseFor(2)}}, 1, 2},
+		{"a higher ballot in a lower instance moves it",
+			[]accepted{{ballot(1, 0), 5, leaseFor(1)}, {ballot(2, 1), 4, leaseFor(2)}}, 2, 2},
+		{"an older ballot in a higher instance, arriving late, does not",
+			[]accepted{{ballot(2, 1), 4, leaseFor(2)}, {ballot(1, 0), 5, leaseFor(1)}}, 2, 1},
+		{"a value without a lease never moves it",
+			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(2, 1), 9, user}}, 1, 1},
+		{"the same lease again renews it",
+			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(1, 0), 3, leaseFor(1)}}, 1, 1},
+	} {
+		for _, planted := range []bool{false, true} {
+			var g lease.Guard
+			if planted {
+				g.PlantAnyOrder()
+			}
+			for k, a := range tc.seq {
+				g.Accepted(uint64(k), 100, a.b, a.i, a.v)
+			}
+			want := tc.holder
+			if planted {
+				want = tc.anyLast
+			}
+			// The guarded holder is the only one not refused.
+			for _, from := range []uint64{1, 2, 3} {
+				if got := g.Refuses(10, from); got != (from != want) {
+					t.Errorf("%s (planted %v): Refuses(%d) = %v, want the guard on %d", tc.name, planted, from, got, want)
+				}
+			}
+		}
+	}
+}
+
+// A guard lasts a full lease from the accept that set it, and a renewal
+// extends it; restored at a restart, it lasts until the tick given, and
+// any accepted lease takes over.
+func TestGuardTiming(t *testing.T) {
+	var g lease.Guard
+	if g.Refuses(0, 1) {
+		t.Fatal("an empty guard refuses")
+	}
+	g.Accepted(10, 100, ballot(1, 0), 3, leaseFor(1))
+	if !g.Refuses(109, 2) || g.Refuses(110, 2) {
+		t.Fatalf("accepted at 10 for 100 ticks: Refuses(109)=%v Refuses(110)=%v, want true false", g.Refuses(109, 2), g.Refuses(110, 2))
+	}
+	g.Accepted(60, 100, ballot(1, 0), 4, leaseFor(1))
+	if !g.Refuses(159, 2) || g.Refuses(160, 2) {
+		t.Fatal("a renewal accepted at 60 does not guard until 160")
+	}
+	var r lease.Guard
+	r.Restore(2, 100)
+	if !r.Refuses(99, 1) || r.Refuses(100, 1) || r.Refuses(50, 2) {
+		t.Fatal("a restored guard does not guard node 2 until 100")
+	}
+	r.Accepted(0, 100, ballot(1, 0), 1, leaseFor(3))
+	if !r.Refuses(50, 2) || r.Refuses(50, 3) {
+		t.Fatal("an accepted lease does not take over from the restored one")
+	}
+}
+
+func newView() *lease.View {
+	return lease.NewView(lease.Config{Ticks: 100, Margin: 20}, 1, 7)
+}
+
+// The holder counts its lease from when it proposed it, less the margin;
+// the others from when they applied it; a lease whose compare-and-set
+// failed changes nothing but ends our proposal in flight.
+func TestViewApplied(t *testing.T) {
+	v := newView()
+	if !v.Due(0, false) {
+		t.Fatal("no lease: not due")
+	}
+	start, epoch := v.Proposing(5)
+	if start != 5 || epoch != 7 || v.Due(6, true) {
+		t.Fatalf("Proposing(5) = %d, %d; due again while in flight: %v", start, epoch, v.Due(6, true))
+	}
+	v.Applied(30, 0, 1, 7, 5, true)
+	if !v.Held(84) || v.Held(85) {
+		t.Fatalf("own lease proposed at 5: Held(84)=%v Held(85)=%v, want true false (5+100-20)", v.Held(84), v.Held(85))
+	}
+	if v.Due(34, true) || !v.Due(35, true) {
+		t.Fatal("renewal not due exactly when half the lease is left (85-35 = 50)")
+	}
+	// Another incarnation's lease of ours does not count.
+	v.Applied(40, 1, 1, 6, 5, true)
+	if v.Held(41) {
+		t.Fatal("a lease of an earlier incarnation counts")
+	}
+	// Another node's lease counts a full lease from its apply, for others.
+	v.Applied(50, 2, 2, 9, 44, true)
+	if !v.OtherValid(149) || v.OtherValid(150) || v.Held(51) {
+		t.Fatal("node 2's lease applied at 50 does not count until 150")
+	}
+	// A failed compare-and-set changes nothing, but our proposal is done.
+	w := newView()
+	w.Proposing(5)
+	w.Applied(10, 0, 1, 7, 5, false)
+	if w.Held(11) || w.OtherValid(11) || !w.Due(11, true) {
+		t.Fatal("a failed lease counted, or left our proposal in flight")
+	}
+	// Restore: everyone counts a full lease from now, the holder nothing.
+	v.Proposing(200)
+	v.Restore(300)
+	if v.Held(301) || !v.OtherValid(399) || v.OtherValid(400) || !v.Due(301, true) {
+		t.Fatal("Restore(300)")
+	}
+	v.StepDown()
+	if !v.Due(301, true) {
+		t.Fatal("StepDown left a proposal in flight")
+	}
+}
+
+// A holder whose phase 1 re-proposes another node's lease stops counting its
+// own at once, and counts again only from a lease of its own applied above
+// the foreign one; with the planted bug it keeps counting.
+func TestViewReproposedForeign(t *testing.T) {
+	for _, planted := range []bool{false, true} {
+		v := newView()
+		if planted {
+			v.PlantKeepOwn()
+		}
+		v.Proposing(0)
+		v.Applied(1, 0, 1, 7, 0, true)
+		accepts := []core.Message{
+			{Type: core.MsgAccept, To: 1, Instance: 1, Value: leaseFor(1)}, // our own, below
+			{Type: core.MsgAccept, To: 2, Instance: 2, Value: leaseFor(3)}, // to another voter: counted once, from ours
+			{Type: core.MsgAccept, To: 1, Instance: 2, Value: leaseFor(3)},
+			{Type: core.MsgAccept, To: 1, Instance: 3, Value: user},
+		}
+		v.Reproposed(accepts)
+		if v.Held(2) != planted {
+			t.Fatalf("planted %v: Held after re-proposing node 3's lease = %v", planted, v.Held(2))
+		}
+		if planted {
+			continue
+		}
+		v.Applied(3, 1, 1, 7, 0, true) // our lease re-proposed in instance 1, below
+		if v.Held(4) {
+			t.Fatal("our lease below the foreign one counts")
+		}
+		v.Applied(4, 2, 3, 0, 0, false) // the foreign one fails its compare-and-set
+		start, _ := v.Proposing(5)
+		v.Applied(6, 3, 1, 7, start, true) // our new lease above it
+		if !v.Held(6) {
+			t.Fatal("our lease above the foreign one does not count")
+		}
+	}
+}
