@@ -51,7 +51,8 @@ type Config struct {
 
 type request struct {
 	peer, from, sent uint64
-	snap             bool // a SnapReq: OnChunk ends it
+	seq              uint64 // a LearnReq's number (its After), echoed in the answer
+	snap             bool   // a SnapReq: OnChunk ends it
 }
 
 // Catchup tracks peers' progress and the outstanding request.
@@ -59,6 +60,7 @@ type Catchup struct {
 	cfg         Config
 	known       map[uint64]uint64 // peer -> latest applied frontier it reported
 	heard       map[uint64]uint64 // peer -> when it was last heard from
+	grew        map[uint64]uint64 // peer -> when its reported frontier last went up
 	failedUntil map[uint64]uint64
 	// progressAt is when the node last applied something (or stopped being
 	// behind), progressed what it had applied then: for the Stall bound.
@@ -68,6 +70,8 @@ type Catchup struct {
 	behindSince            uint64
 	behind                 bool
 	out                    *request
+	seq                    uint64 // the last LearnReq's number
+	quietUntil             uint64 // after an answer that carried nothing: no learn request before then
 	master                 uint64 // the peer that proposes, spared when another can serve
 	masterAt               uint64 // when the master last sent an Accept or a Commit
 	fetch                  *fetch // a base being fetched
@@ -87,7 +91,7 @@ type fetch struct {
 
 // New returns a catch-up tracker.
 func New(cfg Config) *Catchup {
-	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, heard: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
+	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, heard: map[uint64]uint64{}, grew: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
 }
 
 // Observe records that peer has applied everything below committed. The
@@ -98,6 +102,9 @@ func New(cfg Config) *Catchup {
 // its member lost it must not hold the voters back. now is when it was heard.
 func (c *Catchup) Observe(now, peer, committed uint64) {
 	if slices.Contains(c.cfg.Peers, peer) {
+		if committed > c.known[peer] {
+			c.grew[peer] = now
+		}
 		c.known[peer], c.heard[peer] = committed, now
 	}
 }
@@ -146,13 +153,16 @@ func (c *Catchup) Best(now uint64) (peer, committed uint64) {
 // Behind reports whether the node should stay out of elections because a
 // live peer has applied more than applied: a peer heard from within Live.
 // Behind that long (Stall) without applying anything, it is not behind any
-// more, unless the master is live and ahead: then no live peer gives it
-// what it lacks (the master that chose it died), and phase 1 recovers it.
-// A working master, one that sent an Accept or a Commit within Live, keeps
-// a node that cannot learn from it (a lossy link, a slow disk) behind: such
-// a node's phase 1 would only depose it, again and again. Running phase 1
-// while truly behind never costs safety: a peer that is ahead refuses the
-// Prepare (it has applied past its start).
+// more, unless a working master is ahead: no live peer gives it what it
+// lacks (the master that chose it died, or no longer gets anything
+// chosen), and phase 1 recovers it. A working master, one that sent an
+// Accept or a Commit within Live and whose frontier went up within Stall
+// (its lease renewals alone move it), keeps a node that cannot learn from
+// it (a lossy link, a slow disk) behind: such a node's phase 1 would only
+// depose it, again and again. A master that still sends but gets nothing
+// chosen (it hears no one) is not working. Running phase 1 while truly
+// behind never costs safety: a peer that is ahead refuses the Prepare (it
+// has applied past its start).
 func (c *Catchup) Behind(now, applied uint64) bool {
 	if !c.ahead(now, applied) {
 		return false
@@ -161,9 +171,11 @@ func (c *Catchup) Behind(now, applied uint64) bool {
 }
 
 // masterAhead reports whether the master is working (it sent an Accept or
-// a Commit within Live) and has applied more than applied.
+// a Commit within Live, and its frontier went up within Stall) and has
+// applied more than applied.
 func (c *Catchup) masterAhead(now, applied uint64) bool {
-	return !c.cfg.StallPastMaster && c.master != 0 && now-c.masterAt <= c.cfg.Live && c.known[c.master] > applied
+	return !c.cfg.StallPastMaster && c.master != 0 && now-c.masterAt <= c.cfg.Live &&
+		now-c.grew[c.master] < c.cfg.Stall && c.known[c.master] > applied
 }
 
 // ahead reports whether a live peer has applied more than applied.
@@ -187,14 +199,20 @@ func (c *Catchup) track(now, applied uint64) {
 // Outstanding reports whether a request is in flight.
 func (c *Catchup) Outstanding() bool { return c.out != nil }
 
-// OnResponse notes that peer answered a learn request that started at
-// from (the response's Instance). Only the answer to the outstanding request
-// ends it: a duplicate or late answer to an earlier one must not, or each
-// one would let another request out, and duplicates would multiply the
-// requests in flight without bound.
-func (c *Catchup) OnResponse(peer, from uint64) {
-	if o := c.out; o != nil && !o.snap && o.peer == peer && o.from == from {
+// OnResponse notes that peer answered, at now, the learn request numbered
+// seq (the answer's After, echoed from the request), carrying nothing if
+// empty. Only the answer to the outstanding request ends it: a duplicate
+// or late answer to an earlier one must not, or each one would let another
+// request out, and duplicates would multiply the requests in flight without
+// bound. After an answer that carried nothing (the peer's durable frontier
+// lags the one it reported) the next learn request waits a tick, so that
+// such answers cannot loop at network speed.
+func (c *Catchup) OnResponse(now, peer, seq uint64, empty bool) {
+	if o := c.out; o != nil && !o.snap && o.peer == peer && o.seq == seq {
 		c.out = nil
+		if empty {
+			c.quietUntil = now + 1
+		}
 	}
 }
 
@@ -311,10 +329,11 @@ func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 		c.out = &request{peer: f.peer, from: applied, sent: now, snap: true}
 		return []core.Message{{Type: core.MsgSnapReq, To: f.peer, Instance: f.base, End: f.index, After: f.after}}
 	}
-	if best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace {
+	if best-applied <= c.cfg.Slack && now-c.behindSince < c.cfg.Grace || now < c.quietUntil {
 		return nil
 	}
 	peer := c.source(now, applied)
-	c.out = &request{peer: peer, from: applied, sent: now}
-	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: applied, End: applied + c.cfg.Batch}}
+	c.seq++
+	c.out = &request{peer: peer, from: applied, sent: now, seq: c.seq}
+	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: applied, End: applied + c.cfg.Batch, After: c.seq}}
 }

@@ -24,6 +24,17 @@ func req(peer, from uint64) []core.Message {
 	return []core.Message{{Type: core.MsgLearnReq, To: peer, Instance: from, End: from + config().Batch}}
 }
 
+// unnumbered returns msgs with the learn requests' numbers (After) cleared,
+// to compare with req; the tests answer requests by number.
+func unnumbered(msgs []core.Message) []core.Message {
+	for k := range msgs {
+		if msgs[k].Type == core.MsgLearnReq {
+			msgs[k].After = 0
+		}
+	}
+	return msgs
+}
+
 func TestProbeInterval(t *testing.T) {
 	c := catchup.New(config())
 	for now := uint64(1); now <= 35; now++ {
@@ -51,9 +62,10 @@ func observe(peer, committed uint64, outstanding bool) op {
 	return op{kind: "observe", peer: peer, committed: committed, outstanding: outstanding}
 }
 
-// response: peer answers the learn request that started at from.
-func response(peer, from uint64, outstanding bool) op {
-	return op{kind: "response", peer: peer, applied: from, outstanding: outstanding}
+// response: peer answers the learn request numbered seq (the scenario's
+// first request is 1), with values.
+func response(peer, seq uint64, outstanding bool) op {
+	return op{kind: "response", peer: peer, committed: seq, outstanding: outstanding}
 }
 func maybe(now, applied uint64, want []core.Message, outstanding bool) op {
 	return op{kind: "maybe", now: now, applied: applied, want: want, outstanding: outstanding}
@@ -102,15 +114,16 @@ func TestRequests(t *testing.T) {
 		}},
 		{"response from the wrong peer keeps the request", []op{
 			observe(2, 30, false), maybe(1, 0, req(2, 0), true),
-			response(3, 0, true), maybe(2, 0, nil, true),
-			response(2, 0, false), maybe(3, 10, req(2, 10), true),
+			response(3, 1, true), maybe(2, 0, nil, true),
+			response(2, 1, false), maybe(3, 10, req(2, 10), true),
 		}},
 		{"only the answer to the outstanding request ends it", []op{
-			observe(2, 30, false), maybe(1, 0, req(2, 0), true),
-			response(2, 0, false), maybe(2, 0, req(2, 0), true), // an empty answer: ask again from 0
-			response(2, 0, false), maybe(3, 10, req(2, 10), true), // the second answer, or a duplicate of the first
-			response(2, 0, true), response(2, 0, true), // late duplicates of answers to requests from 0
-			maybe(4, 10, nil, true), response(2, 10, false),
+			observe(2, 30, false), maybe(1, 0, req(2, 0), true), // 1
+			response(2, 1, false), maybe(2, 0, req(2, 0), true), // 2: the same request again
+			response(2, 1, true),                                  // a duplicate of the first answer
+			response(2, 2, false), maybe(3, 10, req(2, 10), true), // 3
+			response(2, 2, true), response(2, 1, true), // late duplicates
+			maybe(4, 10, nil, true), response(2, 3, false),
 		}},
 		{"timeout moves to another peer, which is skipped for a while", []op{
 			observe(2, 30, false), observe(3, 20, false),
@@ -118,9 +131,9 @@ func TestRequests(t *testing.T) {
 			tick(8, 0, probes(), true),    // the first tick probes; 7 ticks: not yet timed out
 			tick(9, 0, req(3, 0), true),   // 8 ticks: 2 failed until 17, ask 3
 			tick(10, 0, nil, true),        // 3 still outstanding
-			response(3, 0, false),         //
+			response(3, 2, false),         //
 			maybe(11, 5, req(3, 5), true), // 2 still skipped
-			response(3, 5, false),
+			response(3, 3, false),
 			maybe(17, 20, req(2, 20), true), // 2 usable again: the only one ahead
 		}},
 		{"the only advanced peer failed: wait", []op{
@@ -138,11 +151,11 @@ func TestRequests(t *testing.T) {
 			case "observe":
 				c.Observe(0, o.peer, o.committed)
 			case "response":
-				c.OnResponse(o.peer, o.applied)
+				c.OnResponse(0, o.peer, o.committed, false)
 			case "maybe":
-				got = c.Maybe(o.now, o.applied)
+				got = unnumbered(c.Maybe(o.now, o.applied))
 			case "tick":
-				got = c.Tick(o.now, o.applied)
+				got = unnumbered(c.Tick(o.now, o.applied))
 			}
 			if !reflect.DeepEqual(got, o.want) || c.Outstanding() != o.outstanding {
 				t.Errorf("%s: op %d (%s): got %v outstanding %v, want %v %v", tc.name, j, o.kind, got, c.Outstanding(), o.want, o.outstanding)
@@ -181,26 +194,26 @@ func TestSparesTheMaster(t *testing.T) {
 	c.Observe(0, 3, 100)
 	c.Observe(0, 4, 90)
 	c.Observe(0, 2, 20)
-	if got := c.Maybe(1, 0); !reflect.DeepEqual(got, req(4, 0)) {
+	if got := unnumbered(c.Maybe(1, 0)); !reflect.DeepEqual(got, req(4, 0)) {
 		t.Fatalf("behind both: got %v, want a request to peer 4 (the most advanced non-master)", got)
 	}
-	c.OnResponse(4, 0)
-	if got := c.Maybe(2, 90); !reflect.DeepEqual(got, req(3, 90)) {
+	c.OnResponse(1, 4, 1, false)
+	if got := unnumbered(c.Maybe(2, 90)); !reflect.DeepEqual(got, req(3, 90)) {
 		t.Fatalf("only the master is ahead: got %v, want a request to it", got)
 	}
-	c.OnResponse(3, 90)
-	if got := c.Maybe(3, 50); !reflect.DeepEqual(got, req(4, 50)) {
+	c.OnResponse(2, 3, 2, false)
+	if got := unnumbered(c.Maybe(3, 50)); !reflect.DeepEqual(got, req(4, 50)) {
 		t.Fatalf("got %v, want peer 4 again", got)
 	}
 	// Peer 4 does not answer: after the timeout the master serves.
-	got := c.Tick(3+config().Timeout, 50) // probes, then the new request
+	got := unnumbered(c.Tick(3+config().Timeout, 50)) // probes, then the new request
 	if len(got) == 0 || !reflect.DeepEqual(got[len(got)-1:], req(3, 50)) {
 		t.Fatalf("peer 4 failed: got %v, want a request to the master", got)
 	}
 	// A master that is not the most advanced is not special.
-	c.OnResponse(3, 50)
+	c.OnResponse(3+config().Timeout, 3, 4, false)
 	c.SetMaster(0, 2)
-	if got := c.Maybe(4+2*config().Timeout, 50); !reflect.DeepEqual(got, req(3, 50)) {
+	if got := unnumbered(c.Maybe(4+2*config().Timeout, 50)); !reflect.DeepEqual(got, req(3, 50)) {
 		t.Fatalf("got %v, want the most advanced peer 3", got)
 	}
 }
@@ -300,10 +313,10 @@ func TestFetchBaseChanges(t *testing.T) {
 	c.OnChunk(chunk(2, 90, 40, 0, core.SnapChunk{State: old, Dedup: rows(3)}), applied, next)
 	// Peer 2 stops answering; peer 3 has an older base, from index 10.
 	c.Maybe(3, applied)
-	if got := c.Tick(100, applied); !reflect.DeepEqual(got, append(probes(), req(3, applied)...)) {
+	if got := unnumbered(c.Tick(100, applied)); !reflect.DeepEqual(got, append(probes(), req(3, applied)...)) {
 		t.Fatalf("after the timeout: %v, want probes and a learn request to peer 3", got)
 	}
-	c.OnResponse(3, applied) // it answers that its values are below its base
+	c.OnResponse(100, 3, 1, false) // it answers that its values are below its base
 	c.NeedBase(3, next)
 	if got := c.Maybe(200, applied); !reflect.DeepEqual(got, snapReq(3, 90, 40, 3)) {
 		t.Fatalf("request to the other peer %v", got)
@@ -336,7 +349,7 @@ func TestFetchBaseNotAhead(t *testing.T) {
 	if stage, inst := c.OnChunk(chunk(2, 0, 50, 0, core.SnapChunk{State: st, Done: true}), 70, 50); stage != nil || inst != nil || c.Fetching() {
 		t.Fatalf("a base behind the node: stage %v install %v fetching %v", stage, inst, c.Fetching())
 	}
-	if got := c.Maybe(2, 70); !reflect.DeepEqual(got, req(2, 70)) {
+	if got := unnumbered(c.Maybe(2, 70)); !reflect.DeepEqual(got, req(2, 70)) {
 		t.Fatalf("after: %v, want a learn request", got)
 	}
 }
@@ -397,29 +410,66 @@ func TestStallEndsBehind(t *testing.T) {
 
 // A working master keeps a node that cannot learn from it behind past the
 // Stall bound: such a node's phase 1 would depose it, and being no better
-// off, it would do so again and again. Once the master stops sending
-// Accepts and Commits, Stall ends being behind as before. With the planted
-// bug (StallPastMaster), Stall ends it while the master works.
+// off, it would do so again and again. A master that stops sending Accepts
+// and Commits, or keeps sending them but gets nothing chosen (its frontier
+// stops going up: it hears no one), is not working, and Stall ends being
+// behind as before. With the planted bug (StallPastMaster), Stall ends it
+// while the master works.
 func TestStallKeepsBehindALiveMaster(t *testing.T) {
-	for _, planted := range []bool{false, true} {
-		cfg := config()
-		cfg.Live, cfg.Stall, cfg.StallPastMaster = 30, 50, planted
-		c := catchup.New(cfg)
-		c.Tick(0, 10)
-		for now := uint64(0); now <= 100; now++ {
-			c.Observe(now, 2, 20) // the master is ahead, and works
-			c.SetMaster(now, 2)
-			c.Tick(now, 10)
-			if want := now < 50 || !planted; c.Behind(now, 10) != want {
-				t.Fatalf("planted=%v: the master sends Accepts: Behind at %d = %v, want %v", planted, now, !want, want)
+	for _, quiet := range []string{"stops sending", "gets nothing chosen"} {
+		for _, planted := range []bool{false, true} {
+			cfg := config()
+			cfg.Live, cfg.Stall, cfg.StallPastMaster = 30, 50, planted
+			c := catchup.New(cfg)
+			c.Tick(0, 10)
+			for now := uint64(0); now <= 100; now++ {
+				c.Observe(now, 2, 20+now/10) // the master is ahead, and gets values chosen
+				c.SetMaster(now, 2)
+				c.Tick(now, 10)
+				if want := now < 50 || !planted; c.Behind(now, 10) != want {
+					t.Fatalf("planted=%v: the master works: Behind at %d = %v, want %v", planted, now, !want, want)
+				}
+			}
+			for now := uint64(101); now <= 200; now++ {
+				c.Observe(now, 2, 30) // its frontier stops
+				if quiet == "gets nothing chosen" {
+					c.SetMaster(now, 2) // it still sends Accepts
+				}
+				c.Tick(now, 10)
+				// The master's frontier last went up at 100: working until 150.
+				// Quiet since 100, it stopped working at 131 (Live 30).
+				last := uint64(149)
+				if quiet == "stops sending" {
+					last = 130
+				}
+				if want := now <= last && !planted; c.Behind(now, 10) != want {
+					t.Fatalf("planted=%v: the master %s at 100: Behind at %d = %v, want %v", planted, quiet, now, !want, want)
+				}
 			}
 		}
-		for now := uint64(101); now <= 200; now++ {
-			c.Observe(now, 2, 20) // it answers probes but proposes nothing
-			c.Tick(now, 10)
-			if want := now <= 130 && !planted; c.Behind(now, 10) != want {
-				t.Fatalf("planted=%v: the master went quiet at 100: Behind at %d = %v, want %v", planted, now, !want, want)
-			}
-		}
+	}
+}
+
+// An answer that carried nothing (the peer's durable frontier lags the one
+// it reported) lets the next request out only a tick later: such answers
+// never loop at network speed.
+func TestEmptyAnswerWaitsATick(t *testing.T) {
+	c := catchup.New(config())
+	c.Observe(0, 2, 30)
+	got := c.Maybe(1, 0)
+	if len(got) != 1 {
+		t.Fatalf("first request: %v", got)
+	}
+	c.OnResponse(1, 2, got[0].After, true)
+	if got := c.Maybe(1, 0); got != nil {
+		t.Fatalf("asked again in the tick of an empty answer: %v", got)
+	}
+	got = c.Maybe(2, 0)
+	if len(got) != 1 {
+		t.Fatalf("a tick later: %v, want a request", got)
+	}
+	c.OnResponse(2, 2, got[0].After, false) // values: at once
+	if got := c.Maybe(2, 10); !reflect.DeepEqual(unnumbered(got), req(2, 10)) {
+		t.Fatalf("after an answer with values: %v, want a request at once", got)
 	}
 }

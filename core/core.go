@@ -58,7 +58,7 @@ type Message struct {
 	Promised  idgen.Ballot // Promise/Accepted: the acceptor's promise when it refused
 	Instance  uint64
 	End       uint64
-	After     uint64 // SnapReq/SnapResp: the dedup cursor
+	After     uint64 // SnapReq/SnapResp: the dedup cursor. LearnReq: the request's number, which the LearnResp echoes
 	Committed uint64 // sender's applied frontier: every instance below it is chosen and applied there
 	Value     Value  // Accept
 	Entries   []InstanceValue

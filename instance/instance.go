@@ -236,18 +236,12 @@ func New(cfg Config, d Durable) (*Node, error) {
 	}
 	if d.State.LeaseHolder != 0 {
 		// We do not know when the lease was last renewed: assume just now.
-		// It was applied, so it is older than any accepted lease (those are
-		// at or above Applied).
 		n.lease.Restore(0)
-		n.guard.Restore(d.State.LeaseHolder, cfg.LeaseTicks)
 	}
 	if n.voter {
-		// A lease accepted before the restart guards a full lease from now,
-		// by the same rule as in service: the latest by (ballot, instance)
-		// wins, whatever order the records come in.
-		for _, a := range d.Accepted {
-			n.guard.Accepted(0, cfg.LeaseTicks, a.Ballot, a.Instance, a.Value)
-		}
+		// The leases applied and accepted before the restart guard a full
+		// lease from now (lease.Guard.Restore).
+		n.guard.Restore(0, cfg.LeaseTicks, d.State.LeaseHolder, d.Accepted)
 	}
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
 	n.readyBase, n.durableBase = d.Base, d.Base
@@ -491,7 +485,7 @@ func (n *Node) step(m core.Message) {
 		n.serveLearn(m)
 	case core.MsgLearnResp:
 		if m.End != 0 {
-			n.cu.OnResponse(m.From, m.Instance)
+			n.cu.OnResponse(n.now, m.From, m.After, len(m.Entries) == 0 && !m.Reject)
 		}
 		if m.Reject {
 			n.cu.NeedBase(m.From, n.learn.State().NextIndex)
@@ -526,7 +520,7 @@ func (n *Node) serveLearn(m core.Message) {
 		n.serveBase(m, limit)
 		return
 	}
-	reply := core.Message{Type: core.MsgLearnResp, To: m.From, Instance: m.Instance, End: max(m.End, m.Instance+1)}
+	reply := core.Message{Type: core.MsgLearnResp, To: m.From, Instance: m.Instance, End: max(m.End, m.Instance+1), After: m.After}
 	if m.Instance < n.durableBase {
 		// Gone here since a trim: the asker must fetch the base.
 		reply.Reject, reply.End = true, n.durableBase
@@ -536,11 +530,12 @@ func (n *Node) serveLearn(m core.Message) {
 	to := min(m.End, n.durableApplied, m.Instance+n.cfg.CatchupBatch)
 	if m.Instance < to {
 		vals, err := n.cfg.Log.Chosen(m.Instance, to, limit)
-		if err == nil {
-			reply.Entries = vals
-			for _, v := range vals {
-				n.catchupTokens -= int64(v.Value.Size())
-			}
+		if err != nil {
+			return // the store failed; the asker times out and goes elsewhere
+		}
+		reply.Entries = vals
+		for _, v := range vals {
+			n.catchupTokens -= int64(v.Value.Size())
 		}
 	}
 	n.send(reply, false)

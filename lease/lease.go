@@ -44,6 +44,11 @@ type Guard struct {
 	anyOrder                bool // planted: any accepted lease moves the guard
 }
 
+// Everyone is the holder of a guard that refuses every Prepare: after a
+// restart, when the lease in the applied state and the latest accepted one
+// name different holders, and which is newer cannot be told.
+const Everyone = ^uint64(0)
+
 // PlantAnyOrder makes every accepted lease move the guard, whatever its
 // ballot and instance. Only for tests that prove they catch it.
 func (g *Guard) PlantAnyOrder() { g.anyOrder = true }
@@ -57,10 +62,12 @@ func (g *Guard) PlantAnyOrder() { g.anyOrder = true }
 // older ballot may sit in a higher instance than a newer master's lease
 // (accepted there before the newer master's phase 1, which did not see it).
 // None of these may take the guard from the holder of the later lease.
-// Restart recovery calls it too, for every durable accepted record, in any
-// order.
+// The same lease accepted again (a resent Accept) does not start the guard
+// over: the holder counts its lease from when it proposed it, and a master
+// that can no longer hear the replies, resending for ever, must not keep
+// every acceptor guarding it for ever.
 func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Value) {
-	if !g.anyOrder && (b < g.ballot || b == g.ballot && i < g.instance) {
+	if !g.anyOrder && (b < g.ballot || b == g.ballot && i <= g.instance && g.holder != 0) {
 		return
 	}
 	if h, ok := HolderIn(v); ok {
@@ -68,10 +75,29 @@ func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Val
 	}
 }
 
-// Restore guards holder until the given tick: at a restart, the lease
-// found in the applied state (older than any accepted lease, which Accepted
-// then takes over).
-func (g *Guard) Restore(holder, until uint64) { g.holder, g.until = holder, until }
+// Restore rebuilds the guard at a restart, at tick now: applied is the
+// holder of the lease in the applied state (0: none), accepted the durable
+// accepted records, in any order. The guard lasts a full lease from now,
+// since when the acceptor last accepted a lease is not known. The latest
+// accepted lease (by ballot, then instance) is newer than the applied one
+// when both name the same holder or the applied one names none. When they
+// differ, either may be the newer: an older ballot's lease may sit in a
+// higher instance than the lease since chosen and applied at a newer ballot,
+// whose ballot the applied state does not keep. Then the guard refuses
+// everyone for that lease: whichever holder's lease is on is guarded.
+func (g *Guard) Restore(now, ticks, applied uint64, accepted []core.InstanceValue) {
+	*g = Guard{anyOrder: g.anyOrder}
+	for _, a := range accepted {
+		g.Accepted(now, ticks, a.Ballot, a.Instance, a.Value)
+	}
+	switch {
+	case applied == 0:
+	case g.holder == 0:
+		g.holder, g.until = applied, now+ticks
+	case g.holder != applied && !g.anyOrder:
+		g.holder = Everyone
+	}
+}
 
 // Refuses reports whether the guard refuses a Prepare from node from at
 // tick now: it guards another holder's lease that may still run.
@@ -141,21 +167,29 @@ func (v *View) Applied(now, instance, holder, epoch, start uint64, ok bool) {
 
 // Reproposed looks at the Accepts that re-propose what a phase 1 found. A
 // lease naming another node among them, once accepted, moves the
-// acceptors' guard to that node (its ballot is higher than the one that
-// chose ours), so from now on our own lease no longer counts: we stop
-// before the Accepts leave, until a lease of our own in a higher instance
-// applies.
+// acceptors' guard to that node: its ballot is higher than the one that
+// chose any lease of ours so far, whatever the instances. So from now on
+// our own lease no longer counts: we stop before the Accepts leave, and
+// count again only a lease of ours proposed after them (in an instance
+// above every one re-proposed), never one chosen before or re-proposed
+// with them.
 func (v *View) Reproposed(accepts []core.Message) {
 	if v.keepOwn {
 		return
 	}
+	var end uint64
+	foreign := false
 	for _, m := range accepts {
-		if m.Type != core.MsgAccept || m.To != v.id || m.Instance < v.foreignEnd {
+		if m.Type != core.MsgAccept || m.To != v.id {
 			continue
 		}
+		end = max(end, m.Instance+1)
 		if h, ok := HolderIn(m.Value); ok && h != v.id {
-			v.foreignEnd, v.holderUntil = m.Instance+1, 0
+			foreign = true
 		}
+	}
+	if foreign {
+		v.foreignEnd, v.holderUntil = max(v.foreignEnd, end), 0
 	}
 }
 

@@ -43,7 +43,7 @@ func TestGuardOrder(t *testing.T) {
 			[]accepted{{ballot(2, 1), 4, leaseFor(2)}, {ballot(1, 0), 5, leaseFor(1)}}, 2, 1},
 		{"a value without a lease never moves it",
 			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(2, 1), 9, user}}, 1, 1},
-		{"the same lease again renews it",
+		{"the same lease again keeps it",
 			[]accepted{{ballot(1, 0), 3, leaseFor(1)}, {ballot(1, 0), 3, leaseFor(1)}}, 1, 1},
 	} {
 		for _, planted := range []bool{false, true} {
@@ -69,8 +69,9 @@ func TestGuardOrder(t *testing.T) {
 }
 
 // A guard lasts a full lease from the accept that set it, and a renewal
-// extends it; restored at a restart, it lasts until the tick given, and
-// any accepted lease takes over.
+// (a later instance) extends it; the same lease accepted again (a resent
+// Accept) does not, or a master that no longer hears the replies and
+// resends for ever would be guarded for ever.
 func TestGuardTiming(t *testing.T) {
 	var g lease.Guard
 	if g.Refuses(0, 1) {
@@ -80,18 +81,55 @@ func TestGuardTiming(t *testing.T) {
 	if !g.Refuses(109, 2) || g.Refuses(110, 2) {
 		t.Fatalf("accepted at 10 for 100 ticks: Refuses(109)=%v Refuses(110)=%v, want true false", g.Refuses(109, 2), g.Refuses(110, 2))
 	}
-	g.Accepted(60, 100, ballot(1, 0), 4, leaseFor(1))
-	if !g.Refuses(159, 2) || g.Refuses(160, 2) {
-		t.Fatal("a renewal accepted at 60 does not guard until 160")
+	g.Accepted(60, 100, ballot(1, 0), 3, leaseFor(1)) // resent
+	if g.Refuses(110, 2) {
+		t.Fatal("a resent Accept of the guarded lease started the guard over")
 	}
-	var r lease.Guard
-	r.Restore(2, 100)
-	if !r.Refuses(99, 1) || r.Refuses(100, 1) || r.Refuses(50, 2) {
-		t.Fatal("a restored guard does not guard node 2 until 100")
+	g.Accepted(160, 100, ballot(1, 0), 4, leaseFor(1))
+	if !g.Refuses(259, 2) || g.Refuses(260, 2) {
+		t.Fatal("a renewal accepted at 160 does not guard until 260")
 	}
-	r.Accepted(0, 100, ballot(1, 0), 1, leaseFor(3))
-	if !r.Refuses(50, 2) || r.Refuses(50, 3) {
-		t.Fatal("an accepted lease does not take over from the restored one")
+}
+
+// At a restart the guard lasts a full lease from then, for the latest
+// accepted lease when it names the applied lease's holder (or nothing is
+// applied), for the applied one when nothing is accepted, and for nobody
+// (it refuses everyone) when they differ: an older ballot's lease may sit
+// in a higher instance than the lease applied since, whose ballot the
+// applied state does not keep.
+func TestGuardRestore(t *testing.T) {
+	acc := func(b idgen.Ballot, i, holder uint64) core.InstanceValue {
+		return core.InstanceValue{Instance: i, Ballot: b, Value: leaseFor(holder)}
+	}
+	for _, tc := range []struct {
+		name     string
+		applied  uint64
+		accepted []core.InstanceValue
+		allowed  uint64 // the one node not refused (0: everyone refused, lease.Everyone: nobody)
+	}{
+		{"nothing", 0, nil, lease.Everyone},
+		{"applied only", 2, nil, 2},
+		{"accepted only", 0, []core.InstanceValue{acc(ballot(1, 0), 4, 1)}, 1},
+		{"the same holder", 1, []core.InstanceValue{acc(ballot(1, 0), 4, 1)}, 1},
+		{"latest accepted in any order", 0, []core.InstanceValue{acc(ballot(2, 1), 3, 2), acc(ballot(1, 0), 4, 1)}, 2},
+		{"applied and accepted differ", 2, []core.InstanceValue{acc(ballot(1, 0), 5, 1)}, 0},
+	} {
+		var g lease.Guard
+		g.Restore(10, 100, tc.applied, tc.accepted)
+		for _, from := range []uint64{1, 2, 3} {
+			want := tc.allowed != lease.Everyone && from != tc.allowed
+			if got := g.Refuses(109, from); got != want {
+				t.Errorf("%s: Refuses(109, %d) = %v, want %v", tc.name, from, got, want)
+			}
+			if g.Refuses(110, from) {
+				t.Errorf("%s: refuses %d a full lease after the restart", tc.name, from)
+			}
+		}
+		// A lease accepted later takes over.
+		g.Accepted(20, 100, ballot(9, 2), 9, leaseFor(3))
+		if !g.Refuses(50, 1) || g.Refuses(50, 3) {
+			t.Errorf("%s: a newer accepted lease does not take over", tc.name)
+		}
 	}
 }
 
@@ -165,6 +203,7 @@ func TestViewReproposedForeign(t *testing.T) {
 			{Type: core.MsgAccept, To: 1, Instance: 3, Value: user},
 		}
 		v.Reproposed(accepts)
+		v.Reproposed(nil) // a later phase 1 that re-proposes nothing changes nothing
 		if v.Held(2) != planted {
 			t.Fatalf("planted %v: Held after re-proposing node 3's lease = %v", planted, v.Held(2))
 		}
@@ -176,10 +215,20 @@ func TestViewReproposedForeign(t *testing.T) {
 			t.Fatal("our lease below the foreign one counts")
 		}
 		v.Applied(4, 2, 3, 0, 0, false) // the foreign one fails its compare-and-set
+		v.Applied(4, 3, 1, 7, 0, true)  // our lease re-proposed with it, above it
+		if v.Held(4) {
+			t.Fatal("our lease re-proposed in the same phase 1 counts")
+		}
 		start, _ := v.Proposing(5)
-		v.Applied(6, 3, 1, 7, start, true) // our new lease above it
+		v.Applied(6, 4, 1, 7, start, true) // our new lease, after them
 		if !v.Held(6) {
-			t.Fatal("our lease above the foreign one does not count")
+			t.Fatal("our lease proposed after the re-proposals does not count")
+		}
+		// A second phase 1 re-proposes the foreign lease again, in an
+		// instance below our lease: its higher ballot outranks our lease.
+		v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 2, Value: leaseFor(3)}})
+		if v.Held(7) {
+			t.Fatal("the foreign lease re-proposed again, below our lease, left it counting")
 		}
 	}
 }

@@ -65,10 +65,13 @@ func newInvariants(w *world) *invariants {
 // leaseGuard is what an acceptor that accepted a lease must keep to
 // (docs/protocol.md §5): it promises no node but holder until its clock
 // reaches until. Only a lease accepted at a higher ballot, or at the same
-// ballot in the same or a higher instance, replaces it: a new master
-// re-proposes stale leases below its own at its ballot, a duplicate Accept
-// may come late, and a deposed master's own lease (a lower ballot) is never
-// chosen once a newer master's value is accepted.
+// ballot in a higher instance, replaces it: a new master re-proposes stale
+// leases below its own at its ballot, a duplicate Accept may come late, and
+// a deposed master's own lease (a lower ballot) is never chosen once a newer
+// master's value is accepted. The same lease accepted again (a resent
+// Accept) does not start the guard over. After a restart whose applied and
+// latest accepted leases name different holders, it promises nobody
+// (holder lease.Everyone).
 type leaseGuard struct {
 	holder   uint64
 	ballot   idgen.Ballot
@@ -78,7 +81,7 @@ type leaseGuard struct {
 
 // replacedBy reports whether a lease accepted at (b, i) replaces g.
 func (g leaseGuard) replacedBy(b idgen.Ballot, i uint64) bool {
-	return b > g.ballot || (b == g.ballot && i >= g.instance)
+	return g.holder == 0 || b > g.ballot || (b == g.ballot && i > g.instance)
 }
 
 // guardSlack: the simulator sees an accepted lease when the Ready holding
@@ -151,16 +154,21 @@ func (v *invariants) restarted(n *node) {
 		v.promise[n.id] = n.core.Promised()
 	}
 	// A restarted acceptor does not know when it last accepted a lease: it
-	// guards a full lease from now, the holder of its applied lease and then
-	// that of the latest accepted lease.
+	// guards a full lease from now the holder of its latest accepted lease,
+	// or of its applied lease if it accepted none; if the two differ, it
+	// cannot tell which is newer and must promise nobody.
 	g, ticks := leaseGuard{}, v.w.nodes[0].cfg.LeaseTicks
-	if h := n.disk.state.LeaseHolder; h != 0 {
-		g = leaseGuard{holder: h, until: ticks}
-	}
 	for _, a := range n.disk.durable().Accepted {
 		if h, ok := lease.HolderIn(a.Value); ok && g.replacedBy(a.Ballot, a.Instance) {
 			g = leaseGuard{holder: h, ballot: a.Ballot, instance: a.Instance, until: ticks}
 		}
+	}
+	switch h := n.disk.state.LeaseHolder; {
+	case h == 0:
+	case g.holder == 0:
+		g = leaseGuard{holder: h, until: ticks}
+	case g.holder != h:
+		g.holder = lease.Everyone
 	}
 	v.guards[n.id] = g
 }
