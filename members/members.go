@@ -1,0 +1,345 @@
+// Package members holds the cluster's membership as state chosen through the
+// log: which members vote, which follow, each one's address, ballot slot and
+// the incarnation of its data directory; the changes that move it (add a
+// follower, promote a follower to voter, remove a member), which are valid
+// and which are not; and which configuration decides which instance. It is
+// kept apart from instance/ the way etcd-io/raft keeps confchange/ and
+// tracker/ apart from raft.go, and is pure: no clock, no I/O.
+//
+// The rules it keeps (docs/protocol.md, membership):
+//   - a configuration changes only by a Change chosen in an instance, one at a
+//     time: a change waits until the one before it took effect;
+//   - a change chosen in instance i decides instances from i + Window on;
+//     instances below are decided by the configuration before it. The master
+//     proposes instance j only once it applied every instance below
+//     j - Window, so whoever proposes an instance knows its configuration;
+//   - a voter's ballot slot is never handed out again: slots come from a
+//     counter that only goes up, so no ballot of a removed voter can ever be
+//     issued by another member;
+//   - one voter more or less per change, so that a quorum of the old voters
+//     and a quorum of the new ones always share a voter;
+//   - a change never leaves no voter, and a follower is promoted only when
+//     caught up.
+package members
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Role is what a member does.
+type Role uint8
+
+// The roles.
+const (
+	Follower Role = iota + 1 // mirrors the log; never votes
+	Voter                    // votes (promises and accepts) and may become master
+)
+
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "follower"
+	case Voter:
+		return "voter"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// Member is one member of the cluster.
+type Member struct {
+	ID   uint64
+	Addr string
+	Role Role
+	// Slot is a voter's ballot slot (idgen): unique for the cluster's life.
+	// A follower gets one when promoted.
+	Slot uint64
+	// Incarnation is the random ID of the member's data directory, drawn
+	// when the directory was created: a member that lost its directory comes
+	// back with another one, and may not vote with the state it lost.
+	Incarnation uint64
+}
+
+// Config is a configuration: every member, by ID, and the next ballot slot
+// to hand out.
+type Config struct {
+	Members  []Member // sorted by ID
+	NextSlot uint64   // every slot below it was handed out once, for good
+}
+
+// New returns the configuration of a new cluster whose members are all
+// voters, with slots 0, 1, ... in ID order.
+func New(voters ...Member) (Config, error) {
+	var c Config
+	for _, m := range slices.SortedFunc(slices.Values(voters), byID) {
+		if m.ID == 0 {
+			return Config{}, errors.New("members: member ID 0 is reserved")
+		}
+		if _, ok := c.Get(m.ID); ok {
+			return Config{}, fmt.Errorf("members: member %d twice", m.ID)
+		}
+		m.Role, m.Slot = Voter, c.NextSlot
+		c.NextSlot++
+		c.Members = append(c.Members, m)
+	}
+	if len(c.Members) == 0 {
+		return Config{}, errors.New("members: a cluster needs a voter")
+	}
+	return c, nil
+}
+
+func byID(a, b Member) int {
+	switch {
+	case a.ID < b.ID:
+		return -1
+	case a.ID > b.ID:
+		return 1
+	}
+	return 0
+}
+
+// Get returns the member with id.
+func (c Config) Get(id uint64) (Member, bool) {
+	i, ok := slices.BinarySearchFunc(c.Members, Member{ID: id}, byID)
+	if !ok {
+		return Member{}, false
+	}
+	return c.Members[i], true
+}
+
+// Voters returns the voters' IDs, in order.
+func (c Config) Voters() []uint64 {
+	var out []uint64
+	for _, m := range c.Members {
+		if m.Role == Voter {
+			out = append(out, m.ID)
+		}
+	}
+	return out
+}
+
+// Quorum returns how many voters make a majority.
+func (c Config) Quorum() int { return len(c.Voters())/2 + 1 }
+
+// HasQuorum reports whether the voters in acks make a majority of c's
+// voters (acks may hold anyone; only c's voters count).
+func (c Config) HasQuorum(acks map[uint64]bool) bool {
+	n := 0
+	for _, v := range c.Voters() {
+		if acks[v] {
+			n++
+		}
+	}
+	return n >= c.Quorum()
+}
+
+// String prints c, one member a line, for tests and logs.
+func (c Config) String() string {
+	var b strings.Builder
+	for _, m := range c.Members {
+		fmt.Fprintf(&b, "%d %s %s", m.ID, m.Role, m.Addr)
+		if m.Role == Voter {
+			fmt.Fprintf(&b, " slot=%d", m.Slot)
+		}
+		fmt.Fprintf(&b, " inc=%d\n", m.Incarnation)
+	}
+	fmt.Fprintf(&b, "next slot %d", c.NextSlot)
+	return b.String()
+}
+
+// Kind is what a Change does.
+type Kind uint8
+
+// The kinds of change.
+const (
+	AddFollower Kind = iota + 1 // a new member, as a follower (ID, Addr, Incarnation)
+	Promote                     // a follower becomes a voter, with a new slot (ID)
+	Remove                      // a member leaves (ID)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case AddFollower:
+		return "add-follower"
+	case Promote:
+		return "promote"
+	case Remove:
+		return "remove"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Change is one membership change, as a system command carries it.
+type Change struct {
+	Kind        Kind
+	ID          uint64
+	Addr        string // AddFollower
+	Incarnation uint64 // AddFollower
+}
+
+func (ch Change) String() string {
+	if ch.Kind == AddFollower {
+		return fmt.Sprintf("%s %d %s inc=%d", ch.Kind, ch.ID, ch.Addr, ch.Incarnation)
+	}
+	return fmt.Sprintf("%s %d", ch.Kind, ch.ID)
+}
+
+// The reasons a change is refused. Each names what to do instead.
+var (
+	ErrUnknownMember  = errors.New("no member has this ID")
+	ErrMemberExists   = errors.New("a member with this ID exists: remove it first, or pick another ID")
+	ErrNotFollower    = errors.New("only a follower can be promoted")
+	ErrLastVoter      = errors.New("it is the last voter: add and promote another first")
+	ErrSlotsExhausted = errors.New("every ballot slot of the cluster's stride was handed out once")
+	ErrBadChange      = errors.New("malformed change")
+)
+
+// Apply returns c with ch made, or an error (and c unchanged) when ch is
+// not valid in c. k is the ballot stride: slots run from 0 to k-1.
+func (c Config) Apply(ch Change, k uint64) (Config, error) {
+	m, exists := c.Get(ch.ID)
+	out := Config{Members: slices.Clone(c.Members), NextSlot: c.NextSlot}
+	switch ch.Kind {
+	case AddFollower:
+		if ch.ID == 0 || ch.Addr == "" {
+			return c, fmt.Errorf("%w: add-follower needs an ID above 0 and an address", ErrBadChange)
+		}
+		if exists {
+			return c, fmt.Errorf("member %d: %w", ch.ID, ErrMemberExists)
+		}
+		out.Members = append(out.Members, Member{ID: ch.ID, Addr: ch.Addr, Role: Follower, Incarnation: ch.Incarnation})
+		slices.SortFunc(out.Members, byID)
+	case Promote:
+		if !exists {
+			return c, fmt.Errorf("member %d: %w", ch.ID, ErrUnknownMember)
+		}
+		if m.Role != Follower {
+			return c, fmt.Errorf("member %d is a %s: %w", ch.ID, m.Role, ErrNotFollower)
+		}
+		if out.NextSlot >= k {
+			return c, fmt.Errorf("member %d: %w (K=%d)", ch.ID, ErrSlotsExhausted, k)
+		}
+		i, _ := slices.BinarySearchFunc(out.Members, Member{ID: ch.ID}, byID)
+		out.Members[i].Role, out.Members[i].Slot = Voter, out.NextSlot
+		out.NextSlot++
+	case Remove:
+		if !exists {
+			return c, fmt.Errorf("member %d: %w", ch.ID, ErrUnknownMember)
+		}
+		if m.Role == Voter && len(c.Voters()) == 1 {
+			return c, fmt.Errorf("member %d: %w", ch.ID, ErrLastVoter)
+		}
+		out.Members = slices.DeleteFunc(out.Members, func(x Member) bool { return x.ID == ch.ID })
+	default:
+		return c, fmt.Errorf("%w: kind %d", ErrBadChange, ch.Kind)
+	}
+	return out, nil
+}
+
+// ErrChangePending refuses a change while the one before it has not taken
+// effect: one change at a time.
+var ErrChangePending = errors.New("a membership change is in progress: wait until it takes effect")
+
+// ErrBehind refuses to promote a follower that has not caught up.
+var ErrBehind = errors.New("the follower is behind: promote it once it has caught up")
+
+// History is the configuration in effect and the one chosen but not yet in
+// effect, and the instances each decides.
+type History struct {
+	window, k uint64
+	cur       Config
+	curFrom   uint64  // the first instance cur decides
+	next      *Config // chosen, deciding instances from nextFrom on
+	nextFrom  uint64
+}
+
+// NewHistory returns the history of a cluster whose configuration c
+// decides every instance from from on. window is the master's window: a
+// change chosen in instance i decides from i + window on. k is the ballot
+// stride.
+func NewHistory(c Config, from, window, k uint64) *History {
+	return &History{window: window, k: k, cur: c, curFrom: from}
+}
+
+// settle makes the pending configuration current once instance i is at or
+// past the first instance it decides.
+func (h *History) settle(i uint64) {
+	if h.next != nil && i >= h.nextFrom {
+		h.cur, h.curFrom, h.next = *h.next, h.nextFrom, nil
+	}
+}
+
+// At returns the configuration that decides instance i. i must not be
+// below an instance already passed to Applied (the caller asks about open
+// instances, at or above its applied frontier).
+func (h *History) At(i uint64) Config {
+	if h.next != nil && i >= h.nextFrom {
+		return *h.next
+	}
+	return h.cur
+}
+
+// Latest returns the newest configuration chosen, in effect or not.
+func (h *History) Latest() Config {
+	if h.next != nil {
+		return *h.next
+	}
+	return h.cur
+}
+
+// Pending reports whether a chosen change has not taken effect yet, and
+// from which instance it will.
+func (h *History) Pending() (from uint64, pending bool) {
+	if h.next == nil {
+		return 0, false
+	}
+	return h.nextFrom, true
+}
+
+// ForPrepare returns the configurations a phase 1 that starts at instance
+// from needs a quorum of: every one that decides an instance at or above
+// from. A phase 1 that spans a pending change needs a quorum of the old
+// voters and one of the new, which share a voter since a change adds or
+// removes at most one.
+func (h *History) ForPrepare(from uint64) []Config {
+	if h.next == nil || from >= h.nextFrom {
+		return []Config{h.At(from)}
+	}
+	return []Config{h.cur, *h.next}
+}
+
+// Applied takes in a change chosen in instance i, in instance order. Every
+// replica applies the same changes in the same order, so they agree on
+// each instance's configuration. A change that is not valid then (another
+// is pending, or it does not apply to the configuration) changes nothing,
+// on every replica alike: the error says why.
+func (h *History) Applied(i uint64, ch Change) error {
+	h.settle(i)
+	if h.next != nil {
+		return fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.nextFrom)
+	}
+	next, err := h.cur.Apply(ch, h.k)
+	if err != nil {
+		return err
+	}
+	h.next, h.nextFrom = &next, i+h.window
+	return nil
+}
+
+// Check is what the master asks before it proposes ch, with its applied
+// frontier applied: whether ch would take effect if chosen next. lag is how
+// far behind the log's end the member ch names is (for Promote), maxLag
+// the most a follower may lag to be promoted.
+func (h *History) Check(applied uint64, ch Change, lag, maxLag uint64) error {
+	h.settle(applied)
+	if h.next != nil {
+		return fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.nextFrom)
+	}
+	if ch.Kind == Promote && lag > maxLag {
+		return fmt.Errorf("member %d is %d instances behind (at most %d): %w", ch.ID, lag, maxLag, ErrBehind)
+	}
+	_, err := h.cur.Apply(ch, h.k)
+	return err
+}
