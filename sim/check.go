@@ -206,7 +206,10 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 				n.id, at, ok, rd.Install.State, len(rd.Install.Dedup))
 			return
 		}
-	} else if rd.Base != nil {
+	}
+	// A Ready that installs a base and then applies a trim past it takes a
+	// new base of its own, as any node applying that trim does.
+	if rd.Base != nil && (rd.Install == nil || rd.Base.State.Applied != rd.Install.State.Applied) {
 		at, fp := rd.Base.State.Applied, v.baseFP(rd.Base)
 		if old, ok := v.bases[at]; ok && old != fp {
 			v.w.fail("node %d took a base at instance %d unlike another node's there: apply is not deterministic", n.id, at)
