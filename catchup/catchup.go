@@ -139,6 +139,12 @@ func (c *Catchup) source(now, applied uint64) uint64 {
 	return peer
 }
 
+// Frontier returns the applied frontier peer last reported and whether it
+// was heard from within Live.
+func (c *Catchup) Frontier(now, peer uint64) (committed uint64, live bool) {
+	return c.known[peer], c.live(now, peer)
+}
+
 // Best returns the most advanced live peer's frontier and the peer (0 if
 // none), skipping peers that recently failed to answer.
 func (c *Catchup) Best(now uint64) (peer, committed uint64) {

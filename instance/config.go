@@ -61,17 +61,18 @@ const (
 	BugGuardOldLease          // a lease accepted at an older (ballot, instance) moves the acceptor's lease guard
 	BugLogTimeJump            // log time takes a lease's wall clock unbounded: a master hours ahead expires live clients
 	BugReproposedLease        // a master that re-proposes another node's lease after phase 1 keeps counting its own
+	BugHandoverKeepsLease     // a master that hands its lease over keeps counting it until the handover applies
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
-	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease"}
+	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
-		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease}
+		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

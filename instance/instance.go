@@ -18,6 +18,8 @@
 package instance
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -148,6 +150,7 @@ type Node struct {
 
 	lease         *lease.View // the lease in the log, as this node counts it
 	guard         lease.Guard // the acceptor's lease guard
+	handoverTo    uint64      // as the master: hand the lease to this voter when no lease is in flight
 	electionArmed bool
 	electionAt    uint64
 
@@ -159,7 +162,7 @@ type Node struct {
 
 	rd             Ready
 	stateChanged   bool
-	commits        []uint64 // instances this node saw chosen at its ballot, to announce
+	commits        []proposer.Chosen // instances this node saw chosen at its ballot, to announce (Value unused)
 	local          []core.Message
 	readyApplied   uint64
 	durableApplied uint64 // applied frontier as of the last Advance: what Log can serve
@@ -230,6 +233,9 @@ func New(cfg Config, d Durable) (*Node, error) {
 	n.lease = lease.NewView(lease.Config{Ticks: cfg.LeaseTicks, Margin: cfg.LeaseMargin}, cfg.ID, n.epoch)
 	if cfg.Bug == BugReproposedLease {
 		n.lease.PlantKeepOwn()
+	}
+	if cfg.Bug == BugHandoverKeepsLease {
+		n.lease.PlantKeepOnHandover()
 	}
 	if cfg.Bug == BugGuardOldLease {
 		n.guard.PlantAnyOrder()
@@ -373,6 +379,48 @@ func (n *Node) ProposeTrim(req, before uint64) error {
 	return nil
 }
 
+// ErrNoSuccessor: no other voter was heard from recently enough to take the
+// master's lease.
+var ErrNoSuccessor = errors.New("instance: no other voter is live to take over")
+
+// TransferMaster asks the master to hand its lease to voter to, or, when to
+// is 0, to the other voter that has applied the most among those heard from
+// within the catch-up Live bound (the lowest ID on a tie). It returns the
+// successor. The master stops serving at once (its lease no longer
+// counts), proposes a lease naming the successor (as soon as no lease of
+// its own is in flight), and steps down when that applies; the successor,
+// holding the lease in its applied state, runs phase 1 at once and then
+// proposes a lease of its own. Nobody else may take over in between: the
+// acceptors that accepted the handover guard the successor. If the
+// handover is not chosen, or fails its compare-and-set, the master renews
+// its own lease. A successor that never takes over costs what a dead
+// master costs: the others wait for its lease to run out.
+func (n *Node) TransferMaster(to uint64) (uint64, error) {
+	if !n.IsMaster() {
+		return 0, &core.NotMasterError{Master: n.Master()}
+	}
+	if to == n.id {
+		return n.id, nil // nothing to do
+	}
+	if to != 0 && !slices.Contains(n.voters, to) {
+		return 0, fmt.Errorf("instance: node %d is not a voter; voters are %v", to, n.voters)
+	}
+	if to == 0 {
+		var best uint64
+		for _, v := range n.voters {
+			if f, live := n.cu.Frontier(n.now, v); v != n.id && live && (to == 0 || f > best) {
+				to, best = v, f
+			}
+		}
+		if to == 0 {
+			return 0, ErrNoSuccessor
+		}
+	}
+	n.handoverTo = to
+	n.leaderDuties()
+	return to, nil
+}
+
 // Step feeds a message from a peer.
 func (n *Node) Step(m core.Message) error {
 	if m.To != n.id {
@@ -460,7 +508,7 @@ func (n *Node) step(m core.Message) {
 			n.backoff()
 		}
 		if chosen != nil {
-			n.commits = append(n.commits, chosen.Instance)
+			n.commits = append(n.commits, proposer.Chosen{Instance: chosen.Instance, Ballot: chosen.Ballot})
 			n.learnValue(chosen.Instance, chosen.Value)
 		}
 	case core.MsgCommit:
@@ -721,6 +769,21 @@ func (n *Node) leaderDuties() {
 		n.stepDown()
 		return
 	}
+	if n.handoverTo != 0 {
+		if n.lease.InFlight() {
+			return // after our lease in flight applies
+		}
+		start, epoch := n.lease.Proposing(n.now)
+		i, msgs := n.prop.ProposeValue(n.now, core.Value{Commands: []core.Command{{
+			Kind: core.CmdLease, Holder: n.handoverTo, Prev: st.LeaseVersion, Epoch: epoch, Start: start, Wall: n.wall,
+		}}})
+		n.lease.HandedOver(i)
+		n.handoverTo = 0
+		for _, m := range msgs {
+			n.send(m, false)
+		}
+		return
+	}
 	if !n.lease.Due(n.now, st.LeaseHolder == n.id) {
 		return
 	}
@@ -786,6 +849,7 @@ func (n *Node) outbidBy(b idgen.Ballot) {
 func (n *Node) stepDown() {
 	n.prop.StepDown()
 	n.lease.StepDown()
+	n.handoverTo = 0
 	for _, c := range n.prop.TakePending() {
 		if n.reqs[c.Req] {
 			delete(n.reqs, c.Req)
@@ -881,22 +945,20 @@ func (n *Node) pushToFollowers() {
 // Followers returns the followers this member pushes to.
 func (n *Node) Followers() int { return len(n.followers) }
 
-// announceCommits tells the other voters which instances were chosen at our
-// ballot, as ranges.
+// announceCommits tells the other voters which instances were chosen at
+// our ballot, as ranges of one ballot each. Each carries the ballot it was
+// chosen at, so that what was chosen before a step-down (a handover's lease,
+// the last appends) is announced all the same.
 func (n *Node) announceCommits() {
-	slices.Sort(n.commits)
-	b := n.prop.Ballot()
+	slices.SortFunc(n.commits, func(a, b proposer.Chosen) int { return cmp.Compare(a.Instance, b.Instance) })
 	for len(n.commits) > 0 {
-		start, end := n.commits[0], n.commits[0]+1
+		start, end, b := n.commits[0].Instance, n.commits[0].Instance+1, n.commits[0].Ballot
 		k := 1
-		for k < len(n.commits) && n.commits[k] == end {
+		for k < len(n.commits) && n.commits[k].Instance == end && n.commits[k].Ballot == b {
 			end++
 			k++
 		}
 		n.commits = n.commits[k:]
-		if b == 0 {
-			continue // stepped down since: no longer sure of the ballot
-		}
 		for _, to := range n.commitTo {
 			n.send(core.Message{Type: core.MsgCommit, To: to, Ballot: b, Instance: start, End: end}, false)
 		}

@@ -120,6 +120,7 @@ type View struct {
 	inFlight   bool   // a lease proposal of ours is in flight
 	start      uint64 // when it was proposed
 	keepOwn    bool   // planted: a re-proposed foreign lease changes nothing
+	keepOnOver bool   // planted: a handover leaves our lease counting
 }
 
 // NewView returns the view of node id in incarnation epoch (which tells its
@@ -131,6 +132,10 @@ func NewView(cfg Config, id, epoch uint64) *View {
 // PlantKeepOwn makes a re-proposed foreign lease leave the holder's own
 // lease counting. Only for tests that prove they catch it.
 func (v *View) PlantKeepOwn() { v.keepOwn = true }
+
+// PlantKeepOnHandover makes a handover leave the master's own lease
+// counting. Only for tests that prove they catch it.
+func (v *View) PlantKeepOnHandover() { v.keepOnOver = true }
 
 // Held reports whether this node's own lease counts at tick now.
 func (v *View) Held(now uint64) bool { return now < v.holderUntil }
@@ -209,6 +214,22 @@ func (v *View) Proposing(now uint64) (start, epoch uint64) {
 	v.inFlight, v.start = true, now
 	return now, v.epoch
 }
+
+// HandedOver notes that the lease command just proposed (Proposing), in
+// instance, names another node: the master hands its lease over. Acceptors
+// that accept it guard that node (the same ballot, a higher instance than
+// our lease), so our own lease stops counting now, before the Accepts
+// leave, and counts again only from a lease of ours in a higher instance
+// (if the handover's compare-and-set fails, we renew).
+func (v *View) HandedOver(instance uint64) {
+	if v.keepOnOver {
+		return
+	}
+	v.holderUntil, v.foreignEnd = 0, max(v.foreignEnd, instance+1)
+}
+
+// InFlight reports whether a lease proposal of ours is in flight.
+func (v *View) InFlight() bool { return v.inFlight }
 
 // StepDown forgets our lease proposal in flight: a new term proposes anew.
 func (v *View) StepDown() { v.inFlight = false }

@@ -329,6 +329,16 @@ func (v *invariants) stepped(n *node, m core.Message, now uint64, promiseBefore 
 	if !n.up {
 		return
 	}
+	if m.Type == core.MsgAccept {
+		// The acceptor's guard moves when it accepts, before the record is
+		// durable: a handover's successor may send its Prepare before the
+		// Ready holding the record is taken (readied).
+		if iv, ok := n.core.AcceptedAt(m.Instance); ok && iv.Ballot == m.Ballot {
+			if h, ok := lease.HolderIn(iv.Value); ok && v.guards[n.id].replacedBy(m.Ballot, m.Instance) {
+				v.guards[n.id] = leaseGuard{holder: h, ballot: m.Ballot, instance: m.Instance, until: now + n.cfg.LeaseTicks}
+			}
+		}
+	}
 	if g := v.guards[n.id]; m.Type == core.MsgPrepare && m.Ballot > promiseBefore && n.core.Promised() == m.Ballot &&
 		g.holder != 0 && m.From != g.holder && now+guardSlack < g.until {
 		v.w.fail("node %d promised node %d's Prepare(%d) at tick %d, while guarding node %d's lease, accepted at ballot %d in instance %d, until tick %d",

@@ -77,6 +77,10 @@ type Options struct {
 	// below its own, and whose holder comes back while that master's lease
 	// runs.
 	LeaseCrashes bool
+	// Transfers makes the master hand its lease over every 0.2-1.5 s of
+	// the faulty phase (instance.TransferMaster), to the voter it picks or
+	// to one drawn at random, which may be down or cut off.
+	Transfers bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
@@ -93,6 +97,7 @@ func DefaultOptions(seed uint64, nodes int) Options {
 	o.WallHours = r.IntN(wallHoursShare) == 0
 	o.LargeValues = r.IntN(largeValuesShare) == 0
 	o.LeaseCrashes = r.IntN(leaseCrashesShare) == 0
+	o.Transfers = r.IntN(transfersShare) == 0
 	return o
 }
 
@@ -102,16 +107,24 @@ const (
 	wallHoursShare    = 3
 	largeValuesShare  = 2
 	leaseCrashesShare = 2
+	transfersShare    = 2
 )
 
 func (o Options) lateFaults() bool {
-	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes
+	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers
 }
 
 // WithoutLateFaults turns off the faults DefaultOptions draws beyond the
 // first model, so that a seed older than them replays as it did.
 func (o Options) WithoutLateFaults() Options {
-	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes = 0, false, false, false
+	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers = 0, false, false, false, false
+	return o
+}
+
+// WithoutTransfers turns off master handovers, so that a seed older than
+// them replays as it did.
+func (o Options) WithoutTransfers() Options {
+	o.Transfers = false
 	return o
 }
 
@@ -146,6 +159,8 @@ func (r Report) Replay() string {
 	}
 	if !r.Opt.lateFaults() && def.lateFaults() {
 		bug += " PAXOSD_SIM_LATE=0"
+	} else if !r.Opt.Transfers && def.Transfers {
+		bug += " PAXOSD_SIM_TRANSFERS=0"
 	}
 	return fmt.Sprintf("PAXOSD_SIM_SEED=%d PAXOSD_SIM_NODES=%d%s go test ./sim -run TestReplay -v", r.Opt.Seed, r.Opt.Nodes, bug)
 }
@@ -202,7 +217,8 @@ const (
 	evTrim
 	evDownForGood
 	evLeaseCrash
-	evLost // a message lost with the machine that sent it
+	evLost     // a message lost with the machine that sent it
+	evTransfer // the master hands its lease over
 )
 
 type event struct {
@@ -269,6 +285,7 @@ type node struct {
 type world struct {
 	opt    Options
 	rng    *rand.Rand
+	trng   *rand.Rand // transfers' own stream
 	now    int64
 	seq    uint64
 	q      queue
@@ -351,6 +368,10 @@ func Run(opt Options) (rep Report) {
 	w.schedule(&event{at: 200 * ms, kind: evFault})
 	if opt.Trim {
 		w.schedule(&event{at: 300 * ms, kind: evTrim})
+	}
+	if opt.Transfers {
+		w.trng = rand.New(rand.NewPCG(opt.Seed, 0x3c6ef372fe94f82b))
+		w.schedule(&event{at: 200*ms + w.trng.Int64N(1300*ms), kind: evTransfer})
 	}
 	for range opt.DownForGood {
 		// Half the time in the last second of the faults: survivors that
@@ -606,6 +627,23 @@ func (w *world) handle(e *event) {
 			}
 		}
 		w.schedule(&event{at: w.now + 300*ms + w.rng.Int64N(1200*ms), kind: evTrim})
+	case evTransfer:
+		if w.chaosOver {
+			return
+		}
+		if m := w.master(); m != nil {
+			var to uint64 // half the time the master picks
+			if w.trng.IntN(2) == 0 {
+				to = uint64(1 + w.trng.IntN(w.voters))
+			}
+			got, err := m.core.TransferMaster(to)
+			w.tracef("transfer %d to %d: %d %v", m.id, to, got, err)
+			if err == nil {
+				w.faults["transfer"]++
+				w.pump(m)
+			}
+		}
+		w.schedule(&event{at: w.now + 200*ms + w.trng.Int64N(1300*ms), kind: evTransfer})
 	case evClientNext, evClientArrive, evClientReply, evClientTimeout, evClientRetry:
 		w.handleClient(e)
 	}

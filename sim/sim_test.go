@@ -81,7 +81,7 @@ func TestSeeds(t *testing.T) {
 	for _, nodes := range []int{3, 5} {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
 			start := time.Now()
-			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize atomic.Int64
+			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize, transfers, withTransfers atomic.Int64
 			var peakMu sync.Mutex
 			var peaks []int
 			fails, ran := runSeeds(first, count, func(s uint64) Options { return DefaultOptions(s, nodes) }, false, func(r Report) {
@@ -90,19 +90,20 @@ func TestSeeds(t *testing.T) {
 				peakMu.Unlock()
 				installs.Add(int64(r.Installs))
 				oversize.Add(int64(r.Oversize))
+				transfers.Add(int64(r.Faults["transfer"]))
 				for _, c := range []struct {
 					n  *atomic.Int64
 					on bool
-				}{{&withInstall, r.Installs > 0}, {&withDead, r.Dead > 0}, {&withHours, r.Opt.WallHours}, {&withLarge, r.Opt.LargeValues}, {&withOversize, r.Oversize > 0}} {
+				}{{&withInstall, r.Installs > 0}, {&withDead, r.Dead > 0}, {&withHours, r.Opt.WallHours}, {&withLarge, r.Opt.LargeValues}, {&withOversize, r.Oversize > 0}, {&withTransfers, r.Faults["transfer"] > 0}} {
 					if c.on {
 						c.n.Add(1)
 					}
 				}
 			})
 			t.Logf("%d seeds from %d, %d nodes: %d failed in %v; %d installed a base (%d installs); %d had voters down for good, "+
-				"%d wall clocks off by hours, %d large values; %d dropped messages over the size limit (%d drops)",
+				"%d wall clocks off by hours, %d large values, %d master handovers (%d handovers); %d dropped messages over the size limit (%d drops)",
 				ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond), withInstall.Load(), installs.Load(),
-				withDead.Load(), withHours.Load(), withLarge.Load(), withOversize.Load(), oversize.Load())
+				withDead.Load(), withHours.Load(), withLarge.Load(), withTransfers.Load(), transfers.Load(), withOversize.Load(), oversize.Load())
 			if len(peaks) > 0 {
 				slices.Sort(peaks)
 				t.Logf("events pending at once, the run's peak: median %d, 99th percentile %d, highest %d (a storm fails at %d)",
@@ -120,7 +121,8 @@ func TestSeeds(t *testing.T) {
 }
 
 // TestReplay replays one seed, printing its trace with PAXOSD_SIM_TRACE=1.
-// PAXOSD_SIM_TRIM=0 and PAXOSD_SIM_LATE=0 turn off trims and the late faults.
+// PAXOSD_SIM_TRIM=0, PAXOSD_SIM_LATE=0 and PAXOSD_SIM_TRANSFERS=0 turn off
+// trims, the late faults and master handovers.
 func TestReplay(t *testing.T) {
 	seed := envInt(t, "PAXOSD_SIM_SEED", 0)
 	if seed == 0 {
@@ -136,6 +138,9 @@ func TestReplay(t *testing.T) {
 	}
 	if os.Getenv("PAXOSD_SIM_LATE") == "0" {
 		opt = opt.WithoutLateFaults()
+	}
+	if os.Getenv("PAXOSD_SIM_TRANSFERS") == "0" {
+		opt = opt.WithoutTransfers()
 	}
 	if os.Getenv("PAXOSD_SIM_TRACE") != "" {
 		opt.Trace = func(s string) { fmt.Println(s) }
@@ -185,8 +190,13 @@ func TestDeterministic(t *testing.T) {
 // heard of, that master outbid and its next phase 1 hearing from that
 // acceptor, then the lease's holder elected while the master's lease runs:
 // none of seeds 1-1000 gets there.
+//
+// handover-keeps-lease needs the successor, cut off from the old master,
+// to complete phase 1 through the acceptors that accepted the handover
+// before the old master hears it was chosen: none of seeds 1-300.
 var unreached = map[instance.Bug]string{
-	instance.BugReproposedLease: "instance.TestReproposedForeignLease",
+	instance.BugReproposedLease:    "instance.TestReproposedForeignLease",
+	instance.BugHandoverKeepsLease: "instance.TestHandoverStopsServingAtOnce",
 }
 
 // bugBudget is how many seeds the simulator may need to catch each planted bug.
@@ -290,8 +300,11 @@ var regressions = []struct {
 	{100, 3, instance.BugUnboundedPromise, "no progress", "seed 100 with Promises unbounded", true, true},
 	{58, 5, instance.BugUnboundedPromise, "no progress", "seed 58 with Promises unbounded", true, true},
 	{70, 3, instance.BugBehindDeadPeer, "no progress", "seed 70 with dead peers counted", true, true},
-	{268, 5, instance.BugBehindDeadPeer, "no progress", "seed 268 with dead peers counted", true, true},
-	{197, 3, instance.BugGuardOldLease, "while guarding", "seed 197 with old leases moving the guard", true, true},
+	// Seed 268 stopped reaching the fault when a master began to announce,
+	// after stepping down, what it saw chosen (for the handover); 34 does.
+	{34, 5, instance.BugBehindDeadPeer, "no progress", "seed 34 with dead peers counted", true, true},
+	// Seed 197 stopped reaching it with the same change; 10 does.
+	{10, 3, instance.BugGuardOldLease, "while guarding", "seed 10 with old leases moving the guard", true, true},
 	{47, 5, instance.BugGuardOldLease, "while guarding", "seed 47 with old leases moving the guard", true, true},
 	{24, 3, instance.BugLogTimeJump, "applied twice", "seed 24 with log time unbounded", true, true},
 	{23, 5, instance.BugLogTimeJump, "applied twice", "seed 23 with log time unbounded", true, true},
@@ -305,6 +318,7 @@ func TestRegressionSeeds(t *testing.T) {
 		}
 		o.Bug = r.bug
 		o.Trim = r.trim
+		o = o.WithoutTransfers() // every regression seed is older than them
 		rep := Run(o)
 		switch {
 		case r.want == "" && rep.Err != nil, r.want != "" && (rep.Err == nil || !strings.Contains(rep.Err.Error(), r.want)):
