@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -531,6 +532,52 @@ func (c *Client) Trim(ctx context.Context, before uint64) (uint64, error) {
 		return err
 	})
 	return first, err
+}
+
+// TransferMaster asks the master to hand its lease to voter to (0: the one
+// the master picks, the best caught up among those it hears from) and waits
+// until the successor reports itself master, or ctx ends. It returns the old
+// master and the successor. Appends sent meanwhile are refused with
+// NotMaster and retried by the client as usual.
+func (c *Client) TransferMaster(ctx context.Context, to uint64) (from, successor uint64, err error) {
+	err = c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.TransferMaster(ctx, &paxosdpb.TransferMasterRequest{To: to})
+		if err == nil {
+			from, successor = r.From, r.To
+		}
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return from, successor, c.AwaitMaster(ctx, successor)
+}
+
+// AwaitMaster waits until member id reports itself master, asking the
+// endpoints and the address the cluster's status gives for id.
+func (c *Client) AwaitMaster(ctx context.Context, id uint64) error {
+	addrs := slices.Clone(c.endpoints)
+	for {
+		for k := 0; k < len(addrs); k++ {
+			st, err := c.Status(ctx, addrs[k])
+			if err != nil {
+				continue
+			}
+			if st.NodeId == id && st.Role == "master" {
+				return nil
+			}
+			for _, m := range st.Members {
+				if m.Id == id && m.Address != "" && !slices.Contains(addrs, m.Address) {
+					addrs = append(addrs, m.Address)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("member %d is not master yet: %w", id, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Status asks one endpoint for its status.

@@ -91,6 +91,7 @@ type Node struct {
 	props    chan *proposal
 	readIdx  chan chan readIndexReply
 	statusCh chan chan instance.Status
+	xferCh   chan transferReq
 	stop     chan struct{}
 	done     chan struct{}
 	err      error // why the loop ended
@@ -132,7 +133,7 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	n := &Node{
 		cfg: cfg, core: c, store: store, tr: tr,
 		inbox: make(chan core.Message, 8192), props: make(chan *proposal, 1024),
-		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status),
+		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status), xferCh: make(chan transferReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{},
 	}
@@ -238,6 +239,10 @@ func (n *Node) Run(ctx context.Context) error {
 			ch <- readIndexReply{next: next, err: err}
 		case ch := <-n.statusCh:
 			ch <- n.core.Status()
+		case r := <-n.xferCh:
+			catchUp(time.Now())
+			to, err := n.core.TransferMaster(r.to)
+			r.reply <- transferReply{to: to, err: err}
 		}
 		if err := n.handleReady(); err != nil {
 			n.cfg.Logf("node %d: stopping: %v", n.cfg.ID, err)
@@ -468,6 +473,35 @@ func (n *Node) Status(ctx context.Context) (instance.Status, error) {
 		return instance.Status{}, ErrStopped
 	}
 	return <-ch, nil
+}
+
+type transferReq struct {
+	to    uint64
+	reply chan transferReply
+}
+
+type transferReply struct {
+	to  uint64
+	err error
+}
+
+// TransferMaster asks this node, if it is the master, to hand its lease to
+// voter to (0: the best caught-up live voter), and returns the successor.
+// It returns once the handover is proposed: this node has stopped serving;
+// the successor is master once it has run phase 1 and its own lease is
+// chosen (poll Status, or AwaitMaster). A non-master returns a
+// *core.NotMasterError.
+func (n *Node) TransferMaster(ctx context.Context, to uint64) (uint64, error) {
+	r := transferReq{to: to, reply: make(chan transferReply, 1)}
+	select {
+	case n.xferCh <- r:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-n.done:
+		return 0, ErrStopped
+	}
+	rep := <-r.reply
+	return rep.to, rep.err
 }
 
 // Bounds returns the durable log's first index and next index (one past the

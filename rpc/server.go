@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/node"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/storage"
@@ -193,6 +195,33 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 	return resp, nil
 }
 
+// TransferMaster implements LogService.TransferMaster.
+func (s *LogServer) TransferMaster(ctx context.Context, req *paxosdpb.TransferMasterRequest) (*paxosdpb.TransferMasterResponse, error) {
+	if req.To != 0 && !s.voters[req.To] {
+		var voters []uint64
+		for id, v := range s.voters {
+			if v {
+				voters = append(voters, id)
+			}
+		}
+		slices.Sort(voters)
+		return nil, InvalidArgument("to", fmt.Sprintf("%d is not a voter of this cluster (voters: %v)", req.To, voters))
+	}
+	var resp *paxosdpb.TransferMasterResponse
+	err := s.toMaster(ctx, func(ctx context.Context) error {
+		to, err := s.node.TransferMaster(ctx, req.To)
+		if err == nil {
+			resp = &paxosdpb.TransferMasterResponse{From: s.id, To: to}
+		}
+		return err
+	}, func(ctx context.Context, c paxosdpb.LogServiceClient) error {
+		r, err := c.TransferMaster(ctx, req)
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
 // toMaster runs local on this node; if it is not the master, it forwards the
 // request to the master with remote, waiting out an election if none is
 // known yet.
@@ -285,6 +314,8 @@ func (s *LogServer) status(err error) error {
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrStopped):
 		return status.Error(codes.Unavailable, "node is stopping")
+	case errors.Is(err, instance.ErrNoSuccessor):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded; the outcome of an append is unknown")
 	case errors.Is(err, context.Canceled):

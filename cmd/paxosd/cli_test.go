@@ -940,6 +940,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"tail", "--help"}, ""},
 		{[]string{"trim", "--help"}, ""},
 		{[]string{"status", "--help"}, ""},
+		{[]string{"master", "transfer", "--help"}, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := run(t, "", tc.args...)
@@ -1027,4 +1028,38 @@ func TestJSONOutput(t *testing.T) {
 			}
 		}
 	}
+}
+
+// paxosd master transfer moves the master role and says where; an unknown
+// voter is refused with a message naming the voters, and nothing moves.
+func TestMasterTransfer(t *testing.T) {
+	c := startCluster(t)
+	r := run(t, "", "master", "transfer", "--endpoints", c.eps, "--to", "9")
+	if r.code == 0 || !strings.Contains(r.stderr, "not a voter") || !strings.Contains(r.stderr, "[1 2 3]") {
+		t.Errorf("transfer to an unknown node: want a failure naming the voters\n%v", r)
+	}
+	for _, to := range []string{"", "2", "3"} {
+		args := []string{"master", "transfer", "--endpoints", c.eps, "-w", "json"}
+		if to != "" {
+			args = append(args, "--to", to)
+		}
+		r := run(t, "", args...)
+		ok(t, "master transfer "+to, r)
+		var out struct {
+			From, To uint64
+			TookMs   float64 `json:"took_ms"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatalf("master transfer -w json printed %q: %v", r.stdout, err)
+		}
+		if out.To == 0 || (to == "" && out.From == out.To) || (to != "" && fmt.Sprint(out.To) != to) {
+			t.Errorf("master transfer --to %q: %+v", to, out)
+		}
+		for _, s := range c.status(t) {
+			if *s.ID == out.To && *s.Role != "master" {
+				t.Errorf("after the transfer to %d, its status says %s", out.To, *s.Role)
+			}
+		}
+	}
+	appendOK(t, c.eps, "after")
 }

@@ -54,7 +54,7 @@ func newApp() *cli.App {
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
-			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(),
+			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(),
 			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
@@ -91,7 +91,9 @@ Example, on three hosts (or three terminals):
   paxosd server --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/1
   paxosd server --id 2 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/2
   paxosd server --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/3
-The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly.
+The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly; a master
+first hands its lease to the best caught-up voter (--handover-timeout), so that appends stall for
+a few round trips rather than a lease.
 
 A follower mirrors the log without voting, and serves local reads and tails:
   paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10`,
@@ -107,6 +109,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			&cli.Uint64Flag{Name: "retain-entries", Usage: "trim the log automatically to about this many entries (0: never; trims run when 10% more piled up)"},
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
+			&cli.DurationFlag{Name: "handover-timeout", Value: 2 * time.Second, Usage: "on SIGTERM or SIGINT, how long a master may take to hand its lease to another voter before it stops (0: stop at once)"},
 			&cli.StringFlag{Name: "dial-peers", Usage: "dial these addresses for peers instead of their --peers addresses (a proxy or NAT in between), as ID=HOST:PORT, comma-separated; identity checks still use --peers"},
 			// For fault tests only (e2e, e2e/chaos): a node whose wall clock
 			// is hours off. Hidden, since no operator should ever set it.
@@ -137,7 +140,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
 				return fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			logger := log.New(os.Stderr, "", log.LstdFlags)
 			if a := c.String("pprof"); a != "" {
@@ -145,7 +148,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 					return err
 				}
 			}
-			r, err := server.Start(ctx, server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
+			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug,
@@ -154,6 +157,26 @@ A follower mirrors the log without voting, and serves local reads and tails:
 				return err
 			}
 			logger.Printf("paxosd node %d serving on %s, data in %s", c.Uint64("id"), r.Addr(), c.String("data-dir"))
+			select {
+			case <-r.Done():
+			case <-sig.Done():
+				// A planned stop: a master hands its lease over first, so
+				// that appends stall a few round trips, not a lease.
+				hctx, cancel := context.WithTimeout(context.Background(), c.Duration("handover-timeout"))
+				start := time.Now()
+				var to uint64
+				if c.Duration("handover-timeout") > 0 {
+					to, err = r.HandOver(hctx)
+				}
+				cancel()
+				switch {
+				case err != nil:
+					logger.Printf("paxosd node %d: handing the master lease over: %v; stopping anyway", c.Uint64("id"), err)
+				case to != 0:
+					logger.Printf("paxosd node %d: handed the master lease to node %d in %v", c.Uint64("id"), to, time.Since(start).Round(time.Millisecond))
+				}
+				r.Stop()
+			}
 			err = r.Wait()
 			logger.Printf("paxosd node %d stopped", c.Uint64("id"))
 			return err
@@ -516,6 +539,53 @@ func withIndexClient(c *cli.Context, flag string, f func(ctx context.Context, cl
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 	defer cancel()
 	return f(ctx, cl, index)
+}
+
+func masterCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "master",
+		Usage: "move the master role",
+		Subcommands: []*cli.Command{{
+			Name:  "transfer",
+			Usage: "hand the master's lease to another voter, without waiting for it to run out",
+			Description: `The master stops serving at once and hands its lease to the voter given
+by --to, or to the one it picks: the voter that has applied the most among those it
+heard from recently. The command returns when the new master serves. Appends sent
+meanwhile are refused with "not the master" and retried by clients. Use it before
+stopping or upgrading the master's machine (a SIGTERM does the same first).
+Examples:
+  paxosd master transfer
+  paxosd master transfer --to 3 -w json`,
+			Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+				&cli.Uint64Flag{Name: "to", Usage: "the voter to hand over to (default: the master picks)"}),
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				cl, err := newClient(c)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+				defer cancel()
+				start := time.Now()
+				from, to, err := cl.TransferMaster(ctx, c.Uint64("to"))
+				if err != nil {
+					return err
+				}
+				took := time.Since(start)
+				if c.String("write-out") == "json" {
+					fmt.Printf(`{"from":%d,"to":%d,"took_ms":%.1f}`+"\n", from, to, float64(took.Microseconds())/1000)
+				} else if from == to {
+					fmt.Printf("node %d is the master already\n", to)
+				} else {
+					fmt.Printf("master moved from node %d to node %d in %v\n", from, to, took.Round(time.Millisecond))
+				}
+				return nil
+			},
+		}},
+	}
 }
 
 func statusCommand() *cli.Command {

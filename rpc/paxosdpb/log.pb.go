@@ -32,12 +32,23 @@
 //   - a read or tail below the first index: OUT_OF_RANGE + Trimmed{first_index}.
 //     A read at or past end_index is not an error: it returns no entries.
 //   - bad input: INVALID_ARGUMENT + google.rpc.BadRequest whose field
-//     violation names the field (e.g. "entries[3]", "max_count").
+//     violation names the field (e.g. "entries[3]", "max_count"). A trim past
+//     the end of the log (as the master has applied it) also carries a
+//     google.rpc.ErrorInfo with reason TRIM_PAST_END and metadata end_index.
 //   - an append whose expected_index is not the end index: ABORTED +
 //     IndexMismatch{end_index} (a failed test-and-set: re-read and retry at a
 //     higher level).
-//   - RESOURCE_EXHAUSTED: the node is overloaded; back off (google.rpc.RetryInfo
-//     may say for how long) and retry.
+//   - RESOURCE_EXHAUSTED + google.rpc.ErrorInfo reason OVERLOADED: the node
+//     shed the request before proposing it; back off (google.rpc.RetryInfo may
+//     say for how long) and retry, even an append without client_id.
+//   - RESOURCE_EXHAUSTED + reason TOO_MANY_CLIENTS: an append with client_id
+//     from a client the dedup table has no room for; nothing was applied.
+//     Every node would answer the same until a client idles out: do not spin.
+//   - ALREADY_EXISTS + reason SEQ_REUSED: this (client_id, seq) was already
+//     applied with other entries; nothing was applied; do not retry.
+//   - Any other failure of an append (UNAVAILABLE without NotMaster, a
+//     deadline, INTERNAL) leaves its outcome unknown: retry only with the same
+//     client_id and seq.
 
 package paxosdpb
 
@@ -647,6 +658,105 @@ func (x *TrimResponse) GetFirstIndex() uint64 {
 	return 0
 }
 
+// TransferMasterRequest names the voter to hand the lease to.
+type TransferMasterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The successor's member ID; 0 lets the master pick the voter that has
+	// applied the most among those it heard from recently.
+	To            uint64 `protobuf:"varint,1,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferMasterRequest) Reset() {
+	*x = TransferMasterRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferMasterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferMasterRequest) ProtoMessage() {}
+
+func (x *TransferMasterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferMasterRequest.ProtoReflect.Descriptor instead.
+func (*TransferMasterRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TransferMasterRequest) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+type TransferMasterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"` // the master that handed its lease over
+	To            uint64                 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`     // the successor
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferMasterResponse) Reset() {
+	*x = TransferMasterResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferMasterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferMasterResponse) ProtoMessage() {}
+
+func (x *TransferMasterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferMasterResponse.ProtoReflect.Descriptor instead.
+func (*TransferMasterResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TransferMasterResponse) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *TransferMasterResponse) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
 // StatusRequest asks a node to describe itself.
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -656,7 +766,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +778,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +791,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{9}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{11}
 }
 
 // Member is one node of the cluster.
@@ -697,7 +807,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +819,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +832,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{10}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetId() uint64 {
@@ -781,7 +891,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +903,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +916,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{11}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StatusResponse) GetNodeId() uint64 {
@@ -912,7 +1022,7 @@ type NotMaster struct {
 
 func (x *NotMaster) Reset() {
 	*x = NotMaster{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1034,7 @@ func (x *NotMaster) String() string {
 func (*NotMaster) ProtoMessage() {}
 
 func (x *NotMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1047,7 @@ func (x *NotMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotMaster.ProtoReflect.Descriptor instead.
 func (*NotMaster) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{12}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NotMaster) GetMasterId() uint64 {
@@ -965,7 +1075,7 @@ type Trimmed struct {
 
 func (x *Trimmed) Reset() {
 	*x = Trimmed{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1087,7 @@ func (x *Trimmed) String() string {
 func (*Trimmed) ProtoMessage() {}
 
 func (x *Trimmed) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1100,7 @@ func (x *Trimmed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trimmed.ProtoReflect.Descriptor instead.
 func (*Trimmed) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{13}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Trimmed) GetFirstIndex() uint64 {
@@ -1011,7 +1121,7 @@ type IndexMismatch struct {
 
 func (x *IndexMismatch) Reset() {
 	*x = IndexMismatch{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1133,7 @@ func (x *IndexMismatch) String() string {
 func (*IndexMismatch) ProtoMessage() {}
 
 func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1146,7 @@ func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexMismatch.ProtoReflect.Descriptor instead.
 func (*IndexMismatch) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IndexMismatch) GetEndIndex() uint64 {
@@ -1087,7 +1197,12 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x06before\x18\x01 \x01(\x04R\x06before\"/\n" +
 	"\fTrimResponse\x12\x1f\n" +
 	"\vfirst_index\x18\x01 \x01(\x04R\n" +
-	"firstIndex\"\x0f\n" +
+	"firstIndex\"'\n" +
+	"\x15TransferMasterRequest\x12\x0e\n" +
+	"\x02to\x18\x01 \x01(\x04R\x02to\"<\n" +
+	"\x16TransferMasterResponse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\x04R\x02to\"\x0f\n" +
 	"\rStatusRequest\"H\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
@@ -1122,14 +1237,15 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
-	"\x05LOCAL\x10\x022\xb7\x02\n" +
+	"\x05LOCAL\x10\x022\x8e\x03\n" +
 	"\n" +
 	"LogService\x12=\n" +
 	"\x06Append\x12\x18.paxosd.v1.AppendRequest\x1a\x19.paxosd.v1.AppendResponse\x127\n" +
 	"\x04Read\x12\x16.paxosd.v1.ReadRequest\x1a\x17.paxosd.v1.ReadResponse\x129\n" +
 	"\x04Tail\x12\x16.paxosd.v1.TailRequest\x1a\x17.paxosd.v1.TailResponse0\x01\x127\n" +
 	"\x04Trim\x12\x16.paxosd.v1.TrimRequest\x1a\x17.paxosd.v1.TrimResponse\x12=\n" +
-	"\x06Status\x12\x18.paxosd.v1.StatusRequest\x1a\x19.paxosd.v1.StatusResponseB'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
+	"\x06Status\x12\x18.paxosd.v1.StatusRequest\x1a\x19.paxosd.v1.StatusResponse\x12U\n" +
+	"\x0eTransferMaster\x12 .paxosd.v1.TransferMasterRequest\x1a!.paxosd.v1.TransferMasterResponseB'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
 
 var (
 	file_rpc_paxosdpb_log_proto_rawDescOnce sync.Once
@@ -1144,42 +1260,46 @@ func file_rpc_paxosdpb_log_proto_rawDescGZIP() []byte {
 }
 
 var file_rpc_paxosdpb_log_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_rpc_paxosdpb_log_proto_goTypes = []any{
-	(Consistency)(0),       // 0: paxosd.v1.Consistency
-	(*Entry)(nil),          // 1: paxosd.v1.Entry
-	(*AppendRequest)(nil),  // 2: paxosd.v1.AppendRequest
-	(*AppendResponse)(nil), // 3: paxosd.v1.AppendResponse
-	(*ReadRequest)(nil),    // 4: paxosd.v1.ReadRequest
-	(*ReadResponse)(nil),   // 5: paxosd.v1.ReadResponse
-	(*TailRequest)(nil),    // 6: paxosd.v1.TailRequest
-	(*TailResponse)(nil),   // 7: paxosd.v1.TailResponse
-	(*TrimRequest)(nil),    // 8: paxosd.v1.TrimRequest
-	(*TrimResponse)(nil),   // 9: paxosd.v1.TrimResponse
-	(*StatusRequest)(nil),  // 10: paxosd.v1.StatusRequest
-	(*Member)(nil),         // 11: paxosd.v1.Member
-	(*StatusResponse)(nil), // 12: paxosd.v1.StatusResponse
-	(*NotMaster)(nil),      // 13: paxosd.v1.NotMaster
-	(*Trimmed)(nil),        // 14: paxosd.v1.Trimmed
-	(*IndexMismatch)(nil),  // 15: paxosd.v1.IndexMismatch
+	(Consistency)(0),               // 0: paxosd.v1.Consistency
+	(*Entry)(nil),                  // 1: paxosd.v1.Entry
+	(*AppendRequest)(nil),          // 2: paxosd.v1.AppendRequest
+	(*AppendResponse)(nil),         // 3: paxosd.v1.AppendResponse
+	(*ReadRequest)(nil),            // 4: paxosd.v1.ReadRequest
+	(*ReadResponse)(nil),           // 5: paxosd.v1.ReadResponse
+	(*TailRequest)(nil),            // 6: paxosd.v1.TailRequest
+	(*TailResponse)(nil),           // 7: paxosd.v1.TailResponse
+	(*TrimRequest)(nil),            // 8: paxosd.v1.TrimRequest
+	(*TrimResponse)(nil),           // 9: paxosd.v1.TrimResponse
+	(*TransferMasterRequest)(nil),  // 10: paxosd.v1.TransferMasterRequest
+	(*TransferMasterResponse)(nil), // 11: paxosd.v1.TransferMasterResponse
+	(*StatusRequest)(nil),          // 12: paxosd.v1.StatusRequest
+	(*Member)(nil),                 // 13: paxosd.v1.Member
+	(*StatusResponse)(nil),         // 14: paxosd.v1.StatusResponse
+	(*NotMaster)(nil),              // 15: paxosd.v1.NotMaster
+	(*Trimmed)(nil),                // 16: paxosd.v1.Trimmed
+	(*IndexMismatch)(nil),          // 17: paxosd.v1.IndexMismatch
 }
 var file_rpc_paxosdpb_log_proto_depIdxs = []int32{
 	0,  // 0: paxosd.v1.ReadRequest.consistency:type_name -> paxosd.v1.Consistency
 	1,  // 1: paxosd.v1.ReadResponse.entries:type_name -> paxosd.v1.Entry
 	1,  // 2: paxosd.v1.TailResponse.entries:type_name -> paxosd.v1.Entry
-	11, // 3: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
+	13, // 3: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
 	2,  // 4: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
 	4,  // 5: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
 	6,  // 6: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
 	8,  // 7: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
-	10, // 8: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
-	3,  // 9: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
-	5,  // 10: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
-	7,  // 11: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
-	9,  // 12: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
-	12, // 13: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
+	12, // 8: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
+	10, // 9: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
+	3,  // 10: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
+	5,  // 11: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
+	7,  // 12: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
+	9,  // 13: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
+	14, // 14: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
+	11, // 15: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -1197,7 +1317,7 @@ func file_rpc_paxosdpb_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rpc_paxosdpb_log_proto_rawDesc), len(file_rpc_paxosdpb_log_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

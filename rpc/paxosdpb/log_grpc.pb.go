@@ -32,12 +32,23 @@
 //   - a read or tail below the first index: OUT_OF_RANGE + Trimmed{first_index}.
 //     A read at or past end_index is not an error: it returns no entries.
 //   - bad input: INVALID_ARGUMENT + google.rpc.BadRequest whose field
-//     violation names the field (e.g. "entries[3]", "max_count").
+//     violation names the field (e.g. "entries[3]", "max_count"). A trim past
+//     the end of the log (as the master has applied it) also carries a
+//     google.rpc.ErrorInfo with reason TRIM_PAST_END and metadata end_index.
 //   - an append whose expected_index is not the end index: ABORTED +
 //     IndexMismatch{end_index} (a failed test-and-set: re-read and retry at a
 //     higher level).
-//   - RESOURCE_EXHAUSTED: the node is overloaded; back off (google.rpc.RetryInfo
-//     may say for how long) and retry.
+//   - RESOURCE_EXHAUSTED + google.rpc.ErrorInfo reason OVERLOADED: the node
+//     shed the request before proposing it; back off (google.rpc.RetryInfo may
+//     say for how long) and retry, even an append without client_id.
+//   - RESOURCE_EXHAUSTED + reason TOO_MANY_CLIENTS: an append with client_id
+//     from a client the dedup table has no room for; nothing was applied.
+//     Every node would answer the same until a client idles out: do not spin.
+//   - ALREADY_EXISTS + reason SEQ_REUSED: this (client_id, seq) was already
+//     applied with other entries; nothing was applied; do not retry.
+//   - Any other failure of an append (UNAVAILABLE without NotMaster, a
+//     deadline, INTERNAL) leaves its outcome unknown: retry only with the same
+//     client_id and seq.
 
 package paxosdpb
 
@@ -54,11 +65,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LogService_Append_FullMethodName = "/paxosd.v1.LogService/Append"
-	LogService_Read_FullMethodName   = "/paxosd.v1.LogService/Read"
-	LogService_Tail_FullMethodName   = "/paxosd.v1.LogService/Tail"
-	LogService_Trim_FullMethodName   = "/paxosd.v1.LogService/Trim"
-	LogService_Status_FullMethodName = "/paxosd.v1.LogService/Status"
+	LogService_Append_FullMethodName         = "/paxosd.v1.LogService/Append"
+	LogService_Read_FullMethodName           = "/paxosd.v1.LogService/Read"
+	LogService_Tail_FullMethodName           = "/paxosd.v1.LogService/Tail"
+	LogService_Trim_FullMethodName           = "/paxosd.v1.LogService/Trim"
+	LogService_Status_FullMethodName         = "/paxosd.v1.LogService/Status"
+	LogService_TransferMaster_FullMethodName = "/paxosd.v1.LogService/TransferMaster"
 )
 
 // LogServiceClient is the client API for LogService service.
@@ -80,6 +92,12 @@ type LogServiceClient interface {
 	Trim(ctx context.Context, in *TrimRequest, opts ...grpc.CallOption) (*TrimResponse, error)
 	// Status describes this node and what it knows of the cluster.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// TransferMaster asks the master to hand its lease to another voter and
+	// answers with the successor, which is master a few round trips later
+	// (poll its Status). The old master stops serving at once. If the
+	// successor never takes over, the others elect a master once the lease
+	// it was handed runs out, as after a crash.
+	TransferMaster(ctx context.Context, in *TransferMasterRequest, opts ...grpc.CallOption) (*TransferMasterResponse, error)
 }
 
 type logServiceClient struct {
@@ -149,6 +167,16 @@ func (c *logServiceClient) Status(ctx context.Context, in *StatusRequest, opts .
 	return out, nil
 }
 
+func (c *logServiceClient) TransferMaster(ctx context.Context, in *TransferMasterRequest, opts ...grpc.CallOption) (*TransferMasterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferMasterResponse)
+	err := c.cc.Invoke(ctx, LogService_TransferMaster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LogServiceServer is the server API for LogService service.
 // All implementations must embed UnimplementedLogServiceServer
 // for forward compatibility.
@@ -168,6 +196,12 @@ type LogServiceServer interface {
 	Trim(context.Context, *TrimRequest) (*TrimResponse, error)
 	// Status describes this node and what it knows of the cluster.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// TransferMaster asks the master to hand its lease to another voter and
+	// answers with the successor, which is master a few round trips later
+	// (poll its Status). The old master stops serving at once. If the
+	// successor never takes over, the others elect a master once the lease
+	// it was handed runs out, as after a crash.
+	TransferMaster(context.Context, *TransferMasterRequest) (*TransferMasterResponse, error)
 	mustEmbedUnimplementedLogServiceServer()
 }
 
@@ -192,6 +226,9 @@ func (UnimplementedLogServiceServer) Trim(context.Context, *TrimRequest) (*TrimR
 }
 func (UnimplementedLogServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedLogServiceServer) TransferMaster(context.Context, *TransferMasterRequest) (*TransferMasterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferMaster not implemented")
 }
 func (UnimplementedLogServiceServer) mustEmbedUnimplementedLogServiceServer() {}
 func (UnimplementedLogServiceServer) testEmbeddedByValue()                    {}
@@ -297,6 +334,24 @@ func _LogService_Status_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LogService_TransferMaster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferMasterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LogServiceServer).TransferMaster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LogService_TransferMaster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LogServiceServer).TransferMaster(ctx, req.(*TransferMasterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LogService_ServiceDesc is the grpc.ServiceDesc for LogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -319,6 +374,10 @@ var LogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _LogService_Status_Handler,
+		},
+		{
+			MethodName: "TransferMaster",
+			Handler:    _LogService_TransferMaster_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
