@@ -262,9 +262,10 @@ func (n *Node) Now() uint64 { return n.now }
 
 // IsMaster reports whether this node is the master: it completed phase 1,
 // it holds the lease in the log, and by its own clock the lease has not
-// expired. Only the master takes proposals and serves linearizable reads.
+// expired, and it is not handing the lease over (TransferMaster). Only the
+// master takes proposals and serves linearizable reads.
 func (n *Node) IsMaster() bool {
-	return n.voter && n.prop.Phase() == proposer.Leading &&
+	return n.voter && n.prop.Phase() == proposer.Leading && n.handoverTo == 0 &&
 		n.learn.State().LeaseHolder == n.id && n.lease.Held(n.now)
 }
 
@@ -704,6 +705,9 @@ func (n *Node) apply(a learner.Applied) {
 	}
 	for _, lc := range a.Leases {
 		n.lease.Applied(n.now, a.Instance, lc.Holder, lc.Epoch, lc.Start, lc.OK)
+		if lc.OK && n.voter {
+			n.guard.Applied(n.now, n.cfg.LeaseTicks, a.Instance, lc.Holder)
+		}
 	}
 }
 
@@ -784,7 +788,7 @@ func (n *Node) leaderDuties() {
 		}
 		return
 	}
-	if !n.lease.Due(n.now, st.LeaseHolder == n.id) {
+	if !n.lease.Due(n.now, st.Applied, st.LeaseHolder == n.id) {
 		return
 	}
 	start, epoch := n.lease.Proposing(n.now)

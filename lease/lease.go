@@ -50,7 +50,9 @@ type Guard struct {
 const Everyone = ^uint64(0)
 
 // PlantAnyOrder makes every accepted lease move the guard, whatever its
-// ballot and instance. Only for tests that prove they catch it.
+// ballot and instance, and an applied lease never (Applied would mend the
+// guard as soon as the lease after the stale one applies, and hide how
+// far the bug reaches before that). Only for tests that prove they catch it.
 func (g *Guard) PlantAnyOrder() { g.anyOrder = true }
 
 // Accepted notes that the acceptor accepted v at ballot b in instance i at
@@ -73,6 +75,23 @@ func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Val
 	if h, ok := HolderIn(v); ok {
 		g.holder, g.until, g.ballot, g.instance = h, now+ticks, b, i
 	}
+}
+
+// Applied notes that a lease for holder, chosen in instance i, applied at
+// tick now (its compare-and-set matched: holder is the lease's holder from
+// now on). A guard of a lease in a lower instance moves to holder for a full
+// lease from now: that lease was decided before i, and a lease chosen after
+// it ended it (its holder's phase 1 passed the guards of a quorum, or the
+// holder handed it over, or the master that re-proposed it stopped counting
+// its own). Without this, a voter that restarted or fell behind, and so
+// accepted none of the newer lease, would guard the old holder (often the
+// master that just handed over) for a full lease and refuse the new one.
+// A guard of a lease in instance i or above is left alone: it may be newer.
+func (g *Guard) Applied(now, ticks, i, holder uint64) {
+	if g.holder == 0 || g.holder == holder || g.instance >= i || g.anyOrder {
+		return
+	}
+	g.holder, g.until, g.instance = holder, now+ticks, i
 }
 
 // Restore rebuilds the guard at a restart, at tick now: applied is the
@@ -198,11 +217,17 @@ func (v *View) Reproposed(accepts []core.Message) {
 	}
 }
 
-// Due reports whether a leading node should propose a lease at tick now:
-// none of its own is in flight, and it does not hold one (mine: the lease in
-// the applied state names it) with more than half the lease left.
-func (v *View) Due(now uint64, mine bool) bool {
-	if v.inFlight {
+// Due reports whether a leading node that applied the instances below
+// applied should propose a lease at tick now: none of its own is in flight,
+// none naming another node that it re-proposed or handed over is still to
+// apply, and it does not hold one (mine: the lease in the applied state
+// names it) with more than half the lease left. A lease of ours proposed
+// above a foreign one still to apply would carry the lease version from
+// before that one applies and fail its compare-and-set, yet every acceptor
+// that accepted it would guard us for a full lease: the node the foreign
+// lease names could not take over until then.
+func (v *View) Due(now, applied uint64, mine bool) bool {
+	if v.inFlight || applied < v.foreignEnd && !v.keepOwn {
 		return false
 	}
 	return !mine || now >= v.holderUntil || v.holderUntil-now <= v.cfg.Ticks/2

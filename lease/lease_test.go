@@ -142,18 +142,18 @@ func newView() *lease.View {
 // failed changes nothing but ends our proposal in flight.
 func TestViewApplied(t *testing.T) {
 	v := newView()
-	if !v.Due(0, false) {
+	if !v.Due(0, 0, false) {
 		t.Fatal("no lease: not due")
 	}
 	start, epoch := v.Proposing(5)
-	if start != 5 || epoch != 7 || v.Due(6, true) {
-		t.Fatalf("Proposing(5) = %d, %d; due again while in flight: %v", start, epoch, v.Due(6, true))
+	if start != 5 || epoch != 7 || v.Due(6, 0, true) {
+		t.Fatalf("Proposing(5) = %d, %d; due again while in flight: %v", start, epoch, v.Due(6, 0, true))
 	}
 	v.Applied(30, 0, 1, 7, 5, true)
 	if !v.Held(84) || v.Held(85) {
 		t.Fatalf("own lease proposed at 5: Held(84)=%v Held(85)=%v, want true false (5+100-20)", v.Held(84), v.Held(85))
 	}
-	if v.Due(34, true) || !v.Due(35, true) {
+	if v.Due(34, 0, true) || !v.Due(35, 0, true) {
 		t.Fatal("renewal not due exactly when half the lease is left (85-35 = 50)")
 	}
 	// Another incarnation's lease of ours does not count.
@@ -170,17 +170,17 @@ func TestViewApplied(t *testing.T) {
 	w := newView()
 	w.Proposing(5)
 	w.Applied(10, 0, 1, 7, 5, false)
-	if w.Held(11) || w.OtherValid(11) || !w.Due(11, true) {
+	if w.Held(11) || w.OtherValid(11) || !w.Due(11, 0, true) {
 		t.Fatal("a failed lease counted, or left our proposal in flight")
 	}
 	// Restore: everyone counts a full lease from now, the holder nothing.
 	v.Proposing(200)
 	v.Restore(300)
-	if v.Held(301) || !v.OtherValid(399) || v.OtherValid(400) || !v.Due(301, true) {
+	if v.Held(301) || !v.OtherValid(399) || v.OtherValid(400) || !v.Due(301, 0, true) {
 		t.Fatal("Restore(300)")
 	}
 	v.StepDown()
-	if !v.Due(301, true) {
+	if !v.Due(301, 0, true) {
 		t.Fatal("StepDown left a proposal in flight")
 	}
 }
@@ -230,5 +230,79 @@ func TestViewReproposedForeign(t *testing.T) {
 		if v.Held(7) {
 			t.Fatal("the foreign lease re-proposed again, below our lease, left it counting")
 		}
+	}
+}
+
+// A lease chosen in a higher instance than the guarded one, once applied,
+// moves the guard to its holder for a full lease from the apply; one in
+// the guarded instance or below leaves the guard alone (the guarded lease
+// may be newer), and so does an acceptor that guards no one. With the
+// guard-old-lease bug planted, applied leases move nothing.
+func TestGuardApplied(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		guarded uint64 // instance of the guarded lease (node 1's)
+		applied uint64 // instance of node 2's lease, applied
+		want    uint64 // the holder guarded after
+		until   uint64 // refuses others until then
+	}{
+		{"a later instance moves it", 3, 5, 2, 150},
+		{"a lower instance does not", 5, 3, 1, 110},
+		{"the same instance does not", 5, 5, 1, 110},
+	} {
+		for _, planted := range []bool{false, true} {
+			var g lease.Guard
+			if planted {
+				g.PlantAnyOrder()
+			}
+			g.Accepted(10, 100, ballot(1, 0), tc.guarded, leaseFor(1))
+			g.Applied(50, 100, tc.applied, 2)
+			want, until := tc.want, tc.until
+			if planted {
+				want, until = 1, 110
+			}
+			for _, from := range []uint64{1, 2, 3} {
+				if got := g.Refuses(60, from); got != (from != want) {
+					t.Errorf("%s (planted %v): Refuses(%d) = %v, want the guard on %d", tc.name, planted, from, got, want)
+				}
+			}
+			if !g.Refuses(until-1, 3) || g.Refuses(until, 3) {
+				t.Errorf("%s (planted %v): the guard does not end at %d", tc.name, planted, until)
+			}
+		}
+	}
+	var g lease.Guard
+	g.Applied(50, 100, 5, 2)
+	if g.Refuses(60, 3) {
+		t.Error("an applied lease started a guard where none was")
+	}
+	// A restart that could not tell two leases apart refuses everyone, until
+	// a lease chosen above both applies.
+	g.Restore(0, 100, 1, []core.InstanceValue{{Instance: 4, Ballot: ballot(1, 0), Value: leaseFor(3)}})
+	if !g.Refuses(10, 1) || !g.Refuses(10, 3) {
+		t.Fatal("the restored guard does not refuse everyone")
+	}
+	g.Applied(20, 100, 6, 2)
+	if g.Refuses(30, 2) || !g.Refuses(30, 3) || g.Refuses(120, 3) {
+		t.Error("a lease chosen above the restored ones did not move the guard to its holder for a lease")
+	}
+}
+
+// A leading node proposes no lease of its own while a foreign lease it
+// re-proposed (or handed over) is still to apply: ours would carry the
+// lease version from before, fail, and still be guarded by its acceptors.
+func TestViewDueAfterForeign(t *testing.T) {
+	v := newView()
+	v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 4, Value: leaseFor(3)}})
+	if v.Due(10, 4, false) {
+		t.Fatal("due with node 3's lease in instance 4 still to apply")
+	}
+	if !v.Due(10, 5, false) {
+		t.Fatal("not due once it applied")
+	}
+	w := newView()
+	w.HandedOver(7)
+	if w.Due(10, 7, true) || !w.Due(10, 8, true) {
+		t.Fatal("a handover still to apply: due, or not due after it applied")
 	}
 }

@@ -49,6 +49,7 @@ type invariants struct {
 	prepared   map[uint64][2]uint64    // node -> (highest ballot it sent a Prepare for, incarnation)
 	bases      map[uint64]uint64       // instance -> fingerprint of the base taken there
 	guards     map[uint64]leaseGuard   // voter -> the lease guard its acceptor must keep
+	versions   map[uint64]uint64       // voter -> its applied lease version, last seen
 	buf        []byte
 }
 
@@ -58,7 +59,7 @@ func newInvariants(w *world) *invariants {
 		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
 		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
 		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{}, prepared: map[uint64][2]uint64{},
-		bases: map[uint64]uint64{}, guards: map[uint64]leaseGuard{},
+		bases: map[uint64]uint64{}, guards: map[uint64]leaseGuard{}, versions: map[uint64]uint64{},
 	}
 }
 
@@ -72,11 +73,25 @@ func newInvariants(w *world) *invariants {
 // Accept) does not start the guard over. After a restart whose applied and
 // latest accepted leases name different holders, it promises nobody
 // (holder lease.Everyone).
+//
+// A lease chosen in a higher instance than the guarded one, applied, moves
+// the guard to its holder (lease.Guard.Applied). The simulator sees only
+// that the applied lease version changed in an event, not in which
+// instance, nor whether the change came from an installed base (which
+// moves no guard): it then lets the acceptor promise either the old holder
+// or the new one (alt), and no one else until the earlier of the two
+// guards' ends.
 type leaseGuard struct {
 	holder   uint64
+	alt      uint64
 	ballot   idgen.Ballot
 	instance uint64
 	until    uint64
+}
+
+// allows reports whether g lets its acceptor promise node from at tick now.
+func (g leaseGuard) allows(from, now uint64) bool {
+	return g.holder == 0 || from == g.holder || from == g.alt || now+guardSlack >= g.until
 }
 
 // replacedBy reports whether a lease accepted at (b, i) replaces g.
@@ -171,6 +186,22 @@ func (v *invariants) restarted(n *node) {
 		g.holder = lease.Everyone
 	}
 	v.guards[n.id] = g
+	v.versions[n.id] = n.disk.state.LeaseVersion
+}
+
+// leaseApplied looks at n's applied lease version at tick now: if a lease
+// was applied since it last looked, its guard may have moved to the new
+// holder.
+func (v *invariants) leaseApplied(n *node, now uint64) {
+	st := n.core.Applied()
+	if st.LeaseVersion == v.versions[n.id] {
+		return
+	}
+	v.versions[n.id] = st.LeaseVersion
+	if g := v.guards[n.id]; g.holder != 0 && g.holder != st.LeaseHolder {
+		g.alt, g.until = st.LeaseHolder, min(g.until, now+n.cfg.LeaseTicks)
+		v.guards[n.id] = g
+	}
 }
 
 // readied notes the leases among the values n accepted, from the Ready
@@ -339,8 +370,8 @@ func (v *invariants) stepped(n *node, m core.Message, now uint64, promiseBefore 
 			}
 		}
 	}
-	if g := v.guards[n.id]; m.Type == core.MsgPrepare && m.Ballot > promiseBefore && n.core.Promised() == m.Ballot &&
-		g.holder != 0 && m.From != g.holder && now+guardSlack < g.until {
+	v.leaseApplied(n, now)
+	if g := v.guards[n.id]; m.Type == core.MsgPrepare && m.Ballot > promiseBefore && n.core.Promised() == m.Ballot && !g.allows(m.From, now) {
 		v.w.fail("node %d promised node %d's Prepare(%d) at tick %d, while guarding node %d's lease, accepted at ballot %d in instance %d, until tick %d",
 			n.id, m.From, m.Ballot, now, g.holder, g.ballot, g.instance, g.until)
 		return
@@ -375,6 +406,7 @@ func (v *invariants) afterEvent(e *event) {
 		v.w.fail("node %d promise went back from %d to %d", id, v.promise[id], p)
 	}
 	v.promise[id] = p
+	v.leaseApplied(n, n.core.Now())
 	if m := n.core.Master(); m == id && n.core.IsMaster() && m != v.w.lastMaster {
 		v.w.lastMaster = m
 		v.w.masters++
