@@ -7,8 +7,10 @@
 //
 // The invariants it keeps (docs/protocol.md §5): a guard moves only to a
 // lease accepted at a higher ballot, or at the same ballot in the same or a
-// later instance; a holder counts its lease only from a lease command of its
-// own incarnation, applied above every other node's lease it re-proposed.
+// later instance, or to a lease chosen in a later instance once it applies;
+// a holder counts its lease only from a lease command of its own
+// incarnation, applied above every other node's lease it re-proposed, and
+// proposes none while such a lease is still to apply.
 package lease
 
 import (
