@@ -98,6 +98,30 @@ func lease1(v core.Value) (uint64, bool) {
 	return 0, false
 }
 
+// holdRenewal ticks until master m sends a lease renewal, with every
+// Accepted reply to m dropped from then on (c.drop is left so): the renewal
+// stays in flight. c.watch keeps watching as before.
+func holdRenewal(t *testing.T, c *cluster, m uint64) {
+	t.Helper()
+	renewing, prev := false, c.watch
+	c.watch = func(msg core.Message) {
+		if prev != nil {
+			prev(msg)
+		}
+		if msg.From == m && isLeaseAccept(msg.To)(msg) {
+			renewing = true
+		}
+	}
+	c.drop = func(msg core.Message) bool { return msg.Type == core.MsgAccepted && msg.To == m }
+	for k := 0; !renewing; k++ {
+		if k > 100 {
+			t.Fatal("no renewal in 100 ticks")
+		}
+		c.tick()
+	}
+	c.watch = prev
+}
+
 // TransferMaster while the master's renewal is in flight (its Accepted
 // replies lost): the handover waits for the renewal. The master once went
 // on serving meanwhile, although TransferMaster says it stops at once: the
@@ -115,20 +139,7 @@ func TestTransferWhileRenewalInFlight(t *testing.T) {
 			break
 		}
 	}
-	renewing := false
-	c.watch = func(msg core.Message) {
-		if msg.From == m && isLeaseAccept(msg.To)(msg) {
-			renewing = true
-		}
-	}
-	c.drop = func(msg core.Message) bool { return msg.Type == core.MsgAccepted && msg.To == m }
-	for k := 0; !renewing; k++ {
-		if k > 100 {
-			t.Fatal("no renewal in 100 ticks")
-		}
-		c.tick()
-	}
-	c.watch = nil
+	holdRenewal(t, c, m)
 	if !c.nodes[m].IsMaster() {
 		t.Fatal("scenario: the master's lease ran out before its renewal left")
 	}
@@ -507,21 +518,7 @@ func TestTransferMasterTwice(t *testing.T) {
 		}
 		want := others[0]
 		if deferred {
-			renewing := false
-			prev := c.watch
-			c.watch = func(msg core.Message) {
-				prev(msg)
-				if msg.From == m && isLeaseAccept(msg.To)(msg) {
-					renewing = true
-				}
-			}
-			c.drop = func(msg core.Message) bool { return msg.Type == core.MsgAccepted && msg.To == m }
-			for k := 0; !renewing; k++ {
-				if k > 100 {
-					t.Fatal("no renewal in 100 ticks")
-				}
-				c.tick()
-			}
+			holdRenewal(t, c, m)
 		}
 		if _, err := c.nodes[m].TransferMaster(others[0]); err != nil {
 			t.Fatal(err)
