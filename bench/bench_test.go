@@ -313,8 +313,8 @@ func startTestCluster(t *testing.T) *testCluster {
 	return c
 }
 
-// requiredKeys are the JSON keys DESIGN.md §4 and the side-by-side report
-// rely on.
+// requiredKeys are the JSON keys `paxosd bench -w json` prints, which the
+// side-by-side report (docs/benchmarks.md) relies on.
 var requiredKeys = []string{"throughput", "p50_ms", "p99_ms", "p999_ms", "clients", "size", "ops",
 	"entries_per_s", "mb_per_s", "errors", "batch", "inflight", "duration_s", "nodes", "fsync", "lost", "duplicated"}
 

@@ -14,7 +14,8 @@ import (
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
-// The typed errors of the client API (DESIGN.md §4, rpc/paxosdpb/log.proto).
+// The typed errors of the client API (docs/operations.md "Errors",
+// rpc/paxosdpb/log.proto).
 // Each constructor returns a gRPC status error with a detail attached by
 // status.WithDetails; each parser accepts any error that carries a gRPC
 // status, wrapped or not (status.FromError unwraps), and reports ok = false

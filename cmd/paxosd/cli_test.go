@@ -3,7 +3,8 @@ package main
 // Black-box tests of the paxosd command: TestMain builds the binary once, the
 // tests run it as real processes on 127.0.0.1 (servers on ports found with
 // net.Listen("tcp", "127.0.0.1:0")) and check what a user sees: exit codes,
-// stdout, stderr, and that bad input changes nothing (DESIGN.md §4).
+// stdout, stderr, and that bad input changes nothing (docs/operations.md,
+// "Errors").
 
 import (
 	"bytes"

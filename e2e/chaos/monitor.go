@@ -10,7 +10,7 @@ import (
 )
 
 // monitor polls every node's status while faults run. It counts master
-// changes and checks what DESIGN.md §2 says of ballots, as far as the
+// changes and checks what docs/protocol.md (§1, §4) says of ballots, as far as the
 // nodes' own reports show them: a node issues only ballots it owns
 // (ballot mod K is its slot), they only go up, and after a restart it
 // issues only ballots above every ballot it led with before. (A ballot seen

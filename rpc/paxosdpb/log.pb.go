@@ -5,7 +5,7 @@
 // source: rpc/paxosdpb/log.proto
 
 // The client API of paxosd: a replicated, ordered, append-only log
-// (DESIGN.md §4). Every node serves it; appends, trims and linearizable reads
+// (README.md, docs/operations.md). Every node serves it; appends, trims and linearizable reads
 // are served by the master, and local reads and tails by any node.
 //
 // Index conventions, used by every message below:
@@ -875,7 +875,7 @@ type StatusResponse struct {
 	// Every instance below chosen_instance is chosen and applied on this node.
 	ChosenInstance uint64 `protobuf:"varint,8,opt,name=chosen_instance,json=chosenInstance,proto3" json:"chosen_instance,omitempty"`
 	// This node has applied the user entries [first_index, end_index): the
-	// applied index of DESIGN.md §4 is end_index, the last index end_index - 1
+	// node's applied index is end_index, the last index end_index - 1
 	// when end_index > first_index.
 	FirstIndex uint64    `protobuf:"varint,9,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
 	EndIndex   uint64    `protobuf:"varint,10,opt,name=end_index,json=endIndex,proto3" json:"end_index,omitempty"`

@@ -5,7 +5,7 @@
 // source: rpc/paxosdpb/log.proto
 
 // The client API of paxosd: a replicated, ordered, append-only log
-// (DESIGN.md §4). Every node serves it; appends, trims and linearizable reads
+// (README.md, docs/operations.md). Every node serves it; appends, trims and linearizable reads
 // are served by the master, and local reads and tails by any node.
 //
 // Index conventions, used by every message below:
