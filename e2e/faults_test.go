@@ -274,6 +274,11 @@ func killForGood(t *testing.T, n, others int, p killPoint, seed uint64) {
 	// late (or after a change): the acknowledged append is the measure.
 	t.Logf("recovery: the first append sent after the kill was acknowledged %v after it (the status poll saw a survivor master after %v)",
 		recovered.Round(time.Millisecond), toMaster.Round(time.Millisecond))
+	for i := range c.addrs {
+		if !slices.Contains(victims, i) {
+			t.Logf("node %d's elections:%s", i+1, electionLines(c, i))
+		}
+	}
 	if m := c.master(t); slices.Contains(victims, m) {
 		t.Fatalf("node %d, killed, reported as master", m+1)
 	}
@@ -308,6 +313,19 @@ func killForGood(t *testing.T, n, others int, p killPoint, seed uint64) {
 		t.Fatalf("history against the survivors' log: %s", res)
 	}
 	t.Logf("%d operations, %d entries in the survivors' logs; %s", len(hist), len(logs[0]), strings.SplitN(res.String(), "\n", 2)[0])
+}
+
+// electionLines returns the lines of node i's log that tell its elections:
+// what held a new master up after a kill.
+func electionLines(c *cluster, i int) string {
+	b, _ := os.ReadFile(c.logPath(i))
+	var out strings.Builder
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, ": phase 1 at ballot") || strings.Contains(l, ": master at ballot") || strings.Contains(l, ": stopped proposing") {
+			out.WriteString("\n\t" + l)
+		}
+	}
+	return out.String()
 }
 
 // sameLogs waits until nodes hold the same log, at least want entries

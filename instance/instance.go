@@ -128,6 +128,16 @@ type Status struct {
 	// and clients in it.
 	DedupHits    uint64
 	DedupClients int
+	Counters     Counters
+}
+
+// Counters count this node's protocol events since it started.
+type Counters struct {
+	Elections     uint64 // phase 1s started
+	PhaseTimeouts uint64 // phase 1s abandoned: no quorum of promises in time
+	Behind        uint64 // phase 1s ended: an acceptor had applied past their start
+	Outbid        uint64 // phases ended by a higher ballot
+	AcceptsResent uint64 // Accepts sent again for want of a quorum
 }
 
 // Node is one node's protocol core.
@@ -140,6 +150,7 @@ type Node struct {
 	lastFollow uint64            // a follower: when it last asked its member to push
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
 	now        uint64
+	counters   Counters
 	wall       uint64 // the runtime's wall clock (Unix ms), for lease commands
 	epoch      uint64 // random per incarnation: tells the holder its own lease proposals apart
 	acc        *acceptor.Acceptor
@@ -323,9 +334,13 @@ func (n *Node) Tick() {
 	if n.voter {
 		msgs, abandoned := n.prop.Tick(n.now)
 		for _, m := range msgs {
+			if m.Type == core.MsgAccept {
+				n.counters.AcceptsResent++
+			}
 			n.send(m, false)
 		}
 		if abandoned {
+			n.counters.PhaseTimeouts++
 			n.backoff()
 		}
 	}
@@ -479,7 +494,11 @@ func (n *Node) step(m core.Message) {
 			n.send(a, false)
 		}
 		switch outcome {
-		case proposer.PromiseBehind, proposer.PromiseOutbid:
+		case proposer.PromiseBehind:
+			n.counters.Behind++
+			n.backoff()
+		case proposer.PromiseOutbid:
+			n.counters.Outbid++
 			n.backoff()
 		}
 	case core.MsgAccept:
@@ -505,6 +524,7 @@ func (n *Node) step(m core.Message) {
 		}
 		chosen, outbid := n.prop.OnAccepted(m)
 		if outbid {
+			n.counters.Outbid++
 			n.stepDown()
 			n.backoff()
 		}
@@ -749,6 +769,7 @@ func (n *Node) settle() {
 		if n.prop.Next() < applied {
 			// Instances we never proposed were chosen: a higher ballot is
 			// about, and our phase 1 no longer covers the log's end.
+			n.counters.Outbid++
 			n.stepDown()
 			n.backoff()
 		} else {
@@ -829,6 +850,7 @@ func (n *Node) maybeElect() {
 		return
 	}
 	n.electionArmed = false
+	n.counters.Elections++
 	for _, m := range n.prop.StartPrepare(n.now, n.learn.Applied()) {
 		n.send(m, true) // our own promise must be durable before the ballot leaves
 	}
@@ -843,6 +865,7 @@ func (n *Node) backoff() {
 // outbidBy steps down when our own acceptor promised a higher ballot.
 func (n *Node) outbidBy(b idgen.Ballot) {
 	if n.prop.Phase() != proposer.Idle && b > n.prop.Ballot() {
+		n.counters.Outbid++
 		n.stepDown()
 		n.backoff()
 	}
@@ -978,7 +1001,7 @@ func (n *Node) Status() Status {
 	st := n.learn.State()
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
 		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(n.now, st.Applied),
-		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients()}
+		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters}
 	if n.voter {
 		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()
 		s.InFlight, s.Waiting = n.prop.InFlight(), n.prop.Waiting()

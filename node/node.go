@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/storage"
 )
@@ -103,6 +104,9 @@ type Node struct {
 	waiting map[uint64]*proposal
 	// retaining is the outstanding automatic trim, if any.
 	retaining *proposal
+	// role and ballot as last logged (logRole).
+	role   string
+	ballot idgen.Ballot
 }
 
 type proposal struct {
@@ -250,6 +254,29 @@ func (n *Node) Run(ctx context.Context) error {
 			n.shutdown(err)
 			return err
 		}
+		n.logRole()
+	}
+}
+
+// logRole logs a phase 1 started, mastership won, and proposing stopped,
+// with the counts that say why an election took long.
+func (n *Node) logRole() {
+	st := n.core.Status()
+	if st.Role == n.role && st.Ballot == n.ballot {
+		return
+	}
+	was := n.role
+	n.role, n.ballot = st.Role, st.Ballot
+	c := st.Counters
+	switch {
+	case st.Role == "candidate" && st.Phase == "preparing":
+		n.cfg.Logf("node %d: phase 1 at ballot %d from instance %d", n.cfg.ID, st.Ballot, st.Applied)
+	case st.Role == "master":
+		n.cfg.Logf("node %d: master at ballot %d (since start: %d phase 1s, %d timed out, %d outbid, %d behind)",
+			n.cfg.ID, st.Ballot, c.Elections, c.PhaseTimeouts, c.Outbid, c.Behind)
+	case st.Phase == "idle" && (was == "candidate" || was == "master"):
+		n.cfg.Logf("node %d: stopped proposing (master: node %d; since start: %d phase 1s, %d timed out, %d outbid, %d behind, %d Accepts resent)",
+			n.cfg.ID, st.Master, c.Elections, c.PhaseTimeouts, c.Outbid, c.Behind, c.AcceptsResent)
 	}
 }
 

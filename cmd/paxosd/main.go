@@ -142,7 +142,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			}
 			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			logger := log.New(os.Stderr, "", log.LstdFlags)
+			logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 			if a := c.String("pprof"); a != "" {
 				if err := servePprof(a, logger.Printf); err != nil {
 					return err
@@ -221,7 +221,7 @@ func devCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			logger := log.New(os.Stderr, "", log.LstdFlags)
+			logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 			var running []*server.Server
 			for i := 1; i <= nodes; i++ {
 				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i),
