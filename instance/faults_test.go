@@ -407,3 +407,95 @@ func TestReproposedForeignLease(t *testing.T) {
 	}
 	t.Logf("planted %s: %v", instance.BugReproposedLease, err)
 }
+
+// A node that promised another proposer's ballot does not start a phase 1
+// of its own until that proposer has been silent for PhaseTimeout: it would
+// only outbid a phase 1 in progress (one over a window of large values
+// takes longer than the election jitter), and the two would outbid each
+// other in turn.
+func TestYieldToProposerInProgress(t *testing.T) {
+	c := tunedCluster(t, 3, instance.BugNone, nil, nil, func(cfg *instance.Config) {
+		cfg.PhaseTimeout, cfg.ElectionJitter = 40, 5
+	})
+	n := c.nodes[3]
+	ballot := idgen.Make(5, 1, idgen.DefaultK) // node 2's (slot 1), above any node 3 has seen
+	if err := n.Step(core.Message{Type: core.MsgPrepare, From: 2, To: 3, Ballot: ballot}); err != nil {
+		t.Fatal(err)
+	}
+	n.Advance()
+	ticks := 0
+	for ; n.Status().Counters.Elections == 0 && ticks < 200; ticks++ {
+		n.Tick()
+		if n.HasReady() {
+			n.Ready()
+			n.Advance()
+		}
+	}
+	// Without yielding, node 3 starts within ElectionJitter (5) ticks.
+	if ticks < 40 {
+		t.Fatalf("node 3 started a phase 1 %d ticks after promising node 2's ballot, within PhaseTimeout (40)", ticks)
+	}
+	if ticks > 40+5+1 {
+		t.Fatalf("node 3 started no phase 1 within PhaseTimeout and the jitter after node 2 fell silent (%d ticks)", ticks)
+	}
+}
+
+// The master renews its lease, the other voters accept the renewal, the
+// master hears none of it and dies for good. The survivor that runs phase 1
+// must re-propose the renewal. It counts that lease from when its own
+// acceptor accepted it, not from when the re-proposal applies (which gave
+// the dead master a second lease), and waits what is left of it out as the
+// leader it already is, rather than stepping down and running phase 1
+// again.
+func TestDeadMastersRenewalCostsOneLease(t *testing.T) {
+	c := newCluster(t, 11, instance.BugNone)
+	m := c.elect()
+	renewing := false
+	c.watch = func(msg core.Message) {
+		if msg.From == m && msg.Type == core.MsgAccept && msg.To != m {
+			for _, cmd := range msg.Value.Commands {
+				renewing = renewing || cmd.Kind == core.CmdLease && cmd.Holder == m
+			}
+		}
+	}
+	c.drop = func(msg core.Message) bool { return renewing && msg.To == m }
+	for range 200 {
+		if renewing {
+			break
+		}
+		c.tick()
+	}
+	if !renewing {
+		t.Fatal("the master proposed no renewal in 200 ticks")
+	}
+	c.down[m], c.drop, c.watch = true, nil, nil
+	elections := func() (n uint64) {
+		for _, id := range c.ids {
+			if id != m {
+				n += c.nodes[id].Status().Counters.Elections
+			}
+		}
+		return n
+	}
+	before, killed := elections(), c.nodes[1].Now()
+	for range 1000 {
+		c.tick()
+		if len(c.masters()) == 1 {
+			break
+		}
+	}
+	if len(c.masters()) != 1 {
+		t.Fatal("no master 1000 ticks after the master died")
+	}
+	// Stepping down for the re-proposed renewal ran a second phase 1.
+	if got := elections() - before; got != 1 {
+		t.Fatalf("%d phase 1s between the kill and a new master, want 1", got)
+	}
+	// One lease (40), the jitter (10) and a few round trips; counted from
+	// the re-proposal's apply, the renewal held the survivors up for 87.
+	took := c.nodes[1].Now() - killed
+	if took > 40+10+10 {
+		t.Fatalf("a master %d ticks after the kill: the re-proposed renewal cost a second lease (40 ticks)", took)
+	}
+	t.Logf("node %d master %d ticks after the kill (lease 40)", c.masters()[0], took)
+}

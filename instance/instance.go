@@ -151,6 +151,7 @@ type Node struct {
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
 	now        uint64
 	counters   Counters
+	yieldUntil uint64 // PhaseTimeout after this node last promised or accepted another proposer's ballot
 	wall       uint64 // the runtime's wall clock (Unix ms), for lease commands
 	epoch      uint64 // random per incarnation: tells the holder its own lease proposals apart
 	acc        *acceptor.Acceptor
@@ -480,6 +481,9 @@ func (n *Node) step(m core.Message) {
 			n.rd.Promised = n.acc.Promised()
 			n.outbidBy(n.acc.Promised())
 		}
+		if !reply.Reject {
+			n.heardProposer(m.From)
+		}
 		reply.To = m.From
 		n.send(reply, true)
 	case core.MsgPromise:
@@ -488,6 +492,7 @@ func (n *Node) step(m core.Message) {
 		}
 		outcome, msgs := n.prop.OnPromise(n.now, m)
 		if outcome == proposer.PromiseLeading {
+			n.lease.Refound(n.now, n.prop.Refound())
 			n.lease.Reproposed(msgs)
 		}
 		for _, a := range msgs {
@@ -515,6 +520,10 @@ func (n *Node) step(m core.Message) {
 		}
 		if !reply.Reject {
 			n.guard.Accepted(n.now, n.cfg.LeaseTicks, m.Ballot, m.Instance, m.Value)
+			n.lease.Accepted(n.now, m.Instance, m.Ballot, m.Value)
+			if rec != nil { // a first acceptance, not a resend
+				n.heardProposer(m.From)
+			}
 		}
 		reply.To = m.From
 		n.send(reply, true)
@@ -791,7 +800,9 @@ func (n *Node) settle() {
 func (n *Node) leaderDuties() {
 	st := n.learn.State()
 	if st.LeaseHolder != n.id && st.LeaseHolder != 0 && n.lease.OtherValid(n.now) {
-		n.stepDown()
+		if !n.lease.WaitOut(n.now) {
+			n.stepDown()
+		}
 		return
 	}
 	if n.handoverTo != 0 {
@@ -833,8 +844,27 @@ func (n *Node) eligible() bool {
 	return h == 0 || h == n.id || !n.lease.OtherValid(n.now)
 }
 
+// heardProposer notes that this node's acceptor just promised or accepted
+// the ballot of proposer from: that proposer's phase is the newest one here.
+func (n *Node) heardProposer(from uint64) {
+	if from != n.id {
+		n.yieldUntil = n.now + n.cfg.PhaseTimeout
+	}
+}
+
+// yielding reports whether another proposer's phase is under way: this
+// node promised or accepted its ballot within PhaseTimeout (every piece of
+// a long phase 1, every Accept of a phase 2 counts). A phase 1 started now
+// would outbid it, and a phase 1 over a window of large values takes
+// longer than the election jitter: the two would outbid each other in
+// turn. Once the other falls silent for PhaseTimeout (it died, or was
+// outbid and backs off), the election timer is armed anew.
+func (n *Node) yielding() bool {
+	return n.now < n.yieldUntil && n.learn.State().LeaseHolder != n.id
+}
+
 func (n *Node) maybeElect() {
-	if n.prop.Phase() != proposer.Idle || !n.eligible() || n.cu.Behind(n.now, n.learn.Applied()) {
+	if n.prop.Phase() != proposer.Idle || !n.eligible() || n.yielding() || n.cu.Behind(n.now, n.learn.Applied()) {
 		if n.prop.Phase() == proposer.Idle {
 			n.electionArmed = false
 		}

@@ -138,10 +138,29 @@ type View struct {
 	// foreignEnd is one past the highest instance in which this node, after
 	// a phase 1, re-proposed a lease naming another node (0: none).
 	foreignEnd uint64
+	// reproposedEnd is foreignEnd as Reproposed left it in this term
+	// (handovers aside); otherReproposed: the lease that set otherUntil applied below it, so
+	// it is one this node re-proposed after a phase 1 (or older).
+	reproposedEnd   uint64
+	otherReproposed bool
+	// sightings: the lease values this node's acceptor accepted, by
+	// instance: the ballot, and when it first accepted that (instance,
+	// ballot). seen: for the leases this term re-proposed, by instance,
+	// when this node first saw that value (accepted it, or else found it).
+	sightings  map[uint64]sighting
+	seen       map[uint64]seenLease
 	inFlight   bool   // a lease proposal of ours is in flight
 	start      uint64 // when it was proposed
 	keepOwn    bool   // planted: a re-proposed foreign lease changes nothing
 	keepOnOver bool   // planted: a handover leaves our lease counting
+}
+
+// seenLease: when this node first saw a re-proposed lease, and which one.
+type seenLease struct{ at, holder, epoch, start uint64 }
+
+type sighting struct {
+	ballot idgen.Ballot
+	at     uint64
 }
 
 // NewView returns the view of node id in incarnation epoch (which tells its
@@ -170,7 +189,55 @@ func (v *View) OtherValid(now uint64) bool { return now < v.otherUntil }
 // lease counts a full lease from now for everyone but its holder, who
 // counts nothing until it renews.
 func (v *View) Restore(now uint64) {
-	v.otherUntil, v.holderUntil, v.inFlight = now+v.cfg.Ticks, 0, false
+	v.otherUntil, v.holderUntil, v.inFlight, v.otherReproposed = now+v.cfg.Ticks, 0, false, false
+	v.sightings, v.seen = nil, nil
+}
+
+// Accepted notes that this node's acceptor accepted val at ballot b in
+// instance i at tick now. A lease in it was proposed before now: if this
+// node later re-proposes that same value, it counts the lease from now,
+// not from when the re-proposal applies (Refound).
+func (v *View) Accepted(now, i uint64, b idgen.Ballot, val core.Value) {
+	if _, ok := HolderIn(val); !ok {
+		return
+	}
+	if s, ok := v.sightings[i]; ok && s.ballot == b {
+		return // a resent Accept: the first sighting stands
+	}
+	if v.sightings == nil {
+		v.sightings = map[uint64]sighting{}
+	}
+	v.sightings[i] = sighting{ballot: b, at: now}
+}
+
+// Refound notes, at tick now, the values a phase 1 found and this node
+// re-proposes, each with the ballot it was found at. For each lease among
+// them it keeps when it first saw that value: when its acceptor accepted
+// the same (instance, ballot), else now. Either way the lease's holder
+// proposed it before, so it counts the lease, once applied, a full lease
+// from that moment at most: a dead master's renewal that was in flight
+// costs the survivors one lease from its acceptance, not a second one from
+// its re-proposal.
+func (v *View) Refound(now uint64, found []core.InstanceValue) {
+	for _, f := range found {
+		if _, ok := HolderIn(f.Value); !ok {
+			continue
+		}
+		at := now
+		if s, ok := v.sightings[f.Instance]; ok && s.ballot == f.Ballot {
+			at = s.at
+		}
+		if v.seen == nil {
+			v.seen = map[uint64]seenLease{}
+		}
+		sl := seenLease{at: at}
+		for _, c := range f.Value.Commands {
+			if c.Kind == core.CmdLease {
+				sl.holder, sl.epoch, sl.start = c.Holder, c.Epoch, c.Start
+			}
+		}
+		v.seen[f.Instance] = sl
+	}
 }
 
 // Applied takes in a lease command applied in instance at tick now: its
@@ -181,10 +248,25 @@ func (v *View) Applied(now, instance, holder, epoch, start uint64, ok bool) {
 	if epoch == v.epoch && start == v.start {
 		v.inFlight = false
 	}
+	for i := range v.sightings {
+		if i < instance {
+			delete(v.sightings, i)
+		}
+	}
+	for i := range v.seen {
+		if i < instance {
+			delete(v.seen, i)
+		}
+	}
 	if !ok {
 		return
 	}
-	v.otherUntil, v.holderUntil = now+v.cfg.Ticks, 0
+	from := now
+	if sl, ok := v.seen[instance]; ok && sl.at < now && sl.holder == holder && sl.epoch == epoch && sl.start == start {
+		from = sl.at // the lease this term re-proposed, seen before now
+	}
+	v.otherUntil, v.holderUntil = from+v.cfg.Ticks, 0
+	v.otherReproposed = instance < v.reproposedEnd
 	if holder == v.id && epoch == v.epoch && instance >= v.foreignEnd {
 		// Counted from when we proposed it, less the drift margin.
 		v.holderUntil = start + v.cfg.Ticks - v.cfg.Margin
@@ -216,8 +298,21 @@ func (v *View) Reproposed(accepts []core.Message) {
 	}
 	if foreign {
 		v.foreignEnd, v.holderUntil = max(v.foreignEnd, end), 0
+		v.reproposedEnd = max(v.reproposedEnd, end)
 	}
 }
+
+// WaitOut reports whether a leading node should wait at tick now for
+// another node's lease to run out, rather than step down: the lease counts
+// and it applied below the end of what this node re-proposed after its
+// phase 1, so it is one of those (a dead master's renewal that was in
+// flight, say). Stepping
+// down would only run another phase 1 once the lease ran out, against the
+// other voters, which wait it out too; staying, the node proposes its own
+// lease as soon as the other's runs out (Due), in one round trip. It waits
+// as long as stepping down would have: it proposes nothing for clients
+// until its own lease applies.
+func (v *View) WaitOut(now uint64) bool { return v.OtherValid(now) && v.otherReproposed }
 
 // Due reports whether a leading node that applied the instances below
 // applied should propose a lease at tick now: none of its own is in flight,
@@ -258,5 +353,6 @@ func (v *View) HandedOver(instance uint64) {
 // InFlight reports whether a lease proposal of ours is in flight.
 func (v *View) InFlight() bool { return v.inFlight }
 
-// StepDown forgets our lease proposal in flight: a new term proposes anew.
-func (v *View) StepDown() { v.inFlight = false }
+// StepDown forgets our lease proposal in flight, and what this term
+// re-proposed: a new term proposes anew.
+func (v *View) StepDown() { v.inFlight, v.reproposedEnd, v.seen = false, 0, nil }

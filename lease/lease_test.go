@@ -306,3 +306,86 @@ func TestViewDueAfterForeign(t *testing.T) {
 		t.Fatal("a handover still to apply: due, or not due after it applied")
 	}
 }
+
+func TestViewWaitOut(t *testing.T) {
+	v := newView() // node 1
+	v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 4, Value: leaseFor(3)}})
+	v.Applied(10, 4, 3, 1, 0, true) // node 3's lease, re-proposed by us
+	if !v.WaitOut(10) || !v.WaitOut(109) {
+		t.Fatal("a leader does not wait out the lease it re-proposed")
+	}
+	if v.WaitOut(110) {
+		t.Fatal("waits out a lease that ran out")
+	}
+	v.Applied(20, 5, 2, 1, 0, true) // a lease above what we re-proposed
+	if v.WaitOut(21) {
+		t.Fatal("waits out a lease it did not re-propose")
+	}
+	v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 8, Value: leaseFor(3)}})
+	v.StepDown()
+	v.Applied(30, 7, 3, 1, 0, true)
+	if v.WaitOut(31) {
+		t.Fatal("waits out, in a new term, a lease the last term re-proposed")
+	}
+	w := newView()
+	w.HandedOver(7)
+	w.Applied(10, 7, 3, 1, 0, true)
+	if w.WaitOut(11) {
+		t.Fatal("waits out the lease it handed over: it must step down for its successor")
+	}
+}
+
+func TestViewCountsReproposedLeaseFromSighting(t *testing.T) {
+	iv := func(i uint64, b idgen.Ballot, holder uint64) core.InstanceValue {
+		return core.InstanceValue{Instance: i, Ballot: b, Value: leaseFor(holder)}
+	}
+	v := newView() // node 1, lease 100
+	v.Accepted(10, 4, 65, leaseFor(3))
+	v.Accepted(30, 4, 65, leaseFor(3)) // resent: the first sighting stands
+	v.Refound(90, []core.InstanceValue{iv(4, 65, 3)})
+	v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 4, Value: leaseFor(3)}})
+	v.Applied(95, 4, 3, 0, 0, true)
+	if !v.OtherValid(109) || v.OtherValid(110) {
+		t.Fatal("a re-proposed lease this node accepted at tick 10 does not count until 110")
+	}
+
+	// Found at another ballot than the one accepted here: another value,
+	// maybe proposed after tick 10. It counts from the phase 1 that found it.
+	w := newView()
+	w.Accepted(10, 4, 65, leaseFor(3))
+	w.Refound(90, []core.InstanceValue{iv(4, 129, 3)})
+	w.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 4, Value: leaseFor(3)}})
+	w.Applied(95, 4, 3, 0, 0, true)
+	if !w.OtherValid(189) || w.OtherValid(190) {
+		t.Fatal("a lease found at another ballot than this node accepted does not count from the phase 1 (90) that found it")
+	}
+
+	// Not re-proposed by this term: counted from its apply.
+	x := newView()
+	x.Accepted(10, 4, 65, leaseFor(3))
+	x.Refound(90, []core.InstanceValue{iv(4, 65, 3)})
+	x.StepDown()
+	x.Applied(95, 4, 3, 0, 0, true)
+	if !x.OtherValid(194) {
+		t.Fatal("a lease applied after the term that re-proposed it ended does not count from its apply")
+	}
+}
+
+// Node 1 saw node 3's lease in instance 4 at tick 10 and re-proposed it.
+// It is outbid before the re-proposal is chosen; the higher ballot finds
+// nothing in instance 4 and gets node 2's fresh lease (proposed at tick 94)
+// chosen there. Node 1 applies it (tick 95) before it notices it was
+// outbid. The sighting is of another lease command: node 2's counts from
+// its apply. Matched by instance alone it counted from tick 10, over at
+// 110, while node 2 counts its own until 94+100-20 = 174 (found by the
+// adversary review of the sighting rule).
+func TestViewSightingOfAnotherValue(t *testing.T) {
+	v := newView() // node 1, lease 100, margin 20
+	v.Accepted(10, 4, ballot(1, 2), leaseFor(3))
+	v.Refound(90, []core.InstanceValue{{Instance: 4, Ballot: ballot(1, 2), Value: leaseFor(3)}})
+	v.Reproposed([]core.Message{{Type: core.MsgAccept, To: 1, Instance: 4, Value: leaseFor(3)}})
+	v.Applied(95, 4, 2, 9, 94, true) // node 2's own lease (its epoch 9, start 94), another value
+	if !v.OtherValid(173) {
+		t.Fatalf("node 2's lease, proposed at 94 and applied at 95, no longer counts at 173 (node 2 counts it to 174): counted from the sighting of node 3's lease at tick 10")
+	}
+}

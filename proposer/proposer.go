@@ -48,6 +48,7 @@ type flight struct {
 	value core.Value
 	acks  map[uint64]bool
 	sent  uint64
+	tries int // resends so far: each waits twice as long as the one before
 }
 
 // Chosen is an instance this proposer saw chosen: a quorum accepted Value at Ballot.
@@ -74,6 +75,9 @@ type Proposer struct {
 	pieces    map[uint64]uint64
 	pieceSent map[uint64]uint64
 	found     map[uint64]core.InstanceValue
+
+	// refound: what the phase 1 that made us leading found and re-proposed.
+	refound []core.InstanceValue
 
 	// Leading.
 	next     uint64
@@ -194,12 +198,18 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		v := core.Value{Commands: []core.Command{{Kind: core.CmdNoop}}}
 		if e, ok := p.found[i]; ok && !p.ignoreAccepted {
 			v = e.Value
+			p.refound = append(p.refound, e)
 		}
 		out = append(out, p.propose(now, v)...)
 	}
 	p.promised, p.pieces, p.pieceSent, p.found = nil, nil, nil, nil
 	return PromiseLeading, out
 }
+
+// Refound returns the accepted values that the phase 1 which made this
+// proposer leading found and re-proposed, in instance order, each with the
+// ballot it was found at (not the one it is re-proposed at).
+func (p *Proposer) Refound() []core.InstanceValue { return p.refound }
 
 // nextPiece asks acceptor for the next piece of its Promise.
 func (p *Proposer) nextPiece(acceptor uint64) core.Message {
@@ -322,7 +332,7 @@ func (p *Proposer) ForgetBelow(applied uint64) {
 
 // Tick retries: a phase 1 that timed out is abandoned (the caller backs off
 // and starts over with a higher ballot); Accepts that timed out are sent
-// again to the voters that have not answered. It returns the messages and
+// again to the voters that have not answered, backing off (acceptResend). It returns the messages and
 // whether phase 1 was abandoned.
 func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 	switch p.phase {
@@ -340,13 +350,25 @@ func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 	case Leading:
 		for _, i := range p.sortedInflight() {
 			f := p.inflight[i]
-			if now-f.sent >= p.cfg.PhaseTimeout {
-				f.sent = now
+			if now-f.sent >= p.acceptResend(f.tries) {
+				f.sent, f.tries = now, f.tries+1
 				msgs = append(msgs, p.accepts(i, f.value, f.acks)...)
 			}
 		}
 	}
 	return msgs, false
+}
+
+// acceptResend is how long an Accept waits for a quorum before it is sent
+// again, after tries resends: PhaseTimeout, then twice as long, then
+// 4 x PhaseTimeout from then on. An unanswered Accept is rarely lost (the
+// transport is a stream); mostly a voter is down or slow, and resending a
+// window of large values every PhaseTimeout to a slow voter only adds the
+// same megabytes to the queue it is behind (and to a dead one's). The cap
+// is well under half a lease: a renewal sent while its quorum partner was
+// cut off is resent in time once the link heals.
+func (p *Proposer) acceptResend(tries int) uint64 {
+	return p.cfg.PhaseTimeout << min(tries, 2)
 }
 
 func (p *Proposer) sortedInflight() []uint64 {
@@ -364,6 +386,6 @@ func (p *Proposer) StepDown() { p.reset() }
 
 func (p *Proposer) reset() {
 	p.phase, p.ballot = Idle, 0
-	p.promised, p.pieces, p.pieceSent, p.found = nil, nil, nil, nil
+	p.promised, p.pieces, p.pieceSent, p.found, p.refound = nil, nil, nil, nil, nil
 	clear(p.inflight)
 }

@@ -368,11 +368,17 @@ func TestTickResendsToSilentVoters(t *testing.T) {
 		{15, nil, accepts(b, 0, v0, 1, 3)},
 		{16, nil, nil},
 		{17, nil, accepts(b, 1, v1, 2, 3)},
-		{19, nil, nil},
-		{20, nil, accepts(b, 0, v0, 1, 3)},
-		{22, ptr(accepted(3, b, 0)), accepts(b, 1, v1, 2, 3)}, // 0 chosen: only 1 is resent
-		{25, nil, nil},
+		{20, nil, nil}, // the second resend waits twice as long
+		{24, nil, nil},
+		{25, ptr(accepted(3, b, 0)), nil}, // 0 chosen just before its resend
+		{26, nil, nil},
 		{27, nil, accepts(b, 1, v1, 2, 3)},
+		{46, nil, nil},
+		{47, nil, accepts(b, 1, v1, 2, 3)},
+		{66, nil, nil},
+		{67, nil, accepts(b, 1, v1, 2, 3)},
+		{86, nil, nil},
+		{87, nil, accepts(b, 1, v1, 2, 3)}, // at most 4 x PhaseTimeout apart
 	} {
 		if tc.ack != nil {
 			p.OnAccepted(*tc.ack)
