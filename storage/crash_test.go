@@ -739,6 +739,16 @@ func (r *crashRun) tracef(format string, args ...any) {
 	r.trace = append(r.trace, fmt.Sprintf(format, args...))
 }
 
+// onesReader is a deterministic source of incarnations: every byte is 1.
+type onesReader struct{}
+
+func (onesReader) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = 1
+	}
+	return len(b), nil
+}
+
 func (r *crashRun) opts() Options {
 	return Options{
 		WriteBufferBytes: crashWriteBuffer,
@@ -754,6 +764,7 @@ func (r *crashRun) opts() Options {
 		},
 		tune:   tuneDeterministic,
 		noSync: r.cfg.noSync,
+		rand:   onesReader{},
 	}
 }
 

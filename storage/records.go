@@ -19,6 +19,7 @@ const (
 	prefixEntry    = 'e' // user entry by log index
 	prefixDedup    = 'd' // dedup row by client ID
 	prefixBase     = 'b' // the base's dedup row by client ID
+	prefixPeer     = 'p' // a peer's incarnation by node ID
 
 	keyLen = 9
 )
@@ -31,6 +32,10 @@ const (
 	metaTrim     = 3 // trim cursor: user entries below it are physically deleted
 	metaBase     = 4 // the base's apply state
 	metaChosen   = 5 // chosen cursor: chosen values below it are physically deleted
+	// metaIncarnation is this directory's incarnation: random, non-zero,
+	// drawn when the directory was created (or at the first Open of a
+	// directory an older build created).
+	metaIncarnation = 6
 )
 
 // formatVersion is the on-disk format this package writes and reads. 2 added
@@ -212,7 +217,7 @@ func decodePayload(k, payload []byte) (any, error) {
 		switch n {
 		case metaIdentity:
 			return decodeIdentity(payload)
-		case metaPromise, metaTrim, metaChosen:
+		case metaPromise, metaTrim, metaChosen, metaIncarnation:
 			return decodeUint(payload)
 		case metaState, metaBase:
 			return decodeState(payload)
@@ -225,6 +230,8 @@ func decodePayload(k, payload []byte) (any, error) {
 		return core.Entry{Index: n, Data: append([]byte{}, payload...)}, nil
 	case prefixDedup, prefixBase:
 		return decodeDedup(n, payload)
+	case prefixPeer:
+		return decodeUint(payload)
 	}
 	return nil, fmt.Errorf("%w: unknown key %s", errRecord, keyName(k))
 }

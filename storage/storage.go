@@ -35,11 +35,18 @@
 //	m/3  trim cursor (uvarint): user entries below it are physically deleted
 //	m/4  base state (core.AppendState); absent: the zero base
 //	m/5  chosen cursor (uvarint): chosen values below it are physically deleted
+//	m/6  incarnation (uvarint): random and non-zero, drawn when the directory was created
 //	a/i  accepted value of open instance i (uvarint ballot, core.AppendValue)
 //	b/id the base's dedup row of client id (as d/id)
 //	c/i  chosen value of applied instance i (core.AppendValue)
 //	e/n  user entry n (raw bytes)
 //	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
+//	p/id incarnation of peer id (uvarint), as this node first saw it
+//
+// The incarnation tells this directory from any other directory of the same
+// node: a node whose directory was lost and created anew comes back with
+// another one, and its peers, which remember the incarnation they first saw
+// (p/), refuse it (docs/operations.md "The data directory").
 //
 // Every value is a CRC32C (Castagnoli, big-endian) of key and payload, then
 // the payload; a mismatch on read is ErrCorrupt naming the key.
@@ -98,8 +105,11 @@
 package storage
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"math"
 	"os"
@@ -176,6 +186,7 @@ type Options struct {
 	// Test hooks, set only by this package's tests.
 	noSync bool               // write without fsync: a planted bug the crash test must catch
 	tune   func(*opt.Options) // adjusts goleveldb's options before the open
+	rand   io.Reader          // the incarnation's randomness (nil: crypto/rand), for deterministic crash runs
 }
 
 const (
@@ -195,10 +206,12 @@ var trimChunk uint64 = 10000
 // node's) but is serialized anyway; Chosen, Entries, State and Meta may be
 // called from any goroutine at any time.
 type Store struct {
-	dir  string
-	meta Meta
-	db   *leveldb.DB
-	logf func(string, ...any)
+	dir         string
+	meta        Meta
+	incarnation uint64
+	db          *leveldb.DB
+	logf        func(string, ...any)
+	rand        io.Reader // draws the incarnation
 
 	// fs is the file storage under db, which Close closes (nil for
 	// OpenStorage, whose caller owns it).
@@ -358,22 +371,71 @@ func open(dir string, meta Meta, opts Options, existing bool,
 			return nil, err
 		}
 	}
-	s := &Store{dir: dir, meta: meta, db: db, logf: logf}
+	s := &Store{dir: dir, meta: meta, db: db, logf: logf, rand: opts.rand}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
 	s.write = func(b *leveldb.Batch, sync bool) error {
 		return s.db.Write(b, &opt.WriteOptions{Sync: sync && !opts.noSync})
 	}
 	if fresh {
 		b := new(leveldb.Batch)
 		b.Put(key(prefixMeta, metaIdentity), seal(key(prefixMeta, metaIdentity), encodeIdentity(meta)))
+		if err := s.newIncarnation(b); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("storage: initialize %s: %w", dir, err)
+		}
 		if err := s.write(b, true); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("storage: initialize %s: %w", dir, err)
 		}
-	} else if err := s.loadMeta(); err != nil {
+		return s, nil
+	}
+	if err := s.loadMeta(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadIncarnation(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// newIncarnation draws the directory's incarnation and adds it to b.
+func (s *Store) newIncarnation(b *leveldb.Batch) error {
+	var buf [8]byte
+	for s.incarnation == 0 {
+		if _, err := io.ReadFull(s.rand, buf[:]); err != nil {
+			return fmt.Errorf("drawing an incarnation: %w", err)
+		}
+		s.incarnation = binary.BigEndian.Uint64(buf[:])
+	}
+	k := key(prefixMeta, metaIncarnation)
+	b.Put(k, seal(k, encodeUint(s.incarnation)))
+	return nil
+}
+
+// loadIncarnation reads the directory's incarnation; a directory an older
+// build created has none, and gets one now.
+func (s *Store) loadIncarnation() error {
+	inc, ok, err := s.getUint(s.db, metaIncarnation)
+	if err != nil {
+		return err
+	}
+	if ok && inc != 0 {
+		s.incarnation = inc
+		return nil
+	}
+	b := new(leveldb.Batch)
+	if err := s.newIncarnation(b); err != nil {
+		return fmt.Errorf("storage: %s: %w", s.dir, err)
+	}
+	if err := s.write(b, true); err != nil {
+		return fmt.Errorf("storage: %s: writing its incarnation: %w", s.dir, err)
+	}
+	s.logf("storage: %s had no incarnation (an older build created it): it is now %016x", s.dir, s.incarnation)
+	return nil
 }
 
 func orDefault(x, d int) int {
@@ -719,6 +781,59 @@ func (s *Store) enter() (func(), error) {
 
 // Meta returns the identity the store was opened with.
 func (s *Store) Meta() Meta { return s.meta }
+
+// Incarnation returns the directory's incarnation: random and non-zero,
+// drawn when the directory was created, the same on every later Open.
+func (s *Store) Incarnation() uint64 { return s.incarnation }
+
+// PeerIncarnations returns the incarnation this node first saw of each peer
+// (SetPeerIncarnation), by node ID.
+func (s *Store) PeerIncarnations() (map[uint64]uint64, error) {
+	done, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	out := map[uint64]uint64{}
+	it := s.db.NewIterator(prefixRange(prefixPeer), nil)
+	defer it.Release()
+	for it.Next() {
+		_, id, ok := parseKey(it.Key())
+		payload, err := unseal(it.Key(), it.Value())
+		if err == nil && !ok {
+			err = fmt.Errorf("%w: bad key", errRecord)
+		}
+		var inc uint64
+		if err == nil {
+			inc, err = decodeUint(payload)
+		}
+		if err != nil {
+			return nil, s.recordError(append([]byte{}, it.Key()...), err)
+		}
+		out[id] = inc
+	}
+	if err := it.Error(); err != nil {
+		return nil, s.readError(err)
+	}
+	return out, nil
+}
+
+// SetPeerIncarnation records the incarnation of peer id, synced: it returns
+// nil only once the record is durable. A failed write fails the store.
+func (s *Store) SetPeerIncarnation(id, incarnation uint64) error {
+	done, err := s.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	k := key(prefixPeer, id)
+	b := new(leveldb.Batch)
+	b.Put(k, seal(k, encodeUint(incarnation)))
+	if err := s.write(b, true); err != nil {
+		return s.fail(fmt.Errorf("write of peer %d's incarnation: %w", id, err))
+	}
+	return nil
+}
 
 // State returns the apply state as of the last successful Save (or Open).
 func (s *Store) State() core.ApplyState {
