@@ -51,6 +51,9 @@ type LogServer struct {
 	clusterID uint64
 	addrs     map[uint64]string // every member and follower: id -> address
 	voters    map[uint64]bool
+	// Incarnation is the incarnation of the node's data directory, which
+	// Status reports. Set it before serving.
+	Incarnation uint64
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -182,7 +185,7 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 	resp := &paxosdpb.StatusResponse{
 		NodeId: s.id, ClusterId: s.clusterID, Role: st.Role, MasterId: st.Master, MasterAddress: s.addrs[st.Master],
 		Ballot: uint64(st.Ballot), Promised: uint64(st.Promised), ChosenInstance: st.Applied, FirstIndex: first, EndIndex: end,
-		DedupHits: st.DedupHits, DedupClients: uint64(st.DedupClients),
+		DedupHits: st.DedupHits, DedupClients: uint64(st.DedupClients), Incarnation: s.Incarnation,
 	}
 	ids := make([]uint64, 0, len(s.addrs))
 	for id := range s.addrs {

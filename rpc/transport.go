@@ -38,9 +38,9 @@ const (
 	// so that a batch holding one message of MaxMessageBytes (plus protobuf
 	// framing and the batch header) always fits.
 	grpcHeadroom = 64 << 10
-	// batchHeaderBytes bounds the encoded size of PeerBatch's three uint64
+	// batchHeaderBytes bounds the encoded size of PeerBatch's four uint64
 	// fields (tag + 10-byte varint each).
-	batchHeaderBytes = 3 * 11
+	batchHeaderBytes = 4 * 11
 	// redialGap is the least time between two connection attempts to a
 	// peer that is sending to this node while the link to it is down: its
 	// batches prove it is back, so the backoff is cut short, but a link
@@ -89,6 +89,22 @@ type TransportConfig struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Logf receives connection events and rejections. May be nil.
 	Logf func(format string, args ...any)
+
+	// Incarnation is the incarnation of this node's data directory, sent
+	// in every batch (0: none, as from an older build).
+	Incarnation uint64
+	// CheckPeer, when set, is called with the sender and incarnation of
+	// every incoming batch (of the right cluster and node) before anything
+	// in it is delivered; an error rejects the batch and ends the stream.
+	// An *IncarnationError (see NewIncarnationCheck) ends it with
+	// FAILED_PRECONDITION and an IncarnationRefused detail, which tells the
+	// sender. It is called on every batch: keep it cheap.
+	CheckPeer func(id, incarnation uint64) error
+	// Refused, when set, is called when a peer refused this node's
+	// incarnation: this node's data directory is not the one its peers
+	// knew, and it must not vote with it. The caller should stop the node.
+	// It may be called more than once, from several peers' goroutines.
+	Refused func(*IncarnationError)
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -517,6 +533,14 @@ func (t *Transport) runPeer(p *peer) {
 		if changed {
 			t.logf("link to node %d (%s): %v", p.id, p.addr, err)
 		}
+		if ie := incarnationRefused(err); ie != nil && ie.Node == t.cfg.SelfID && ie.Peer == p.id {
+			if changed {
+				t.logf("error: %v", ie)
+			}
+			if t.cfg.Refused != nil {
+				t.cfg.Refused(ie)
+			}
+		}
 		failedAt = time.Now()
 		nextAttempt = failedAt.Add(backoffDelay(attempts))
 		attempts++
@@ -659,7 +683,8 @@ func (t *Transport) fill(to uint64, first []byte, q chan []byte, carry *[]byte) 
 }
 
 func (t *Transport) batch(to uint64, msgs [][]byte) *paxosdpb.PeerBatch {
-	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.selfAddress(), Messages: msgs}
+	return &paxosdpb.PeerBatch{ClusterId: t.cfg.ClusterID, From: t.cfg.SelfID, To: to, FromAddress: t.selfAddress(),
+		Incarnation: t.cfg.Incarnation, Messages: msgs}
 }
 
 // The reconnect backoff of one peer: exponential from minBackoff to
@@ -787,10 +812,11 @@ func (t *Transport) admitFollower(id uint64, addr string) bool {
 }
 
 // receive checks one batch and delivers its valid messages. A batch of
-// another cluster or for another node is rejected whole, with an error that
-// ends the stream.
+// another cluster or for another node, or that CheckPeer refuses, is
+// rejected whole, with an error that ends the stream.
 func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) error {
 	var reason string
+	var refused *IncarnationError
 	switch {
 	case b.GetClusterId() != t.cfg.ClusterID:
 		reason = fmt.Sprintf("rejected a batch from node %d of cluster %d: this node (%d) is in cluster %d",
@@ -801,7 +827,16 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	case t.peer(b.GetFrom()) != nil && b.GetFromAddress() != t.peer(b.GetFrom()).addr:
 		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
 			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peer(b.GetFrom()).addr)
-	case t.peer(b.GetFrom()) == nil:
+	case t.cfg.CheckPeer != nil:
+		if err := t.cfg.CheckPeer(b.GetFrom(), b.GetIncarnation()); err != nil {
+			reason = fmt.Sprintf("rejected a batch from node %d: %v", b.GetFrom(), err)
+			if errors.As(err, &refused) {
+				refused.Peer = t.cfg.SelfID
+				reason = refused.refusal()
+			}
+		}
+	}
+	if reason == "" && t.peer(b.GetFrom()) == nil {
 		// Not a member: a follower. Answer it if followers are allowed.
 		t.admitFollower(b.GetFrom(), b.GetFromAddress())
 	}
@@ -813,6 +848,10 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 		t.statMu.Unlock()
 		if changed {
 			t.logf("%s", reason)
+		}
+		if refused != nil {
+			return withDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
+				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got})
 		}
 		return status.Error(codes.FailedPrecondition, reason)
 	}

@@ -883,8 +883,11 @@ type StatusResponse struct {
 	// Exactly-once: appends this node applied as duplicates of earlier ones
 	// (retries answered with the original indexes) since it started, and the
 	// clients in its dedup table.
-	DedupHits     uint64 `protobuf:"varint,12,opt,name=dedup_hits,json=dedupHits,proto3" json:"dedup_hits,omitempty"`
-	DedupClients  uint64 `protobuf:"varint,13,opt,name=dedup_clients,json=dedupClients,proto3" json:"dedup_clients,omitempty"`
+	DedupHits    uint64 `protobuf:"varint,12,opt,name=dedup_hits,json=dedupHits,proto3" json:"dedup_hits,omitempty"`
+	DedupClients uint64 `protobuf:"varint,13,opt,name=dedup_clients,json=dedupClients,proto3" json:"dedup_clients,omitempty"`
+	// The incarnation of this node's data directory: random, drawn when the
+	// directory was created; a directory created anew has another one.
+	Incarnation   uint64 `protobuf:"varint,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1006,6 +1009,13 @@ func (x *StatusResponse) GetDedupHits() uint64 {
 func (x *StatusResponse) GetDedupClients() uint64 {
 	if x != nil {
 		return x.DedupClients
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
 	}
 	return 0
 }
@@ -1207,7 +1217,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xac\x03\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xce\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -1225,7 +1235,8 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\amembers\x18\v \x03(\v2\x11.paxosd.v1.MemberR\amembers\x12\x1d\n" +
 	"\n" +
 	"dedup_hits\x18\f \x01(\x04R\tdedupHits\x12#\n" +
-	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\"O\n" +
+	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\x12 \n" +
+	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\"O\n" +
 	"\tNotMaster\x12\x1b\n" +
 	"\tmaster_id\x18\x01 \x01(\x04R\bmasterId\x12%\n" +
 	"\x0emaster_address\x18\x02 \x01(\tR\rmasterAddress\"*\n" +

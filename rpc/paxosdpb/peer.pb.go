@@ -46,7 +46,14 @@ type PeerBatch struct {
 	// core.Message and no conversion in either direction, so the wire format
 	// of the protocol is defined in exactly one place. A receiver drops (and
 	// counts) an element that does not decode.
-	Messages      [][]byte `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	Messages [][]byte `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The incarnation of the sender's data directory: random, drawn when the
+	// directory was created. A receiver remembers the first one it sees of
+	// each peer and refuses every later batch with another one
+	// (FAILED_PRECONDITION with an IncarnationRefused detail): the sender's
+	// directory was created anew and lost what the node voted with. 0 (a
+	// sender of an older build) is never refused.
+	Incarnation   uint64 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +123,84 @@ func (x *PeerBatch) GetMessages() [][]byte {
 	return nil
 }
 
+func (x *PeerBatch) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// IncarnationRefused is the detail of the FAILED_PRECONDITION status with
+// which peer `peer` ended the stream of node `node`: it knew that node with
+// incarnation `known`, and the batch carried `got`.
+type IncarnationRefused struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          uint64                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	Known         uint64                 `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
+	Got           uint64                 `protobuf:"varint,4,opt,name=got,proto3" json:"got,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncarnationRefused) Reset() {
+	*x = IncarnationRefused{}
+	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncarnationRefused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncarnationRefused) ProtoMessage() {}
+
+func (x *IncarnationRefused) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncarnationRefused.ProtoReflect.Descriptor instead.
+func (*IncarnationRefused) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *IncarnationRefused) GetNode() uint64 {
+	if x != nil {
+		return x.Node
+	}
+	return 0
+}
+
+func (x *IncarnationRefused) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *IncarnationRefused) GetKnown() uint64 {
+	if x != nil {
+		return x.Known
+	}
+	return 0
+}
+
+func (x *IncarnationRefused) GetGot() uint64 {
+	if x != nil {
+		return x.Got
+	}
+	return 0
+}
+
 // PeerSummary is what the receiver saw on a stream the sender closed.
 type PeerSummary struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -130,7 +215,7 @@ type PeerSummary struct {
 
 func (x *PeerSummary) Reset() {
 	*x = PeerSummary{}
-	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[1]
+	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +227,7 @@ func (x *PeerSummary) String() string {
 func (*PeerSummary) ProtoMessage() {}
 
 func (x *PeerSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[1]
+	mi := &file_rpc_paxosdpb_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +240,7 @@ func (x *PeerSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerSummary.ProtoReflect.Descriptor instead.
 func (*PeerSummary) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_peer_proto_rawDescGZIP(), []int{1}
+	return file_rpc_paxosdpb_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PeerSummary) GetReceived() uint64 {
@@ -176,14 +261,20 @@ var File_rpc_paxosdpb_peer_proto protoreflect.FileDescriptor
 
 const file_rpc_paxosdpb_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x17rpc/paxosdpb/peer.proto\x12\x0epaxosd.peer.v1\"\x8d\x01\n" +
+	"\x17rpc/paxosdpb/peer.proto\x12\x0epaxosd.peer.v1\"\xaf\x01\n" +
 	"\tPeerBatch\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\x04R\x02to\x12!\n" +
 	"\ffrom_address\x18\x05 \x01(\tR\vfromAddress\x12\x1a\n" +
-	"\bmessages\x18\x04 \x03(\fR\bmessages\"C\n" +
+	"\bmessages\x18\x04 \x03(\fR\bmessages\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"d\n" +
+	"\x12IncarnationRefused\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x14\n" +
+	"\x05known\x18\x03 \x01(\x04R\x05known\x12\x10\n" +
+	"\x03got\x18\x04 \x01(\x04R\x03got\"C\n" +
 	"\vPeerSummary\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped2H\n" +
@@ -202,14 +293,15 @@ func file_rpc_paxosdpb_peer_proto_rawDescGZIP() []byte {
 	return file_rpc_paxosdpb_peer_proto_rawDescData
 }
 
-var file_rpc_paxosdpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_rpc_paxosdpb_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_rpc_paxosdpb_peer_proto_goTypes = []any{
-	(*PeerBatch)(nil),   // 0: paxosd.peer.v1.PeerBatch
-	(*PeerSummary)(nil), // 1: paxosd.peer.v1.PeerSummary
+	(*PeerBatch)(nil),          // 0: paxosd.peer.v1.PeerBatch
+	(*IncarnationRefused)(nil), // 1: paxosd.peer.v1.IncarnationRefused
+	(*PeerSummary)(nil),        // 2: paxosd.peer.v1.PeerSummary
 }
 var file_rpc_paxosdpb_peer_proto_depIdxs = []int32{
 	0, // 0: paxosd.peer.v1.Peer.Send:input_type -> paxosd.peer.v1.PeerBatch
-	1, // 1: paxosd.peer.v1.Peer.Send:output_type -> paxosd.peer.v1.PeerSummary
+	2, // 1: paxosd.peer.v1.Peer.Send:output_type -> paxosd.peer.v1.PeerSummary
 	1, // [1:2] is the sub-list for method output_type
 	0, // [0:1] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
@@ -228,7 +320,7 @@ func file_rpc_paxosdpb_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rpc_paxosdpb_peer_proto_rawDesc), len(file_rpc_paxosdpb_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,7 +42,8 @@ type PeerClient interface {
 	// buy nothing; HTTP/2 flow control already pushes back on a sender that
 	// outruns the receiver. The receiver's only verdict that matters, a
 	// rejection (wrong cluster, wrong node, batch too large), ends the stream
-	// with a status the sender reads and logs. The PeerSummary is returned
+	// with a status the sender reads and logs; a refused incarnation carries an
+	// IncarnationRefused detail. The PeerSummary is returned
 	// only when the sender closes the stream cleanly.
 	Send(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PeerBatch, PeerSummary], error)
 }
@@ -85,7 +86,8 @@ type PeerServer interface {
 	// buy nothing; HTTP/2 flow control already pushes back on a sender that
 	// outruns the receiver. The receiver's only verdict that matters, a
 	// rejection (wrong cluster, wrong node, batch too large), ends the stream
-	// with a status the sender reads and logs. The PeerSummary is returned
+	// with a status the sender reads and logs; a refused incarnation carries an
+	// IncarnationRefused detail. The PeerSummary is returned
 	// only when the sender closes the stream cleanly.
 	Send(grpc.ClientStreamingServer[PeerBatch, PeerSummary]) error
 	mustEmbedUnimplementedPeerServer()

@@ -1,0 +1,91 @@
+package rpc
+
+import (
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
+)
+
+// IncarnationError says that peer Peer knew node Node with incarnation
+// Known, and Node now runs with incarnation Got: Node's data directory was
+// created anew and lost the state Node voted with. Node must not vote with
+// it. Its Error is written for Node's operator.
+type IncarnationError struct {
+	Node, Peer uint64
+	Known, Got uint64
+}
+
+// Error implements error.
+func (e *IncarnationError) Error() string {
+	return fmt.Sprintf("node %d's data directory was created anew (incarnation %016x) but peer %d knew node %d with incarnation %016x: "+
+		"this directory lost the state node %d voted with, and it must not vote with it; "+
+		"restore node %d's own data directory if it still exists, or keep node %d stopped and run with the remaining majority "+
+		"(docs/operations.md, \"The data directory\")",
+		e.Node, e.Got, e.Peer, e.Node, e.Known, e.Node, e.Node, e.Node)
+}
+
+// refusal is the reason the refusing peer logs and ends the stream with.
+func (e *IncarnationError) refusal() string {
+	return fmt.Sprintf("rejected a batch from node %d: it carries incarnation %016x, but this node (%d) knew node %d with incarnation %016x: "+
+		"node %d's data directory was created anew and lost the state it voted with; "+
+		"restore node %d's own data directory if it still exists, or keep node %d stopped and run with the remaining majority",
+		e.Node, e.Got, e.Peer, e.Node, e.Known, e.Node, e.Node, e.Node)
+}
+
+// incarnationRefused returns the IncarnationError a peer's status carries,
+// nil if err is not such a refusal.
+func incarnationRefused(err error) *IncarnationError {
+	st, d, ok := detail[*paxosdpb.IncarnationRefused](err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return nil
+	}
+	return &IncarnationError{Node: d.GetNode(), Peer: d.GetPeer(), Known: d.GetKnown(), Got: d.GetGot()}
+}
+
+// NewIncarnationCheck returns a TransportConfig.CheckPeer that remembers
+// the first incarnation it sees of each peer (trust on first use) and
+// refuses any other one later with an *IncarnationError. known holds the
+// incarnations remembered before; remember persists a new one, and must
+// return only once it is durable. Incarnation 0 (a sender of an older
+// build) always passes. A peer already known costs a map lookup under a
+// read lock; only its first sighting calls remember.
+func NewIncarnationCheck(known map[uint64]uint64, remember func(id, incarnation uint64) error) func(id, incarnation uint64) error {
+	c := &incarnationCheck{known: make(map[uint64]uint64, len(known)), remember: remember}
+	for id, inc := range known {
+		c.known[id] = inc
+	}
+	return c.check
+}
+
+type incarnationCheck struct {
+	mu       sync.RWMutex
+	known    map[uint64]uint64
+	remember func(id, incarnation uint64) error
+}
+
+func (c *incarnationCheck) check(id, incarnation uint64) error {
+	if incarnation == 0 {
+		return nil
+	}
+	c.mu.RLock()
+	known, ok := c.known[id]
+	c.mu.RUnlock()
+	if !ok {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if known, ok = c.known[id]; !ok {
+			if err := c.remember(id, incarnation); err != nil {
+				return fmt.Errorf("recording node %d's incarnation: %w", id, err)
+			}
+			c.known[id] = incarnation
+			return nil
+		}
+	}
+	if known != incarnation {
+		return &IncarnationError{Node: id, Known: known, Got: incarnation}
+	}
+	return nil
+}
