@@ -5,6 +5,9 @@
 //
 // It must never start a node whose identity is in doubt: its address must be
 // the one its peers dial, its data directory its own (storage checks that).
+// It must never run a node whose data directory a peer knew with another
+// incarnation: that directory was created anew and lost what the node voted
+// with. Peers refuse its messages; it stops with the refusal as its error.
 package server
 
 import (
@@ -298,11 +301,25 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf,
 		WallClockOffset: cfg.WallClockOffset}
 	maxMsg := node.MaxMessageBytes(ncfg)
+	// Peers' incarnations: remembered on first sight, durably, before
+	// anything they sent is delivered.
+	known, err := store.PeerIncarnations()
+	if err != nil {
+		lis.Close()
+		store.Close()
+		return nil, err
+	}
+	// A peer that refuses this node's incarnation stops it with that error.
+	ctx, cancel := context.WithCancelCause(ctx)
+	r.cancel = func() { cancel(nil) }
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
-		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg},
+		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
+		Incarnation: store.Incarnation(), CheckPeer: rpc.NewIncarnationCheck(known, store.SetPeerIncarnation),
+		Refused: func(e *rpc.IncarnationError) { cancel(e) }},
 		func(m core.Message) { n.Deliver(m) })
 	n, err = node.Open(ncfg, store, r.tr)
 	if err != nil {
+		cancel(nil)
 		r.tr.Close()
 		lis.Close()
 		store.Close()
@@ -316,15 +333,19 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	addrs := maps.Clone(cfg.Peers)
 	addrs[cfg.ID] = self
 	r.api = rpc.NewLogServer(n, cfg.ID, cid, addrs, voters)
+	r.api.Incarnation = store.Incarnation()
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
 	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)
 	go r.grpc.Serve(lis)
-	ctx, r.cancel = context.WithCancel(ctx)
 	go func() {
 		err := n.Run(ctx)
+		var refused *rpc.IncarnationError
+		if errors.As(context.Cause(ctx), &refused) {
+			err = refused
+		}
 		r.grpc.Stop()
 		r.api.Close()
 		r.tr.Close()

@@ -356,6 +356,8 @@ type statusLine struct {
 	Master     *uint64 `json:"master"`
 	FirstIndex *uint64 `json:"first_index"`
 	LastIndex  *int64  `json:"last_index"`
+	// Incarnation is the data directory's, 16 hex digits, never all zeros.
+	Incarnation *string `json:"incarnation"`
 }
 
 // status runs `paxosd status -w json` and parses its lines.
@@ -371,6 +373,9 @@ func (c *cluster) status(t *testing.T) []statusLine {
 		}
 		if s.ID == nil || s.Role == nil || s.Master == nil || s.LastIndex == nil || s.FirstIndex == nil {
 			t.Fatalf("status -w json: line %q lacks one of id, role, master, first_index, last_index", line)
+		}
+		if s.Incarnation == nil || len(*s.Incarnation) != 16 || strings.Trim(*s.Incarnation, "0") == "" {
+			t.Fatalf("status -w json: line %q lacks a non-zero incarnation of 16 hex digits", line)
 		}
 		out = append(out, s)
 	}

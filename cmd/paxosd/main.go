@@ -606,7 +606,7 @@ func statusCommand() *cli.Command {
 			format := c.String("write-out")
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			if format == "table" {
-				fmt.Fprintln(tw, "ENDPOINT\tID\tROLE\tMASTER\tBALLOT\tCHOSEN INSTANCE\tFIRST INDEX\tLAST INDEX")
+				fmt.Fprintln(tw, "ENDPOINT\tID\tROLE\tMASTER\tBALLOT\tCHOSEN INSTANCE\tFIRST INDEX\tLAST INDEX\tINCARNATION")
 			}
 			failed := 0
 			for _, ep := range cl.Endpoints() {
@@ -623,13 +623,13 @@ func statusCommand() *cli.Command {
 				case "json":
 					b, _ := json.Marshal(map[string]any{"endpoint": ep, "id": st.NodeId, "role": st.Role, "master": st.MasterId,
 						"ballot": st.Ballot, "chosen_instance": st.ChosenInstance, "first_index": st.FirstIndex, "last_index": last,
-						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients})
+						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients, "incarnation": fmt.Sprintf("%016x", st.Incarnation)})
 					fmt.Println(string(b))
 				case "table":
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%016x\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.Incarnation)
 				default:
-					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d\n",
-						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients)
+					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d incarnation=%016x\n",
+						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients, st.Incarnation)
 				}
 			}
 			tw.Flush()
