@@ -41,9 +41,10 @@ func sendRaw(t *testing.T, addr string, b *paxosdpb.PeerBatch) (*paxosdpb.PeerSu
 	return stream.CloseAndRecv()
 }
 
-// The receiver remembers the first incarnation of a peer (once, on disk),
+// The receiver remembers the first incarnation of a member (once, on disk),
 // passes it and incarnation 0 ever after, and refuses any other with
 // FAILED_PRECONDITION and an IncarnationRefused detail, delivering nothing.
+// A follower, which does not vote, is not checked.
 func TestIncarnationCheck(t *testing.T) {
 	var mu sync.Mutex
 	remembered := map[uint64][]uint64{}
@@ -54,10 +55,12 @@ func TestIncarnationCheck(t *testing.T) {
 		return nil
 	})
 	lis := listen(t)
-	b := startNode(t, TransportConfig{ClusterID: 7, SelfID: 2, CheckPeer: check}, lis)
+	// Nodes 1 and 3 are members (never dialled here); node 9 is not.
+	peers := map[uint64]string{1: "127.0.0.1:1", 2: lis.Addr().String(), 3: "127.0.0.1:3"}
+	b := startNode(t, TransportConfig{ClusterID: 7, SelfID: 2, Peers: peers, CheckPeer: check}, lis)
 	r := rand.New(rand.NewPCG(6, 6))
 	batch := func(from, inc uint64, seq int) *paxosdpb.PeerBatch {
-		return &paxosdpb.PeerBatch{ClusterId: 7, From: from, To: 2, Incarnation: inc,
+		return &paxosdpb.PeerBatch{ClusterId: 7, From: from, To: 2, Incarnation: inc, FromAddress: peers[from],
 			Messages: [][]byte{core.AppendMessage(nil, testMessage(r, from, 2, seq, 20))}}
 	}
 	pass := func(what string, pb *paxosdpb.PeerBatch) {
@@ -89,6 +92,8 @@ func TestIncarnationCheck(t *testing.T) {
 	refused("node 1 with another incarnation", batch(1, 0x12, 3), 0x11)
 	pass("node 3, known before", batch(3, 0x33, 4))
 	refused("node 3 with another incarnation", batch(3, 0x34, 5), 0x33)
+	pass("node 9, a follower", batch(9, 0x99, 6))
+	pass("node 9, a follower, on a new directory", batch(9, 0x98, 7))
 	mu.Lock()
 	if len(remembered) != 1 || !slices.Equal(remembered[1], []uint64{0x11}) {
 		t.Errorf("remembered %v, want node 1's incarnation once", remembered)
@@ -107,10 +112,15 @@ func TestIncarnationCheck(t *testing.T) {
 func TestIncarnationRefusedSender(t *testing.T) {
 	lis := listen(t)
 	check := NewIncarnationCheck(map[uint64]uint64{1: 0xaaaa}, func(uint64, uint64) error { return nil })
-	b := startNode(t, TransportConfig{ClusterID: 7, SelfID: 2, CheckPeer: check}, lis)
-	got := make(chan *IncarnationError, 100)
-	a := startNode(t, TransportConfig{ClusterID: 7, SelfID: 1, Peers: map[uint64]string{2: lis.Addr().String()}, Incarnation: 0xbbbb,
-		Refused: func(e *IncarnationError) { got <- e }}, nil)
+	b := startNode(t, TransportConfig{ClusterID: 7, SelfID: 2, Peers: map[uint64]string{1: "127.0.0.1:1"}, CheckPeer: check}, lis)
+	got := make(chan *IncarnationError, 1)
+	a := startNode(t, TransportConfig{ClusterID: 7, SelfID: 1, SelfAddress: "127.0.0.1:1", Peers: map[uint64]string{2: lis.Addr().String()},
+		Incarnation: 0xbbbb, Refused: func(e *IncarnationError) {
+			select {
+			case got <- e:
+			default:
+			}
+		}}, nil)
 	r := rand.New(rand.NewPCG(7, 7))
 	deadline := time.Now().Add(10 * time.Second)
 	var ie *IncarnationError

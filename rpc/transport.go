@@ -94,8 +94,9 @@ type TransportConfig struct {
 	// in every batch (0: none, as from an older build).
 	Incarnation uint64
 	// CheckPeer, when set, is called with the sender and incarnation of
-	// every incoming batch (of the right cluster and node) before anything
-	// in it is delivered; an error rejects the batch and ends the stream.
+	// every incoming batch from a node in Peers (a voting member), of the
+	// right cluster and node, before anything in it is delivered; an error
+	// rejects the batch and ends the stream. Followers are not checked.
 	// An *IncarnationError (see NewIncarnationCheck) ends it with
 	// FAILED_PRECONDITION and an IncarnationRefused detail, which tells the
 	// sender. It is called on every batch: keep it cheap.
@@ -827,7 +828,9 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	case t.peer(b.GetFrom()) != nil && b.GetFromAddress() != t.peer(b.GetFrom()).addr:
 		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
 			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peer(b.GetFrom()).addr)
-	case t.cfg.CheckPeer != nil:
+	case t.cfg.CheckPeer != nil && t.cfg.Peers[b.GetFrom()] != "":
+		// A member's batch: a follower does not vote, so a follower on a
+		// new directory is harmless.
 		if err := t.cfg.CheckPeer(b.GetFrom(), b.GetIncarnation()); err != nil {
 			reason = fmt.Sprintf("rejected a batch from node %d: %v", b.GetFrom(), err)
 			if errors.As(err, &refused) {
