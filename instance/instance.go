@@ -281,6 +281,16 @@ func (n *Node) IsMaster() bool {
 		n.learn.State().LeaseHolder == n.id && n.lease.Held(n.now)
 }
 
+// Campaign returns the proposer's phase and ballot and whether this node is
+// master: the cheap part of Status, for a runtime that watches for role
+// changes after every event.
+func (n *Node) Campaign() (phase proposer.Phase, ballot idgen.Ballot, master bool) {
+	if !n.voter {
+		return proposer.Idle, 0, false
+	}
+	return n.prop.Phase(), n.prop.Ballot(), n.IsMaster()
+}
+
 // Master returns the master this node believes in, 0 if none.
 func (n *Node) Master() uint64 {
 	st := n.learn.State()

@@ -23,6 +23,7 @@ import (
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/proposer"
 	"github.com/paxosd/paxosd/storage"
 )
 
@@ -104,8 +105,9 @@ type Node struct {
 	waiting map[uint64]*proposal
 	// retaining is the outstanding automatic trim, if any.
 	retaining *proposal
-	// role and ballot as last logged (logRole).
+	// role, phase and ballot as last seen by logRole.
 	role   string
+	phase  proposer.Phase
 	ballot idgen.Ballot
 }
 
@@ -261,6 +263,11 @@ func (n *Node) Run(ctx context.Context) error {
 // logRole logs a phase 1 started, mastership won, and proposing stopped,
 // with the counts that say why an election took long.
 func (n *Node) logRole() {
+	phase, ballot, master := n.core.Campaign()
+	if phase == n.phase && ballot == n.ballot && master == (n.role == "master") {
+		return // the loop's common case: nothing changed, no Status built
+	}
+	n.phase = phase
 	st := n.core.Status()
 	if st.Role == n.role && st.Ballot == n.ballot {
 		return
