@@ -109,6 +109,20 @@ func (c *Catchup) Observe(now, peer, committed uint64) {
 	}
 }
 
+// SetPeers changes whom this node probes and learns from, as membership
+// changes. What it knows of a peer that stays is kept; a peer that left no
+// longer counts.
+func (c *Catchup) SetPeers(peers []uint64) {
+	c.cfg.Peers = slices.Clone(peers)
+	for p := range c.known {
+		if !slices.Contains(peers, p) {
+			delete(c.known, p)
+			delete(c.heard, p)
+			delete(c.grew, p)
+		}
+	}
+}
+
 // live reports whether peer was heard from recently enough to count.
 func (c *Catchup) live(now, peer uint64) bool {
 	return c.cfg.CountDeadPeers || now-c.heard[peer] <= c.cfg.Live

@@ -14,6 +14,7 @@ import (
 	"hash/crc32"
 
 	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/members"
 )
 
 // MsgType says what a Message is.
@@ -87,10 +88,11 @@ type CommandKind uint8
 
 // The command kinds. Only CmdUser takes log indexes.
 const (
-	CmdUser  CommandKind = iota + 1 // client entries
-	CmdNoop                         // fills a hole left by a previous master
-	CmdLease                        // master lease: Holder, Prev (compare-and-set on the version), Epoch/Start
-	CmdTrim                         // drop user entries below Before
+	CmdUser   CommandKind = iota + 1 // client entries
+	CmdNoop                          // fills a hole left by a previous master
+	CmdLease                         // master lease: Holder, Prev (compare-and-set on the version), Epoch/Start
+	CmdTrim                          // drop user entries below Before
+	CmdMember                        // a membership change (Change), with Origin/Epoch/Req for the result
 )
 
 // Command is one operation inside a chosen value.
@@ -115,6 +117,8 @@ type Command struct {
 	Holder, Prev, Start, Wall uint64
 	// CmdTrim.
 	Before uint64
+	// CmdMember.
+	Change members.Change
 }
 
 // Value is what one instance chooses: a batch of commands.
@@ -135,8 +139,8 @@ func (v Value) Size() int {
 func (v Value) IsZero() bool { return len(v.Commands) == 0 }
 
 // ApplyState is the replicated state machine minus the log entries: where
-// apply has reached, the user index counter, the trim point, the lease, and
-// the log's clock.
+// apply has reached, the user index counter, the trim point, the lease, the
+// log's clock and the membership.
 type ApplyState struct {
 	Applied    uint64 // instances below it are applied
 	NextIndex  uint64 // the next user entry gets this index
@@ -146,6 +150,10 @@ type ApplyState struct {
 	// LogTime is the highest wall-clock time (Unix ms) a master wrote into a
 	// lease command: a clock every replica agrees on, for expiring clients.
 	LogTime uint64
+	// Members is the configuration that decides the open instances and the
+	// change pending, if any. Zero in a state written before membership
+	// was replicated: the node then takes its configuration from its flags.
+	Members members.History
 }
 
 // Snapshot is the replicated state as of an instance, without the log

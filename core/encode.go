@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/paxosd/paxosd/idgen"
+	"github.com/paxosd/paxosd/members"
 )
 
 // The encodings are compact and versioned by their first byte. Lengths are
@@ -30,6 +31,10 @@ func (c Command) Size() int {
 		n += uvarintLen(c.Holder) + uvarintLen(c.Prev) + uvarintLen(c.Epoch) + uvarintLen(c.Start) + uvarintLen(c.Wall)
 	case CmdTrim:
 		n += uvarintLen(c.Before) + uvarintLen(c.Origin) + uvarintLen(c.Req) + uvarintLen(c.Epoch)
+	case CmdMember:
+		ch := c.Change
+		n += 1 + uvarintLen(ch.ID) + uvarintLen(uint64(len(ch.Addr))) + len(ch.Addr) + uvarintLen(ch.Incarnation) +
+			uvarintLen(c.Origin) + uvarintLen(c.Req) + uvarintLen(c.Epoch)
 	}
 	return n
 }
@@ -69,6 +74,15 @@ func AppendValue(dst []byte, v Value) []byte {
 			dst = binary.AppendUvarint(dst, c.Wall)
 		case CmdTrim:
 			dst = binary.AppendUvarint(dst, c.Before)
+			dst = binary.AppendUvarint(dst, c.Origin)
+			dst = binary.AppendUvarint(dst, c.Req)
+			dst = binary.AppendUvarint(dst, c.Epoch)
+		case CmdMember:
+			dst = append(dst, byte(c.Change.Kind))
+			dst = binary.AppendUvarint(dst, c.Change.ID)
+			dst = binary.AppendUvarint(dst, uint64(len(c.Change.Addr)))
+			dst = append(dst, c.Change.Addr...)
+			dst = binary.AppendUvarint(dst, c.Change.Incarnation)
 			dst = binary.AppendUvarint(dst, c.Origin)
 			dst = binary.AppendUvarint(dst, c.Req)
 			dst = binary.AppendUvarint(dst, c.Epoch)
@@ -155,6 +169,9 @@ func (d *decoder) value() Value {
 			c.Holder, c.Prev, c.Epoch, c.Start, c.Wall = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
 		case CmdTrim:
 			c.Before, c.Origin, c.Req, c.Epoch = d.uvarint(), d.uvarint(), d.uvarint(), d.uvarint()
+		case CmdMember:
+			c.Change = members.Change{Kind: members.Kind(d.byte()), ID: d.uvarint(), Addr: string(d.bytes()), Incarnation: d.uvarint()}
+			c.Origin, c.Req, c.Epoch = d.uvarint(), d.uvarint(), d.uvarint()
 		default:
 			if d.err == nil {
 				d.err = fmt.Errorf("%w: command kind %d", ErrCorrupt, c.Kind)
@@ -179,8 +196,9 @@ func DecodeValue(b []byte) (Value, error) {
 }
 
 // messageVersion 2 added After and Snap; 3 added each seq's entries
-// checksum to the dedup rows of Snap.
-const messageVersion = 3
+// checksum to the dedup rows of Snap; 4 added the membership to Snap's
+// State.
+const messageVersion = 4
 
 // AppendMessage appends the encoding of m to dst.
 func AppendMessage(dst []byte, m Message) []byte {
@@ -224,12 +242,91 @@ func AppendMessage(dst []byte, m Message) []byte {
 	return dst
 }
 
-// AppendState appends the encoding of s (six uvarints) to dst.
+// AppendState appends the encoding of s to dst: six uvarints, then the
+// membership (appendHistory).
 func AppendState(dst []byte, s ApplyState) []byte {
 	for _, x := range []uint64{s.Applied, s.NextIndex, s.FirstIndex, s.LeaseHolder, s.LeaseVersion, s.LogTime} {
 		dst = binary.AppendUvarint(dst, x)
 	}
+	return appendHistory(dst, s.Members)
+}
+
+// historyVersion heads the membership in an encoded state; 0 there means no
+// membership (a zero History).
+const historyVersion = 1
+
+// appendHistory appends h: its version (0 when h is zero), the current
+// configuration and the instance it decides from, then 0, or 1 with the
+// pending configuration and its first instance.
+func appendHistory(dst []byte, h members.History) []byte {
+	if h.IsZero() {
+		return append(dst, 0)
+	}
+	dst = append(dst, historyVersion)
+	dst = appendConfig(dst, h.Cur)
+	dst = binary.AppendUvarint(dst, h.CurFrom)
+	if h.Next == nil {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	dst = appendConfig(dst, *h.Next)
+	return binary.AppendUvarint(dst, h.NextFrom)
+}
+
+func appendConfig(dst []byte, c members.Config) []byte {
+	dst = binary.AppendUvarint(dst, c.NextSlot)
+	dst = binary.AppendUvarint(dst, uint64(len(c.Members)))
+	for _, m := range c.Members {
+		dst = binary.AppendUvarint(dst, m.ID)
+		dst = binary.AppendUvarint(dst, uint64(len(m.Addr)))
+		dst = append(dst, m.Addr...)
+		dst = append(dst, byte(m.Role))
+		dst = binary.AppendUvarint(dst, m.Slot)
+		dst = binary.AppendUvarint(dst, m.Incarnation)
+	}
 	return dst
+}
+
+func (d *decoder) history() members.History {
+	switch v := d.byte(); {
+	case d.err != nil || v == 0:
+		return members.History{}
+	case v != historyVersion:
+		d.err = fmt.Errorf("%w: membership version %d", ErrCorrupt, v)
+		return members.History{}
+	}
+	h := members.History{Cur: d.config(), CurFrom: d.uvarint()}
+	switch pending := d.byte(); {
+	case d.err != nil || pending == 0:
+	case pending == 1:
+		next := d.config()
+		h.Next, h.NextFrom = &next, d.uvarint()
+	default:
+		d.err = fmt.Errorf("%w: membership pending flag %d", ErrCorrupt, pending)
+	}
+	if d.err == nil && len(h.Cur.Members) == 0 {
+		d.err = fmt.Errorf("%w: a membership without members", ErrCorrupt)
+	}
+	return h
+}
+
+// memberMin is the fewest bytes one encoded member takes.
+const memberMin = 5
+
+func (d *decoder) config() members.Config {
+	c := members.Config{NextSlot: d.uvarint()}
+	n := d.count(memberMin)
+	if n > 0 {
+		c.Members = make([]members.Member, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		m := members.Member{ID: d.uvarint(), Addr: string(d.bytes()), Role: members.Role(d.byte()), Slot: d.uvarint(), Incarnation: d.uvarint()}
+		if d.err == nil && (m.Role != members.Voter && m.Role != members.Follower || i > 0 && m.ID <= c.Members[i-1].ID) {
+			d.err = fmt.Errorf("%w: member %d with role %d out of order", ErrCorrupt, m.ID, m.Role)
+		}
+		c.Members = append(c.Members, m)
+	}
+	return c
 }
 
 // AppendDedup appends the encoding of d's row, without its client ID and
@@ -248,6 +345,13 @@ func AppendDedup(dst []byte, d DedupEntry) []byte {
 }
 
 func (d *decoder) state() ApplyState {
+	s := d.stateV1()
+	s.Members = d.history()
+	return s
+}
+
+// stateV1 reads the six uvarints a state was before it held the membership.
+func (d *decoder) stateV1() ApplyState {
 	return ApplyState{Applied: d.uvarint(), NextIndex: d.uvarint(), FirstIndex: d.uvarint(),
 		LeaseHolder: d.uvarint(), LeaseVersion: d.uvarint(), LogTime: d.uvarint()}
 }
@@ -280,10 +384,14 @@ func (d *decoder) dedup(client uint64) DedupEntry {
 	return e
 }
 
-// DecodeState decodes an apply state encoded by AppendState.
+// DecodeState decodes an apply state encoded by AppendState, or by its
+// version before the membership (six uvarints alone: a zero History).
 func DecodeState(b []byte) (ApplyState, error) {
 	d := decoder{b: b}
-	s := d.state()
+	s := d.stateV1()
+	if d.err == nil && len(d.b) > 0 {
+		s.Members = d.history()
+	}
 	return s, d.end()
 }
 

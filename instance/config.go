@@ -11,10 +11,12 @@ import (
 	"github.com/paxosd/paxosd/learner"
 )
 
-// Member is a voting member: its node ID and its ballot slot.
+// Member is a voting member of a new cluster: its node ID, its ballot slot
+// and its address (for the membership; the core never dials).
 type Member struct {
 	ID   uint64
 	Slot uint64
+	Addr string
 }
 
 // Follower is a non-voting node and the member that pushes chosen values to it.
@@ -62,26 +64,44 @@ const (
 	BugLogTimeJump            // log time takes a lease's wall clock unbounded: a master hours ahead expires live clients
 	BugReproposedLease        // a master that re-proposes another node's lease after phase 1 keeps counting its own
 	BugHandoverKeepsLease     // a master that hands its lease over keeps counting it until the handover applies
+	BugChangeAtOnce           // a membership change decides the instance right after the one that chose it, not Delay later
+	BugSlotReuse              // a promoted follower takes the lowest slot no voter holds now, not a new one
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
-	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease"}
+	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease",
+	"change-at-once", "slot-reuse"}
 
 func (b Bug) String() string { return bugNames[b] }
 
 // Bugs lists every plantable bug.
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
-		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease}
+		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease,
+		BugChangeAtOnce, BugSlotReuse}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime
 // decides how long a tick is (DefaultTickMillis).
 type Config struct {
-	ID        uint64
-	Members   []Member   // voting members, this node included unless it is a follower
-	Followers []Follower // non-voting nodes
+	ID uint64
+	// Members are the voting members the cluster was created with, this
+	// node included unless it is a follower or joined later. Once the
+	// applied state holds a membership (members.History), that decides
+	// who votes; these only seed a state that has none.
+	Members   []Member
+	Followers []Follower // non-voting nodes outside the membership (static followers, pushed to by Target)
 	K         uint64     // ballot stride, fixed at cluster creation
+
+	// Incarnation is the random ID of this node's data directory. The
+	// node votes as a member only where the configuration names this
+	// incarnation, or names none (0: a member the cluster was created
+	// with) while Joined is false.
+	Incarnation uint64
+	// Joined: this directory joined a running cluster (it was added as a
+	// follower), so it was never one of the members the cluster was created
+	// with, whatever their IDs.
+	Joined bool
 
 	// Window is how many instances the master keeps in flight.
 	Window int
@@ -193,8 +213,8 @@ func (c *Config) Validate() error {
 		}
 		ids[f.ID] = true
 	}
-	if !ids[c.ID] {
-		return fmt.Errorf("config: ID %d is neither a member nor a follower", c.ID)
+	if !ids[c.ID] && !c.Joined {
+		return fmt.Errorf("config: ID %d is neither a member nor a follower, and did not join", c.ID)
 	}
 	switch {
 	case c.Window < 1:

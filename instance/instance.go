@@ -29,6 +29,7 @@ import (
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/learner"
 	"github.com/paxosd/paxosd/lease"
+	"github.com/paxosd/paxosd/members"
 	"github.com/paxosd/paxosd/proposer"
 )
 
@@ -129,6 +130,9 @@ type Status struct {
 	DedupHits    uint64
 	DedupClients int
 	Counters     Counters
+	// Members is the membership as applied here (zero when the state
+	// holds none: a static follower that has not learned it).
+	Members members.History
 }
 
 // Counters count this node's protocol events since it started.
@@ -144,8 +148,13 @@ type Counters struct {
 type Node struct {
 	cfg        Config
 	id         uint64
-	voters     []uint64
-	voter      bool
+	rules      members.Rules
+	voters     []uint64   // every voter of the configurations deciding open instances
+	quorums    [][]uint64 // the voter sets a phase needs a majority of each of
+	voter      bool       // this node votes: a voter in one of those configurations, with its incarnation
+	slot       uint64     // its ballot slot while it votes
+	member     bool       // listed in the newest configuration
+	wasMember  bool       // listed in one since this core started: no longer listed means removed
 	target     uint64            // a follower: the member it follows
 	lastFollow uint64            // a follower: when it last asked its member to push
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
@@ -188,30 +197,24 @@ func New(cfg Config, d Durable) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, id: cfg.ID, epoch: cfg.Rand.Uint64() | 1, reqs: map[uint64]bool{}, byInstance: map[uint64][]uint64{}}
-	var slot uint64
-	for _, m := range cfg.Members {
-		n.voters = append(n.voters, m.ID)
-		if m.ID == cfg.ID {
-			n.voter, slot = true, m.Slot
-		} else {
-			n.commitTo = append(n.commitTo, m.ID)
-		}
+	// A change chosen in instance i decides from i + MaxAhead on: no node
+	// proposes or accepts an instance MaxAhead or more past its applied
+	// frontier, so whoever proposes or accepts an instance has applied
+	// every change that decides it (docs/protocol.md §10).
+	n.rules = members.Rules{Delay: cfg.MaxAhead, K: cfg.K, PlantSlotReuse: cfg.Bug == BugSlotReuse}
+	if cfg.Bug == BugChangeAtOnce {
+		n.rules.Delay = 1
 	}
-	var peers []uint64
 	n.followers = map[uint64]uint64{}
 	n.deferredLearn = map[uint64]core.Message{}
 	for _, f := range cfg.Followers {
 		if f.ID == cfg.ID {
 			n.target = f.Target
-			peers = append(peers, f.Target)
-		}
-	}
-	for _, v := range n.voters {
-		if v != cfg.ID && !slices.Contains(peers, v) {
-			peers = append(peers, v)
 		}
 	}
 	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
+	n.learn.SetMembershipRules(n.rules)
+	n.learn.SetMembers(genesis(cfg))
 	n.learn.SetClientLimits(learner.Limits{ClientTTL: cfg.ClientTTLMillis, ClientRetry: cfg.ClientRetryMillis, MaxClients: cfg.MaxClients, LogTimeStep: cfg.LogTimeStepMillis})
 	if cfg.Bug == BugSkipDedup {
 		n.learn.PlantSkipDedup()
@@ -219,25 +222,12 @@ func New(cfg Config, d Durable) (*Node, error) {
 	if cfg.Bug == BugLogTimeJump {
 		n.learn.PlantLogTimeJump()
 	}
-	if n.voter {
-		n.acc = acceptor.New(d.Promised, d.Accepted, cfg.MaxAhead)
-		if cfg.Bug == BugAcceptBelowPromise {
-			n.acc.PlantAcceptBelowPromise()
-		}
-		floor := d.Promised
-		if cfg.Bug == BugBallotReuse && floor > 0 {
-			floor-- // the planted off-by-one: NextAbove(promise-1) can be the promise itself
-		}
-		n.prop = proposer.New(proposer.Config{
-			ID: cfg.ID, Voters: n.voters, Window: cfg.Window,
-			MaxBatchEntries: cfg.MaxBatchEntries, MaxBatchBytes: cfg.MaxBatchBytes, PhaseTimeout: cfg.PhaseTimeout,
-		}, idgen.NewGenerator(slot, cfg.K, floor))
-		if cfg.Bug == BugIgnoreAccepted {
-			n.prop.PlantIgnoreAccepted()
-		}
+	n.acc = acceptor.New(d.Promised, d.Accepted, cfg.MaxAhead)
+	if cfg.Bug == BugAcceptBelowPromise {
+		n.acc.PlantAcceptBelowPromise()
 	}
 	n.cu = catchup.New(catchup.Config{
-		Peers: peers, Interval: cfg.LearnInterval, Timeout: 4 * cfg.PhaseTimeout,
+		Interval: cfg.LearnInterval, Timeout: 4 * cfg.PhaseTimeout,
 		Grace: cfg.PhaseTimeout, Slack: uint64(cfg.Window), Batch: cfg.CatchupBatch,
 		Live: 3 * cfg.LearnInterval, Stall: 3*cfg.LearnInterval + 8*cfg.PhaseTimeout,
 		CountDeadPeers: cfg.Bug == BugBehindDeadPeer,
@@ -256,14 +246,129 @@ func New(cfg Config, d Durable) (*Node, error) {
 		// We do not know when the lease was last renewed: assume just now.
 		n.lease.Restore(0)
 	}
-	if n.voter {
-		// The leases applied and accepted before the restart guard a full
-		// lease from now (lease.Guard.Restore).
-		n.guard.Restore(0, cfg.LeaseTicks, d.State.LeaseHolder, d.Accepted)
-	}
+	// The leases applied and accepted before the restart guard a full lease
+	// from now (lease.Guard.Restore). Every node keeps the guard, voter or
+	// not: a follower promoted to voter guards the leases it applied.
+	n.guard.Restore(0, cfg.LeaseTicks, d.State.LeaseHolder, d.Accepted)
+	n.reconfigure()
 	n.readyApplied, n.durableApplied = d.State.Applied, d.State.Applied
 	n.readyBase, n.durableBase = d.Base, d.Base
 	return n, nil
+}
+
+// genesis is the membership of a new cluster: the voters of cfg.Members,
+// with their slots, deciding every instance. Members the cluster was
+// created with carry incarnation 0: their peers learn their directories'
+// incarnations on first contact (the runtime's check), and a member added
+// later carries its own.
+func genesis(cfg Config) members.History {
+	c := members.Config{}
+	for _, m := range slices.SortedFunc(slices.Values(cfg.Members), func(a, b Member) int { return cmp.Compare(a.ID, b.ID) }) {
+		c.Members = append(c.Members, members.Member{ID: m.ID, Addr: m.Addr, Role: members.Voter, Slot: m.Slot})
+		c.NextSlot = max(c.NextSlot, m.Slot+1)
+	}
+	return members.NewHistory(c, 0)
+}
+
+// mayVote reports whether this node may vote as m: m names this
+// directory's incarnation, or none while the directory is one the cluster
+// was created with.
+func (n *Node) mayVote(m members.Member) bool {
+	return m.Role == members.Voter && (m.Incarnation == n.cfg.Incarnation || m.Incarnation == 0 && !n.cfg.Joined)
+}
+
+// reconfigure makes the node's roles follow the membership it applied: who
+// it sends to and learns from, the voter sets a phase needs, and whether it
+// votes. A proposer that now needs a majority of a voter set its phase 1
+// did not gather steps down (a lease holder runs phase 1 again at once).
+func (n *Node) reconfigure() {
+	h := n.learn.State().Members
+	cfgs := h.ForPrepare(n.learn.Applied())
+	var voters []uint64
+	var quorums [][]uint64
+	voting, slot := false, uint64(0)
+	for _, c := range cfgs {
+		vs := c.Voters()
+		quorums = append(quorums, vs)
+		for _, v := range vs {
+			if !slices.Contains(voters, v) {
+				voters = append(voters, v)
+			}
+		}
+		if m, ok := c.Get(n.id); ok && n.mayVote(m) {
+			voting, slot = true, m.Slot
+		}
+	}
+	slices.Sort(voters)
+	_, n.member = h.Latest().Get(n.id)
+	n.wasMember = n.wasMember || n.member
+	grown := false
+	for _, q := range quorums {
+		if !slices.ContainsFunc(n.quorums, func(o []uint64) bool { return slices.Equal(o, q) }) {
+			grown = true
+		}
+	}
+	if n.prop != nil && n.prop.Phase() != proposer.Idle && (grown || !voting || slot != n.slot) {
+		n.stepDown()
+		n.electionArmed = false // a lease holder resumes at once (maybeElect)
+	}
+	n.voters, n.quorums = voters, quorums
+	if voting && (n.prop == nil || slot != n.slot) {
+		floor := n.acc.Promised()
+		if n.cfg.Bug == BugBallotReuse && floor > 0 {
+			floor-- // the planted off-by-one: NextAbove(promise-1) can be the promise itself
+		}
+		n.prop = proposer.New(proposer.Config{
+			ID: n.id, Window: n.cfg.Window,
+			MaxBatchEntries: n.cfg.MaxBatchEntries, MaxBatchBytes: n.cfg.MaxBatchBytes, PhaseTimeout: n.cfg.PhaseTimeout,
+		}, idgen.NewGenerator(slot, n.cfg.K, floor))
+		if n.cfg.Bug == BugIgnoreAccepted {
+			n.prop.PlantIgnoreAccepted()
+		}
+	}
+	n.voter, n.slot = voting, slot
+	if n.prop != nil {
+		n.prop.SetVoters(voters, quorums)
+	}
+	n.commitTo = n.commitTo[:0]
+	for _, v := range voters {
+		if v != n.id {
+			n.commitTo = append(n.commitTo, v)
+		}
+	}
+	// Learn from every other member of the configurations in play, and
+	// from the member a static follower follows.
+	var peers []uint64
+	add := func(id uint64) {
+		if id != n.id && id != 0 && !slices.Contains(peers, id) {
+			peers = append(peers, id)
+		}
+	}
+	add(n.target)
+	for _, c := range append(cfgs, h.Latest()) {
+		for _, m := range c.Members {
+			add(m.ID)
+		}
+	}
+	n.cu.SetPeers(peers)
+}
+
+// followTarget is the voter a non-voter asks to push chosen values to it:
+// a static follower's member; otherwise the master it knows of, or the
+// lowest-ID voter.
+func (n *Node) followTarget() uint64 {
+	if n.target != 0 {
+		return n.target
+	}
+	if m := n.Master(); m != 0 && m != n.id {
+		return m
+	}
+	for _, v := range n.voters {
+		if v != n.id {
+			return v
+		}
+	}
+	return 0
 }
 
 // ID returns the node's ID.
@@ -335,9 +440,11 @@ func (n *Node) SetWallClock(unixMillis uint64) { n.wall = unixMillis }
 func (n *Node) Tick() {
 	n.now++
 	n.refillCatchup()
-	if n.target != 0 && (n.lastFollow == 0 || n.now-n.lastFollow >= n.cfg.LearnInterval) {
+	if !n.voter && (n.lastFollow == 0 || n.now-n.lastFollow >= n.cfg.LearnInterval) {
 		n.lastFollow = n.now
-		n.send(core.Message{Type: core.MsgFollow, To: n.target}, false)
+		if to := n.followTarget(); to != 0 {
+			n.send(core.Message{Type: core.MsgFollow, To: to}, false)
+		}
 	}
 	for _, m := range n.cu.Tick(n.now, n.learn.Applied()) {
 		n.send(m, false)
@@ -403,6 +510,60 @@ func (n *Node) ProposeTrim(req, before uint64) error {
 	}
 	n.reqs[req] = true
 	n.prop.Propose(core.Command{Kind: core.CmdTrim, Before: before, Origin: n.id, Epoch: n.epoch, Req: req})
+	return nil
+}
+
+// ErrRemovingMaster refuses a change that removes the master itself: it
+// must hand its lease over first (TransferMaster), and the new master
+// removes it.
+var ErrRemovingMaster = errors.New("instance: the master cannot remove itself: hand the lease over first, then remove it through the new master")
+
+// ProposeChange asks the master to change the membership (members.Change).
+// The Result's First is the first instance the change decides. A change
+// that cannot take effect is refused before it is proposed, with an error
+// that says why: another change is pending, it does not apply to the
+// configuration (an unknown ID, a member that exists, the last voter), the
+// follower to promote is behind or silent, or the voters heard from
+// recently would not make a quorum of the new configuration. A change that
+// passes here may still be refused when it applies (another change chosen
+// first): the Result's Err then says so, and nothing changed.
+func (n *Node) ProposeChange(req uint64, ch members.Change) error {
+	if !n.IsMaster() {
+		return &core.NotMasterError{Master: n.Master()}
+	}
+	if n.reqs[req] {
+		return fmt.Errorf("instance: request %d is already outstanding", req)
+	}
+	st := n.learn.State()
+	if st.Members.IsZero() {
+		return learner.ErrNoMembership
+	}
+	if ch.Kind == members.Remove && ch.ID == n.id {
+		return ErrRemovingMaster
+	}
+	var lag uint64
+	if ch.Kind == members.Promote {
+		f, live := n.cu.Frontier(n.now, ch.ID)
+		if !live {
+			return fmt.Errorf("member %d: %w (not heard from for %d ticks)", ch.ID, members.ErrBehind, n.cfg.LearnInterval*3)
+		}
+		lag = st.Applied - min(f, st.Applied)
+	}
+	if err := st.Members.Check(st.Applied, ch, lag, n.rules.Delay/2, n.rules); err != nil {
+		return err
+	}
+	next, _ := st.Members.Settle(st.Applied).Cur.Apply(ch, n.cfg.K)
+	live := 0
+	for _, v := range next.Voters() {
+		if _, ok := n.cu.Frontier(n.now, v); ok || v == n.id {
+			live++
+		}
+	}
+	if live < next.Quorum() {
+		return fmt.Errorf("%s: %w: %d of its %d voters were heard from recently, a quorum is %d", ch, members.ErrNoQuorum, live, len(next.Voters()), next.Quorum())
+	}
+	n.reqs[req] = true
+	n.prop.Propose(core.Command{Kind: core.CmdMember, Change: ch, Origin: n.id, Epoch: n.epoch, Req: req})
 	return nil
 }
 
@@ -650,6 +811,11 @@ func (n *Node) install(s core.Snapshot) {
 	if n.cfg.Bug == BugBaseWithoutDedup {
 		s.Dedup = nil
 	}
+	if s.State.Members.IsZero() {
+		// A base taken before membership was replicated: no change was
+		// ever applied, so the membership is still the cluster's first.
+		s.State.Members = n.learn.State().Members
+	}
 	n.learn.Install(s)
 	n.stateChanged = true
 	n.rd.Install, n.rd.Base = &s, &s
@@ -677,6 +843,7 @@ func (n *Node) install(s core.Snapshot) {
 	if n.voter {
 		n.prop.ForgetBelow(s.State.Applied)
 	}
+	n.reconfigure()
 	for n.learn.Ready() {
 		n.apply(n.learn.ApplyNext())
 	}
@@ -744,9 +911,12 @@ func (n *Node) apply(a learner.Applied) {
 	}
 	for _, lc := range a.Leases {
 		n.lease.Applied(n.now, a.Instance, lc.Holder, lc.Epoch, lc.Start, lc.OK)
-		if lc.OK && n.voter {
+		if lc.OK {
 			n.guard.Applied(n.now, n.cfg.LeaseTicks, a.Instance, lc.Holder)
 		}
+	}
+	if a.Members {
+		n.reconfigure()
 	}
 }
 
@@ -813,6 +983,12 @@ func (n *Node) leaderDuties() {
 		if !n.lease.WaitOut(n.now) {
 			n.stepDown()
 		}
+		return
+	}
+	if n.prop.Next() >= st.Applied+n.rules.Delay {
+		// No instance Delay or more past the applied frontier: a change
+		// not yet applied here may decide it (after a phase 1 that found
+		// values far ahead; lease proposals wait until the log moves).
 		return
 	}
 	if n.handoverTo != 0 {
@@ -933,7 +1109,28 @@ func (n *Node) HasReady() bool {
 }
 
 func (n *Node) canFlush() bool {
-	return n.voter && n.prop.Waiting() > 0 && n.IsMaster() && n.prop.Next() < n.learn.Applied()+uint64(n.cfg.Window)
+	return n.voter && n.IsMaster() && n.prop.Next() < n.learn.Applied()+uint64(n.cfg.Window) && (n.prop.Waiting() > 0 || n.changePending())
+}
+
+// changePending reports whether a chosen membership change waits for the
+// log to reach the first instance it decides.
+func (n *Node) changePending() bool {
+	from, ok := n.learn.State().Members.Pending()
+	return ok && n.prop.Next() < from
+}
+
+// fillToChange proposes no-ops, a window at a time, up to the first
+// instance a pending change decides, when no append waits: the change takes
+// effect within a few round trips rather than after Delay instances of
+// traffic.
+func (n *Node) fillToChange() {
+	from, ok := n.learn.State().Members.Pending()
+	for ok && n.prop.Waiting() == 0 && n.prop.Next() < from && n.prop.Next() < n.learn.Applied()+uint64(n.cfg.Window) {
+		_, msgs := n.prop.ProposeValue(n.now, core.Value{Commands: []core.Command{{Kind: core.CmdNoop}}})
+		for _, m := range msgs {
+			n.send(m, false)
+		}
+	}
 }
 
 // Ready returns what the caller must do now. Proposals waiting at this
@@ -950,6 +1147,7 @@ func (n *Node) Ready() Ready {
 		for _, m := range msgs {
 			n.send(m, false)
 		}
+		n.fillToChange()
 		n.settle() // self-accepts
 	}
 	if len(n.commits) > 0 {
@@ -1041,7 +1239,10 @@ func (n *Node) Status() Status {
 	st := n.learn.State()
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
 		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(n.now, st.Applied),
-		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters}
+		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters, Members: st.Members}
+	if n.wasMember && !n.member {
+		s.Role = "removed"
+	}
 	if n.voter {
 		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()
 		s.InFlight, s.Waiting = n.prop.InFlight(), n.prop.Waiting()
@@ -1077,7 +1278,7 @@ func (n *Node) Check() error {
 		if err := n.acc.Check(n.learn.Applied()); err != nil {
 			return err
 		}
-		if n.prop.Phase() != proposer.Idle && !idgen.Owns(n.prop.Ballot(), n.slot(), n.cfg.K) {
+		if n.prop.Phase() != proposer.Idle && !idgen.Owns(n.prop.Ballot(), n.slot, n.cfg.K) {
 			return fmt.Errorf("instance: node %d proposes with ballot %d it does not own", n.id, n.prop.Ballot())
 		}
 		if n.prop.Phase() != proposer.Idle && n.acc.Promised() < n.prop.Ballot() {
@@ -1092,11 +1293,3 @@ func (n *Node) Check() error {
 	return nil
 }
 
-func (n *Node) slot() uint64 {
-	for _, m := range n.cfg.Members {
-		if m.ID == n.id {
-			return m.Slot
-		}
-	}
-	return 0
-}

@@ -324,7 +324,7 @@ func TestReplication(t *testing.T) {
 			t.Errorf("node %d got results %v for proposals it did not make", id, c.results[id])
 		}
 	}
-	if a, b := c.nodes[1].Applied(), c.nodes[2].Applied(); a != b || a != c.nodes[3].Applied() {
+	if a, b := c.nodes[1].Applied(), c.nodes[2].Applied(); !reflect.DeepEqual(a, b) || !reflect.DeepEqual(a, c.nodes[3].Applied()) {
 		t.Errorf("apply states differ: %+v %+v %+v", a, b, c.nodes[3].Applied())
 	}
 }

@@ -16,14 +16,23 @@ package learner
 import (
 	"cmp"
 	"container/heap"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/members"
 )
 
-// Result is the outcome of one user command, for the node that proposed it.
+// ErrNoMembership refuses a membership change in a state that holds no
+// membership (written before it was replicated, by a node that has not
+// learned it).
+var ErrNoMembership = errors.New("this node's state holds no membership to change")
+
+// Result is the outcome of one user, trim or membership command, for the
+// node that proposed it. A membership change's First is the first instance
+// it decides.
 type Result struct {
 	Origin, Epoch, Req uint64
 	First, Last        uint64
@@ -46,6 +55,9 @@ type Applied struct {
 	Leases   []LeaseChange
 	Dedup    []core.DedupEntry // dedup rows written
 	Trimmed  bool              // FirstIndex moved
+	// Members: the membership changed (a change was applied, or a pending
+	// one took effect).
+	Members bool
 }
 
 // Learner is the chosen-but-not-applied buffer and the applied state.
@@ -61,6 +73,7 @@ type Learner struct {
 	// frontier; anything further is relearned by catch-up later.
 	maxAhead    uint64
 	limits      Limits
+	rules       members.Rules
 	skipDedup   bool // planted bug: apply ignores the dedup table
 	logTimeJump bool // planted bug: log time takes a lease's wall clock unbounded
 	dupHits     uint64
@@ -123,6 +136,20 @@ func (l *Learner) SetClientLimits(lim Limits) {
 		panic(fmt.Sprintf("learner: invalid limits %+v: need 0 < ClientRetry < ClientTTL, MaxClients >= 1, LogTimeStep > 0", lim))
 	}
 	l.limits = lim
+}
+
+// SetMembershipRules sets the rules membership changes apply by (the
+// delay before a change decides instances, the ballot stride). Every
+// replica must use the same.
+func (l *Learner) SetMembershipRules(r members.Rules) { l.rules = r }
+
+// SetMembers sets the membership of a state that has none: the
+// configuration of a new cluster, from the node's flags. Only before the
+// first instance that changes it applies; a state that has one keeps it.
+func (l *Learner) SetMembers(h members.History) {
+	if l.state.Members.IsZero() {
+		l.state.Members = h
+	}
 }
 
 // Clients returns the number of rows in the dedup table.
@@ -242,10 +269,26 @@ func (l *Learner) ApplyNext() Applied {
 				l.state.FirstIndex, out.Trimmed = before, true
 			}
 			out.Results = append(out.Results, Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req, First: l.state.FirstIndex})
+		case core.CmdMember:
+			r := Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
+			h, err := l.state.Members.Apply(i, c.Change, l.rules)
+			switch {
+			case l.state.Members.IsZero():
+				r.Err = ErrNoMembership
+			case err != nil:
+				r.Err = err
+			default:
+				l.state.Members, out.Members = h, true
+				r.First, _ = h.Pending()
+			}
+			out.Results = append(out.Results, r)
 		case core.CmdNoop:
 		}
 	}
 	l.state.Applied = i + 1
+	if from, ok := l.state.Members.Pending(); ok && l.state.Applied >= from {
+		l.state.Members, out.Members = l.state.Members.Settle(l.state.Applied), true
+	}
 	return out
 }
 

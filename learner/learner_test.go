@@ -214,7 +214,7 @@ func TestApplyNext(t *testing.T) {
 				t.Errorf("%s: step %d:\n got %+v\nwant %+v", tc.name, k, got, want)
 			}
 		}
-		if l.State() != tc.wantState || l.Pending() != 0 || l.Ready() {
+		if !reflect.DeepEqual(l.State(), tc.wantState) || l.Pending() != 0 || l.Ready() {
 			t.Errorf("%s: state %+v pending %d, want %+v", tc.name, l.State(), l.Pending(), tc.wantState)
 		}
 	}
@@ -305,7 +305,7 @@ func TestSnapshotInstall(t *testing.T) {
 	b.Learn(2, value(noop)) // below the base: dropped by the install
 	b.Learn(3, value(user(7, 2, 3, "w")))
 	b.Install(base)
-	if b.State() != base.State || b.Clients() != 2 || b.Pending() != 1 {
+	if !reflect.DeepEqual(b.State(), base.State) || b.Clients() != 2 || b.Pending() != 1 {
 		t.Fatalf("after Install: state %+v, %d clients, %d pending", b.State(), b.Clients(), b.Pending())
 	}
 	if _, ok := b.Dedup(5); ok {
@@ -320,7 +320,7 @@ func TestSnapshotInstall(t *testing.T) {
 			t.Fatalf("retry after the base: %+v, want a duplicate at [1,2]", got.Results)
 		}
 	}
-	if a.State() != b.State() {
+	if !reflect.DeepEqual(a.State(), b.State()) {
 		t.Fatalf("states differ: %+v and %+v", a.State(), b.State())
 	}
 }

@@ -238,64 +238,103 @@ func (c Config) Apply(ch Change, k uint64) (Config, error) {
 	return out, nil
 }
 
+// reuseSlot is the planted bug: voter id takes the lowest slot no other
+// voter holds now.
+func (c Config) reuseSlot(id uint64) Config {
+	held := map[uint64]bool{}
+	for _, m := range c.Members {
+		if m.Role == Voter && m.ID != id {
+			held[m.Slot] = true
+		}
+	}
+	slot := uint64(0)
+	for held[slot] {
+		slot++
+	}
+	out := Config{Members: slices.Clone(c.Members), NextSlot: c.NextSlot}
+	for i := range out.Members {
+		if out.Members[i].ID == id {
+			out.Members[i].Slot = slot
+		}
+	}
+	return out
+}
+
 // ErrChangePending refuses a change while the one before it has not taken
 // effect: one change at a time.
 var ErrChangePending = errors.New("a membership change is in progress: wait until it takes effect")
 
+// ErrNoQuorum refuses a change after which the voters heard from recently
+// would not make a quorum: the cluster would stop.
+var ErrNoQuorum = errors.New("the change would leave too few live voters for a quorum")
+
 // ErrBehind refuses to promote a follower that has not caught up.
 var ErrBehind = errors.New("the follower is behind: promote it once it has caught up")
 
+// Rules are the constants every replica applies changes with: Delay, the
+// number of instances between the one that chooses a change and the first
+// one it decides, and K, the ballot stride (slots run from 0 to K-1).
+type Rules struct {
+	Delay, K uint64
+	// PlantSlotReuse makes a promotion take the lowest slot no voter holds
+	// now instead of a new one. Only for tests that prove the simulator
+	// catches it.
+	PlantSlotReuse bool
+}
+
 // History is the configuration in effect and the one chosen but not yet in
-// effect, and the instances each decides.
+// effect, and the instances each decides. It is part of the replicated
+// state: a value, never changed in place (its configurations are shared by
+// copies), and the same on every replica that applied the same instances.
 type History struct {
-	window, k uint64
-	cur       Config
-	curFrom   uint64  // the first instance cur decides
-	next      *Config // chosen, deciding instances from nextFrom on
-	nextFrom  uint64
+	Cur      Config
+	CurFrom  uint64  // the first instance Cur decides
+	Next     *Config // chosen, deciding instances from NextFrom on; nil when none is pending
+	NextFrom uint64
 }
 
 // NewHistory returns the history of a cluster whose configuration c
-// decides every instance from from on. window is the master's window: a
-// change chosen in instance i decides from i + window on. k is the ballot
-// stride.
-func NewHistory(c Config, from, window, k uint64) *History {
-	return &History{window: window, k: k, cur: c, curFrom: from}
-}
+// decides every instance from from on.
+func NewHistory(c Config, from uint64) History { return History{Cur: c, CurFrom: from} }
 
-// settle makes the pending configuration current once instance i is at or
-// past the first instance it decides.
-func (h *History) settle(i uint64) {
-	if h.next != nil && i >= h.nextFrom {
-		h.cur, h.curFrom, h.next = *h.next, h.nextFrom, nil
+// IsZero reports whether h holds no configuration (a state written before
+// membership was part of it, or a node that has not learned it yet).
+func (h History) IsZero() bool { return len(h.Cur.Members) == 0 }
+
+// Settle returns h with the pending configuration made current once
+// instance i is at or past the first instance it decides.
+func (h History) Settle(i uint64) History {
+	if h.Next != nil && i >= h.NextFrom {
+		return History{Cur: *h.Next, CurFrom: h.NextFrom}
 	}
+	return h
 }
 
 // At returns the configuration that decides instance i. i must not be
-// below an instance already passed to Applied (the caller asks about open
+// below an instance already passed to Apply (the caller asks about open
 // instances, at or above its applied frontier).
-func (h *History) At(i uint64) Config {
-	if h.next != nil && i >= h.nextFrom {
-		return *h.next
+func (h History) At(i uint64) Config {
+	if h.Next != nil && i >= h.NextFrom {
+		return *h.Next
 	}
-	return h.cur
+	return h.Cur
 }
 
 // Latest returns the newest configuration chosen, in effect or not.
-func (h *History) Latest() Config {
-	if h.next != nil {
-		return *h.next
+func (h History) Latest() Config {
+	if h.Next != nil {
+		return *h.Next
 	}
-	return h.cur
+	return h.Cur
 }
 
 // Pending reports whether a chosen change has not taken effect yet, and
 // from which instance it will.
-func (h *History) Pending() (from uint64, pending bool) {
-	if h.next == nil {
+func (h History) Pending() (from uint64, pending bool) {
+	if h.Next == nil {
 		return 0, false
 	}
-	return h.nextFrom, true
+	return h.NextFrom, true
 }
 
 // ForPrepare returns the configurations a phase 1 that starts at instance
@@ -303,43 +342,46 @@ func (h *History) Pending() (from uint64, pending bool) {
 // from. A phase 1 that spans a pending change needs a quorum of the old
 // voters and one of the new, which share a voter since a change adds or
 // removes at most one.
-func (h *History) ForPrepare(from uint64) []Config {
-	if h.next == nil || from >= h.nextFrom {
+func (h History) ForPrepare(from uint64) []Config {
+	if h.Next == nil || from >= h.NextFrom {
 		return []Config{h.At(from)}
 	}
-	return []Config{h.cur, *h.next}
+	return []Config{h.Cur, *h.Next}
 }
 
-// Applied takes in a change chosen in instance i, in instance order. Every
-// replica applies the same changes in the same order, so they agree on
-// each instance's configuration. A change that is not valid then (another
-// is pending, or it does not apply to the configuration) changes nothing,
-// on every replica alike: the error says why.
-func (h *History) Applied(i uint64, ch Change) error {
-	h.settle(i)
-	if h.next != nil {
-		return fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.nextFrom)
+// Apply returns h after a change chosen in instance i, applied in instance
+// order. Every replica applies the same changes in the same order, so they
+// agree on each instance's configuration. A change that is not valid then
+// (another is pending, or it does not apply to the configuration) changes
+// nothing, on every replica alike: the error says why.
+func (h History) Apply(i uint64, ch Change, r Rules) (History, error) {
+	h = h.Settle(i)
+	if h.Next != nil {
+		return h, fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.NextFrom)
 	}
-	next, err := h.cur.Apply(ch, h.k)
+	next, err := h.Cur.Apply(ch, r.K)
 	if err != nil {
-		return err
+		return h, err
 	}
-	h.next, h.nextFrom = &next, i+h.window
-	return nil
+	if r.PlantSlotReuse && ch.Kind == Promote {
+		next = next.reuseSlot(ch.ID)
+	}
+	h.Next, h.NextFrom = &next, i+r.Delay
+	return h, nil
 }
 
 // Check is what the master asks before it proposes ch, with its applied
 // frontier applied: whether ch would take effect if chosen next. lag is how
 // far behind the log's end the member ch names is (for Promote), maxLag
 // the most a follower may lag to be promoted.
-func (h *History) Check(applied uint64, ch Change, lag, maxLag uint64) error {
-	h.settle(applied)
-	if h.next != nil {
-		return fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.nextFrom)
+func (h History) Check(applied uint64, ch Change, lag, maxLag uint64, r Rules) error {
+	h = h.Settle(applied)
+	if h.Next != nil {
+		return fmt.Errorf("%s: %w (from instance %d)", ch, ErrChangePending, h.NextFrom)
 	}
 	if ch.Kind == Promote && lag > maxLag {
 		return fmt.Errorf("member %d is %d instances behind (at most %d): %w", ch.ID, lag, maxLag, ErrBehind)
 	}
-	_, err := h.cur.Apply(ch, h.k)
+	_, err := h.Cur.Apply(ch, r.K)
 	return err
 }

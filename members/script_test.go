@@ -23,7 +23,7 @@ var rewrite = flag.Bool("rewrite", false, "write each testdata script's output i
 //
 // Commands (arguments as key=value):
 //
-//	init k=K window=W [from=I]   one voter a line, "ID ADDR [inc=N]": a new cluster
+//	init k=K delay=D [from=I]   one voter a line, "ID ADDR [inc=N]": a new cluster
 //	apply i=I                    one change a line, chosen in instance I, in order
 //	check applied=I [lag=L max-lag=M]  one change: may the master propose it?
 //	at i=I                       the configuration deciding instance I
@@ -111,8 +111,9 @@ func parseScript(t *testing.T, path string) []step {
 
 func runScript(t *testing.T, path string) {
 	steps := parseScript(t, path)
-	var h *members.History
-	var k uint64
+	var h members.History
+	var rules members.Rules
+	started := false
 	var out strings.Builder
 	for i, s := range steps {
 		num := func(key string) uint64 {
@@ -132,7 +133,7 @@ func runScript(t *testing.T, path string) {
 			}
 			return num(key)
 		}
-		if s.cmd != "init" && h == nil {
+		if s.cmd != "init" && !started {
 			t.Fatalf("%s:%d: %s before init", path, s.line, s.cmd)
 		}
 		var got string
@@ -150,21 +151,23 @@ func runScript(t *testing.T, path string) {
 				}
 				vs = append(vs, members.Member{ID: id, Addr: f[1], Incarnation: incarnation(t, f[2:])})
 			}
-			k = num("k")
+			rules = members.Rules{Delay: num("delay"), K: num("k")}
 			c, err := members.New(vs...)
 			if err != nil {
 				got = "error: " + err.Error()
 				break
 			}
-			h = members.NewHistory(c, opt("from"), num("window"), k)
+			h, started = members.NewHistory(c, opt("from")), true
 			got = c.String()
 		case "apply":
 			var lines []string
 			for _, l := range s.input {
 				ch := parseChange(t, path, s.line, l)
-				if err := h.Applied(num("i"), ch); err != nil {
+				next, err := h.Apply(num("i"), ch, rules)
+				if err != nil {
 					lines = append(lines, fmt.Sprintf("%s: refused: %v", ch, err))
 				} else {
+					h = next
 					from, _ := h.Pending()
 					lines = append(lines, fmt.Sprintf("%s: decides from instance %d", ch, from))
 				}
@@ -176,7 +179,7 @@ func runScript(t *testing.T, path string) {
 			}
 			ch := parseChange(t, path, s.line, s.input[0])
 			got = "ok"
-			if err := h.Check(num("applied"), ch, opt("lag"), opt("max-lag")); err != nil {
+			if err := h.Check(num("applied"), ch, opt("lag"), opt("max-lag"), rules); err != nil {
 				got = "refused: " + err.Error()
 			}
 		case "at":

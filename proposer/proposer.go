@@ -21,7 +21,11 @@ import (
 // Config sets what a proposer may do.
 type Config struct {
 	ID     uint64
-	Voters []uint64 // every voting member, this one included if it votes
+	Voters []uint64 // every voting member, this one included if it votes: whom to send to
+	// Quorums, when set, are the voter sets a phase needs a majority of
+	// each of (while a membership change is pending, the configurations
+	// before and after it); unset, a majority of Voters.
+	Quorums [][]uint64
 	// Window is the number of instances in flight at once: deep enough to
 	// keep the disks and links busy, small enough to bound re-proposal work.
 	Window int
@@ -111,7 +115,38 @@ func (p *Proposer) InFlight() int { return len(p.inflight) }
 // Waiting returns the number of commands waiting for a slot in the window.
 func (p *Proposer) Waiting() int { return len(p.pending) }
 
-func (p *Proposer) quorum() int { return len(p.cfg.Voters)/2 + 1 }
+// hasQuorum reports whether acks hold a majority of every voter set the
+// proposer needs (Config.Quorums).
+func (p *Proposer) hasQuorum(acks map[uint64]bool) bool {
+	if p.cfg.Quorums == nil {
+		return majority(p.cfg.Voters, acks)
+	}
+	for _, q := range p.cfg.Quorums {
+		if !majority(q, acks) {
+			return false
+		}
+	}
+	return true
+}
+
+func majority(voters []uint64, acks map[uint64]bool) bool {
+	n := 0
+	for _, v := range voters {
+		if acks[v] {
+			n++
+		}
+	}
+	return n >= len(voters)/2+1
+}
+
+// SetVoters changes whom the proposer sends to and the voter sets it needs
+// a majority of (Config.Voters and Quorums), as membership changes take
+// effect. A phase in progress counts its replies by the new sets from now
+// on; the caller steps down first when the new sets need promises that the
+// phase 1 behind it did not gather.
+func (p *Proposer) SetVoters(voters []uint64, quorums [][]uint64) {
+	p.cfg.Voters, p.cfg.Quorums = voters, quorums
+}
 
 // Observe records a ballot seen in any message so the next one is above it.
 func (p *Proposer) Observe(b idgen.Ballot) { p.gen.Observe(b) }
@@ -183,7 +218,7 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 		return PromiseCounted, []core.Message{p.nextPiece(m.From)}
 	}
 	p.promised[m.From] = true
-	if len(p.promised) < p.quorum() {
+	if !p.hasQuorum(p.promised) {
 		return PromiseCounted, nil
 	}
 	// Phase 1 done. Re-propose every open instance up to the highest one any
@@ -310,7 +345,7 @@ func (p *Proposer) OnAccepted(m core.Message) (chosen *Chosen, outbid bool) {
 		return nil, false
 	}
 	f.acks[m.From] = true
-	if len(f.acks) < p.quorum() {
+	if !p.hasQuorum(f.acks) {
 		return nil, false
 	}
 	delete(p.inflight, m.Instance)

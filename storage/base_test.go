@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +99,7 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 	s := openT(t, dir, Options{})
 
 	// A store that never saved a base serves the zero one.
-	if ch := snapshot(t, s, 0, 0, 0, 0, 0); !ch.Done || ch.State != (core.ApplyState{}) || len(ch.Entries)+len(ch.Dedup) != 0 {
+	if ch := snapshot(t, s, 0, 0, 0, 0, 0); !ch.Done || !reflect.DeepEqual(ch.State, core.ApplyState{}) || len(ch.Entries)+len(ch.Dedup) != 0 {
 		t.Fatalf("zero base: %+v", ch)
 	}
 
@@ -129,7 +130,7 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 	checkSnapshot := func(t *testing.T, s *Store) {
 		t.Helper()
 		ch := snapshot(t, s, 51, 0, 0, 0, 0)
-		if ch.State != base.State || ch.Done || len(ch.Dedup) != 0 {
+		if !reflect.DeepEqual(ch.State, base.State) || ch.Done || len(ch.Dedup) != 0 {
 			t.Fatalf("entries chunk: state %+v done %v dedup %d", ch.State, ch.Done, len(ch.Dedup))
 		}
 		checkEntries(t, "from 0: from the first index to the base's end (not the live one)", ch.Entries, 60, 40)
@@ -145,7 +146,7 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 
 		// The dedup phase: from the base's NextIndex on.
 		ch = snapshot(t, s, 51, 100, 0, 0, 0)
-		if len(ch.Entries) != 0 || !ch.Done || !same(ch.Dedup, base.Dedup) || ch.State != base.State {
+		if len(ch.Entries) != 0 || !ch.Done || !same(ch.Dedup, base.Dedup) || !reflect.DeepEqual(ch.State, base.State) {
 			t.Fatalf("all rows: %+v", ch)
 		}
 		var got []uint64
@@ -197,7 +198,7 @@ func TestBaseTrimAndSnapshot(t *testing.T) {
 	if s.chosenCursor != 35 || s.trimCursor != 35 || s.baseApplied != 51 {
 		t.Fatalf("after reopen: cursors %d %d, base %d", s.chosenCursor, s.trimCursor, s.baseApplied)
 	}
-	if d := mustLoad(t, s); d.Base != 51 || d.State != st {
+	if d := mustLoad(t, s); d.Base != 51 || !reflect.DeepEqual(d.State, st) {
 		t.Fatalf("Load after reopen: base %d state %+v", d.Base, d.State)
 	}
 	// 15 chosen values and 25 entries are left: 4 Saves.
@@ -319,10 +320,10 @@ func TestInstall(t *testing.T) {
 	check := func(t *testing.T, s *Store, state core.ApplyState, dedup []core.DedupEntry) {
 		t.Helper()
 		d := mustLoad(t, s)
-		if d.State != state || d.Base != 50 || !same(d.Dedup, dedup) || len(d.Accepted) != 0 {
+		if !reflect.DeepEqual(d.State, state) || d.Base != 50 || !same(d.Dedup, dedup) || len(d.Accepted) != 0 {
 			t.Fatalf("Load after the install:\n got %+v\nwant state %+v base 50 dedup %+v", d, state, dedup)
 		}
-		if s.State() != state {
+		if !reflect.DeepEqual(s.State(), state) {
 			t.Fatalf("State %+v", s.State())
 		}
 		es, err := s.Entries(100, 0, 0)
@@ -335,7 +336,7 @@ func TestInstall(t *testing.T) {
 		}
 		ch := snapshot(t, s, 50, 0, 0, 0, 0)
 		checkEntries(t, "the installed base served on", ch.Entries, 100, 10)
-		if ch = snapshot(t, s, 50, 110, 0, 0, 0); !same(ch.Dedup, rows) || !ch.Done || ch.State != installed {
+		if ch = snapshot(t, s, 50, 110, 0, 0, 0); !same(ch.Dedup, rows) || !ch.Done || !reflect.DeepEqual(ch.State, installed) {
 			t.Fatalf("the installed base's rows: %+v", ch)
 		}
 	}
@@ -567,7 +568,7 @@ func TestRecordFormat(t *testing.T) {
 			t.Errorf("%s encodes as %s, want %s", c.name, h, c.want)
 		}
 	}
-	if got, err := decodeState(encodeState(st)); err != nil || got != st {
+	if got, err := decodeState(encodeState(st)); err != nil || !reflect.DeepEqual(got, st) {
 		t.Errorf("state round trip: %+v %v", got, err)
 	}
 	if got, err := decodeDedup(4, encodeDedup(row)); err != nil || !same(got, row) {

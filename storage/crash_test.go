@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -237,7 +238,7 @@ func (p *plState) diff(want *plState) string {
 	if p.promised != want.promised {
 		d = append(d, fmt.Sprintf("promise %d, want %d", p.promised, want.promised))
 	}
-	if p.state != want.state {
+	if !reflect.DeepEqual(p.state, want.state) {
 		d = append(d, fmt.Sprintf("state %+v, want %+v", p.state, want.state))
 	}
 	if !maps.Equal(p.accepted, want.accepted) {
@@ -271,7 +272,7 @@ func (p *plState) diff(want *plState) string {
 	if !maps.Equal(p.dedup, want.dedup) {
 		d = append(d, fmt.Sprintf("dedup clients %v, want %v", slices.Sorted(maps.Keys(p.dedup)), slices.Sorted(maps.Keys(want.dedup))))
 	}
-	if p.base != want.base {
+	if !reflect.DeepEqual(p.base, want.base) {
 		d = append(d, fmt.Sprintf("base %+v, want %+v", p.base, want.base))
 	}
 	if !maps.Equal(p.baseDedup, want.baseDedup) {
@@ -289,7 +290,7 @@ func readPLState(s *Store) (*plState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Load: %w", err)
 	}
-	if s.State() != d.State {
+	if !reflect.DeepEqual(s.State(), d.State) {
 		return nil, fmt.Errorf("State() %+v, Load %+v", s.State(), d.State)
 	}
 	p := newPLState()
@@ -350,7 +351,7 @@ func readPLState(s *Store) (*plState, error) {
 			if p.base.Applied != d.Base {
 				return nil, fmt.Errorf("Load says the base is at instance %d, Snapshot serves one at %d", d.Base, p.base.Applied)
 			}
-		} else if ch.State != p.base {
+		} else if !reflect.DeepEqual(ch.State, p.base) {
 			return nil, fmt.Errorf("Snapshot(%d, %d, %d): the base changed from %+v to %+v", d.Base, index, after, p.base, ch.State)
 		}
 		if from := max(index, p.base.FirstIndex); from < p.base.NextIndex {
@@ -393,7 +394,7 @@ func readPLState(s *Store) (*plState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Snapshot for another base: %w", err)
 	}
-	if ch.State != p.base || !ch.Done || len(ch.Entries) > 0 || !slices.EqualFunc(ch.Dedup, rows, sameRow) {
+	if !reflect.DeepEqual(ch.State, p.base) || !ch.Done || len(ch.Entries) > 0 || !slices.EqualFunc(ch.Dedup, rows, sameRow) {
 		return nil, fmt.Errorf("Snapshot for another base: state %+v, %d entries, rows %v, done %t; want state %+v, rows %v",
 			ch.State, len(ch.Entries), clients(ch.Dedup), ch.Done, p.base, clients(rows))
 	}

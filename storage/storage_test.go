@@ -122,7 +122,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	if !same(d, wantDurable) {
 		t.Fatalf("Load:\n got %+v\nwant %+v", d, wantDurable)
 	}
-	if s.State() != wantDurable.State {
+	if !reflect.DeepEqual(s.State(), wantDurable.State) {
 		t.Fatalf("State %+v", s.State())
 	}
 	for i := uint64(0); i < 4; i++ {
@@ -158,7 +158,7 @@ func TestReopen(t *testing.T) {
 	}
 
 	s = openT(t, dir, Options{})
-	if s.Meta() != testMeta || s.State() != wantDurable.State {
+	if s.Meta() != testMeta || !reflect.DeepEqual(s.State(), wantDurable.State) {
 		t.Fatalf("reopened: meta %+v state %+v", s.Meta(), s.State())
 	}
 	if after := mustLoad(t, s); !same(after, before) {
@@ -793,7 +793,7 @@ func TestFailedWrite(t *testing.T) {
 		if _, err2 := s.Entries(0, 2, 0); !errors.Is(err2, ErrFailed) {
 			t.Fatalf("Entries after failure: %v", err2)
 		}
-		if s.State() != wantDurable.State {
+		if !reflect.DeepEqual(s.State(), wantDurable.State) {
 			t.Fatalf("state moved: %+v", s.State())
 		}
 	}
@@ -965,7 +965,7 @@ func TestCrashRecovery(t *testing.T) {
 				dedup[e.ClientID] = e
 			}
 		}
-		if st != want {
+		if !reflect.DeepEqual(st, want) {
 			t.Fatalf("round %d: state %+v, replay gives %+v", round, st, want)
 		}
 		if d.Promised != crashBallot(st.Applied-1) {
