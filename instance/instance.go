@@ -149,12 +149,12 @@ type Node struct {
 	cfg        Config
 	id         uint64
 	rules      members.Rules
-	voters     []uint64   // every voter of the configurations deciding open instances
-	quorums    [][]uint64 // the voter sets a phase needs a majority of each of
-	voter      bool       // this node votes: a voter in one of those configurations, with its incarnation
-	slot       uint64     // its ballot slot while it votes
-	member     bool       // listed in the newest configuration
-	wasMember  bool       // listed in one since this core started: no longer listed means removed
+	voters     []uint64          // every voter of the configurations deciding open instances
+	quorums    [][]uint64        // the voter sets a phase needs a majority of each of
+	voter      bool              // this node votes: a voter in one of those configurations, with its incarnation
+	slot       uint64            // its ballot slot while it votes
+	member     bool              // listed in the newest configuration
+	wasMember  bool              // listed in one since this core started: no longer listed means removed
 	target     uint64            // a follower: the member it follows
 	lastFollow uint64            // a follower: when it last asked its member to push
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
@@ -1292,4 +1292,3 @@ func (n *Node) Check() error {
 	}
 	return nil
 }
-
