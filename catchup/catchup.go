@@ -123,6 +123,9 @@ func (c *Catchup) SetPeers(peers []uint64) {
 	}
 }
 
+// Peers returns whom this node learns from, in order.
+func (c *Catchup) Peers() []uint64 { return slices.Sorted(slices.Values(c.cfg.Peers)) }
+
 // live reports whether peer was heard from recently enough to count.
 func (c *Catchup) live(now, peer uint64) bool {
 	return c.cfg.CountDeadPeers || now-c.heard[peer] <= c.cfg.Live

@@ -133,6 +133,17 @@ type Status struct {
 	// Members is the membership as applied here (zero when the state
 	// holds none: a static follower that has not learned it).
 	Members members.History
+	// Peers is what this node knows of each peer it learns from: the
+	// applied frontier it last reported, and whether it was heard from
+	// recently (the catch-up Live bound).
+	Peers []PeerProgress
+}
+
+// PeerProgress is a peer's applied frontier as last reported, and whether
+// it was heard from recently.
+type PeerProgress struct {
+	ID, Applied uint64
+	Live        bool
 }
 
 // Counters count this node's protocol events since it started.
@@ -1242,6 +1253,10 @@ func (n *Node) Status() Status {
 		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters, Members: st.Members}
 	if n.wasMember && !n.member {
 		s.Role = "removed"
+	}
+	for _, p := range n.cu.Peers() {
+		f, live := n.cu.Frontier(n.now, p)
+		s.Peers = append(s.Peers, PeerProgress{ID: p, Applied: f, Live: live})
 	}
 	if n.voter {
 		s.Role, s.Phase, s.Ballot, s.Promised = "acceptor", n.prop.Phase().String(), n.prop.Ballot(), n.acc.Promised()
