@@ -3,6 +3,8 @@ package core
 import (
 	"reflect"
 	"testing"
+
+	"github.com/paxosd/paxosd/members"
 )
 
 func sampleValue() Value {
@@ -15,7 +17,9 @@ func sampleValue() Value {
 }
 
 func TestValueRoundTrip(t *testing.T) {
-	for _, v := range []Value{{}, sampleValue(), {Commands: []Command{{Kind: CmdUser}}}} {
+	member := Command{Kind: CmdMember, Change: members.Change{Kind: members.AddFollower, ID: 4, Addr: "127.0.0.1:7004", Incarnation: 1 << 60},
+		Origin: 1, Req: 99, Epoch: 7}
+	for _, v := range []Value{{}, sampleValue(), {Commands: []Command{{Kind: CmdUser}}}, {Commands: []Command{member, {Kind: CmdMember}}}} {
 		b := AppendValue(nil, v)
 		got, err := DecodeValue(b)
 		if err != nil {
@@ -39,6 +43,7 @@ func TestMessageRoundTrip(t *testing.T) {
 			Value: sampleValue(), Entries: []InstanceValue{{Instance: 5, Ballot: 64, Value: sampleValue()}, {Instance: 6}}},
 		{Type: MsgSnapResp, From: 1, To: 2, Instance: 9, End: 20, After: 6, Snap: snap},
 		{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{}},
+		{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{State: ApplyState{Applied: 3, Members: withPending()}}},
 	} {
 		b := AppendMessage(nil, m)
 		got, err := DecodeMessage(b)
@@ -130,6 +135,7 @@ func FuzzDecodeValue(f *testing.F) {
 
 func FuzzDecodeMessage(f *testing.F) {
 	f.Add(AppendMessage(nil, Message{Type: MsgAccept, From: 1, To: 2, Value: sampleValue()}))
+	f.Add(AppendMessage(nil, Message{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{State: ApplyState{Applied: 3, Members: withPending()}}}))
 	f.Add(AppendMessage(nil, Message{Type: MsgSnapResp, From: 1, To: 2, Snap: &SnapChunk{State: ApplyState{Applied: 3},
 		Entries: []Entry{{Index: 1, Data: []byte("x")}}, Dedup: []DedupEntry{{ClientID: 1, Recent: []SeqIndexes{{Seq: 1}}}}}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -141,4 +147,13 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("re-encoding of a decoded message does not decode: %v", err)
 		}
 	})
+}
+
+// withPending is a membership with a change pending: three voters, a fourth
+// member promoted from instance 70 on.
+func withPending() members.History {
+	c, _ := members.New(members.Member{ID: 1, Addr: "a"}, members.Member{ID: 2, Addr: "b"}, members.Member{ID: 3, Addr: "c"})
+	c, _ = c.Apply(members.Change{Kind: members.AddFollower, ID: 4, Addr: "d", Incarnation: 5}, 64)
+	h, _ := members.NewHistory(c, 0).Apply(6, members.Change{Kind: members.Promote, ID: 4}, members.Rules{Delay: 64, K: 64})
+	return h
 }

@@ -66,11 +66,12 @@ const (
 	BugHandoverKeepsLease     // a master that hands its lease over keeps counting it until the handover applies
 	BugChangeAtOnce           // a membership change decides the instance right after the one that chose it, not Delay later
 	BugSlotReuse              // a promoted follower takes the lowest slot no voter holds now, not a new one
+	BugWipedVotes             // the simulator's transport skips the runtime's incarnation check: a wiped node votes with what it lost
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
 	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease",
-	"change-at-once", "slot-reuse"}
+	"change-at-once", "slot-reuse", "wiped-votes"}
 
 func (b Bug) String() string { return bugNames[b] }
 
@@ -78,7 +79,7 @@ func (b Bug) String() string { return bugNames[b] }
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
 		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease,
-		BugChangeAtOnce, BugSlotReuse}
+		BugChangeAtOnce, BugSlotReuse, BugWipedVotes}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

@@ -1271,20 +1271,10 @@ func (n *Node) Status() Status {
 }
 
 // Promised returns the acceptor's current (possibly not yet durable) promise.
-func (n *Node) Promised() idgen.Ballot {
-	if !n.voter {
-		return 0
-	}
-	return n.acc.Promised()
-}
+func (n *Node) Promised() idgen.Ballot { return n.acc.Promised() }
 
 // AcceptedAt returns what this node's acceptor holds for instance i.
-func (n *Node) AcceptedAt(i uint64) (core.InstanceValue, bool) {
-	if !n.voter {
-		return core.InstanceValue{}, false
-	}
-	return n.acc.Accepted(i)
-}
+func (n *Node) AcceptedAt(i uint64) (core.InstanceValue, bool) { return n.acc.Accepted(i) }
 
 // Check asserts the core's invariants and returns the first one broken. The
 // simulator calls it after every event; a runtime may call it in debug builds.

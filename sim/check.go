@@ -36,7 +36,6 @@ import (
 //     its log, and its first index moves only with a new base (disk.whole).
 type invariants struct {
 	w          *world
-	quorum     int
 	valueAt    map[[2]uint64]uint64 // (instance, ballot) -> value fingerprint
 	acceptedBy map[[2]uint64]uint64 // (instance, ballot) -> bitmask of acceptors with it durable
 	chosen     map[uint64]uint64    // instance -> fingerprint chosen by a quorum
@@ -50,12 +49,13 @@ type invariants struct {
 	bases      map[uint64]uint64       // instance -> fingerprint of the base taken there
 	guards     map[uint64]leaseGuard   // voter -> the lease guard its acceptor must keep
 	versions   map[uint64]uint64       // voter -> its applied lease version, last seen
+	ms         *membership             // the configurations (sim/members.go)
 	buf        []byte
 }
 
 func newInvariants(w *world) *invariants {
 	return &invariants{
-		w: w, quorum: w.opt.Nodes/2 + 1,
+		w:       w,
 		valueAt: map[[2]uint64]uint64{}, acceptedBy: map[[2]uint64]uint64{}, chosen: map[uint64]uint64{},
 		learned: map[uint64]uint64{}, ackedAt: map[uint64]string{}, dedupAt: map[[2]uint64][2]uint64{},
 		promise: map[uint64]idgen.Ballot{}, released: map[uint64]idgen.Ballot{}, prepared: map[uint64][2]uint64{},
@@ -122,7 +122,7 @@ func (v *invariants) oneValuePerBallot(i uint64, b idgen.Ballot, fp uint64, wher
 
 // sent checks a message as it leaves a node.
 func (v *invariants) sent(n *node, m core.Message) {
-	if n.id > uint64(v.w.voters) {
+	if !v.ms.voted[n.id] {
 		switch m.Type {
 		case core.MsgPrepare, core.MsgPromise, core.MsgAccept, core.MsgAccepted, core.MsgCommit:
 			v.w.fail("follower %d sent %s: followers never vote or propose", n.id, m.Type)
@@ -259,13 +259,17 @@ func (v *invariants) persisted(n *node, rd *instance.Ready) {
 		v.oneValuePerBallot(a.Instance, a.Ballot, fp, "accepted record")
 		k := [2]uint64{a.Instance, uint64(a.Ballot)}
 		v.acceptedBy[k] |= 1 << n.id
-		if popcount(v.acceptedBy[k]) >= v.quorum {
+		if quorumOf(v.ms.votersAt(a.Instance), v.acceptedBy[k]) {
 			v.choose(a.Instance, fp, "quorum")
 			v.leaseRespected(a.Instance, a.Ballot)
 		}
 	}
 	for _, c := range rd.Chosen {
 		v.choose(c.Instance, v.fp(c.Value), "learned")
+		v.ms.learned(c.Instance, c.Value)
+	}
+	if rd.State != nil {
+		v.memberState(n, rd.State.Members)
 	}
 	for _, e := range rd.Entries {
 		switch {
@@ -330,7 +334,7 @@ func (v *invariants) choose(i, fp uint64, how string) {
 // (docs/protocol.md §5); otherwise the holder serves reads that miss what b
 // gets chosen.
 func (v *invariants) leaseRespected(i uint64, b idgen.Ballot) {
-	for _, x := range v.w.nodes[:v.w.voters] {
+	for _, x := range v.w.nodes {
 		if !x.up || !x.core.IsMaster() {
 			continue
 		}
@@ -365,6 +369,7 @@ func (v *invariants) stepped(n *node, m core.Message, now uint64, promiseBefore 
 		// durable: a handover's successor may send its Prepare before the
 		// Ready holding the record is taken (readied).
 		if iv, ok := n.core.AcceptedAt(m.Instance); ok && iv.Ballot == m.Ballot {
+			v.sameConfig(n, m.Instance)
 			if h, ok := lease.HolderIn(iv.Value); ok && v.guards[n.id].replacedBy(m.Ballot, m.Instance) {
 				v.guards[n.id] = leaseGuard{holder: h, ballot: m.Ballot, instance: m.Instance, until: now + n.cfg.LeaseTicks}
 			}

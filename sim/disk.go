@@ -29,10 +29,23 @@ type disk struct {
 	dedup    map[uint64]core.DedupEntry
 	entries  map[uint64][]byte // user log [state.FirstIndex, state.NextIndex), and staged entries above it
 	base     core.Snapshot
+	// peers are the incarnations of peers' data directories, as the
+	// runtime's check keeps them (rpc.NewIncarnationCheck): written, synced,
+	// on first contact, so both disks of a node share one table.
+	peers map[uint64]uint64
+}
+
+// newDisks returns the two disks of a new node (see disk), which share one
+// table of peers' incarnations.
+func newDisks() (read, durable *disk) {
+	read, durable = newDisk(), newDisk()
+	durable.peers = read.peers
+	return read, durable
 }
 
 func newDisk() *disk {
-	return &disk{accepted: map[uint64]core.InstanceValue{}, chosen: map[uint64]core.Value{}, dedup: map[uint64]core.DedupEntry{}, entries: map[uint64][]byte{}}
+	return &disk{accepted: map[uint64]core.InstanceValue{}, chosen: map[uint64]core.Value{}, dedup: map[uint64]core.DedupEntry{}, entries: map[uint64][]byte{},
+		peers: map[uint64]uint64{}}
 }
 
 // write applies one Ready's records, as one batch would, and checks that the
@@ -162,6 +175,7 @@ func (d *disk) clone() *disk {
 	c.dedup = maps.Clone(d.dedup)
 	c.chosen = maps.Clone(d.chosen)
 	c.entries = maps.Clone(d.entries)
+	c.peers = d.peers // one table: see peers
 	return &c
 }
 

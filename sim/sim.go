@@ -35,6 +35,7 @@ import (
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/lease"
+	"github.com/paxosd/paxosd/members"
 )
 
 // Options set up one simulated run.
@@ -81,6 +82,16 @@ type Options struct {
 	// the faulty phase (instance.TransferMaster), to the voter it picks or
 	// to one drawn at random, which may be down or cut off.
 	Transfers bool
+	// Membership makes the master change the membership every 0.2-1 s of
+	// the faulty phase: it adds followers (two spare nodes start outside
+	// the configuration, mirroring the log), promotes them, and removes
+	// voters and followers (sim/members.go).
+	Membership bool
+	// Wipes (with Membership) wipes a node's disk now and then: it
+	// restarts with the cluster's first configuration and an empty
+	// directory, is refused by its peers, and is replaced: removed, started
+	// again as a node that joins, added as a follower.
+	Wipes bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
@@ -98,6 +109,10 @@ func DefaultOptions(seed uint64, nodes int) Options {
 	o.LargeValues = r.IntN(largeValuesShare) == 0
 	o.LeaseCrashes = r.IntN(leaseCrashesShare) == 0
 	o.Transfers = r.IntN(transfersShare) == 0
+	o.Membership = r.IntN(membershipShare) == 0
+	// A wiped voter is out until replaced: not with voters down for good
+	// too, which could leave no quorum to replace it with.
+	o.Wipes = o.Membership && o.DownForGood == 0 && r.IntN(wipesShare) == 0
 	return o
 }
 
@@ -108,16 +123,25 @@ const (
 	largeValuesShare  = 2
 	leaseCrashesShare = 2
 	transfersShare    = 2
+	membershipShare   = 2
+	wipesShare        = 2
 )
 
 func (o Options) lateFaults() bool {
-	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers
+	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers || o.Membership
 }
 
 // WithoutLateFaults turns off the faults DefaultOptions draws beyond the
 // first model, so that a seed older than them replays as it did.
 func (o Options) WithoutLateFaults() Options {
-	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers = 0, false, false, false, false
+	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers, o.Membership, o.Wipes = 0, false, false, false, false, false, false
+	return o
+}
+
+// WithoutMembership turns off membership changes and wipes, so that a seed
+// older than them replays as it did.
+func (o Options) WithoutMembership() Options {
+	o.Membership, o.Wipes = false, false
 	return o
 }
 
@@ -159,8 +183,13 @@ func (r Report) Replay() string {
 	}
 	if !r.Opt.lateFaults() && def.lateFaults() {
 		bug += " PAXOSD_SIM_LATE=0"
-	} else if !r.Opt.Transfers && def.Transfers {
-		bug += " PAXOSD_SIM_TRANSFERS=0"
+	} else {
+		if !r.Opt.Transfers && def.Transfers {
+			bug += " PAXOSD_SIM_TRANSFERS=0"
+		}
+		if !r.Opt.Membership && def.Membership {
+			bug += " PAXOSD_SIM_MEMBERSHIP=0"
+		}
 	}
 	return fmt.Sprintf("PAXOSD_SIM_SEED=%d PAXOSD_SIM_NODES=%d%s go test ./sim -run TestReplay -v", r.Opt.Seed, r.Opt.Nodes, bug)
 }
@@ -219,6 +248,8 @@ const (
 	evLeaseCrash
 	evLost     // a message lost with the machine that sent it
 	evTransfer // the master hands its lease over
+	evMember   // the master changes the membership
+	evWipe     // a node loses its disk
 )
 
 type event struct {
@@ -280,12 +311,21 @@ type node struct {
 	wallOffset int64
 	syncing    *instance.Ready
 	reqs       map[uint64]int // request -> client
+	// Membership: the incarnation of its directory; joined: it joined a
+	// running cluster (a spare, or a wiped node started again to be
+	// replaced); static: a follower outside the membership (--follow);
+	// lost: its disk was wiped and no configuration lists it with its new
+	// directory yet; refused: a peer refused it, and it stays down until
+	// the driver starts it again.
+	incarnation                   uint64
+	joined, static, lost, refused bool
 }
 
 type world struct {
 	opt    Options
 	rng    *rand.Rand
 	trng   *rand.Rand // transfers' own stream
+	mrng   *rand.Rand // membership changes' and wipes' own stream
 	now    int64
 	seq    uint64
 	q      queue
@@ -342,18 +382,26 @@ func Run(opt Options) (rep Report) {
 		w.fail("%d voters down for good of %d: only a minority may be, or nothing can be required after the heal", opt.DownForGood, opt.Nodes)
 		return Report{Opt: opt, Err: w.err}
 	}
-	var members []instance.Member
+	var first []instance.Member
 	for i := 1; i <= opt.Nodes; i++ {
-		members = append(members, instance.Member{ID: uint64(i), Slot: uint64(i - 1)})
+		first = append(first, instance.Member{ID: uint64(i), Slot: uint64(i - 1), Addr: addrOf(uint64(i))})
 	}
 	var followers []instance.Follower
 	for i := 0; i < opt.Followers; i++ {
 		followers = append(followers, instance.Follower{ID: uint64(opt.Nodes + 1 + i), Target: 1})
 	}
-	for i := 1; i <= opt.Nodes+opt.Followers; i++ {
+	w.mrng = rand.New(rand.NewPCG(opt.Seed, 0xbb67ae8584caa73b))
+	w.inv.ms = newMembership(genesisOf(first), members.Rules{Delay: base.MaxAhead, K: base.K})
+	all := opt.Nodes + opt.Followers
+	if opt.Membership {
+		all += spares
+	}
+	for i := 1; i <= all; i++ {
 		cfg := base
-		cfg.ID, cfg.Members, cfg.Followers = uint64(i), members, followers
-		n := &node{id: uint64(i), cfg: cfg, disk: newDisk(), durable: newDisk()}
+		cfg.ID, cfg.Members, cfg.Followers = uint64(i), first, followers
+		n := &node{id: uint64(i), cfg: cfg, incarnation: incarnationOf(uint64(i)),
+			static: i > opt.Nodes && i <= opt.Nodes+opt.Followers, joined: i > opt.Nodes+opt.Followers}
+		n.disk, n.durable = newDisks()
 		w.nodes = append(w.nodes, n)
 		w.start(n)
 	}
@@ -382,6 +430,12 @@ func Run(opt Options) (rep Report) {
 			from = opt.Chaos.Microseconds() - 1000*ms
 		}
 		w.schedule(&event{at: from + w.rng.Int64N(opt.Chaos.Microseconds()-from), kind: evDownForGood})
+	}
+	if opt.Membership {
+		w.schedule(&event{at: 200*ms + w.mrng.Int64N(800*ms), kind: evMember})
+	}
+	if opt.Wipes {
+		w.schedule(&event{at: 300*ms + w.mrng.Int64N(2000*ms), kind: evWipe})
 	}
 	w.schedule(&event{at: opt.Chaos.Microseconds(), kind: evHeal})
 
@@ -468,6 +522,7 @@ func (w *world) start(n *node) {
 	cfg := n.cfg
 	cfg.Rand = rand.New(rand.NewPCG(w.rng.Uint64(), w.rng.Uint64()))
 	cfg.Log = n.disk
+	cfg.Incarnation, cfg.Joined = n.incarnation, n.joined
 	c, err := instance.New(cfg, n.disk.durable())
 	if err != nil {
 		w.fail("node %d cannot start: %v", n.id, err)
@@ -537,9 +592,10 @@ func (w *world) handle(e *event) {
 	case evDeliver:
 		n := w.node(e.msg.To)
 		w.tracef("deliver %s", e.msg)
-		if !n.up {
+		if !n.up || !w.admit(n, w.node(e.msg.From)) {
 			return
 		}
+		w.inv.lostVote(w.node(e.msg.From), e.msg)
 		before, now := n.core.Promised(), n.core.Now()
 		had, hadOK := n.core.AcceptedAt(e.msg.Instance)
 		if err := n.core.Step(e.msg); err != nil {
@@ -562,7 +618,7 @@ func (w *world) handle(e *event) {
 		w.synced(n)
 	case evRestart:
 		n := w.node(e.node)
-		if n.up || n.dead {
+		if n.up || n.dead || n.refused {
 			return
 		}
 		w.tracef("restart %d", n.id)
@@ -644,6 +700,25 @@ func (w *world) handle(e *event) {
 			}
 		}
 		w.schedule(&event{at: w.now + 200*ms + w.trng.Int64N(1300*ms), kind: evTransfer})
+	case evMember:
+		w.memberChange()
+		if !w.healed || !w.progressDone() {
+			w.schedule(&event{at: w.now + 200*ms + w.mrng.Int64N(800*ms), kind: evMember})
+		}
+	case evWipe:
+		if w.chaosOver {
+			return
+		}
+		var pool []*node
+		for _, x := range w.nodes {
+			if !x.dead && !x.static && !x.lost {
+				pool = append(pool, x)
+			}
+		}
+		if len(pool) > 0 && !slices.ContainsFunc(w.nodes, func(x *node) bool { return x.lost }) {
+			w.wipe(pool[w.mrng.IntN(len(pool))])
+		}
+		w.schedule(&event{at: w.now + 500*ms + w.mrng.Int64N(2500*ms), kind: evWipe})
 	case evClientNext, evClientArrive, evClientReply, evClientTimeout, evClientRetry:
 		w.handleClient(e)
 	}
@@ -772,7 +847,7 @@ func (w *world) clientDelay() int64 { return 50*us + w.rng.Int64N(450*us) }
 
 // master returns the node that believes it is master, if any.
 func (w *world) master() *node {
-	for _, n := range w.nodes[:w.voters] {
+	for _, n := range w.nodes {
 		if n.up && n.core.IsMaster() {
 			return n
 		}
@@ -918,7 +993,7 @@ func (w *world) injectFault() {
 	case 12:
 		name = "restart-all-down"
 		for _, n := range w.nodes {
-			if !n.up && !n.dead {
+			if !n.up && !n.dead && !n.refused {
 				w.tracef("restart %d", n.id)
 				w.start(n)
 			}
@@ -935,7 +1010,7 @@ func (w *world) heal() {
 	clear(w.blocked)
 	w.dropP, w.dupP, w.longDelayP = 0, 0, 0
 	for _, n := range w.nodes {
-		if !n.up && !n.dead {
+		if !n.up && !n.dead && !n.refused {
 			w.start(n)
 		}
 	}
@@ -952,9 +1027,10 @@ func (w *world) progressDone() bool {
 		return false
 	}
 	for _, n := range w.nodes {
-		// Every node but those down for good; a follower whose member is
-		// dead too: it catches up from the other voters.
-		if !n.dead && n.disk.state.NextIndex <= uint64(p.ackedIndex) {
+		// Every node but those down for good and those that lost their
+		// disk and are not members again; a follower whose member is dead
+		// too: it catches up from the other voters.
+		if !n.dead && !n.lost && n.disk.state.NextIndex <= uint64(p.ackedIndex) {
 			return false
 		}
 	}

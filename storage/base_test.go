@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/members"
 )
 
 // baseEntry is the data of user entry n in these tests: 10 bytes, so an
@@ -561,7 +563,8 @@ func TestRecordFormat(t *testing.T) {
 		got  []byte
 		want string
 	}{
-		{"state", encodeState(st), "ac0205020103808080808020"},
+		// The state ends with its membership: 00 for none.
+		{"state", encodeState(st), "ac020502010380808080802000"},
 		{"dedup row", encodeDedup(row), "a40d020764650102030409c801ac02fffefdfc"}, // format 2
 	} {
 		if h := fmt.Sprintf("%x", c.got); h != c.want {
@@ -570,6 +573,16 @@ func TestRecordFormat(t *testing.T) {
 	}
 	if got, err := decodeState(encodeState(st)); err != nil || !reflect.DeepEqual(got, st) {
 		t.Errorf("state round trip: %+v %v", got, err)
+	}
+	// A state written before the membership was part of it.
+	old, _ := hex.DecodeString("ac0205020103808080808020")
+	if got, err := decodeState(old); err != nil || !reflect.DeepEqual(got, st) {
+		t.Errorf("a state without its membership: %+v %v", got, err)
+	}
+	withMembers := st
+	withMembers.Members = members.NewHistory(members.Config{Members: []members.Member{{ID: 1, Addr: "a", Role: members.Voter, Incarnation: 9}}, NextSlot: 1}, 0)
+	if got, err := decodeState(encodeState(withMembers)); err != nil || !reflect.DeepEqual(got, withMembers) {
+		t.Errorf("state with its membership round trip: %+v %v", got, err)
 	}
 	if got, err := decodeDedup(4, encodeDedup(row)); err != nil || !same(got, row) {
 		t.Errorf("dedup row round trip: %+v %v", got, err)
