@@ -226,6 +226,11 @@ func New(cfg Config, d Durable) (*Node, error) {
 	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
 	n.learn.SetMembershipRules(n.rules)
 	n.learn.SetMembers(genesis(cfg))
+	// A directory the cluster was created with was a member: if the
+	// configuration no longer lists it, it was removed (also after a
+	// restart). A directory that joined is a member once it applied the
+	// change that added it.
+	n.wasMember = !cfg.Joined && slices.ContainsFunc(cfg.Members, func(m Member) bool { return m.ID == cfg.ID })
 	n.learn.SetClientLimits(learner.Limits{ClientTTL: cfg.ClientTTLMillis, ClientRetry: cfg.ClientRetryMillis, MaxClients: cfg.MaxClients, LogTimeStep: cfg.LogTimeStepMillis})
 	if cfg.Bug == BugSkipDedup {
 		n.learn.PlantSkipDedup()

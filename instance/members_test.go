@@ -169,3 +169,27 @@ func TestSecondChangeRefusedAtApply(t *testing.T) {
 		}
 	}
 }
+
+// A member the cluster was created with that restarts on a state whose
+// configuration no longer lists it knows it was removed; a node that joined
+// and has not applied its addition yet does not think so.
+func TestRemovedAfterRestart(t *testing.T) {
+	c, _ := members.New(members.Member{ID: 1}, members.Member{ID: 2}, members.Member{ID: 4})
+	st := core.ApplyState{Applied: 500, Members: members.NewHistory(c, 300)}
+	s := &store{accepted: map[uint64]core.InstanceValue{}, chosen: map[uint64]core.Value{}}
+	n, err := instance.New(config(3, 1, s, instance.BugNone), instance.Durable{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := n.Status().Role; r != "removed" {
+		t.Fatalf("removed member 3 restarted as %q", r)
+	}
+	cfg := config(5, 1, s, instance.BugNone)
+	cfg.Joined = true
+	if n, err = instance.New(cfg, instance.Durable{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := n.Status().Role; r != "follower" {
+		t.Fatalf("a joiner before its addition applied: %q", r)
+	}
+}
