@@ -499,3 +499,107 @@ func TestTwoRemovalsInOneLeaseLeaveNoGuard(t *testing.T) {
 			m, m, m)
 	}
 }
+
+// Attack (question 7, the master removing itself): ProposeChange refuses
+// to remove the master (ErrRemovingMaster: "hand the lease over first,
+// then remove it through the new master"), but TransferMaster hands the
+// lease to a voter whose removal is pending, and the new master is then
+// removed while it holds the lease: once the removal decides the log, it
+// stops voting, and every other voter waits out its lease before it may
+// run phase 1: a lease and an election without a master, the outage the
+// check exists to prevent. Either TransferMaster must refuse a voter the
+// pending configuration drops, or a master must hand over before a
+// pending change that drops it takes effect.
+func TestTransferToVoterBeingRemoved(t *testing.T) {
+	c := newMCluster(t, 1)
+	m := c.elect()
+	x := uint64(1)
+	if m == 1 {
+		x = 2
+	}
+	// Hold the fill: no-ops are not accepted, so the removal stays pending.
+	c.drop = func(msg core.Message) bool {
+		return msg.Type == core.MsgAccept && len(msg.Value.Commands) == 1 && msg.Value.Commands[0].Kind == core.CmdNoop
+	}
+	if err := c.nodes[m].ProposeChange(1, members.Change{Kind: members.Remove, ID: x}); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if _, pending := c.nodes[m].Applied().Members.Pending(); !pending {
+		t.Fatalf("scenario: the removal of %d is not pending at %d: %+v", x, m, c.nodes[m].Applied().Members)
+	}
+	if _, err := c.nodes[m].TransferMaster(x); err != nil {
+		return // refused: fine
+	}
+	c.drop = nil
+	gap, worst, sawX := 0, 0, false
+	for range 200 {
+		c.tick()
+		sawX = sawX || c.nodes[x].IsMaster()
+		if len(c.masters()) == 0 {
+			gap++
+			worst = max(worst, gap)
+		} else {
+			gap = 0
+		}
+	}
+	if worst > 40/2 {
+		t.Fatalf("no master for %d ticks in a row (lease 40) after handing over to node %d, whose removal was pending (master after the handover: %v)", worst, x, sawX)
+	}
+}
+
+// Attack (size limits): Propose refuses a command over MaxCommandBytes,
+// since a larger value could make messages no peer accepts (an Accept,
+// and a Promise piece carries at least one whole value): stuck in flight,
+// it stops the applied frontier for good. ProposeChange bounds nothing: a
+// change's address is copied into every configuration, every ApplyState
+// and base written from then on, and a large one makes an instance that
+// never travels.
+func TestProposeChangeBoundsItsSize(t *testing.T) {
+	c := newMCluster(t, 1)
+	m := c.elect()
+	addr := strings.Repeat("a", instance.DefaultConfig().MaxCommandBytes+1)
+	err := c.nodes[m].ProposeChange(1, members.Change{Kind: members.AddFollower, ID: 9, Addr: addr, Incarnation: 90})
+	if err == nil {
+		t.Fatalf("ProposeChange took an add-follower with a %d-byte address", len(addr))
+	}
+}
+
+// Attack (question 7, a change that takes effect with no live quorum):
+// ProposeChange counts a voter live when catchup.Frontier says so, and
+// Frontier calls a peer live when now - heard <= Live, heard being 0 for
+// a peer never heard from: for the first Live ticks after a node starts,
+// every voter counts as live, dead ones included. A master elected soon
+// after its restart (a restarted holder resumes at once) then passes a
+// removal that leaves the live voters short of a quorum: here voters 4
+// and 5 are down for good, 1, 2 and 3 make the quorum of five; removing 2
+// leaves {1, 3, 4, 5}, whose quorum of three has only two live voters,
+// and the cluster stops for good (no further change can be chosen).
+func TestChangeCountsNeverHeardVotersLive(t *testing.T) {
+	var c *mcluster
+	var m uint64
+	up := []uint64{1, 2, 3}
+	for seed := uint64(1); ; seed++ {
+		if seed > 20 {
+			t.Fatal("scenario: no master within Live ticks of the start in 20 seeds")
+		}
+		c = newMClusterOf(t, seed, 5)
+		c.drop = func(msg core.Message) bool { return msg.To > 3 || msg.From > 3 }
+		for k := 0; k < 25 && len(c.masters()) == 0; k++ {
+			c.tick(up...)
+		}
+		if ms := c.masters(); len(ms) == 1 {
+			m = ms[0]
+			break
+		}
+	}
+	x := uint64(2)
+	if m == 2 {
+		x = 1
+	}
+	err := c.nodes[m].ProposeChange(1, members.Change{Kind: members.Remove, ID: x})
+	if err == nil {
+		t.Fatalf("node %d (tick %d) proposed to remove voter %d with voters 4 and 5 never heard from: the live voters left, two of {1, 2, 3} minus %d, are no quorum of four",
+			m, c.nodes[m].Now(), x, x)
+	}
+}
