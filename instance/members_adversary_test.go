@@ -603,3 +603,35 @@ func TestChangeCountsNeverHeardVotersLive(t *testing.T) {
 			m, c.nodes[m].Now(), x, x)
 	}
 }
+
+// Question 1, a regression test (passes): a phase 1 started before a
+// change applied must not complete on promises of the voter sets it was
+// started for once it needs a majority of a new one. Node 1 sends its
+// Prepares for C0 = {1, 2, 3}, then learns (catch-up) a removal of 3
+// chosen in its first instance: it needs a majority of C0 and of
+// C1 = {1, 2} from now on, steps down, and node 2's promise of the old
+// ballot does not make it leading.
+func TestPreparingProposerStepsDownForANewVoterSet(t *testing.T) {
+	l := newLone(t, config(1, 1, &store{}, instance.BugNone), instance.Durable{})
+	var p core.Message
+	for k := 0; k < 200; k++ {
+		l.n.Tick()
+		l.flush()
+		if ps := l.take(2, core.MsgPrepare); len(ps) > 0 {
+			p = ps[0]
+			break
+		}
+	}
+	if p.Ballot == 0 {
+		t.Fatal("node 1 never sent a Prepare")
+	}
+	l.learn(2, 0, changeValue(members.Change{Kind: members.AddFollower, ID: 4, Addr: "n4", Incarnation: 40}))
+	if ph, b, _ := l.n.Campaign(); ph.String() != "preparing" || b != p.Ballot {
+		t.Fatalf("an add-follower (voters unchanged) ended the phase 1: %s at %d", ph, b)
+	}
+	l.learn(2, 1, changeValue(members.Change{Kind: members.Remove, ID: 3}))
+	l.step(core.Message{Type: core.MsgPromise, From: 2, Ballot: p.Ballot, Instance: p.Instance})
+	if ph, b, _ := l.n.Campaign(); ph.String() == "leading" {
+		t.Fatalf("node 1 leads at ballot %d (its phase 1 started at %d, before the removal) on the promises of 1 and 2", b, p.Ballot)
+	}
+}
