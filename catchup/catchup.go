@@ -126,9 +126,13 @@ func (c *Catchup) SetPeers(peers []uint64) {
 // Peers returns whom this node learns from, in order.
 func (c *Catchup) Peers() []uint64 { return slices.Sorted(slices.Values(c.cfg.Peers)) }
 
-// live reports whether peer was heard from recently enough to count.
+// live reports whether peer was heard from recently enough to count. A
+// peer never heard from is not live, however young this node: for the
+// first Live ticks after a start every peer would count as live,
+// dead ones included (ProposeChange counts live voters with it).
 func (c *Catchup) live(now, peer uint64) bool {
-	return c.cfg.CountDeadPeers || now-c.heard[peer] <= c.cfg.Live
+	heard, ok := c.heard[peer]
+	return c.cfg.CountDeadPeers || ok && now-heard <= c.cfg.Live
 }
 
 // SetMaster names the peer that is proposing: it sent an Accept or a Commit
