@@ -307,6 +307,11 @@ func (d *decoder) history() members.History {
 	if d.err == nil && len(h.Cur.Members) == 0 {
 		d.err = fmt.Errorf("%w: a membership without members", ErrCorrupt)
 	}
+	if d.err == nil {
+		if err := h.Validate(); err != nil {
+			d.err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+	}
 	return h
 }
 

@@ -385,3 +385,59 @@ func (h History) Check(applied uint64, ch Change, lag, maxLag uint64, r Rules) e
 	_, err := h.Cur.Apply(ch, r.K)
 	return err
 }
+
+// ErrInvalid says a configuration or history is one that no sequence of
+// changes makes: a state read from disk or a peer's base that holds one is
+// refused.
+var ErrInvalid = errors.New("members: impossible membership")
+
+// Validate reports what makes c impossible: a member ID 0, members not in
+// strictly increasing ID order, a role out of range, no voter, two voters
+// with one slot, or a voter slot at or above NextSlot.
+func (c Config) Validate() error {
+	slots := map[uint64]uint64{}
+	for i, m := range c.Members {
+		switch {
+		case m.ID == 0:
+			return fmt.Errorf("%w: member ID 0", ErrInvalid)
+		case i > 0 && m.ID <= c.Members[i-1].ID:
+			return fmt.Errorf("%w: member %d after member %d", ErrInvalid, m.ID, c.Members[i-1].ID)
+		case m.Role != Voter && m.Role != Follower:
+			return fmt.Errorf("%w: member %d with %s", ErrInvalid, m.ID, m.Role)
+		case m.Role != Voter:
+			continue
+		case m.Slot >= c.NextSlot:
+			return fmt.Errorf("%w: voter %d holds slot %d, not below the next slot %d", ErrInvalid, m.ID, m.Slot, c.NextSlot)
+		}
+		if o, dup := slots[m.Slot]; dup {
+			return fmt.Errorf("%w: voters %d and %d hold slot %d", ErrInvalid, o, m.ID, m.Slot)
+		}
+		slots[m.Slot] = m.ID
+	}
+	if len(slots) == 0 {
+		return fmt.Errorf("%w: no voter", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate reports what makes h impossible: an invalid configuration, or a
+// pending one that does not decide from after the current one. The zero
+// History (no membership) is valid.
+func (h History) Validate() error {
+	if h.IsZero() && h.Next == nil {
+		return nil
+	}
+	if err := h.Cur.Validate(); err != nil {
+		return fmt.Errorf("current configuration: %w", err)
+	}
+	if h.Next == nil {
+		return nil
+	}
+	if err := h.Next.Validate(); err != nil {
+		return fmt.Errorf("pending configuration: %w", err)
+	}
+	if h.NextFrom <= h.CurFrom {
+		return fmt.Errorf("%w: the pending configuration decides from instance %d, not after the current one's %d", ErrInvalid, h.NextFrom, h.CurFrom)
+	}
+	return nil
+}
