@@ -290,7 +290,9 @@ func genesis(cfg Config) members.History {
 // directory's incarnation, or none while the directory is one the cluster
 // was created with.
 func (n *Node) mayVote(m members.Member) bool {
-	return m.Role == members.Voter && (m.Incarnation == n.cfg.Incarnation || m.Incarnation == 0 && !n.cfg.Joined)
+	// Incarnation 0 names a directory the cluster was created with, never
+	// one that joined, even one whose own incarnation was left 0.
+	return m.Role == members.Voter && (m.Incarnation != 0 && m.Incarnation == n.cfg.Incarnation || m.Incarnation == 0 && !n.cfg.Joined)
 }
 
 // reconfigure makes the node's roles follow the membership it applied: who
