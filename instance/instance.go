@@ -226,6 +226,9 @@ func New(cfg Config, d Durable) (*Node, error) {
 	n.learn = learner.New(d.State, d.Dedup, cfg.MaxAhead)
 	n.learn.SetMembershipRules(n.rules)
 	n.learn.SetMembers(genesis(cfg))
+	if err := slotsBelow(n.learn.State().Members, cfg.K); err != nil {
+		return nil, err
+	}
 	// A directory the cluster was created with was a member: if the
 	// configuration no longer lists it, it was removed (also after a
 	// restart). A directory that joined is a member once it applied the
@@ -284,6 +287,24 @@ func genesis(cfg Config) members.History {
 		c.NextSlot = max(c.NextSlot, m.Slot+1)
 	}
 	return members.NewHistory(c, 0)
+}
+
+// slotsBelow refuses a membership (from the durable state) that gives a
+// voter a ballot slot the stride k does not have: its proposer could not
+// be built (idgen), and the state was written with another K.
+func slotsBelow(h members.History, k uint64) error {
+	cfgs := []members.Config{h.Cur}
+	if h.Next != nil {
+		cfgs = append(cfgs, *h.Next)
+	}
+	for _, c := range cfgs {
+		for _, m := range c.Members {
+			if m.Role == members.Voter && m.Slot >= k {
+				return fmt.Errorf("instance: the membership gives voter %d slot %d, beyond the stride K=%d", m.ID, m.Slot, k)
+			}
+		}
+	}
+	return nil
 }
 
 // mayVote reports whether this node may vote as m: m names this
