@@ -573,6 +573,11 @@ func (n *Node) ProposeChange(req uint64, ch members.Change) error {
 	if n.reqs[req] {
 		return fmt.Errorf("instance: request %d is already outstanding", req)
 	}
+	cmd := core.Command{Kind: core.CmdMember, Change: ch, Origin: n.id, Epoch: n.epoch, Req: req}
+	if cmd.Size() > n.cfg.MaxCommandBytes {
+		// As Propose: a larger value could make messages no peer accepts.
+		return fmt.Errorf("%w: a change of %d encoded bytes is over MaxCommandBytes %d", members.ErrBadChange, cmd.Size(), n.cfg.MaxCommandBytes)
+	}
 	st := n.learn.State()
 	if st.Members.IsZero() {
 		return learner.ErrNoMembership
@@ -602,7 +607,7 @@ func (n *Node) ProposeChange(req uint64, ch members.Change) error {
 		return fmt.Errorf("%s: %w: %d of its %d voters were heard from recently, a quorum is %d", ch, members.ErrNoQuorum, live, len(next.Voters()), next.Quorum())
 	}
 	n.reqs[req] = true
-	n.prop.Propose(core.Command{Kind: core.CmdMember, Change: ch, Origin: n.id, Epoch: n.epoch, Req: req})
+	n.prop.Propose(cmd)
 	return nil
 }
 
