@@ -634,13 +634,20 @@ func (n *Node) TransferMaster(to uint64) (uint64, error) {
 	if to == n.id {
 		return n.id, nil // nothing to do
 	}
-	if to != 0 && !slices.Contains(n.voters, to) {
-		return 0, fmt.Errorf("instance: node %d is not a voter; voters are %v", to, n.voters)
+	// A voter a pending change drops stops voting once it takes effect:
+	// holding the lease then, it would leave the others to wait it out.
+	h := n.learn.State().Members
+	staying := func(v uint64) bool {
+		m, ok := h.Latest().Get(v)
+		return h.IsZero() || ok && m.Role == members.Voter
+	}
+	if to != 0 && (!slices.Contains(n.voters, to) || !staying(to)) {
+		return 0, fmt.Errorf("instance: node %d is not a voter of the newest configuration; voters are %v", to, h.Latest().Voters())
 	}
 	if to == 0 {
 		var best uint64
 		for _, v := range n.voters {
-			if f, live := n.cu.Frontier(n.now, v); v != n.id && live && (to == 0 || f > best) {
+			if f, live := n.cu.Frontier(n.now, v); v != n.id && live && staying(v) && (to == 0 || f > best) {
 				to, best = v, f
 			}
 		}
