@@ -165,6 +165,14 @@ type Config struct {
 	Bug  Bug
 }
 
+// ChangeDelay is how many instances after the one that chose it a
+// membership change decides: a change chosen in instance i decides from
+// i + ChangeDelay on. It is part of the replicated state machine, the same
+// on every node of every version, so it is a constant and not a setting;
+// MaxAhead, which bounds how far past its applied frontier a node accepts,
+// may not exceed it.
+const ChangeDelay = 256
+
 // DefaultTickMillis is the tick length the defaults below assume.
 const DefaultTickMillis = 10
 
@@ -222,8 +230,8 @@ func (c *Config) Validate() error {
 		return errors.New("config: Window must be at least 1")
 	case c.MaxBatchEntries < 1 || c.MaxBatchBytes < 1:
 		return errors.New("config: MaxBatchEntries and MaxBatchBytes must be positive")
-	case c.MaxAhead < 2*uint64(c.Window):
-		return fmt.Errorf("config: MaxAhead %d must be at least 2*Window", c.MaxAhead)
+	case c.MaxAhead < 2*uint64(c.Window) || c.MaxAhead > ChangeDelay:
+		return fmt.Errorf("config: MaxAhead %d must be at least 2*Window and at most ChangeDelay %d", c.MaxAhead, ChangeDelay)
 	case c.LeaseTicks < 4 || c.LeaseMargin == 0 || c.LeaseMargin >= c.LeaseTicks/2:
 		return errors.New("config: LeaseTicks must be at least 4 and LeaseMargin in (0, LeaseTicks/2)")
 	case c.PhaseTimeout == 0 || c.ElectionJitter == 0 || c.LearnInterval == 0:

@@ -208,11 +208,12 @@ func New(cfg Config, d Durable) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, id: cfg.ID, epoch: cfg.Rand.Uint64() | 1, reqs: map[uint64]bool{}, byInstance: map[uint64][]uint64{}}
-	// A change chosen in instance i decides from i + MaxAhead on: no node
-	// proposes or accepts an instance MaxAhead or more past its applied
-	// frontier, so whoever proposes or accepts an instance has applied
-	// every change that decides it (docs/protocol.md §10).
-	n.rules = members.Rules{Delay: cfg.MaxAhead, K: cfg.K, PlantSlotReuse: cfg.Bug == BugSlotReuse}
+	// A change chosen in instance i decides from i + ChangeDelay on: no
+	// node proposes or accepts an instance ChangeDelay or more past its
+	// applied frontier (MaxAhead is at most that), so whoever proposes or
+	// accepts an instance has applied every change that decides it
+	// (docs/protocol.md §10).
+	n.rules = members.Rules{Delay: ChangeDelay, K: cfg.K, PlantSlotReuse: cfg.Bug == BugSlotReuse}
 	if cfg.Bug == BugChangeAtOnce {
 		n.rules.Delay = 1
 	}
@@ -891,6 +892,10 @@ func (n *Node) install(s core.Snapshot) {
 	// As after a restart: the lease in the base was renewed we know not
 	// when, so count it from now; our own lease, if any, is not ours to use.
 	n.lease.Restore(n.now)
+	if s.State.LeaseHolder != 0 {
+		// Likewise the guard: the base's lease may still run.
+		n.guard.Applied(n.now, n.cfg.LeaseTicks, s.State.Applied, s.State.LeaseHolder)
+	}
 	if n.voter {
 		n.prop.ForgetBelow(s.State.Applied)
 	}

@@ -150,8 +150,8 @@ func TestPromotedFollowerGuardsAppliedLease(t *testing.T) {
 		leaseValue(1), // node 1's lease, instance 0
 		changeValue(members.Change{Kind: members.AddFollower, ID: 4, Addr: "n4", Incarnation: 44}), // instance 1
 	}
-	vals = append(vals, noops(int(cfg.MaxAhead)-1)...)                             // to instance 64
-	vals = append(vals, changeValue(members.Change{Kind: members.Promote, ID: 4})) // instance 65: 4 votes from now
+	vals = append(vals, noops(instance.ChangeDelay-1)...)                          // to instance ChangeDelay
+	vals = append(vals, changeValue(members.Change{Kind: members.Promote, ID: 4})) // the next: 4 votes from now
 	l.learn(2, 0, vals...)
 	if st := l.n.Applied(); st.LeaseHolder != 1 || l.n.Status().Role != "acceptor" {
 		t.Fatalf("setup: lease holder %d, role %s; want node 1's lease and node 4 voting", st.LeaseHolder, l.n.Status().Role)

@@ -77,8 +77,8 @@ func TestGrowThenShrink(t *testing.T) {
 	if r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	if from := r.First; from < c.nodes[m].Applied().Applied || from > c.nodes[m].Applied().Applied+64 {
-		t.Fatalf("the change decides from %d; applied is %d, the delay 64", from, c.nodes[m].Applied().Applied)
+	if from := r.First; from < c.nodes[m].Applied().Applied || from > c.nodes[m].Applied().Applied+instance.ChangeDelay {
+		t.Fatalf("the change decides from %d; applied is %d, the delay %d", from, c.nodes[m].Applied().Applied, instance.ChangeDelay)
 	}
 	c.settle()
 	// Promotion waits until the follower is known to have caught up: the

@@ -89,8 +89,13 @@ func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Val
 // accepted none of the newer lease, would guard the old holder (often the
 // master that just handed over) for a full lease and refuse the new one.
 // A guard of a lease in instance i or above is left alone: it may be newer.
+// An empty guard is armed, and one of the same holder renewed: a node that
+// applied a lease it never accepted (a follower, one that was behind) and
+// then votes (promoted to voter) guards it, so that a quorum of a
+// configuration two changes later still holds a guard of every lease that
+// may be on (docs/protocol.md §10).
 func (g *Guard) Applied(now, ticks, i, holder uint64) {
-	if g.holder == 0 || g.holder == holder || g.instance >= i || g.anyOrder {
+	if g.anyOrder || g.holder != 0 && g.instance >= i {
 		return
 	}
 	g.holder, g.until, g.instance = holder, now+ticks, i

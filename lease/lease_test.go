@@ -273,9 +273,14 @@ func TestGuardApplied(t *testing.T) {
 	}
 	var g lease.Guard
 	g.Applied(50, 100, 5, 2)
-	if g.Refuses(60, 3) {
-		t.Error("an applied lease started a guard where none was")
+	if !g.Refuses(60, 3) || g.Refuses(60, 2) || g.Refuses(150, 3) {
+		t.Error("an applied lease did not start a guard where none was, for a full lease")
 	}
+	g.Applied(120, 100, 9, 2) // its renewal, applied
+	if !g.Refuses(200, 3) || g.Refuses(220, 3) {
+		t.Error("an applied renewal did not renew the guard")
+	}
+	g = lease.Guard{}
 	// A restart that could not tell two leases apart refuses everyone, until
 	// a lease chosen above both applies.
 	g.Restore(0, 100, 1, []core.InstanceValue{{Instance: 4, Ballot: ballot(1, 0), Value: leaseFor(3)}})

@@ -194,6 +194,7 @@ var (
 	ErrLastVoter      = errors.New("it is the last voter: add and promote another first")
 	ErrSlotsExhausted = errors.New("every ballot slot of the cluster's stride was handed out once")
 	ErrBadChange      = errors.New("malformed change")
+	ErrNoIncarnation  = errors.New("the member's data directory is not known (incarnation 0): start the node with --join, which records it, then promote it")
 )
 
 // Apply returns c with ch made, or an error (and c unchanged) when ch is
@@ -217,6 +218,9 @@ func (c Config) Apply(ch Change, k uint64) (Config, error) {
 		}
 		if m.Role != Follower {
 			return c, fmt.Errorf("member %d is a %s: %w", ch.ID, m.Role, ErrNotFollower)
+		}
+		if m.Incarnation == 0 {
+			return c, fmt.Errorf("member %d: %w", ch.ID, ErrNoIncarnation)
 		}
 		if out.NextSlot >= k {
 			return c, fmt.Errorf("member %d: %w (K=%d)", ch.ID, ErrSlotsExhausted, k)

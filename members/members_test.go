@@ -23,7 +23,7 @@ func TestChangesKeepTheRules(t *testing.T) {
 		}
 		owner := map[uint64]uint64{0: 1, 1: 2, 2: 3} // slot -> the member it was handed to
 		for step := range 60 {
-			ch := members.Change{Kind: members.Kind(1 + rng.IntN(3)), ID: 1 + rng.Uint64N(8), Addr: "x"}
+			ch := members.Change{Kind: members.Kind(1 + rng.IntN(3)), ID: 1 + rng.Uint64N(8), Addr: "x", Incarnation: 1 + rng.Uint64N(1<<20)}
 			next, err := c.Apply(ch, k)
 			if err != nil {
 				if !errors.Is(err, members.ErrUnknownMember) && !errors.Is(err, members.ErrMemberExists) &&

@@ -391,7 +391,7 @@ func Run(opt Options) (rep Report) {
 		followers = append(followers, instance.Follower{ID: uint64(opt.Nodes + 1 + i), Target: 1})
 	}
 	w.mrng = rand.New(rand.NewPCG(opt.Seed, 0xbb67ae8584caa73b))
-	w.inv.ms = newMembership(genesisOf(first), members.Rules{Delay: base.MaxAhead, K: base.K})
+	w.inv.ms = newMembership(genesisOf(first), members.Rules{Delay: instance.ChangeDelay, K: base.K})
 	all := opt.Nodes + opt.Followers
 	if opt.Membership {
 		all += spares

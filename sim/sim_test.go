@@ -325,8 +325,9 @@ var regressions = []struct {
 	// which replaced it, when voters began to yield to a phase in progress
 	// and a leader to wait out the lease it re-proposed; 25 does.
 	{25, 5, instance.BugUnboundedPromise, "no progress", "seed 25 with Promises unbounded", true, true},
-	// Seed 70 stopped reaching it with the same change; 27 does.
-	{27, 3, instance.BugBehindDeadPeer, "no progress", "seed 27 with dead peers counted", true, true},
+	// Seed 70 stopped reaching it with the same change; 27 did until an
+	// applied lease began to arm an empty lease guard; 43 does.
+	{43, 3, instance.BugBehindDeadPeer, "no progress", "seed 43 with dead peers counted", true, true},
 	// Seed 268 stopped reaching the fault when a master began to announce,
 	// after stepping down, what it saw chosen (for the handover); 34 does.
 	{34, 5, instance.BugBehindDeadPeer, "no progress", "seed 34 with dead peers counted", true, true},
