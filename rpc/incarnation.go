@@ -53,26 +53,69 @@ func incarnationRefused(err error) *IncarnationError {
 // build) always passes. A peer already known costs a map lookup under a
 // read lock; only its first sighting calls remember.
 func NewIncarnationCheck(known map[uint64]uint64, remember func(id, incarnation uint64) error) func(id, incarnation uint64) error {
-	c := &incarnationCheck{known: make(map[uint64]uint64, len(known)), remember: remember}
+	return NewIncarnations(known, remember).Check
+}
+
+// NewIncarnations is NewIncarnationCheck as a value that also follows the
+// membership (SetConfigured); its Check is the TransportConfig.CheckPeer.
+func NewIncarnations(known map[uint64]uint64, remember func(id, incarnation uint64) error) *Incarnations {
+	c := &Incarnations{known: make(map[uint64]uint64, len(known)), remember: remember}
 	for id, inc := range known {
 		c.known[id] = inc
 	}
-	return c.check
+	return c
 }
 
-type incarnationCheck struct {
-	mu       sync.RWMutex
-	known    map[uint64]uint64
-	remember func(id, incarnation uint64) error
+// Incarnations checks peers' incarnations: trust on first use, except for
+// a member whose incarnation the configuration records (a member added to
+// a running cluster), where the configuration decides.
+type Incarnations struct {
+	mu         sync.RWMutex
+	known      map[uint64]uint64
+	configured map[uint64]uint64 // member -> the incarnation the configuration records (non-zero only)
+	remember   func(id, incarnation uint64) error
 }
 
-func (c *incarnationCheck) check(id, incarnation uint64) error {
+// SetConfigured sets the incarnations the applied configuration records
+// for its members (id -> incarnation; 0: none recorded, trust on first
+// use). A recorded incarnation is authoritative: a member removed and added
+// again on a new directory is accepted with its new incarnation (and
+// remembered so), and its old directory refused.
+func (c *Incarnations) SetConfigured(incs map[uint64]uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.configured = map[uint64]uint64{}
+	for id, inc := range incs {
+		if inc != 0 {
+			c.configured[id] = inc
+		}
+	}
+}
+
+// Check is a TransportConfig.CheckPeer.
+func (c *Incarnations) Check(id, incarnation uint64) error {
 	if incarnation == 0 {
 		return nil
 	}
 	c.mu.RLock()
 	known, ok := c.known[id]
+	conf := c.configured[id]
 	c.mu.RUnlock()
+	if conf != 0 {
+		if incarnation != conf {
+			return &IncarnationError{Node: id, Known: conf, Got: incarnation}
+		}
+		if known == conf {
+			return nil
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := c.remember(id, incarnation); err != nil {
+			return fmt.Errorf("recording node %d's incarnation: %w", id, err)
+		}
+		c.known[id] = incarnation
+		return nil
+	}
 	if !ok {
 		c.mu.Lock()
 		defer c.mu.Unlock()
