@@ -321,8 +321,10 @@ func startJoined(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.New("--follow needs --peers: a static follower names the members it follows (a node that joins with --join follows by itself)")
 	case len(cfg.DialPeers) > 0:
 		return nil, errors.New("--dial-peers needs --peers")
+	case cfg.Listen == "" && len(cfg.Join) == 0:
+		return nil, errors.New("--peers is empty or missing: list every voting member the cluster was created with, as ID=HOST:PORT (a node that joins a running cluster runs with --join and --listen instead)")
 	case cfg.Listen == "":
-		return nil, errors.New("a node without --peers joins a running cluster (--join) and needs --listen HOST:PORT: the address every member and client reaches it at")
+		return nil, errors.New("--join needs --listen HOST:PORT: the address every member and client reaches this node at")
 	}
 	host, _, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
