@@ -262,7 +262,18 @@ func (s *LogServer) Join(ctx context.Context, req *paxosdpb.JoinRequest) (*paxos
 		if err := s.joined(req); err != nil {
 			return err
 		}
-		_, err := s.node.ChangeMembers(ctx, members.Change{Kind: members.AddFollower, ID: req.Id, Addr: req.Address, Incarnation: req.Incarnation})
+		ch := members.Change{Kind: members.AddFollower, ID: req.Id, Addr: req.Address, Incarnation: req.Incarnation}
+		_, err := s.node.ChangeMembers(ctx, ch)
+		for errors.Is(err, members.ErrChangePending) && !s.isMember(req.Id) {
+			// Another change (another node joining) goes first: they take
+			// effect within a few round trips.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			_, err = s.node.ChangeMembers(ctx, ch)
+		}
 		if errors.Is(err, members.ErrMemberExists) || errors.Is(err, members.ErrChangePending) {
 			// Another attempt of this join may have been chosen meanwhile.
 			if jerr := s.joined(req); jerr != nil || s.isMember(req.Id) {
