@@ -380,7 +380,12 @@ func join(ctx context.Context, cfg Config) (*storage.Store, error) {
 	if d == 0 {
 		d = time.Minute
 	}
-	cl, err := client.New(cfg.Join, client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20})
+	// Not this node itself: it listens, but serves nothing until it joined.
+	via := slices.DeleteFunc(slices.Clone(cfg.Join), func(a string) bool { return a == cfg.Listen })
+	if len(via) == 0 {
+		return nil, fmt.Errorf("--join lists only this node's own address %s: give the address of a member", cfg.Listen)
+	}
+	cl, err := client.New(via, client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20})
 	if err != nil {
 		return nil, fmt.Errorf("--join: %w", err)
 	}
