@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
@@ -61,7 +62,7 @@ Example:
 				Flags: append(flags, &cli.Uint64Flag{Name: "incarnation", Usage: "the incarnation of the new member's data directory (paxosd status shows it), if known"}),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 2 {
-						return errors.New("members add takes ID and HOST:PORT, e.g. paxosd members add 4 10.0.0.4:7001")
+						return errors.New("members add takes ID and HOST:PORT (flags before them), e.g. paxosd members add --incarnation 5f0c... 4 10.0.0.4:7001")
 					}
 					id, err := memberID(c.Args().Get(0))
 					if err != nil {
@@ -137,6 +138,9 @@ func memberID(s string) (uint64, error) {
 }
 
 func oneID(c *cli.Context) (uint64, error) {
+	if c.NArg() > 1 && strings.HasPrefix(c.Args().Get(1), "-") {
+		return 0, fmt.Errorf("%q after the member ID: put flags before it, e.g. paxosd members %s --endpoints HOST:PORT 4", c.Args().Get(1), c.Command.Name)
+	}
 	if c.NArg() != 1 {
 		return 0, fmt.Errorf("members %s takes one member ID, e.g. paxosd members %s 4", c.Command.Name, c.Command.Name)
 	}
@@ -153,6 +157,17 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 	defer cancel()
 	resp, err := cl.ChangeMembers(ctx, req)
+	if reason, ok := rpc.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
+		// A retry after a lost answer, or a change made before: the
+		// configuration is as asked.
+		fmt.Fprintf(os.Stderr, "nothing to do: %s\n", statusMessage(err))
+		if c.String("write-out") == "json" {
+			fmt.Printf(`{"change":%q,"already":true}`+"\n", changeText(req))
+		} else {
+			fmt.Printf("%s already\n", doneText(req))
+		}
+		return nil
+	}
 	if err != nil {
 		return changeError(req, err)
 	}
@@ -164,6 +179,32 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 	fmt.Printf("%s: in effect from instance %d (master: node %d)\n", doneText(req), resp.FirstInstance, resp.MasterId)
 	fmt.Printf("members: %s\n", summary(resp.Members))
 	return nil
+}
+
+// alreadyDone reports whether a change refused for reason is in effect
+// already: promote of a voter, remove of a non-member, add of a member at
+// that address with that incarnation.
+func alreadyDone(ctx context.Context, cl *client.Client, req *paxosdpb.ChangeMembersRequest, reason string) bool {
+	if reason != rpc.ReasonNotFollower && reason != rpc.ReasonUnknownMember && reason != rpc.ReasonMemberExists {
+		return false
+	}
+	r, err := cl.ListMembers(ctx)
+	if err != nil || r.Pending != "" {
+		return false
+	}
+	var m *paxosdpb.MemberInfo
+	for _, x := range r.Members {
+		if x.Id == req.Id {
+			m = x
+		}
+	}
+	switch req.Kind {
+	case paxosdpb.ChangeKind_PROMOTE:
+		return m != nil && m.Role == "voter"
+	case paxosdpb.ChangeKind_REMOVE:
+		return m == nil
+	}
+	return m != nil && m.Address == req.Address && m.Incarnation == req.Incarnation
 }
 
 func changeText(req *paxosdpb.ChangeMembersRequest) string {
