@@ -300,10 +300,14 @@ func TestReplaceLostDirectory(t *testing.T) {
 	defer replace.Process.Kill()
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(syncString(&out), "waiting for node") {
-		if time.Now().After(deadline) || replace.ProcessState != nil {
+		select {
+		case err := <-done:
+			t.Fatalf("members replace ended before it waited for the node (%v): %s", err, syncString(&out))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("members replace did not get to waiting: %s", syncString(&out))
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	c.joins[v] = true
 	c.start(v)
