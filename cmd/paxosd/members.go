@@ -75,8 +75,9 @@ Example:
 				Name:      "promote",
 				Usage:     "make a follower that has caught up a voter",
 				ArgsUsage: "ID",
-				Description: `Refused while the follower lags behind the master, or when the master has not
-heard from it recently: wait and run it again.
+				Description: `Refused while the follower lags behind the master (by more than 128 instances),
+or when the master has not heard from it recently; the command tries again until
+--timeout, printing why it waits.
 Example:
   paxosd members promote 4`,
 				Flags: flags,
@@ -157,6 +158,19 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 	defer cancel()
 	resp, err := cl.ChangeMembers(ctx, req)
+	// A follower catching up, or the change before this one taking
+	// effect, is a matter of moments: try again until --timeout.
+	var noted time.Time
+	for reason, ok := rpc.AsChangeRefused(err); ok && (reason == rpc.ReasonMemberBehind || reason == rpc.ReasonChangePending); reason, ok = rpc.AsChangeRefused(err) {
+		if time.Since(noted) >= 2*time.Second {
+			noted = time.Now()
+			fmt.Fprintf(os.Stderr, "waiting: %s\n", statusMessage(err))
+		}
+		if pause(ctx, 200*time.Millisecond) != nil {
+			break
+		}
+		resp, err = cl.ChangeMembers(ctx, req)
+	}
 	if reason, ok := rpc.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
 		// A retry after a lost answer, or a change made before: the
 		// configuration is as asked.
