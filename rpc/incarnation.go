@@ -16,10 +16,19 @@ import (
 type IncarnationError struct {
 	Node, Peer uint64
 	Known, Got uint64
+	// Configured: Known is the incarnation the membership records for
+	// Node (it was replaced by the directory of that incarnation).
+	Configured bool
 }
 
 // Error implements error.
 func (e *IncarnationError) Error() string {
+	if e.Configured {
+		return fmt.Sprintf("node %d's data directory (incarnation %016x) is not the one the membership names for node %d (incarnation %016x), "+
+			"as peer %d says: node %d was replaced by another directory (paxosd members replace) and this one must not vote; "+
+			"stop this node and delete its directory (docs/operations.md, \"Changing the membership\")",
+			e.Node, e.Got, e.Node, e.Known, e.Peer, e.Node)
+	}
 	return fmt.Sprintf("node %d's data directory was created anew (incarnation %016x) but peer %d knew node %d with incarnation %016x: "+
 		"this directory lost the state node %d voted with, and it must not vote with it; "+
 		"restore node %d's own data directory if it still exists, or keep node %d stopped and run with the remaining majority "+
@@ -29,6 +38,11 @@ func (e *IncarnationError) Error() string {
 
 // refusal is the reason the refusing peer logs and ends the stream with.
 func (e *IncarnationError) refusal() string {
+	if e.Configured {
+		return fmt.Sprintf("rejected a batch from node %d: it carries incarnation %016x, but the membership names node %d's directory with incarnation %016x: "+
+			"node %d was replaced, and this is another (older) directory of it; stop it and delete its directory",
+			e.Node, e.Got, e.Node, e.Known, e.Node)
+	}
 	return fmt.Sprintf("rejected a batch from node %d: it carries incarnation %016x, but this node (%d) knew node %d with incarnation %016x: "+
 		"node %d's data directory was created anew and lost the state it voted with; "+
 		"restore node %d's own data directory if it still exists, or keep node %d stopped and run with the remaining majority",
@@ -42,7 +56,7 @@ func incarnationRefused(err error) *IncarnationError {
 	if !ok || st.Code() != codes.FailedPrecondition {
 		return nil
 	}
-	return &IncarnationError{Node: d.GetNode(), Peer: d.GetPeer(), Known: d.GetKnown(), Got: d.GetGot()}
+	return &IncarnationError{Node: d.GetNode(), Peer: d.GetPeer(), Known: d.GetKnown(), Got: d.GetGot(), Configured: d.GetConfigured()}
 }
 
 // NewIncarnationCheck returns a TransportConfig.CheckPeer that remembers
@@ -103,7 +117,7 @@ func (c *Incarnations) Check(id, incarnation uint64) error {
 	c.mu.RUnlock()
 	if conf != 0 {
 		if incarnation != conf {
-			return &IncarnationError{Node: id, Known: conf, Got: incarnation}
+			return &IncarnationError{Node: id, Known: conf, Got: incarnation, Configured: true}
 		}
 		if known == conf {
 			return nil

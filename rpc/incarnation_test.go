@@ -162,7 +162,7 @@ func TestConfiguredIncarnation(t *testing.T) {
 		t.Fatalf("the configured incarnation: %v, remembered %x", err, remembered[3])
 	}
 	var ie *IncarnationError
-	if err := c.Check(3, 0xaaaa); !errors.As(err, &ie) || ie.Known != 0xbbbb || ie.Got != 0xaaaa {
+	if err := c.Check(3, 0xaaaa); !errors.As(err, &ie) || ie.Known != 0xbbbb || ie.Got != 0xaaaa || !ie.Configured {
 		t.Fatalf("the old directory: %v, want an IncarnationError naming the configured one", err)
 	}
 	if err := c.Check(1, 0x1111); err != nil || remembered[1] != 0x1111 {

@@ -919,7 +919,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 		}
 		if refused != nil {
 			return withDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
-				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got})
+				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got, Configured: refused.Configured})
 		}
 		return status.Error(codes.FailedPrecondition, reason)
 	}
