@@ -63,6 +63,11 @@ func TestJoinPromoteRemoveMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Added ahead, with no incarnation: the node that joins at its address
+	// takes the entry's place.
+	if _, err := cl.ChangeMembers(ctx, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_ADD_FOLLOWER, Id: 4, Address: addr4[0]}); err != nil {
+		t.Fatalf("add 4 ahead: %v", err)
+	}
 	dir4 := c.dir + "/node4"
 	cfg4 := server.Config{ID: 4, Listen: addr4[0], DataDir: dir4, Join: []string{c.addrs[1]}}
 	s4, err := server.Start(context.Background(), cfg4)
@@ -70,7 +75,14 @@ func TestJoinPromoteRemoveMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { s4.Stop() }()
-	r := waitMembers(t, cl, "node 4 a follower", func(r *paxosdpb.ListMembersResponse) bool { return roleOf(r, 4) == "follower" })
+	r := waitMembers(t, cl, "node 4 a follower with its incarnation", func(r *paxosdpb.ListMembersResponse) bool {
+		for _, m := range r.Members {
+			if m.Id == 4 {
+				return m.Role == "follower" && m.Incarnation != 0
+			}
+		}
+		return false
+	})
 	t.Logf("after the join: %v", r.Members)
 
 	// Promote once caught up (a refusal for lag is retried).

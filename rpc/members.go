@@ -262,6 +262,14 @@ func (s *LogServer) Join(ctx context.Context, req *paxosdpb.JoinRequest) (*paxos
 		if err := s.joined(req); err != nil {
 			return err
 		}
+		if m, ok := s.node.Members().Latest().Get(req.Id); ok && addedAhead(m, req) {
+			// Added ahead (members add) with no incarnation: the node
+			// that joins at its address takes its place. A follower does
+			// not vote, so nothing rests on the entry it replaces.
+			if _, err := s.node.ChangeMembers(ctx, members.Change{Kind: members.Remove, ID: req.Id}); err != nil && !errors.Is(err, members.ErrUnknownMember) {
+				return err
+			}
+		}
 		ch := members.Change{Kind: members.AddFollower, ID: req.Id, Addr: req.Address, Incarnation: req.Incarnation}
 		_, err := s.node.ChangeMembers(ctx, ch)
 		for errors.Is(err, members.ErrChangePending) && !s.isMember(req.Id) {
@@ -305,7 +313,7 @@ func (s *LogServer) isMember(id uint64) bool {
 func (s *LogServer) joined(req *paxosdpb.JoinRequest) error {
 	m, ok := s.node.Members().Latest().Get(req.Id)
 	switch {
-	case !ok:
+	case !ok || addedAhead(m, req):
 		return nil
 	case m.Incarnation != req.Incarnation:
 		return ChangeRefusedError(ReasonIncarnationMismatch, fmt.Sprintf(
@@ -318,6 +326,12 @@ func (s *LogServer) joined(req *paxosdpb.JoinRequest) error {
 			req.Id, m.Addr, req.Address, m.Addr, req.Id))
 	}
 	return nil
+}
+
+// addedAhead reports whether m is a follower added without an incarnation
+// (paxosd members add) at the address req joins at.
+func addedAhead(m members.Member, req *paxosdpb.JoinRequest) bool {
+	return m.Role == members.Follower && m.Incarnation == 0 && m.Addr == req.Address
 }
 
 func (s *LogServer) joinResponse() *paxosdpb.JoinResponse {
