@@ -336,7 +336,10 @@ func (n *Node) propose(p *proposal) {
 	var err error
 	switch {
 	case p.change != nil:
-		err = n.core.ProposeChange(p.p.Req, *p.change)
+		err = n.checkPromote(*p.change)
+		if err == nil {
+			err = n.core.ProposeChange(p.p.Req, *p.change)
+		}
 	case p.trim != 0:
 		err = n.core.ProposeTrim(p.p.Req, p.trim)
 	default:
@@ -347,6 +350,22 @@ func (n *Node) propose(p *proposal) {
 		return
 	}
 	n.waiting[p.p.Req] = p
+}
+
+// checkPromote says, at the master, what is wrong with the ID of a
+// promotion before the core asks whether the member is caught up (it would
+// call an unknown ID, or a voter, "behind").
+func (n *Node) checkPromote(ch members.Change) error {
+	if ch.Kind != members.Promote || !n.core.IsMaster() {
+		return nil
+	}
+	switch m, ok := n.core.Applied().Members.Latest().Get(ch.ID); {
+	case !ok:
+		return fmt.Errorf("member %d: %w", ch.ID, members.ErrUnknownMember)
+	case m.Role != members.Follower:
+		return fmt.Errorf("member %d is a %s: %w", ch.ID, m.Role, members.ErrNotFollower)
+	}
+	return nil
 }
 
 // retain trims the log to RetainEntries when this node is master and the log
