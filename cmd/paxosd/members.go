@@ -34,7 +34,12 @@ promoted:
 
 Grow 3 -> 5: join two nodes, promote each. Shrink: remove voters one at a time
 (removing the master makes it hand its lease over first). Replace a machine
-whose data directory is lost: paxosd members replace ID (see its --help).`,
+whose data directory is lost: paxosd members replace ID (see its --help).
+Examples:
+  paxosd members list -w table
+  paxosd members promote 4
+  paxosd members remove 5
+  paxosd members replace 2`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "list",
@@ -55,8 +60,8 @@ Examples:
 				ArgsUsage: "ID HOST:PORT",
 				Description: `Adds node ID, serving at HOST:PORT, as a non-voting follower. A node started
 with paxosd server --join adds itself with its data directory's incarnation, and
-that is the usual way. Added here without --incarnation, the member records none,
-and a node that joined (--join) never votes as it: prefer --join.
+that is the usual way. Added here without --incarnation, the member records none;
+a node that then starts with --join at HOST:PORT takes its place, with its own.
 Example:
   paxosd members add 4 10.0.0.4:7001`,
 				Flags: append(flags, &cli.Uint64Flag{Name: "incarnation", Usage: "the incarnation of the new member's data directory (paxosd status shows it), if known"}),
