@@ -697,3 +697,41 @@ func fromPB(es []*paxosdpb.Entry) []Entry {
 	}
 	return out
 }
+
+// ChangeMembers makes one membership change through the master and returns
+// the configuration after it, once the change is in effect on the master.
+// A refused change is a FailedPrecondition whose reason rpc.AsChangeRefused
+// returns; its message says why.
+func (c *Client) ChangeMembers(ctx context.Context, req *paxosdpb.ChangeMembersRequest) (*paxosdpb.ChangeMembersResponse, error) {
+	var resp *paxosdpb.ChangeMembersResponse
+	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.ChangeMembers(ctx, req)
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
+// ListMembers returns the configuration as the first endpoint that answers
+// applied it, with what that node knows of each member.
+func (c *Client) ListMembers(ctx context.Context) (*paxosdpb.ListMembersResponse, error) {
+	var resp *paxosdpb.ListMembersResponse
+	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.ListMembers(ctx, &paxosdpb.ListMembersRequest{})
+		resp = r
+		return err
+	})
+	return resp, err
+}
+
+// Join asks the cluster to add node id, serving at addr with a data
+// directory of incarnation inc, as a follower (paxosd server --join does).
+func (c *Client) Join(ctx context.Context, id uint64, addr string, inc uint64) (*paxosdpb.JoinResponse, error) {
+	var resp *paxosdpb.JoinResponse
+	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
+		r, err := api.Join(ctx, &paxosdpb.JoinRequest{Id: id, Address: addr, Incarnation: inc})
+		resp = r
+		return err
+	})
+	return resp, err
+}

@@ -62,6 +62,11 @@ type cluster struct {
 	extra []string // more server flags
 	// flags are more server flags of one node (by index), after extra.
 	flags map[int][]string
+	// genesis is how many nodes the cluster was created with (--peers);
+	// joins are the nodes that start with --join instead (addNode, or a
+	// member replaced on a new directory).
+	genesis int
+	joins   map[int]bool
 }
 
 func freePorts(t testing.TB, n int) []string {
@@ -92,7 +97,7 @@ func newCluster(t testing.TB, n int, extra ...string) *cluster {
 // newStoppedCluster is newCluster without starting any node.
 func newStoppedCluster(t testing.TB, n int, extra ...string) *cluster {
 	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
-		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}}
+		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}, genesis: n, joins: map[int]bool{}}
 	var parts []string
 	for i, a := range c.addrs {
 		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
@@ -116,8 +121,22 @@ func (c *cluster) dataDir(i int) string { return filepath.Join(c.dir, fmt.Sprint
 
 // args is the command line of node i.
 func (c *cluster) args(i int) []string {
-	args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--data-dir", c.dataDir(i)}, c.extra...)
-	return append(args, c.flags[i]...)
+	args := []string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--data-dir", c.dataDir(i)}
+	if c.joins[i] {
+		args = []string{"server", "--id", fmt.Sprint(i + 1), "--listen", c.addrs[i], "--data-dir", c.dataDir(i),
+			"--join", strings.Join(c.addrs[:c.genesis], ",")}
+	}
+	return append(append(args, c.extra...), c.flags[i]...)
+}
+
+// addNode adds a node that joins the cluster (--join) on a new port, without
+// starting it, and returns its index (its ID is the index plus one).
+func (c *cluster) addNode() int {
+	i := len(c.addrs)
+	c.addrs = append(c.addrs, freePorts(c.t, 1)[0])
+	c.procs, c.done, c.logs = append(c.procs, nil), append(c.done, nil), append(c.logs, nil)
+	c.joins[i] = true
+	return i
 }
 
 func (c *cluster) start(i int) {

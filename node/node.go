@@ -23,6 +23,7 @@ import (
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/members"
 	"github.com/paxosd/paxosd/proposer"
 	"github.com/paxosd/paxosd/storage"
 )
@@ -56,10 +57,18 @@ type Config struct {
 	// (for lease commands, which age idle clients' dedup rows). It exists
 	// for fault tests only: a node whose clock is hours off.
 	WallClockOffset time.Duration
+	// OnMembers, when set, is called by the loop with the membership the
+	// node applied, once at Run and then after every Ready that changed it,
+	// once that Ready is durable (the transport and API server follow it).
+	// It runs in the loop: it must not block.
+	OnMembers func(members.History)
 }
 
 // Errors callers branch on.
 var (
+	// ErrRemoved stops a node that a membership change removed, once the
+	// change is in effect here.
+	ErrRemoved  = errors.New("node: removed from the cluster by a membership change; its data directory can be deleted")
 	ErrStopped  = errors.New("node stopped")
 	ErrTooLarge = errors.New("entry too large")
 	ErrEmpty    = errors.New("empty append")
@@ -79,7 +88,9 @@ func (e *EntryError) Unwrap() error { return e.Err }
 // applied is the durable apply state, for reads and tails.
 type applied struct {
 	next, first uint64
-	changed     chan struct{} // closed when next or first moves
+	instance    uint64          // the applied frontier: instances below it are applied
+	members     members.History // the membership as of the same state
+	changed     chan struct{}   // closed when next, first or instance moves
 }
 
 // Node is a running node.
@@ -114,6 +125,7 @@ type Node struct {
 type proposal struct {
 	p      instance.Proposal
 	trim   uint64
+	change *members.Change
 	result chan instance.Result
 }
 
@@ -132,6 +144,11 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	cc := cfg.Core
 	cc.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	cc.Log = store
+	// The directory says who this node is: its incarnation, and whether it
+	// joined a running cluster (then it votes only where the configuration
+	// names its incarnation).
+	cc.Incarnation = store.Incarnation()
+	_, cc.Joined = store.Joined()
 	c, err := instance.New(cc, d)
 	if err != nil {
 		return nil, err
@@ -143,8 +160,8 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		stop: make(chan struct{}), done: make(chan struct{}),
 		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{},
 	}
-	st := store.State()
-	n.app = applied{next: st.NextIndex, first: st.FirstIndex, changed: make(chan struct{})}
+	st := c.Applied() // the stored state, with the genesis membership if it had none
+	n.app = applied{next: st.NextIndex, first: st.FirstIndex, instance: st.Applied, members: st.Members, changed: make(chan struct{})}
 	return n, nil
 }
 
@@ -181,8 +198,10 @@ func MaxMessageBytes(cfg Config) int {
 	return cc.MaxMessageBytes()
 }
 
-// Members turns an ID -> address map into the core's member list: slots are
-// the positions of the IDs in sorted order, the same on every node.
+// Members turns an ID -> address map of the voters a cluster was created
+// with into the core's member list: slots are the positions of the IDs in
+// sorted order, the same on every node, and each keeps its address (the
+// genesis membership records it).
 func Members(m map[uint64]string) []instance.Member {
 	ids := make([]uint64, 0, len(m))
 	for id := range m {
@@ -191,7 +210,7 @@ func Members(m map[uint64]string) []instance.Member {
 	slices.Sort(ids)
 	out := make([]instance.Member, len(ids))
 	for i, id := range ids {
-		out[i] = instance.Member{ID: id, Slot: uint64(i)}
+		out[i] = instance.Member{ID: id, Slot: uint64(i), Addr: m[id]}
 	}
 	return out
 }
@@ -209,6 +228,9 @@ func (n *Node) Deliver(m core.Message) {
 // returns nil on a clean stop.
 func (n *Node) Run(ctx context.Context) error {
 	defer close(n.done)
+	if n.cfg.OnMembers != nil {
+		n.cfg.OnMembers(n.Members())
+	}
 	tick := time.NewTicker(n.cfg.Tick)
 	defer tick.Stop()
 	last := time.Now()
@@ -312,9 +334,15 @@ func (n *Node) propose(p *proposal) {
 	n.nextReq++
 	p.p.Req = n.nextReq
 	var err error
-	if p.trim != 0 {
+	switch {
+	case p.change != nil:
+		err = n.checkPromote(*p.change)
+		if err == nil {
+			err = n.core.ProposeChange(p.p.Req, *p.change)
+		}
+	case p.trim != 0:
 		err = n.core.ProposeTrim(p.p.Req, p.trim)
-	} else {
+	default:
 		err = n.core.Propose(p.p)
 	}
 	if err != nil {
@@ -322,6 +350,22 @@ func (n *Node) propose(p *proposal) {
 		return
 	}
 	n.waiting[p.p.Req] = p
+}
+
+// checkPromote says, at the master, what is wrong with the ID of a
+// promotion before the core asks whether the member is caught up (it would
+// call an unknown ID, or a voter, "behind").
+func (n *Node) checkPromote(ch members.Change) error {
+	if ch.Kind != members.Promote || !n.core.IsMaster() {
+		return nil
+	}
+	switch m, ok := n.core.Applied().Members.Latest().Get(ch.ID); {
+	case !ok:
+		return fmt.Errorf("member %d: %w", ch.ID, members.ErrUnknownMember)
+	case m.Role != members.Follower:
+		return fmt.Errorf("member %d is a %s: %w", ch.ID, m.Role, members.ErrNotFollower)
+	}
+	return nil
 }
 
 // retain trims the log to RetainEntries when this node is master and the log
@@ -372,24 +416,93 @@ func (n *Node) handleReady() error {
 				p.result <- r
 			}
 		}
-		if rd.State != nil {
-			n.publish(rd.State.NextIndex, rd.State.FirstIndex)
-		}
 		n.core.Advance()
+		if rd.State != nil {
+			if changed := n.publish(*rd.State); changed {
+				if n.cfg.OnMembers != nil {
+					n.cfg.OnMembers(rd.State.Members)
+				}
+				// Removed, and the removal in effect: nothing is left for
+				// this node to do.
+				if _, pending := rd.State.Members.Pending(); !pending && n.core.Status().Role == "removed" {
+					return ErrRemoved
+				}
+			}
+		}
 	}
 	return nil
 }
 
-// publish wakes readers and tails waiting for the durable log to move.
-func (n *Node) publish(next, first uint64) {
+// publish wakes readers, tails and membership waiters waiting for the
+// durable state to move. It reports whether the membership changed.
+func (n *Node) publish(st core.ApplyState) (membersChanged bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if next == n.app.next && first == n.app.first {
-		return
+	membersChanged = !sameHistory(st.Members, n.app.members)
+	if st.NextIndex == n.app.next && st.FirstIndex == n.app.first && st.Applied == n.app.instance && !membersChanged {
+		return false
 	}
-	n.app.next, n.app.first = next, first
+	n.app.next, n.app.first, n.app.instance, n.app.members = st.NextIndex, st.FirstIndex, st.Applied, st.Members
 	close(n.app.changed)
 	n.app.changed = make(chan struct{})
+	return membersChanged
+}
+
+// sameHistory reports whether a and b hold the same configurations.
+func sameHistory(a, b members.History) bool {
+	sameConfig := func(x, y members.Config) bool {
+		return x.NextSlot == y.NextSlot && slices.Equal(x.Members, y.Members)
+	}
+	if a.CurFrom != b.CurFrom || (a.Next == nil) != (b.Next == nil) || !sameConfig(a.Cur, b.Cur) {
+		return false
+	}
+	return a.Next == nil || a.NextFrom == b.NextFrom && sameConfig(*a.Next, *b.Next)
+}
+
+// Members returns the membership as of the durable applied state.
+func (n *Node) Members() members.History {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.app.members
+}
+
+// ChangeMembers asks this node, if it is the master, to make a membership
+// change, and waits until the change is in effect here (this node's
+// durable applied frontier reached the first instance the change decides)
+// or ctx ends. It returns that instance. A non-master returns a
+// *core.NotMasterError; a change that cannot take effect is refused before
+// it is proposed (instance.Node.ProposeChange says why, with the members
+// package's errors). A ctx that ends after the change was proposed leaves
+// its outcome unknown: read the membership to learn it.
+func (n *Node) ChangeMembers(ctx context.Context, ch members.Change) (first uint64, err error) {
+	r, err := n.submit(ctx, &proposal{change: &ch})
+	if err != nil {
+		return 0, err
+	}
+	if err := n.waitInstance(ctx, r.First); err != nil {
+		return r.First, fmt.Errorf("waiting for the change to take effect at instance %d: %w", r.First, err)
+	}
+	return r.First, nil
+}
+
+// waitInstance waits until the durable applied frontier reaches i.
+func (n *Node) waitInstance(ctx context.Context, i uint64) error {
+	for {
+		n.mu.Lock()
+		cur, ch := n.app.instance, n.app.changed
+		n.mu.Unlock()
+		if cur >= i {
+			return nil
+		}
+		if ch == nil {
+			return ErrStopped
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (n *Node) shutdown(err error) {

@@ -146,3 +146,29 @@ func TestIncarnationRefusedSender(t *testing.T) {
 		t.Fatalf("the refusing node delivered %d messages", n)
 	}
 }
+
+// An incarnation the configuration records is authoritative: a member
+// added again on a new directory is accepted (and remembered so) although
+// another one was seen first, and its old directory is refused; members
+// with none recorded are trusted on first use as before.
+func TestConfiguredIncarnation(t *testing.T) {
+	remembered := map[uint64]uint64{}
+	c := NewIncarnations(map[uint64]uint64{3: 0xaaaa}, func(id, inc uint64) error { remembered[id] = inc; return nil })
+	if err := c.Check(3, 0xbbbb); err == nil {
+		t.Fatal("another incarnation of a known peer passed with nothing configured")
+	}
+	c.SetConfigured(map[uint64]uint64{1: 0, 3: 0xbbbb})
+	if err := c.Check(3, 0xbbbb); err != nil || remembered[3] != 0xbbbb {
+		t.Fatalf("the configured incarnation: %v, remembered %x", err, remembered[3])
+	}
+	var ie *IncarnationError
+	if err := c.Check(3, 0xaaaa); !errors.As(err, &ie) || ie.Known != 0xbbbb || ie.Got != 0xaaaa || !ie.Configured {
+		t.Fatalf("the old directory: %v, want an IncarnationError naming the configured one", err)
+	}
+	if err := c.Check(1, 0x1111); err != nil || remembered[1] != 0x1111 {
+		t.Fatalf("first use of a member with none configured: %v", err)
+	}
+	if err := c.Check(1, 0x2222); err == nil {
+		t.Fatal("another incarnation of a member with none configured passed")
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/members"
 	"github.com/paxosd/paxosd/node"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/storage"
@@ -49,11 +50,18 @@ type LogServer struct {
 	node      *node.Node
 	id        uint64
 	clusterID uint64
-	addrs     map[uint64]string // every member and follower: id -> address
+	static    map[uint64]string // the nodes given at start: id -> address
+	memMu     sync.RWMutex
+	addrs     map[uint64]string // every member and follower: id -> address (SetMembers)
 	voters    map[uint64]bool
 	// Incarnation is the incarnation of the node's data directory, which
 	// Status reports. Set it before serving.
 	Incarnation uint64
+	// Cluster and Genesis are the cluster's name and the voters it was
+	// created with, which Join tells a joining node. Set them before
+	// serving.
+	Cluster string
+	Genesis map[uint64]string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -62,7 +70,7 @@ type LogServer struct {
 // NewLogServer returns the API server of n. addrs maps every node (members
 // and followers) to its address; voters says which are members.
 func NewLogServer(n *node.Node, id, clusterID uint64, addrs map[uint64]string, voters map[uint64]bool) *LogServer {
-	return &LogServer{node: n, id: id, clusterID: clusterID, addrs: addrs, voters: voters, conns: map[string]*grpc.ClientConn{}}
+	return &LogServer{node: n, id: id, clusterID: clusterID, static: addrs, addrs: addrs, voters: voters, conns: map[string]*grpc.ClientConn{}}
 }
 
 // Register registers the service on s.
@@ -182,6 +190,8 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 		return nil, s.status(err)
 	}
 	first, end := s.node.Bounds()
+	s.memMu.RLock()
+	defer s.memMu.RUnlock()
 	resp := &paxosdpb.StatusResponse{
 		NodeId: s.id, ClusterId: s.clusterID, Role: st.Role, MasterId: st.Master, MasterAddress: s.addrs[st.Master],
 		Ballot: uint64(st.Ballot), Promised: uint64(st.Promised), ChosenInstance: st.Applied, FirstIndex: first, EndIndex: end,
@@ -200,13 +210,16 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 
 // TransferMaster implements LogService.TransferMaster.
 func (s *LogServer) TransferMaster(ctx context.Context, req *paxosdpb.TransferMasterRequest) (*paxosdpb.TransferMasterResponse, error) {
-	if req.To != 0 && !s.voters[req.To] {
-		var voters []uint64
-		for id, v := range s.voters {
-			if v {
-				voters = append(voters, id)
-			}
+	s.memMu.RLock()
+	isVoter := s.voters[req.To]
+	var voters []uint64
+	for id, v := range s.voters {
+		if v {
+			voters = append(voters, id)
 		}
+	}
+	s.memMu.RUnlock()
+	if req.To != 0 && !isVoter {
 		slices.Sort(voters)
 		return nil, InvalidArgument("to", fmt.Sprintf("%d is not a voter of this cluster (voters: %v)", req.To, voters))
 	}
@@ -239,14 +252,15 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 			return s.status(err)
 		}
 		if nm.Master != 0 && nm.Master != s.id {
+			addr := s.addr(nm.Master)
 			if forwarded {
-				return NotMasterError(nm.Master, s.addrs[nm.Master])
+				return NotMasterError(nm.Master, addr)
 			}
-			c, err := s.conn(s.addrs[nm.Master])
+			c, err := s.conn(addr)
 			if err != nil {
-				return NotMasterError(nm.Master, s.addrs[nm.Master])
+				return NotMasterError(nm.Master, addr)
 			}
-			_ = grpc.SetHeader(ctx, metadata.Pairs(MasterHeader, s.addrs[nm.Master])) // a hint: losing it costs a hop
+			_ = grpc.SetHeader(ctx, metadata.Pairs(MasterHeader, addr)) // a hint: losing it costs a hop
 			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
 			return remote(fctx, paxosdpb.NewLogServiceClient(c))
 		}
@@ -288,6 +302,9 @@ func (s *LogServer) status(err error) error {
 		ee *node.EntryError
 		te *core.TrimPastEndError
 	)
+	if reason, ok := changeRefused(err); ok && status.Code(err) == codes.Unknown {
+		return ChangeRefusedError(reason, err.Error())
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -298,7 +315,7 @@ func (s *LogServer) status(err error) error {
 	case errors.As(err, &ee):
 		return InvalidArgument(fmt.Sprintf("entries[%d]", ee.Index), err.Error())
 	case errors.As(err, &nm):
-		return NotMasterError(nm.Master, s.addrs[nm.Master])
+		return NotMasterError(nm.Master, s.addr(nm.Master))
 	case errors.As(err, &tr):
 		return TrimmedError(tr.First)
 	case errors.Is(err, node.ErrEmpty):
@@ -319,6 +336,10 @@ func (s *LogServer) status(err error) error {
 		return status.Error(codes.Unavailable, "node is stopping")
 	case errors.Is(err, instance.ErrNoSuccessor):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, members.ErrBadChange):
+		return InvalidArgument("kind", err.Error())
+	case errors.Is(err, node.ErrRemoved):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded; the outcome of an append is unknown")
 	case errors.Is(err, context.Canceled):

@@ -186,8 +186,14 @@ type Transport struct {
 	cfg     TransportConfig
 	deliver func(core.Message)
 	peersMu sync.RWMutex
-	peers   map[uint64]*peer // Peers, and followers added as they connect
-	dynamic int              // followers added
+	peers   map[uint64]*peer // Peers, members of the configuration, and followers added as they connect
+	dynamic int              // followers added as they connected (not members)
+	// voters are the voting members whose batches CheckPeer checks: Peers
+	// until SetMembers, then the configuration's voters.
+	voters map[uint64]bool
+	// members are the peers that Peers or the configuration named (the
+	// others were admitted as followers).
+	members map[uint64]bool
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -214,6 +220,10 @@ type peer struct {
 	id   uint64
 	addr string
 	q    chan []byte // encoded messages
+	// ctx ends the peer's sender: the transport closes, or the peer left
+	// the membership (SetMembers).
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// redial is set, and wake signalled, when the peer sent this node a
 	// batch while the link to it was down: it is back, so the sender stops
@@ -242,14 +252,18 @@ func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
 		cfg:      cfg,
 		deliver:  deliver,
 		peers:    make(map[uint64]*peer, len(cfg.Peers)),
+		voters:   map[uint64]bool{},
+		members:  map[uint64]bool{},
 		ctx:      ctx,
 		cancel:   cancel,
 		recvFrom: make(map[uint64]*atomic.Uint64),
 	}
 	for id, addr := range cfg.Peers {
+		t.voters[id] = true
 		if id == cfg.SelfID {
 			continue
 		}
+		t.members[id] = true
 		t.addPeer(id, addr)
 	}
 	return t
@@ -258,11 +272,62 @@ func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
 // addPeer starts the sender of a new peer. Call with peersMu held (or before
 // the transport is shared).
 func (t *Transport) addPeer(id uint64, addr string) *peer {
-	p := &peer{id: id, addr: addr, q: make(chan []byte, t.cfg.QueueLen), wake: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(t.ctx)
+	p := &peer{id: id, addr: addr, q: make(chan []byte, t.cfg.QueueLen), wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
 	t.peers[id] = p
 	t.wg.Add(1)
 	go t.runPeer(p)
 	return p
+}
+
+// SetMembers makes the transport follow a membership: addrs are every
+// member (voters and followers) by ID, voters the voting ones. A new member
+// gets a link (the transport dials it from now on), a member at a new
+// address gets a new link, and a peer that Peers or an earlier membership
+// named and this one does not is dropped: its queue and link go. Followers
+// that connected by themselves (MaxFollowers) are kept. CheckPeer checks the
+// voters' batches from now on. This node's own entry is ignored.
+func (t *Transport) SetMembers(addrs map[uint64]string, voters map[uint64]bool) {
+	t.peersMu.Lock()
+	defer t.peersMu.Unlock()
+	if t.isClosed.Load() {
+		return
+	}
+	t.voters = maps.Clone(voters)
+	for id, p := range t.peers {
+		addr, member := addrs[id]
+		switch {
+		case member && addr == p.addr:
+			if !t.members[id] {
+				t.members[id] = true
+				t.dynamic-- // a follower that connected is now a member
+			}
+		case member || t.members[id]:
+			// Gone from the membership, or moved: its link goes.
+			p.cancel()
+			delete(t.peers, id)
+			if !t.members[id] {
+				t.dynamic--
+			}
+			delete(t.members, id)
+			t.logf("node %d (%s) left the membership or moved: link closed", id, p.addr)
+		}
+	}
+	for id, addr := range addrs {
+		if id == t.cfg.SelfID || t.peers[id] != nil {
+			continue
+		}
+		t.members[id] = true
+		t.addPeer(id, addr)
+		t.logf("node %d (%s) is a member: link added", id, addr)
+	}
+}
+
+// isVoter reports whether batches from id are checked (CheckPeer).
+func (t *Transport) isVoter(id uint64) bool {
+	t.peersMu.RLock()
+	defer t.peersMu.RUnlock()
+	return t.voters[id]
 }
 
 // peer returns the peer with id, nil if unknown.
@@ -274,10 +339,10 @@ func (t *Transport) peer(id uint64) *peer {
 
 // selfAddress is the address this node's batches carry.
 func (t *Transport) selfAddress() string {
-	if a, ok := t.cfg.Peers[t.cfg.SelfID]; ok {
-		return a
+	if t.cfg.SelfAddress != "" {
+		return t.cfg.SelfAddress
 	}
-	return t.cfg.SelfAddress
+	return t.cfg.Peers[t.cfg.SelfID]
 }
 
 func (t *Transport) logf(format string, args ...any) {
@@ -523,7 +588,7 @@ func (t *Transport) runPeer(p *peer) {
 			}
 			ps = nil
 		}
-		if t.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			return // closing: not a failure worth reporting
 		}
 		msg := err.Error()
@@ -547,7 +612,7 @@ func (t *Transport) runPeer(p *peer) {
 		attempts++
 	}
 	for {
-		if t.ctx.Err() != nil {
+		if p.ctx.Err() != nil {
 			return
 		}
 		var first []byte
@@ -559,7 +624,7 @@ func (t *Transport) runPeer(p *peer) {
 				streamDone = ps.done
 			}
 			select {
-			case <-t.ctx.Done():
+			case <-p.ctx.Done():
 				return
 			case <-streamDone:
 				failed(fmt.Errorf("stream ended: %w", ps.end()))
@@ -586,7 +651,7 @@ func (t *Transport) runPeer(p *peer) {
 				}
 				timer := time.NewTimer(wait)
 				select {
-				case <-t.ctx.Done():
+				case <-p.ctx.Done():
 					timer.Stop()
 					return
 				case <-timer.C:
@@ -602,7 +667,7 @@ func (t *Transport) runPeer(p *peer) {
 				}
 			}
 			if err == nil {
-				ps, err = t.openStream(conn)
+				ps, err = t.openStream(p.ctx, conn)
 			}
 			if err != nil {
 				// The peer is unreachable: what is queued for it is stale
@@ -646,8 +711,8 @@ func (t *Transport) dialAddress(p *peer) string {
 }
 
 // openStream opens a Peer.Send stream on conn, giving up after DialTimeout.
-func (t *Transport) openStream(conn *grpc.ClientConn) (*peerStream, error) {
-	ctx, cancel := context.WithCancel(t.ctx)
+func (t *Transport) openStream(pctx context.Context, conn *grpc.ClientConn) (*peerStream, error) {
+	ctx, cancel := context.WithCancel(pctx)
 	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
 	stream, err := paxosdpb.NewPeerClient(conn).Send(ctx)
 	if !timer.Stop() && err == nil {
@@ -828,7 +893,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	case t.peer(b.GetFrom()) != nil && b.GetFromAddress() != t.peer(b.GetFrom()).addr:
 		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
 			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peer(b.GetFrom()).addr)
-	case t.cfg.CheckPeer != nil && t.cfg.Peers[b.GetFrom()] != "":
+	case t.cfg.CheckPeer != nil && t.isVoter(b.GetFrom()):
 		// A member's batch: a follower does not vote, so a follower on a
 		// new directory is harmless.
 		if err := t.cfg.CheckPeer(b.GetFrom(), b.GetIncarnation()); err != nil {
@@ -854,7 +919,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 		}
 		if refused != nil {
 			return withDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
-				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got})
+				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got, Configured: refused.Configured})
 		}
 		return status.Error(codes.FailedPrecondition, reason)
 	}

@@ -757,3 +757,37 @@ func TestBackoffDelay(t *testing.T) {
 		t.Errorf("delay after 10 failures %v, want at least %v", d, maxBackoff/2)
 	}
 }
+
+// SetMembers adds a link to a member added later, checks the new voters'
+// batches, and drops the link to a member removed: Send to it is then
+// unroutable.
+func TestSetMembers(t *testing.T) {
+	l1, l3 := listen(t), listen(t)
+	a1, a3 := l1.Addr().String(), l3.Addr().String()
+	var checked sync.Map
+	check := func(id, inc uint64) error { checked.Store(id, inc); return nil }
+	n1 := startNode(t, TransportConfig{ClusterID: 7, SelfID: 1, Peers: map[uint64]string{1: a1}, CheckPeer: check}, l1)
+	n3 := startNode(t, TransportConfig{ClusterID: 7, SelfID: 3, Peers: map[uint64]string{1: a1}, SelfAddress: a3, Incarnation: 0x33}, l3)
+	msg := func(from, to uint64, k int) core.Message {
+		return core.Message{Type: core.MsgProbe, From: from, To: to, Instance: uint64(k)}
+	}
+	// Node 3 is not a member yet: node 1 cannot reach it.
+	n1.tr.Send(msg(1, 3, 1))
+	if n1.tr.Stats().Unroutable != 1 {
+		t.Fatal("a message to a node outside the membership was not unroutable")
+	}
+	n1.tr.SetMembers(map[uint64]string{1: a1, 3: a3}, map[uint64]bool{1: true, 3: true})
+	n3.tr.SetMembers(map[uint64]string{1: a1, 3: a3}, map[uint64]bool{1: true, 3: true})
+	n1.tr.Send(msg(1, 3, 2))
+	waitFor(t, 5*time.Second, "node 3 to get node 1's message", func() bool { return n3.got.count() == 1 })
+	n3.tr.Send(msg(3, 1, 3))
+	waitFor(t, 5*time.Second, "node 1 to get node 3's message", func() bool { return n1.got.count() == 1 })
+	if inc, ok := checked.Load(uint64(3)); !ok || inc.(uint64) != 0x33 {
+		t.Fatalf("node 3, now a voter, was not checked: %v", inc)
+	}
+	n1.tr.SetMembers(map[uint64]string{1: a1}, map[uint64]bool{1: true})
+	n1.tr.Send(msg(1, 3, 4))
+	if st := n1.tr.Stats(); st.Unroutable != 2 || st.Peers[3].Address != "" {
+		t.Fatalf("after node 3's removal: unroutable %d, peers %v", st.Unroutable, st.Peers)
+	}
+}

@@ -12,6 +12,8 @@ package server
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -26,9 +28,11 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/members"
 	"github.com/paxosd/paxosd/node"
 	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/storage"
@@ -69,6 +73,15 @@ type Config struct {
 	// WallClockOffset shifts the node's wall clock (node.Config), for
 	// fault tests only (the hidden --unsafe-wall-clock-offset flag).
 	WallClockOffset time.Duration
+	// Join, for a node started without Peers, lists the client addresses of
+	// any members of a running cluster. On an empty data directory the node
+	// asks one of them to add it as a follower (at Listen, with its new
+	// directory's incarnation), and keeps what it learns (the cluster's name
+	// and the voters it was created with) in the directory, so that later
+	// starts need no member. A directory that joined before needs no Join.
+	Join []string
+	// JoinTimeout bounds the first join (default 1 minute).
+	JoinTimeout time.Duration
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -161,6 +174,7 @@ type Server struct {
 	node   *node.Node
 	store  *storage.Store
 	tr     *rpc.Transport
+	incs   *rpc.Incarnations
 	api    *rpc.LogServer
 	grpc   *grpc.Server
 	lis    net.Listener
@@ -222,6 +236,25 @@ func (r *Server) HandOver(ctx context.Context) (uint64, error) {
 	}
 }
 
+// follow makes the transport, the incarnation check and the API server
+// follow the membership the node applied (node.Config.OnMembers: called
+// from the node's loop; none of them blocks).
+func (r *Server) follow(h members.History) {
+	if h.IsZero() {
+		return // a static follower that has not learned the membership yet
+	}
+	addrs, voters, incs := map[uint64]string{}, map[uint64]bool{}, map[uint64]uint64{}
+	for _, c := range []members.Config{h.Cur, h.Latest()} {
+		for _, m := range c.Members {
+			addrs[m.ID], incs[m.ID] = m.Addr, m.Incarnation
+			voters[m.ID] = voters[m.ID] || m.Role == members.Voter
+		}
+	}
+	r.incs.SetConfigured(incs)
+	r.tr.SetMembers(addrs, voters)
+	r.api.SetMembers(h)
+}
+
 // Wait waits for the server to stop and returns why (nil: a clean stop).
 func (r *Server) Wait() error {
 	<-r.done
@@ -230,6 +263,15 @@ func (r *Server) Wait() error {
 
 // Start opens storage, listens, and runs the node until ctx ends or Stop.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if len(cfg.Peers) == 0 {
+		return startJoined(ctx, cfg)
+	}
+	if len(cfg.Join) > 0 {
+		return nil, errors.New("--join and --peers exclude each other: a member the cluster was created with runs with --peers, a node that joins a running cluster with --join")
+	}
 	self, ok := cfg.Peers[cfg.ID]
 	switch {
 	case cfg.Follow != 0 && ok:
@@ -241,18 +283,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	case cfg.Follow != 0:
 		self = cfg.Listen
 	case !ok:
-		return nil, fmt.Errorf("--peers does not contain this node's ID %d: list every voting member, this one included", cfg.ID)
+		return nil, fmt.Errorf("--peers does not contain this node's ID %d: list every voting member, this one included (a node that joins a running cluster runs with --join instead)", cfg.ID)
 	}
 	for id := range cfg.DialPeers {
 		if _, ok := cfg.Peers[id]; !ok || id == cfg.ID {
 			return nil, fmt.Errorf("--dial-peers: node %d is not a peer of node %d in --peers", id, cfg.ID)
 		}
-	}
-	if cfg.MaxEntryBytes == 0 {
-		cfg.MaxEntryBytes = 1 << 20
-	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = self
@@ -273,6 +309,117 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		lis.Close()
 		return nil, err
+	}
+	return run(ctx, cfg, self, cid, lis, store)
+}
+
+// startJoined starts a node that joined a running cluster: from its data
+// directory, or, on an empty one, by asking a member (cfg.Join) to add it.
+func startJoined(ctx context.Context, cfg Config) (*Server, error) {
+	switch {
+	case cfg.Follow != 0:
+		return nil, errors.New("--follow needs --peers: a static follower names the members it follows (a node that joins with --join follows by itself)")
+	case len(cfg.DialPeers) > 0:
+		return nil, errors.New("--dial-peers needs --peers")
+	case cfg.Listen == "" && len(cfg.Join) == 0:
+		return nil, errors.New("--peers is empty or missing: list every voting member the cluster was created with, as ID=HOST:PORT (a node that joins a running cluster runs with --join and --listen instead)")
+	case cfg.Listen == "":
+		return nil, errors.New("--join needs --listen HOST:PORT: the address every member and client reaches this node at")
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %q: %v", cfg.Listen, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return nil, fmt.Errorf("--listen %s: a joining node's address goes into the membership, so members must be able to dial it: give a host, not %q", cfg.Listen, host)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(cfg.DataDir)), 0o755); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
+	}
+	store, err := storage.OpenJoined(cfg.DataDir, cfg.ID, idgen.DefaultK, storage.Options{})
+	switch {
+	case errors.Is(err, storage.ErrNoStore) && len(cfg.Join) == 0:
+		lis.Close()
+		return nil, fmt.Errorf("--peers or --join is required: %s holds no data directory of a node that joined a running cluster; "+
+			"start a member the cluster was created with using --peers, or a new node with --join HOST:PORT of a member", cfg.DataDir)
+	case errors.Is(err, storage.ErrNoStore):
+		store, err = join(ctx, cfg)
+	}
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	rec, _ := store.Joined()
+	cfg.Peers, cfg.Cluster = rec.Genesis, rec.Cluster
+	cid := ClusterID(rec.Cluster, rec.Genesis)
+	if cid != store.Meta().ClusterID {
+		lis.Close()
+		store.Close()
+		return nil, fmt.Errorf("%s: the cluster ID %d does not follow from the join record (cluster %q, voters %v): the directory is damaged", cfg.DataDir, store.Meta().ClusterID, rec.Cluster, rec.Genesis)
+	}
+	return run(ctx, cfg, cfg.Listen, cid, lis, store)
+}
+
+// join asks a member (cfg.Join) to add this node as a follower, then
+// creates its data directory with what the answer says and the incarnation
+// it was added with.
+func join(ctx context.Context, cfg Config) (*storage.Store, error) {
+	var b [8]byte
+	var inc uint64
+	for inc == 0 {
+		if _, err := crand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("drawing an incarnation: %w", err)
+		}
+		inc = binary.BigEndian.Uint64(b[:])
+	}
+	d := cfg.JoinTimeout
+	if d == 0 {
+		d = time.Minute
+	}
+	// Not this node itself: it listens, but serves nothing until it joined.
+	via := slices.DeleteFunc(slices.Clone(cfg.Join), func(a string) bool { return a == cfg.Listen })
+	if len(via) == 0 {
+		return nil, fmt.Errorf("--join lists only this node's own address %s: give the address of a member", cfg.Listen)
+	}
+	cl, err := client.New(via, client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20})
+	if err != nil {
+		return nil, fmt.Errorf("--join: %w", err)
+	}
+	defer cl.Close()
+	jctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	cfg.Logf("paxosd node %d: joining the cluster through %v as a follower at %s (incarnation %016x)", cfg.ID, cfg.Join, cfg.Listen, inc)
+	resp, err := cl.Join(jctx, cfg.ID, cfg.Listen, inc)
+	if err != nil {
+		return nil, fmt.Errorf("joining through %v: %w", cfg.Join, err)
+	}
+	rec := storage.JoinRecord{Cluster: resp.Cluster, Genesis: map[uint64]string{}}
+	for _, m := range resp.Genesis {
+		rec.Genesis[m.Id] = m.Address
+	}
+	cid := ClusterID(rec.Cluster, rec.Genesis)
+	if cid != resp.ClusterId {
+		return nil, fmt.Errorf("joining through %v: the answer's cluster ID %d does not follow from its name %q and voters %v (a member of another build?)", cfg.Join, resp.ClusterId, rec.Cluster, rec.Genesis)
+	}
+	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{Incarnation: inc, Join: &rec})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logf("paxosd node %d: joined cluster %q (ID %d) as a follower; promote it with: paxosd members promote %d", cfg.ID, rec.Cluster, cid, cfg.ID)
+	return store, nil
+}
+
+// run starts a node on its listener and open store.
+func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Listener, store *storage.Store) (*Server, error) {
+	if cfg.MaxEntryBytes == 0 {
+		cfg.MaxEntryBytes = 1 << 20
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
 	}
 	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{})}
 	var n *node.Node
@@ -299,7 +446,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// phase 1 or catch-up could stall for good on a dropped message.
 	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
 		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf,
-		WallClockOffset: cfg.WallClockOffset}
+		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) }}
 	maxMsg := node.MaxMessageBytes(ncfg)
 	// Peers' incarnations: remembered on first sight, durably, before
 	// anything they sent is delivered.
@@ -312,9 +459,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	// A peer that refuses this node's incarnation stops it with that error.
 	ctx, cancel := context.WithCancelCause(ctx)
 	r.cancel = func() { cancel(nil) }
+	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
-		Incarnation: store.Incarnation(), CheckPeer: rpc.NewIncarnationCheck(known, store.SetPeerIncarnation),
+		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
 		Refused: func(e *rpc.IncarnationError) { cancel(e) }},
 		func(m core.Message) { n.Deliver(m) })
 	n, err = node.Open(ncfg, store, r.tr)
@@ -330,10 +478,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	for id := range cfg.Peers {
 		voters[id] = true
 	}
+	if _, joined := store.Joined(); joined {
+		voters[cfg.ID] = false // until the membership says otherwise (follow)
+	}
 	addrs := maps.Clone(cfg.Peers)
 	addrs[cfg.ID] = self
 	r.api = rpc.NewLogServer(n, cfg.ID, cid, addrs, voters)
 	r.api.Incarnation = store.Incarnation()
+	r.api.Cluster, r.api.Genesis = cfg.Cluster, maps.Clone(cfg.Peers)
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
 	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)

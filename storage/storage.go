@@ -187,6 +187,15 @@ type Options struct {
 	noSync bool               // write without fsync: a planted bug the crash test must catch
 	tune   func(*opt.Options) // adjusts goleveldb's options before the open
 	rand   io.Reader          // the incarnation's randomness (nil: crypto/rand), for deterministic crash runs
+
+	// Incarnation, when non-zero, is the incarnation of a directory created
+	// by this Open (the joiner drew it before it asked to be added), instead
+	// of a new random one. Ignored for an existing directory.
+	Incarnation uint64
+	// Join, when set, is written with the identity of a directory created by
+	// this Open: the node joined a running cluster (Store.Joined). Ignored
+	// for an existing directory.
+	Join *JoinRecord
 }
 
 const (
@@ -212,6 +221,7 @@ type Store struct {
 	db          *leveldb.DB
 	logf        func(string, ...any)
 	rand        io.Reader // draws the incarnation
+	join        *JoinRecord
 
 	// fs is the file storage under db, which Close closes (nil for
 	// OpenStorage, whose caller owns it).
@@ -271,18 +281,33 @@ func corruptError(dir, what string, cause error) error {
 // moved its journal into a table, losing nothing); damage is ErrCorrupt.
 // meta.NodeID and meta.K must be non-zero.
 func Open(dir string, meta Meta, opts Options) (*Store, error) {
+	return openDir(dir, meta, opts, false)
+}
+
+// openDir is Open; with adopt, meta.ClusterID is not known: an existing
+// store's is taken, and a missing or empty directory is ErrNoStore (nothing
+// is created).
+func openDir(dir string, meta Meta, opts Options, adopt bool) (*Store, error) {
 	if err := checkMeta(dir, meta); err != nil {
 		return nil, err
 	}
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
+	if adopt {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, ErrNoStore
+		}
+	}
 	existing, err := prepareDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	if adopt && !existing {
+		return nil, ErrNoStore
+	}
 	var fs lstorage.Storage
-	s, err := open(dir, meta, opts, existing,
+	s, err := open(dir, meta, opts, existing, adopt,
 		func(lo *opt.Options) (*leveldb.DB, error) {
 			stor, err := lstorage.OpenFile(dir, false)
 			if err != nil {
@@ -329,7 +354,7 @@ func OpenStorage(stor lstorage.Storage, meta Meta, opts Options) (*Store, error)
 	if err != nil {
 		return nil, err
 	}
-	return open(name, meta, opts, existing,
+	return open(name, meta, opts, existing, false,
 		func(lo *opt.Options) (*leveldb.DB, error) { return leveldb.Open(&journalSyncer{Storage: stor}, lo) },
 		func(err error) (string, bool) { return repairJournal(storageJournals{stor, name}, err) })
 }
@@ -343,7 +368,7 @@ func checkMeta(dir string, meta Meta) error {
 
 // open is the part of Open and OpenStorage after the directory checks:
 // openLDB opens goleveldb, repair cuts an unsynced journal tail.
-func open(dir string, meta Meta, opts Options, existing bool,
+func open(dir string, meta Meta, opts Options, existing, adopt bool,
 	openLDB func(*opt.Options) (*leveldb.DB, error), repair func(error) (string, bool)) (*Store, error) {
 	logf := opts.Logf
 	if logf == nil {
@@ -366,10 +391,14 @@ func open(dir string, meta Meta, opts Options, existing bool,
 	}
 	fresh := !existing
 	if existing {
-		if fresh, err = checkIdentity(dir, db, meta); err != nil {
+		if fresh, meta, err = checkIdentity(dir, db, meta, adopt); err != nil {
 			db.Close()
 			return nil, err
 		}
+	}
+	if fresh && adopt {
+		db.Close()
+		return nil, ErrNoStore
 	}
 	s := &Store{dir: dir, meta: meta, db: db, logf: logf, rand: opts.rand}
 	if s.rand == nil {
@@ -381,6 +410,15 @@ func open(dir string, meta Meta, opts Options, existing bool,
 	if fresh {
 		b := new(leveldb.Batch)
 		b.Put(key(prefixMeta, metaIdentity), seal(key(prefixMeta, metaIdentity), encodeIdentity(meta)))
+		if opts.Join != nil {
+			// With the identity, in one write: a directory joined from birth
+			// or never.
+			k := key(prefixMeta, metaJoin)
+			b.Put(k, seal(k, encodeJoin(*opts.Join)))
+			j := *opts.Join
+			s.join = &j
+		}
+		s.incarnation = opts.Incarnation
 		if err := s.newIncarnation(b); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("storage: initialize %s: %w", dir, err)
@@ -396,6 +434,10 @@ func open(dir string, meta Meta, opts Options, existing bool,
 		return nil, err
 	}
 	if err := s.loadIncarnation(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadJoin(); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -513,7 +555,7 @@ func openDB(dir string, lo *opt.Options, logf func(string, ...any),
 // with io.EOF whenever two journal files exist, see recoverJournalRO, which
 // returns jr.Reset's stale error. A read-write open of a foreign directory
 // replays its journal into a table but loses nothing.)
-func checkIdentity(dir string, db *leveldb.DB, meta Meta) (empty bool, err error) {
+func checkIdentity(dir string, db *leveldb.DB, meta Meta, adopt bool) (empty bool, _ Meta, err error) {
 	k := key(prefixMeta, metaIdentity)
 	v, err := db.Get(k, nil)
 	if errors.Is(err, leveldb.ErrNotFound) {
@@ -521,35 +563,38 @@ func checkIdentity(dir string, db *leveldb.DB, meta Meta) (empty bool, err error
 		nonEmpty := it.Next()
 		it.Release()
 		if err := it.Error(); err != nil {
-			return false, openError(dir, err)
+			return false, meta, openError(dir, err)
 		}
 		if !nonEmpty {
-			return true, nil
+			return true, meta, nil
 		}
-		return false, fmt.Errorf("%w: %s holds a leveldb database without paxosd metadata; refusing to use it: "+
+		return false, meta, fmt.Errorf("%w: %s holds a leveldb database without paxosd metadata; refusing to use it: "+
 			"point --data-dir at this node's own directory or at an empty one", ErrForeign, dir)
 	}
 	if err != nil {
-		return false, openError(dir, err)
+		return false, meta, openError(dir, err)
 	}
 	payload, err := unseal(k, v)
 	if err != nil {
-		return false, corruptError(dir, "record "+keyName(k), err)
+		return false, meta, corruptError(dir, "record "+keyName(k), err)
 	}
 	if len(payload) > 0 && payload[0] != formatVersion {
-		return false, fmt.Errorf("storage: data directory %s uses on-disk format %d; this build reads format %d: run a paxosd that reads it",
+		return false, meta, fmt.Errorf("storage: data directory %s uses on-disk format %d; this build reads format %d: run a paxosd that reads it",
 			dir, payload[0], formatVersion)
 	}
 	got, err := decodeIdentity(payload)
 	if err != nil {
-		return false, corruptError(dir, "record "+keyName(k), err)
+		return false, meta, corruptError(dir, "record "+keyName(k), err)
+	}
+	if adopt {
+		meta.ClusterID = got.ClusterID
 	}
 	if got != meta {
-		return false, fmt.Errorf("%w: this data directory (%s) belongs to cluster %d node %d (K=%d), not cluster %d node %d (K=%d); "+
+		return false, meta, fmt.Errorf("%w: this data directory (%s) belongs to cluster %d node %d (K=%d), not cluster %d node %d (K=%d); "+
 			"point --data-dir at this node's own directory or at an empty one",
 			ErrForeign, dir, got.ClusterID, got.NodeID, got.K, meta.ClusterID, meta.NodeID, meta.K)
 	}
-	return false, nil
+	return false, meta, nil
 }
 
 // prepareStorage is prepareDir for a goleveldb Storage: it reports whether

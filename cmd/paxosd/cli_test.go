@@ -947,6 +947,12 @@ func TestHelp(t *testing.T) {
 		{[]string{"trim", "--help"}, ""},
 		{[]string{"status", "--help"}, ""},
 		{[]string{"master", "transfer", "--help"}, ""},
+		{[]string{"members", "--help"}, ""},
+		{[]string{"members", "list", "--help"}, ""},
+		{[]string{"members", "add", "--help"}, ""},
+		{[]string{"members", "promote", "--help"}, ""},
+		{[]string{"members", "remove", "--help"}, ""},
+		{[]string{"members", "replace", "--help"}, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := run(t, "", tc.args...)
@@ -1067,5 +1073,60 @@ func TestMasterTransfer(t *testing.T) {
 			}
 		}
 	}
+	appendOK(t, c.eps, "after")
+}
+
+// The members commands as a user sees them: list in every format, add a
+// follower, a promotion refused while it is not heard from (nothing
+// changed, exit 1), remove, a repeated remove that is in effect already
+// (exit 0), and bad input refused before anything is sent.
+func TestMembers(t *testing.T) {
+	c := startCluster(t)
+	list := func() []map[string]any {
+		r := run(t, "", "members", "list", "--endpoints", c.eps, "-w", "json")
+		ok(t, "members list -w json", r)
+		var out struct {
+			Members []map[string]any
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+			t.Fatalf("members list -w json printed %q: %v", r.stdout, err)
+		}
+		return out.Members
+	}
+	if ms := list(); len(ms) != 3 || ms[0]["role"] != "voter" {
+		t.Fatalf("a new cluster's members: %v", ms)
+	}
+	r := run(t, "", "members", "list", "--endpoints", c.eps, "-w", "table")
+	ok(t, "members list -w table", r)
+	if !strings.Contains(r.stdout, "ROLE") || strings.Count(r.stdout, "voter") != 3 {
+		t.Errorf("members list -w table:\n%s", r.stdout)
+	}
+	dead := freePorts(t, 1)[0]
+	r = run(t, "", "members", "add", "--endpoints", c.eps, "9", dead)
+	ok(t, "members add", r)
+	if !strings.Contains(r.stdout, "added node 9 at "+dead+" as a follower") || !strings.Contains(r.stdout, "9=follower") {
+		t.Errorf("members add printed:\n%v", r)
+	}
+	r = run(t, "", "members", "promote", "--endpoints", c.eps, "--timeout", "2s", "9")
+	refused(t, "promote a follower never heard from", r, "promote 9 refused, nothing changed", "behind")
+	if ms := list(); len(ms) != 4 || ms[3]["role"] != "follower" {
+		t.Fatalf("after the refused promotion: %v", ms)
+	}
+	for k := range 2 {
+		r = run(t, "", "members", "remove", "--endpoints", c.eps, "9")
+		ok(t, "members remove", r)
+		if k == 1 && !strings.Contains(r.stderr, "nothing to do") {
+			t.Errorf("a second remove of node 9 does not say there is nothing to do:\n%v", r)
+		}
+	}
+	if ms := list(); len(ms) != 3 {
+		t.Fatalf("after the removal: %v", ms)
+	}
+	refused(t, "add ID 0", run(t, "", "members", "add", "--endpoints", c.eps, "0", dead), "positive integer")
+	refused(t, "add without an address", run(t, "", "members", "add", "--endpoints", c.eps, "9"), "ID and HOST:PORT")
+	refused(t, "add a bad address", run(t, "", "members", "add", "--endpoints", c.eps, "9", "nowhere"), "HOST:PORT")
+	refused(t, "promote without an ID", run(t, "", "members", "promote", "--endpoints", c.eps), "one member ID")
+	refused(t, "a flag after the ID", run(t, "", "members", "remove", "1", "--endpoints", c.eps), "put flags before it")
+	refused(t, "promote a non-member", run(t, "", "members", "promote", "--endpoints", c.eps, "--timeout", "2s", "7"), "no member has this ID")
 	appendOK(t, c.eps, "after")
 }

@@ -54,7 +54,7 @@ func newApp() *cli.App {
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
-			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(),
+			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
 			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
@@ -95,11 +95,20 @@ The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanl
 first hands its lease to the best caught-up voter (--handover-timeout), so that appends stall for
 a few round trips rather than a lease.
 
-A follower mirrors the log without voting, and serves local reads and tails:
+A new node joins a running cluster as a follower with --join (any members' addresses,
+no --peers), and becomes a voter with paxosd members promote:
+  paxosd server --id 4 --listen 127.0.0.1:7004 --data-dir /var/lib/paxosd/4 --join 127.0.0.1:7001,127.0.0.1:7002
+  paxosd members promote 4
+It keeps what it learned in its data directory: restart it with the same command (or
+without --join); no member needs to be reachable then.
+
+A static follower mirrors the log without voting or being a member, and serves local reads
+and tails:
   paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10`,
 		Flags: append([]cli.Flag{
-			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers)"},
-			&cli.StringFlag{Name: "peers", Required: true, Usage: "every voting member as ID=HOST:PORT, comma-separated"},
+			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers, or a new one with --join)"},
+			&cli.StringFlag{Name: "peers", Usage: "every voting member the cluster was created with, as ID=HOST:PORT, comma-separated (not with --join)"},
+			&cli.StringFlag{Name: "join", Usage: "join a running cluster as a follower through any of these members (HOST:PORT, comma-separated); needs --listen; later starts need it no more"},
 			&cli.StringFlag{Name: "listen", Usage: "address to listen on (default: this node's address in --peers)"},
 			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "this node's data directory (created if missing)"},
 			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "cluster name; with the member IDs it makes the cluster ID that guards data directories and peer links"},
@@ -119,9 +128,18 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			peers, err := server.ParsePeers(c.String("peers"))
-			if err != nil {
-				return err
+			var peers map[uint64]string
+			var join []string
+			for _, a := range strings.Split(c.String("join"), ",") {
+				if a = strings.TrimSpace(a); a != "" {
+					join = append(join, a)
+				}
+			}
+			if c.String("peers") != "" {
+				var err error
+				if peers, err = server.ParsePeers(c.String("peers")); err != nil {
+					return err
+				}
 			}
 			dialPeers, err := server.ParseAddrs("--dial-peers", c.String("dial-peers"))
 			if err != nil {
@@ -151,7 +169,7 @@ A follower mirrors the log without voting, and serves local reads and tails:
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug,
+				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug, Join: join,
 				WallClockOffset: c.Duration("unsafe-wall-clock-offset")})
 			if err != nil {
 				return err
@@ -592,7 +610,7 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:        "status",
 		Usage:       "show every node: role, master, progress",
-		Description: "Examples:\n  paxosd status -w table\n  paxosd status -w json",
+		Description: "Asks every endpoint; then prints the configuration as one node applied it (paxosd members list\nshows more). -w json prints one line per node, with its voters and followers.\nExamples:\n  paxosd status -w table\n  paxosd status -w json",
 		Flags:       clientFlags,
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -621,9 +639,18 @@ func statusCommand() *cli.Command {
 				last := int64(st.EndIndex) - 1
 				switch format {
 				case "json":
+					voters, others := []uint64{}, []uint64{}
+					for _, m := range st.Members {
+						if m.Voter {
+							voters = append(voters, m.Id)
+						} else {
+							others = append(others, m.Id)
+						}
+					}
 					b, _ := json.Marshal(map[string]any{"endpoint": ep, "id": st.NodeId, "role": st.Role, "master": st.MasterId,
 						"ballot": st.Ballot, "chosen_instance": st.ChosenInstance, "first_index": st.FirstIndex, "last_index": last,
-						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients, "incarnation": fmt.Sprintf("%016x", st.Incarnation)})
+						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients, "incarnation": fmt.Sprintf("%016x", st.Incarnation),
+						"voters": voters, "followers": others})
 					fmt.Println(string(b))
 				case "table":
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%016x\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.Incarnation)
@@ -635,6 +662,18 @@ func statusCommand() *cli.Command {
 			tw.Flush()
 			if failed == len(cl.Endpoints()) {
 				return errors.New("no endpoint answered")
+			}
+			if format != "json" {
+				// The configuration, briefly (paxosd members list for more).
+				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+				r, err := cl.ListMembers(ctx)
+				cancel()
+				if err == nil {
+					fmt.Printf("members (as node %d applied them): %s\n", r.NodeId, summary(r.Members))
+					if r.Pending != "" {
+						fmt.Printf("pending: %s, in effect from instance %d\n", r.Pending, r.PendingFrom)
+					}
+				}
 			}
 			return nil
 		},

@@ -121,6 +121,62 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{0}
 }
 
+// ChangeKind is what a membership change does.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
+	// A new member, as a non-voting follower: id, address, incarnation.
+	ChangeKind_ADD_FOLLOWER ChangeKind = 1
+	// A follower that has caught up becomes a voter: id.
+	ChangeKind_PROMOTE ChangeKind = 2
+	// A member leaves: id.
+	ChangeKind_REMOVE ChangeKind = 3
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "ADD_FOLLOWER",
+		2: "PROMOTE",
+		3: "REMOVE",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED": 0,
+		"ADD_FOLLOWER":            1,
+		"PROMOTE":                 2,
+		"REMOVE":                  3,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_rpc_paxosdpb_log_proto_enumTypes[1].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_rpc_paxosdpb_log_proto_enumTypes[1]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{1}
+}
+
 // Entry is one user log entry.
 type Entry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1020,6 +1076,528 @@ func (x *StatusResponse) GetIncarnation() uint64 {
 	return 0
 }
 
+// ChangeMembersRequest is one membership change.
+type ChangeMembersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  ChangeKind             `protobuf:"varint,1,opt,name=kind,proto3,enum=paxosd.v1.ChangeKind" json:"kind,omitempty"`
+	Id    uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	// ADD_FOLLOWER: the address the member serves on (HOST:PORT), and the
+	// incarnation of its data directory (0: not known; it may then never
+	// vote, so give it, or let the node add itself with --join).
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	Incarnation   uint64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeMembersRequest) Reset() {
+	*x = ChangeMembersRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeMembersRequest) ProtoMessage() {}
+
+func (x *ChangeMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeMembersRequest.ProtoReflect.Descriptor instead.
+func (*ChangeMembersRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChangeMembersRequest) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *ChangeMembersRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChangeMembersRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ChangeMembersRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+type ChangeMembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first instance the change decides: it is in effect from there on.
+	FirstInstance uint64 `protobuf:"varint,1,opt,name=first_instance,json=firstInstance,proto3" json:"first_instance,omitempty"`
+	// The configuration after the change.
+	Members []*MemberInfo `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// The master that made the change.
+	MasterId      uint64 `protobuf:"varint,3,opt,name=master_id,json=masterId,proto3" json:"master_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeMembersResponse) Reset() {
+	*x = ChangeMembersResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeMembersResponse) ProtoMessage() {}
+
+func (x *ChangeMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeMembersResponse.ProtoReflect.Descriptor instead.
+func (*ChangeMembersResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ChangeMembersResponse) GetFirstInstance() uint64 {
+	if x != nil {
+		return x.FirstInstance
+	}
+	return 0
+}
+
+func (x *ChangeMembersResponse) GetMembers() []*MemberInfo {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ChangeMembersResponse) GetMasterId() uint64 {
+	if x != nil {
+		return x.MasterId
+	}
+	return 0
+}
+
+// MemberInfo is one member of the configuration and what the answering
+// node knows of it.
+type MemberInfo struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "voter" or "follower".
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// A voter's ballot slot.
+	Slot uint64 `protobuf:"varint,4,opt,name=slot,proto3" json:"slot,omitempty"`
+	// The incarnation of the member's data directory as the configuration
+	// records it (0: a member the cluster was created with; learned on first
+	// contact).
+	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The instances the member has applied, as it last reported to the
+	// answering node (the answering node's own for itself); known is false
+	// when it never reported.
+	Applied uint64 `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	Known   bool   `protobuf:"varint,7,opt,name=known,proto3" json:"known,omitempty"`
+	// How many instances it is behind the answering node (0 if ahead).
+	Lag uint64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
+	// Heard from recently by the answering node (always true for itself).
+	Live          bool `protobuf:"varint,9,opt,name=live,proto3" json:"live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberInfo) Reset() {
+	*x = MemberInfo{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberInfo) ProtoMessage() {}
+
+func (x *MemberInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberInfo.ProtoReflect.Descriptor instead.
+func (*MemberInfo) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MemberInfo) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MemberInfo) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MemberInfo) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *MemberInfo) GetSlot() uint64 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *MemberInfo) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *MemberInfo) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *MemberInfo) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *MemberInfo) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+func (x *MemberInfo) GetLive() bool {
+	if x != nil {
+		return x.Live
+	}
+	return false
+}
+
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{17}
+}
+
+type ListMembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that answered, its applied frontier and the master it knows.
+	NodeId   uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Applied  uint64 `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	MasterId uint64 `protobuf:"varint,3,opt,name=master_id,json=masterId,proto3" json:"master_id,omitempty"`
+	// The configuration in effect.
+	Members []*MemberInfo `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// A change chosen but not in effect yet: a description ("add-follower 4",
+	// "promote 4", "remove 2"), the configuration it makes, and the instance
+	// it takes effect at. Empty when none is pending.
+	Pending        string        `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
+	PendingMembers []*MemberInfo `protobuf:"bytes,6,rep,name=pending_members,json=pendingMembers,proto3" json:"pending_members,omitempty"`
+	PendingFrom    uint64        `protobuf:"varint,7,opt,name=pending_from,json=pendingFrom,proto3" json:"pending_from,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListMembersResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ListMembersResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *ListMembersResponse) GetMasterId() uint64 {
+	if x != nil {
+		return x.MasterId
+	}
+	return 0
+}
+
+func (x *ListMembersResponse) GetMembers() []*MemberInfo {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ListMembersResponse) GetPending() string {
+	if x != nil {
+		return x.Pending
+	}
+	return ""
+}
+
+func (x *ListMembersResponse) GetPendingMembers() []*MemberInfo {
+	if x != nil {
+		return x.PendingMembers
+	}
+	return nil
+}
+
+func (x *ListMembersResponse) GetPendingFrom() uint64 {
+	if x != nil {
+		return x.PendingFrom
+	}
+	return 0
+}
+
+type JoinRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The joining node's ID, the address it serves on (HOST:PORT, reachable
+	// by every member), and its data directory's incarnation.
+	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JoinRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+type JoinResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster's name and ID: with the genesis voters they are what a
+	// member's --cluster and --peers were.
+	Cluster   string `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	ClusterId uint64 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The voting members the cluster was created with, with their addresses.
+	Genesis []*Member `protobuf:"bytes,3,rep,name=genesis,proto3" json:"genesis,omitempty"`
+	// The configuration once the node was added.
+	Members       []*MemberInfo `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JoinResponse) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *JoinResponse) GetGenesis() []*Member {
+	if x != nil {
+		return x.Genesis
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetMembers() []*MemberInfo {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // NotMaster is the detail of a not-the-master error: where to go instead.
 // master_id = 0 means no master is known.
 type NotMaster struct {
@@ -1032,7 +1610,7 @@ type NotMaster struct {
 
 func (x *NotMaster) Reset() {
 	*x = NotMaster{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1622,7 @@ func (x *NotMaster) String() string {
 func (*NotMaster) ProtoMessage() {}
 
 func (x *NotMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1635,7 @@ func (x *NotMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotMaster.ProtoReflect.Descriptor instead.
 func (*NotMaster) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NotMaster) GetMasterId() uint64 {
@@ -1085,7 +1663,7 @@ type Trimmed struct {
 
 func (x *Trimmed) Reset() {
 	*x = Trimmed{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1675,7 @@ func (x *Trimmed) String() string {
 func (*Trimmed) ProtoMessage() {}
 
 func (x *Trimmed) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1688,7 @@ func (x *Trimmed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trimmed.ProtoReflect.Descriptor instead.
 func (*Trimmed) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{15}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Trimmed) GetFirstIndex() uint64 {
@@ -1131,7 +1709,7 @@ type IndexMismatch struct {
 
 func (x *IndexMismatch) Reset() {
 	*x = IndexMismatch{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1721,7 @@ func (x *IndexMismatch) String() string {
 func (*IndexMismatch) ProtoMessage() {}
 
 func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1734,7 @@ func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexMismatch.ProtoReflect.Descriptor instead.
 func (*IndexMismatch) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{16}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IndexMismatch) GetEndIndex() uint64 {
@@ -1236,7 +1814,46 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\n" +
 	"dedup_hits\x18\f \x01(\x04R\tdedupHits\x12#\n" +
 	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\x12 \n" +
-	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\"O\n" +
+	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\"\x8d\x01\n" +
+	"\x14ChangeMembersRequest\x12)\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x15.paxosd.v1.ChangeKindR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"\x8c\x01\n" +
+	"\x15ChangeMembersResponse\x12%\n" +
+	"\x0efirst_instance\x18\x01 \x01(\x04R\rfirstInstance\x12/\n" +
+	"\amembers\x18\x02 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\x12\x1b\n" +
+	"\tmaster_id\x18\x03 \x01(\x04R\bmasterId\"\xd6\x01\n" +
+	"\n" +
+	"MemberInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
+	"\x04slot\x18\x04 \x01(\x04R\x04slot\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x14\n" +
+	"\x05known\x18\a \x01(\bR\x05known\x12\x10\n" +
+	"\x03lag\x18\b \x01(\x04R\x03lag\x12\x12\n" +
+	"\x04live\x18\t \x01(\bR\x04live\"\x14\n" +
+	"\x12ListMembersRequest\"\x93\x02\n" +
+	"\x13ListMembersResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\x04R\aapplied\x12\x1b\n" +
+	"\tmaster_id\x18\x03 \x01(\x04R\bmasterId\x12/\n" +
+	"\amembers\x18\x04 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\x12\x18\n" +
+	"\apending\x18\x05 \x01(\tR\apending\x12>\n" +
+	"\x0fpending_members\x18\x06 \x03(\v2\x15.paxosd.v1.MemberInfoR\x0ependingMembers\x12!\n" +
+	"\fpending_from\x18\a \x01(\x04R\vpendingFrom\"Y\n" +
+	"\vJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\xa5\x01\n" +
+	"\fJoinResponse\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12+\n" +
+	"\agenesis\x18\x03 \x03(\v2\x11.paxosd.v1.MemberR\agenesis\x12/\n" +
+	"\amembers\x18\x04 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\"O\n" +
 	"\tNotMaster\x12\x1b\n" +
 	"\tmaster_id\x18\x01 \x01(\x04R\bmasterId\x12%\n" +
 	"\x0emaster_address\x18\x02 \x01(\tR\rmasterAddress\"*\n" +
@@ -1248,7 +1865,14 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
-	"\x05LOCAL\x10\x022\x8e\x03\n" +
+	"\x05LOCAL\x10\x02*T\n" +
+	"\n" +
+	"ChangeKind\x12\x1b\n" +
+	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fADD_FOLLOWER\x10\x01\x12\v\n" +
+	"\aPROMOTE\x10\x02\x12\n" +
+	"\n" +
+	"\x06REMOVE\x10\x032\xe9\x04\n" +
 	"\n" +
 	"LogService\x12=\n" +
 	"\x06Append\x12\x18.paxosd.v1.AppendRequest\x1a\x19.paxosd.v1.AppendResponse\x127\n" +
@@ -1256,7 +1880,10 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x04Tail\x12\x16.paxosd.v1.TailRequest\x1a\x17.paxosd.v1.TailResponse0\x01\x127\n" +
 	"\x04Trim\x12\x16.paxosd.v1.TrimRequest\x1a\x17.paxosd.v1.TrimResponse\x12=\n" +
 	"\x06Status\x12\x18.paxosd.v1.StatusRequest\x1a\x19.paxosd.v1.StatusResponse\x12U\n" +
-	"\x0eTransferMaster\x12 .paxosd.v1.TransferMasterRequest\x1a!.paxosd.v1.TransferMasterResponseB'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
+	"\x0eTransferMaster\x12 .paxosd.v1.TransferMasterRequest\x1a!.paxosd.v1.TransferMasterResponse\x12R\n" +
+	"\rChangeMembers\x12\x1f.paxosd.v1.ChangeMembersRequest\x1a .paxosd.v1.ChangeMembersResponse\x12L\n" +
+	"\vListMembers\x12\x1d.paxosd.v1.ListMembersRequest\x1a\x1e.paxosd.v1.ListMembersResponse\x127\n" +
+	"\x04Join\x12\x16.paxosd.v1.JoinRequest\x1a\x17.paxosd.v1.JoinResponseB'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
 
 var (
 	file_rpc_paxosdpb_log_proto_rawDescOnce sync.Once
@@ -1270,50 +1897,70 @@ func file_rpc_paxosdpb_log_proto_rawDescGZIP() []byte {
 	return file_rpc_paxosdpb_log_proto_rawDescData
 }
 
-var file_rpc_paxosdpb_log_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_rpc_paxosdpb_log_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rpc_paxosdpb_log_proto_goTypes = []any{
 	(Consistency)(0),               // 0: paxosd.v1.Consistency
-	(*Entry)(nil),                  // 1: paxosd.v1.Entry
-	(*AppendRequest)(nil),          // 2: paxosd.v1.AppendRequest
-	(*AppendResponse)(nil),         // 3: paxosd.v1.AppendResponse
-	(*ReadRequest)(nil),            // 4: paxosd.v1.ReadRequest
-	(*ReadResponse)(nil),           // 5: paxosd.v1.ReadResponse
-	(*TailRequest)(nil),            // 6: paxosd.v1.TailRequest
-	(*TailResponse)(nil),           // 7: paxosd.v1.TailResponse
-	(*TrimRequest)(nil),            // 8: paxosd.v1.TrimRequest
-	(*TrimResponse)(nil),           // 9: paxosd.v1.TrimResponse
-	(*TransferMasterRequest)(nil),  // 10: paxosd.v1.TransferMasterRequest
-	(*TransferMasterResponse)(nil), // 11: paxosd.v1.TransferMasterResponse
-	(*StatusRequest)(nil),          // 12: paxosd.v1.StatusRequest
-	(*Member)(nil),                 // 13: paxosd.v1.Member
-	(*StatusResponse)(nil),         // 14: paxosd.v1.StatusResponse
-	(*NotMaster)(nil),              // 15: paxosd.v1.NotMaster
-	(*Trimmed)(nil),                // 16: paxosd.v1.Trimmed
-	(*IndexMismatch)(nil),          // 17: paxosd.v1.IndexMismatch
+	(ChangeKind)(0),                // 1: paxosd.v1.ChangeKind
+	(*Entry)(nil),                  // 2: paxosd.v1.Entry
+	(*AppendRequest)(nil),          // 3: paxosd.v1.AppendRequest
+	(*AppendResponse)(nil),         // 4: paxosd.v1.AppendResponse
+	(*ReadRequest)(nil),            // 5: paxosd.v1.ReadRequest
+	(*ReadResponse)(nil),           // 6: paxosd.v1.ReadResponse
+	(*TailRequest)(nil),            // 7: paxosd.v1.TailRequest
+	(*TailResponse)(nil),           // 8: paxosd.v1.TailResponse
+	(*TrimRequest)(nil),            // 9: paxosd.v1.TrimRequest
+	(*TrimResponse)(nil),           // 10: paxosd.v1.TrimResponse
+	(*TransferMasterRequest)(nil),  // 11: paxosd.v1.TransferMasterRequest
+	(*TransferMasterResponse)(nil), // 12: paxosd.v1.TransferMasterResponse
+	(*StatusRequest)(nil),          // 13: paxosd.v1.StatusRequest
+	(*Member)(nil),                 // 14: paxosd.v1.Member
+	(*StatusResponse)(nil),         // 15: paxosd.v1.StatusResponse
+	(*ChangeMembersRequest)(nil),   // 16: paxosd.v1.ChangeMembersRequest
+	(*ChangeMembersResponse)(nil),  // 17: paxosd.v1.ChangeMembersResponse
+	(*MemberInfo)(nil),             // 18: paxosd.v1.MemberInfo
+	(*ListMembersRequest)(nil),     // 19: paxosd.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),    // 20: paxosd.v1.ListMembersResponse
+	(*JoinRequest)(nil),            // 21: paxosd.v1.JoinRequest
+	(*JoinResponse)(nil),           // 22: paxosd.v1.JoinResponse
+	(*NotMaster)(nil),              // 23: paxosd.v1.NotMaster
+	(*Trimmed)(nil),                // 24: paxosd.v1.Trimmed
+	(*IndexMismatch)(nil),          // 25: paxosd.v1.IndexMismatch
 }
 var file_rpc_paxosdpb_log_proto_depIdxs = []int32{
 	0,  // 0: paxosd.v1.ReadRequest.consistency:type_name -> paxosd.v1.Consistency
-	1,  // 1: paxosd.v1.ReadResponse.entries:type_name -> paxosd.v1.Entry
-	1,  // 2: paxosd.v1.TailResponse.entries:type_name -> paxosd.v1.Entry
-	13, // 3: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
-	2,  // 4: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
-	4,  // 5: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
-	6,  // 6: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
-	8,  // 7: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
-	12, // 8: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
-	10, // 9: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
-	3,  // 10: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
-	5,  // 11: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
-	7,  // 12: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
-	9,  // 13: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
-	14, // 14: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
-	11, // 15: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	2,  // 1: paxosd.v1.ReadResponse.entries:type_name -> paxosd.v1.Entry
+	2,  // 2: paxosd.v1.TailResponse.entries:type_name -> paxosd.v1.Entry
+	14, // 3: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
+	1,  // 4: paxosd.v1.ChangeMembersRequest.kind:type_name -> paxosd.v1.ChangeKind
+	18, // 5: paxosd.v1.ChangeMembersResponse.members:type_name -> paxosd.v1.MemberInfo
+	18, // 6: paxosd.v1.ListMembersResponse.members:type_name -> paxosd.v1.MemberInfo
+	18, // 7: paxosd.v1.ListMembersResponse.pending_members:type_name -> paxosd.v1.MemberInfo
+	14, // 8: paxosd.v1.JoinResponse.genesis:type_name -> paxosd.v1.Member
+	18, // 9: paxosd.v1.JoinResponse.members:type_name -> paxosd.v1.MemberInfo
+	3,  // 10: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
+	5,  // 11: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
+	7,  // 12: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
+	9,  // 13: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
+	13, // 14: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
+	11, // 15: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
+	16, // 16: paxosd.v1.LogService.ChangeMembers:input_type -> paxosd.v1.ChangeMembersRequest
+	19, // 17: paxosd.v1.LogService.ListMembers:input_type -> paxosd.v1.ListMembersRequest
+	21, // 18: paxosd.v1.LogService.Join:input_type -> paxosd.v1.JoinRequest
+	4,  // 19: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
+	6,  // 20: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
+	8,  // 21: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
+	10, // 22: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
+	15, // 23: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
+	12, // 24: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
+	17, // 25: paxosd.v1.LogService.ChangeMembers:output_type -> paxosd.v1.ChangeMembersResponse
+	20, // 26: paxosd.v1.LogService.ListMembers:output_type -> paxosd.v1.ListMembersResponse
+	22, // 27: paxosd.v1.LogService.Join:output_type -> paxosd.v1.JoinResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_rpc_paxosdpb_log_proto_init() }
@@ -1327,8 +1974,8 @@ func file_rpc_paxosdpb_log_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rpc_paxosdpb_log_proto_rawDesc), len(file_rpc_paxosdpb_log_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -71,6 +71,9 @@ const (
 	LogService_Trim_FullMethodName           = "/paxosd.v1.LogService/Trim"
 	LogService_Status_FullMethodName         = "/paxosd.v1.LogService/Status"
 	LogService_TransferMaster_FullMethodName = "/paxosd.v1.LogService/TransferMaster"
+	LogService_ChangeMembers_FullMethodName  = "/paxosd.v1.LogService/ChangeMembers"
+	LogService_ListMembers_FullMethodName    = "/paxosd.v1.LogService/ListMembers"
+	LogService_Join_FullMethodName           = "/paxosd.v1.LogService/Join"
 )
 
 // LogServiceClient is the client API for LogService service.
@@ -98,6 +101,26 @@ type LogServiceClient interface {
 	// successor never takes over, the others elect a master once the lease
 	// it was handed runs out, as after a crash.
 	TransferMaster(ctx context.Context, in *TransferMasterRequest, opts ...grpc.CallOption) (*TransferMasterResponse, error)
+	// ChangeMembers makes one membership change through the master (any node
+	// forwards it) and answers once it is in effect on the master, with the
+	// configuration after it. A change that cannot take effect is refused
+	// with FAILED_PRECONDITION and the reason (another change is pending, the
+	// member exists or does not, the follower to promote is behind, too few
+	// live voters would remain, the last voter); bad input is
+	// INVALID_ARGUMENT. Removing the master makes it hand its lease to another
+	// voter first; the new master removes it.
+	ChangeMembers(ctx context.Context, in *ChangeMembersRequest, opts ...grpc.CallOption) (*ChangeMembersResponse, error)
+	// ListMembers returns the configuration as the answering node applied it,
+	// with what that node knows of each member's progress, and the change in
+	// progress if any.
+	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// Join adds the calling node to the cluster as a follower (paxosd server
+	// --join): the master proposes the change and the call answers once it
+	// is in effect, with what the new node needs to run: the cluster's name,
+	// ID and the voters it was created with. Joining again with the same
+	// incarnation succeeds (a restart); a member with another incarnation is
+	// refused with FAILED_PRECONDITION (replace it: paxosd members replace).
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 }
 
 type logServiceClient struct {
@@ -177,6 +200,36 @@ func (c *logServiceClient) TransferMaster(ctx context.Context, in *TransferMaste
 	return out, nil
 }
 
+func (c *logServiceClient) ChangeMembers(ctx context.Context, in *ChangeMembersRequest, opts ...grpc.CallOption) (*ChangeMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeMembersResponse)
+	err := c.cc.Invoke(ctx, LogService_ChangeMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *logServiceClient) ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMembersResponse)
+	err := c.cc.Invoke(ctx, LogService_ListMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *logServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, LogService_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LogServiceServer is the server API for LogService service.
 // All implementations must embed UnimplementedLogServiceServer
 // for forward compatibility.
@@ -202,6 +255,26 @@ type LogServiceServer interface {
 	// successor never takes over, the others elect a master once the lease
 	// it was handed runs out, as after a crash.
 	TransferMaster(context.Context, *TransferMasterRequest) (*TransferMasterResponse, error)
+	// ChangeMembers makes one membership change through the master (any node
+	// forwards it) and answers once it is in effect on the master, with the
+	// configuration after it. A change that cannot take effect is refused
+	// with FAILED_PRECONDITION and the reason (another change is pending, the
+	// member exists or does not, the follower to promote is behind, too few
+	// live voters would remain, the last voter); bad input is
+	// INVALID_ARGUMENT. Removing the master makes it hand its lease to another
+	// voter first; the new master removes it.
+	ChangeMembers(context.Context, *ChangeMembersRequest) (*ChangeMembersResponse, error)
+	// ListMembers returns the configuration as the answering node applied it,
+	// with what that node knows of each member's progress, and the change in
+	// progress if any.
+	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// Join adds the calling node to the cluster as a follower (paxosd server
+	// --join): the master proposes the change and the call answers once it
+	// is in effect, with what the new node needs to run: the cluster's name,
+	// ID and the voters it was created with. Joining again with the same
+	// incarnation succeeds (a restart); a member with another incarnation is
+	// refused with FAILED_PRECONDITION (replace it: paxosd members replace).
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	mustEmbedUnimplementedLogServiceServer()
 }
 
@@ -229,6 +302,15 @@ func (UnimplementedLogServiceServer) Status(context.Context, *StatusRequest) (*S
 }
 func (UnimplementedLogServiceServer) TransferMaster(context.Context, *TransferMasterRequest) (*TransferMasterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferMaster not implemented")
+}
+func (UnimplementedLogServiceServer) ChangeMembers(context.Context, *ChangeMembersRequest) (*ChangeMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeMembers not implemented")
+}
+func (UnimplementedLogServiceServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedLogServiceServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
 }
 func (UnimplementedLogServiceServer) mustEmbedUnimplementedLogServiceServer() {}
 func (UnimplementedLogServiceServer) testEmbeddedByValue()                    {}
@@ -352,6 +434,60 @@ func _LogService_TransferMaster_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LogService_ChangeMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LogServiceServer).ChangeMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LogService_ChangeMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LogServiceServer).ChangeMembers(ctx, req.(*ChangeMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LogService_ListMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LogServiceServer).ListMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LogService_ListMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LogServiceServer).ListMembers(ctx, req.(*ListMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LogService_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LogServiceServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LogService_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LogServiceServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LogService_ServiceDesc is the grpc.ServiceDesc for LogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -378,6 +514,18 @@ var LogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferMaster",
 			Handler:    _LogService_TransferMaster_Handler,
+		},
+		{
+			MethodName: "ChangeMembers",
+			Handler:    _LogService_ChangeMembers_Handler,
+		},
+		{
+			MethodName: "ListMembers",
+			Handler:    _LogService_ListMembers_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _LogService_Join_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

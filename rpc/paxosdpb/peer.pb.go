@@ -132,13 +132,16 @@ func (x *PeerBatch) GetIncarnation() uint64 {
 
 // IncarnationRefused is the detail of the FAILED_PRECONDITION status with
 // which peer `peer` ended the stream of node `node`: it knew that node with
-// incarnation `known`, and the batch carried `got`.
+// incarnation `known`, and the batch carried `got`. With `configured`, the
+// membership names `known` for the node: the node was replaced by another
+// directory, and `got` is an old one.
 type IncarnationRefused struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          uint64                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
 	Peer          uint64                 `protobuf:"varint,2,opt,name=peer,proto3" json:"peer,omitempty"`
 	Known         uint64                 `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
 	Got           uint64                 `protobuf:"varint,4,opt,name=got,proto3" json:"got,omitempty"`
+	Configured    bool                   `protobuf:"varint,5,opt,name=configured,proto3" json:"configured,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,6 +202,13 @@ func (x *IncarnationRefused) GetGot() uint64 {
 		return x.Got
 	}
 	return 0
+}
+
+func (x *IncarnationRefused) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
 }
 
 // PeerSummary is what the receiver saw on a stream the sender closed.
@@ -269,12 +279,15 @@ const file_rpc_paxosdpb_peer_proto_rawDesc = "" +
 	"\x02to\x18\x03 \x01(\x04R\x02to\x12!\n" +
 	"\ffrom_address\x18\x05 \x01(\tR\vfromAddress\x12\x1a\n" +
 	"\bmessages\x18\x04 \x03(\fR\bmessages\x12 \n" +
-	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"d\n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"\x84\x01\n" +
 	"\x12IncarnationRefused\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\x04R\x04peer\x12\x14\n" +
 	"\x05known\x18\x03 \x01(\x04R\x05known\x12\x10\n" +
-	"\x03got\x18\x04 \x01(\x04R\x03got\"C\n" +
+	"\x03got\x18\x04 \x01(\x04R\x03got\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x05 \x01(\bR\n" +
+	"configured\"C\n" +
 	"\vPeerSummary\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped2H\n" +
