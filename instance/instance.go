@@ -586,6 +586,11 @@ func (n *Node) ProposeChange(req uint64, ch members.Change) error {
 	if ch.Kind == members.Remove && ch.ID == n.id {
 		return ErrRemovingMaster
 	}
+	// Whether the change applies at all first (an unknown ID, a voter to
+	// promote), then whether the follower to promote has caught up.
+	if err := st.Members.Check(st.Applied, ch, 0, 0, n.rules); err != nil {
+		return err
+	}
 	var lag uint64
 	if ch.Kind == members.Promote {
 		f, live := n.cu.Frontier(n.now, ch.ID)

@@ -193,3 +193,22 @@ func TestRemovedAfterRestart(t *testing.T) {
 		t.Fatalf("a joiner before its addition applied: %q", r)
 	}
 }
+
+// A change that does not apply is refused as such, before the checks of
+// liveness and catch-up would call the member silent or behind.
+func TestChangeRefusedForWhatItIs(t *testing.T) {
+	c := newCluster(t, 2, instance.BugNone)
+	m := c.elect()
+	for _, tc := range []struct {
+		ch   members.Change
+		want error
+	}{
+		{members.Change{Kind: members.Promote, ID: 9}, members.ErrUnknownMember},
+		{members.Change{Kind: members.Promote, ID: m%3 + 1}, members.ErrNotFollower},
+		{members.Change{Kind: members.Remove, ID: 9}, members.ErrUnknownMember},
+	} {
+		if err := c.nodes[m].ProposeChange(1, tc.ch); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.ch, err, tc.want)
+		}
+	}
+}
