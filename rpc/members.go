@@ -34,6 +34,8 @@ const (
 	ReasonSlotsExhausted      = "SLOTS_EXHAUSTED"
 	ReasonNoMembership        = "NO_MEMBERSHIP"
 	ReasonIncarnationMismatch = "INCARNATION_MISMATCH"
+	ReasonNoIncarnation       = "NO_INCARNATION"
+	ReasonBadChange           = "BAD_CHANGE"
 )
 
 // handoverWait bounds how long removing the master waits for its successor.
@@ -64,7 +66,8 @@ func changeRefused(err error) (string, bool) {
 		{members.ErrMemberExists, ReasonMemberExists}, {members.ErrUnknownMember, ReasonUnknownMember},
 		{members.ErrNotFollower, ReasonNotFollower}, {members.ErrLastVoter, ReasonLastVoter},
 		{members.ErrNoQuorum, ReasonNoQuorum}, {members.ErrSlotsExhausted, ReasonSlotsExhausted},
-		{learner.ErrNoMembership, ReasonNoMembership},
+		{learner.ErrNoMembership, ReasonNoMembership}, {members.ErrNoIncarnation, ReasonNoIncarnation},
+		{members.ErrBadChange, ReasonBadChange},
 	} {
 		if errors.Is(err, r.err) {
 			return r.reason, true

@@ -1102,7 +1102,7 @@ func TestMembers(t *testing.T) {
 		t.Errorf("members list -w table:\n%s", r.stdout)
 	}
 	dead := freePorts(t, 1)[0]
-	r = run(t, "", "members", "add", "--endpoints", c.eps, "9", dead)
+	r = run(t, "", "members", "add", "--endpoints", c.eps, "--incarnation", "99", "9", dead)
 	ok(t, "members add", r)
 	if !strings.Contains(r.stdout, "added node 9 at "+dead+" as a follower") || !strings.Contains(r.stdout, "9=follower") {
 		t.Errorf("members add printed:\n%v", r)
@@ -1122,6 +1122,12 @@ func TestMembers(t *testing.T) {
 	if ms := list(); len(ms) != 3 {
 		t.Fatalf("after the removal: %v", ms)
 	}
+	// Added ahead without an incarnation: not promoted until its node
+	// joins and records one.
+	ok(t, "members add without an incarnation", run(t, "", "members", "add", "--endpoints", c.eps, "8", dead))
+	refused(t, "promote a follower with no incarnation", run(t, "", "members", "promote", "--endpoints", c.eps, "--timeout", "2s", "8"),
+		"promote 8 refused, nothing changed", "--join")
+	ok(t, "members remove 8", run(t, "", "members", "remove", "--endpoints", c.eps, "8"))
 	refused(t, "add ID 0", run(t, "", "members", "add", "--endpoints", c.eps, "0", dead), "positive integer")
 	refused(t, "add without an address", run(t, "", "members", "add", "--endpoints", c.eps, "9"), "ID and HOST:PORT")
 	refused(t, "add a bad address", run(t, "", "members", "add", "--endpoints", c.eps, "9", "nowhere"), "HOST:PORT")

@@ -175,6 +175,42 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// TestChaosMembership runs the schedule biased toward wipe-replace (a
+// node's disk wiped under load and the node replaced through the
+// membership: removed, joined again on an empty directory, promoted),
+// between kills and partitions, and checks the history and every node's
+// log as TestChaos does. PAXOSD_CHAOS_MEMBERSHIP_DURATION changes its
+// length (default 40 s of faults).
+func TestChaosMembership(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	cfg := Config{
+		Binary:   binary,
+		Nodes:    envInt(t, "PAXOSD_CHAOS_NODES", 3),
+		Seed:     uint64(envInt(t, "PAXOSD_CHAOS_SEED", defaultSeed)),
+		Duration: envDuration(t, "PAXOSD_CHAOS_MEMBERSHIP_DURATION", 40*time.Second),
+		Logf:     t.Logf,
+		Weights:  map[Fault]int{WipeReplace: 3, Kill: 1, KillMaster: 1, IsolateOne: 1},
+	}
+	cfg.Round = min(cfg.Duration, maxRound)
+	cfg.OutDir = outDir(t, fmt.Sprintf("membership-seed%d-n%d", cfg.Seed, cfg.Nodes))
+	cfg.KeepOut = os.Getenv("PAXOSD_CHAOS_OUT") != ""
+	cfg.Deadline, _ = t.Deadline()
+	rep, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer finish(t, rep, cfg.OutDir)
+	t.Log(rep.Summary())
+	if !rep.OK() {
+		t.Fatalf("chaos membership run failed; replay the schedule with PAXOSD_CHAOS_SEED=%d PAXOSD_CHAOS_NODES=%d\n%s", cfg.Seed, cfg.Nodes, rep.Summary())
+	}
+	if rep.Faults[string(WipeReplace)] == 0 {
+		t.Fatalf("no node was wiped and replaced: %v", rep.Faults)
+	}
+}
+
 // plantedBugs are the bugs the chaos test must catch, each with the faults
 // that expose it and the time it is given (faults only; each round adds a
 // heal and a check of about 5-15 s), and the clients when not the default.

@@ -39,6 +39,9 @@ type Cluster struct {
 	// Restore. offsets are the wall clock offsets nodes start with.
 	held    []bool
 	offsets []time.Duration
+	// joined: the node's directory was wiped and it joins again with
+	// --join (the replace procedure) instead of starting with --peers.
+	joined []bool
 	// Exits lists processes that ended without the harness stopping them.
 	exits []string
 	api   map[string]*client.Client // one single-endpoint client per node, for status
@@ -93,7 +96,7 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
-		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes),
+		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
 		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}}
 	var parts []string
 	for i, a := range addrs {
@@ -148,7 +151,18 @@ func (c *Cluster) Start(i int) error {
 		}
 	}
 	args := []string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers,
-		"--dial-peers", strings.Join(dial, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}
+		"--dial-peers", strings.Join(dial, ","), "--data-dir", c.dataDir(i)}
+	if c.joined[i] {
+		// Replaced on an empty directory: it joins through the others'
+		// addresses (its links then bypass the proxies).
+		var others []string
+		for j, a := range c.Addrs {
+			if j != i {
+				others = append(others, a)
+			}
+		}
+		args = []string{"server", "--id", fmt.Sprint(i + 1), "--listen", c.Addrs[i], "--join", strings.Join(others, ","), "--data-dir", c.dataDir(i)}
+	}
 	if c.bug != "" {
 		args = append(args, "--bug", c.bug)
 	}
@@ -179,6 +193,19 @@ func (c *Cluster) Start(i int) error {
 		close(p.done)
 	}()
 	return nil
+}
+
+func (c *Cluster) dataDir(i int) string { return filepath.Join(c.dir, fmt.Sprintf("data%d", i+1)) }
+
+// Wipe SIGKILLs node i and deletes its data directory; its next start
+// joins the cluster again (--join), which takes it only once the member
+// it was is removed.
+func (c *Cluster) Wipe(i int) error {
+	c.Kill(i)
+	c.mu.Lock()
+	c.joined[i] = true
+	c.mu.Unlock()
+	return os.RemoveAll(c.dataDir(i))
 }
 
 // take marks node i's process as ending and returns it (nil if none).

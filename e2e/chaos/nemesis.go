@@ -9,6 +9,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
 // Fault names one kind of fault the nemesis injects.
@@ -36,11 +42,12 @@ const (
 	KillTrim     Fault = "kill-trim"      // trim the log and SIGKILL a node (often the master) while the trim runs
 	KillForGood  Fault = "kill-for-good"  // SIGKILL a minority (often the master) and keep it down until the round ends
 	ClockJump    Fault = "clock-jump"     // restart a node (often the master) with its wall clock 1-6 h off until the round ends
+	WipeReplace  Fault = "wipe-replace"   // wipe a node's disk, remove it, start it again with --join, promote it
 )
 
 // AllFaults lists every fault.
 var AllFaults = []Fault{IsolateOne, IsolateMast, Split, Bridge, OneWay, MuteMaster, Loss, Delay,
-	Kill, KillMaster, BounceMaster, FlipBounce, KillMajority, PauseMaster, Pause, KillCatchup, KillTrim, KillForGood, ClockJump}
+	Kill, KillMaster, BounceMaster, FlipBounce, KillMajority, PauseMaster, Pause, KillCatchup, KillTrim, KillForGood, ClockJump, WipeReplace}
 
 // DefaultWeights gives every fault the same chance.
 func DefaultWeights() map[Fault]int {
@@ -202,7 +209,7 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 	N := n.c.N()
 	hold := n.between(max(2*time.Second, n.minHold), max(7*time.Second, n.minHold+2*time.Second))
 	// Network weather now and then, under whatever else happens.
-	if f != Loss && f != Delay && n.rng.IntN(5) == 0 {
+	if f != Loss && f != Delay && f != WipeReplace && n.rng.IntN(5) == 0 {
 		n.weather(n.rng.IntN(2) == 0)
 	}
 	switch f {
@@ -267,6 +274,9 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 		n.record(f, ok, "node %d's outgoing links stalled; it still hears the others; for %v", m+1, hold)
 	case Loss, Delay:
 		n.weather(f == Loss)
+	case WipeReplace:
+		n.wipeReplace(ctx)
+		return
 	case Kill, KillMaster:
 		i, isMaster := n.rng.IntN(N), false
 		if f == KillMaster {
@@ -482,4 +492,82 @@ func plus1(xs []int) []int {
 		out[k] = x + 1
 	}
 	return out
+}
+
+// wipeReplace is the replace procedure of docs/operations.md, done to a
+// node whose disk is wiped under load: SIGKILL it (not the master, when one
+// is known), delete its data directory, remove it from the membership,
+// start it again on the empty directory with --join (it joins as a
+// follower, with a new incarnation), and promote it once it caught up.
+// Membership changes and catch-up from an empty directory run under the
+// workload; the round's check then finds every acknowledged entry on it
+// too. A step that does not complete within a minute is logged; the node
+// stays down (or exits, refused), which the round's check reports.
+func (n *Nemesis) wipeReplace(ctx context.Context) {
+	N := n.c.N()
+	i := n.rng.IntN(N)
+	if m := n.c.Master(); m >= 0 && N > 1 {
+		i = (m + 1 + n.rng.IntN(N-1)) % N
+	}
+	start := time.Now()
+	if err := n.c.Wipe(i); err != nil {
+		n.log("wipe node %d: %v", i+1, err)
+		return
+	}
+	var others []string
+	for j, a := range n.c.Addrs {
+		if j != i {
+			others = append(others, a)
+		}
+	}
+	cl, err := client.New(others, client.Options{CallTimeout: 5 * time.Second})
+	if err != nil {
+		n.log("wipe-replace: client: %v", err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	id := uint64(i + 1)
+	// member reports node i's role in the configuration ("" if none, or
+	// on an error).
+	member := func() string {
+		ms, err := cl.ListMembers(ctx)
+		if err != nil {
+			return "?"
+		}
+		for _, m := range ms.Members {
+			if m.Id == id {
+				return m.Role
+			}
+		}
+		if ms.Pending != "" {
+			return "?" // wait for the change in progress
+		}
+		return ""
+	}
+	for member() != "" {
+		if _, err := cl.ChangeMembers(ctx, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_REMOVE, Id: id}); err != nil && ctx.Err() == nil {
+			n.log("wipe-replace: remove node %d: %v (retrying)", i+1, err)
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			n.log("wipe-replace: node %d not removed within a minute", i+1)
+			return
+		}
+	}
+	if err := n.c.Start(i); err != nil {
+		n.log("wipe-replace: start node %d: %v", i+1, err)
+		return
+	}
+	for member() != "voter" {
+		if _, err := cl.ChangeMembers(ctx, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_PROMOTE, Id: id}); err != nil && ctx.Err() == nil &&
+			status.Code(err) != codes.FailedPrecondition {
+			n.log("wipe-replace: promote node %d: %v (retrying)", i+1, err)
+		}
+		if !sleep(ctx, 300*time.Millisecond) {
+			n.log("wipe-replace: node %d not a voter again within a minute", i+1)
+			return
+		}
+	}
+	n.record(WipeReplace, true, "node %d wiped, removed, joined again on an empty directory and promoted in %v", i+1, time.Since(start).Round(time.Millisecond))
 }
