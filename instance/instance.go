@@ -314,7 +314,44 @@ func slotsBelow(h members.History, k uint64) error {
 func (n *Node) mayVote(m members.Member) bool {
 	// Incarnation 0 names a directory the cluster was created with, never
 	// one that joined, even one whose own incarnation was left 0.
-	return m.Role == members.Voter && (m.Incarnation != 0 && m.Incarnation == n.cfg.Incarnation || m.Incarnation == 0 && !n.cfg.Joined)
+	return m.Role == members.Voter && n.isMe(m)
+}
+
+// isMe reports whether m, a member with this node's ID, is this node's
+// directory: it names this directory's incarnation, or none while the
+// directory is one the cluster was created with.
+func (n *Node) isMe(m members.Member) bool {
+	return m.Incarnation != 0 && m.Incarnation == n.cfg.Incarnation || m.Incarnation == 0 && !n.cfg.Joined
+}
+
+// Removed reports whether this node was a member and no configuration
+// deciding open instances, nor the newest, lists it any more (Status's role
+// "removed").
+func (n *Node) Removed() bool { return n.wasMember && !n.member }
+
+// Departed reports whether this node is removed and may stop: a majority
+// of the voters of the configuration in effect reported that they applied
+// the instance it took effect at. Until then the removed node serves
+// catch-up: a voter that has not learned the last instances chosen before
+// the removal took effect needs the old configuration, this node's vote
+// included, to choose anything, and only learning them ends that; the
+// node that stopped at once could leave the others stuck for good (found
+// by the simulator: a removal, then another voter down for good).
+func (n *Node) Departed() bool {
+	if !n.Removed() {
+		return false
+	}
+	h := n.learn.State().Members
+	if _, pending := h.Pending(); pending {
+		return false
+	}
+	at, count := h.CurFrom, 0
+	for _, v := range h.Cur.Voters() {
+		if f, _ := n.cu.Frontier(n.now, v); f >= at {
+			count++
+		}
+	}
+	return count >= h.Cur.Quorum()
 }
 
 // reconfigure makes the node's roles follow the membership it applied: who
@@ -340,7 +377,19 @@ func (n *Node) reconfigure() {
 		}
 	}
 	slices.Sort(voters)
-	_, n.member = h.Latest().Get(n.id)
+	// Listed as this directory: a node that joined replays the log from
+	// the start, and an earlier directory with its ID may be added and
+	// removed there before its own addition.
+	// And listed until a removal takes effect, not once it is chosen: the
+	// configuration before it still decides instances up to then, and may
+	// need this node's vote to choose them (the simulator found a cluster
+	// stuck for good, a removed voter gone while its vote was needed).
+	n.member = false
+	for _, c := range append(cfgs, h.Latest()) {
+		if mm, ok := c.Get(n.id); ok && n.isMe(mm) {
+			n.member = true
+		}
+	}
 	n.wasMember = n.wasMember || n.member
 	grown := false
 	for _, q := range quorums {
@@ -1301,7 +1350,7 @@ func (n *Node) Status() Status {
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
 		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(n.now, st.Applied),
 		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters, Members: st.Members}
-	if n.wasMember && !n.member {
+	if n.Removed() {
 		s.Role = "removed"
 	}
 	for _, p := range n.cu.Peers() {

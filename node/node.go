@@ -64,10 +64,16 @@ type Config struct {
 	OnMembers func(members.History)
 }
 
+// RemovedGrace bounds how long a removed node keeps serving catch-up when
+// it does not hear that a majority of the voters left applied past its
+// removal.
+const RemovedGrace = 30 * time.Second
+
 // Errors callers branch on.
 var (
-	// ErrRemoved stops a node that a membership change removed, once the
-	// change is in effect here.
+	// ErrRemoved stops a node that a membership change removed, once a
+	// majority of the voters left applied past the change (or after
+	// RemovedGrace).
 	ErrRemoved  = errors.New("node: removed from the cluster by a membership change; its data directory can be deleted")
 	ErrStopped  = errors.New("node stopped")
 	ErrTooLarge = errors.New("entry too large")
@@ -116,6 +122,8 @@ type Node struct {
 	waiting map[uint64]*proposal
 	// retaining is the outstanding automatic trim, if any.
 	retaining *proposal
+	// removedAt: when the node found itself removed (zero: it is not).
+	removedAt time.Time
 	// role, phase and ballot as last seen by logRole.
 	role   string
 	phase  proposer.Phase
@@ -231,6 +239,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.OnMembers != nil {
 		n.cfg.OnMembers(n.Members())
 	}
+	if n.core.Removed() {
+		n.removedAt = time.Now() // removed before it stopped last time
+	}
 	tick := time.NewTicker(n.cfg.Tick)
 	defer tick.Stop()
 	last := time.Now()
@@ -272,7 +283,13 @@ func (n *Node) Run(ctx context.Context) error {
 			to, err := n.core.TransferMaster(r.to)
 			r.reply <- transferReply{to: to, err: err}
 		}
-		if err := n.handleReady(); err != nil {
+		err := n.handleReady()
+		if err == nil && !n.removedAt.IsZero() && (n.core.Departed() || time.Since(n.removedAt) > RemovedGrace) {
+			// Removed, and the voters left have what they need from this
+			// node (instance.Node.Departed), or it waited long enough.
+			err = ErrRemoved
+		}
+		if err != nil {
 			n.cfg.Logf("node %d: stopping: %v", n.cfg.ID, err)
 			n.err = err
 			n.shutdown(err)
@@ -422,10 +439,9 @@ func (n *Node) handleReady() error {
 				if n.cfg.OnMembers != nil {
 					n.cfg.OnMembers(rd.State.Members)
 				}
-				// Removed, and the removal in effect: nothing is left for
-				// this node to do.
-				if _, pending := rd.State.Members.Pending(); !pending && n.core.Status().Role == "removed" {
-					return ErrRemoved
+				if n.core.Removed() && n.removedAt.IsZero() {
+					n.removedAt = time.Now()
+					n.cfg.Logf("node %d: removed from the cluster; serving catch-up until a majority of the voters applied past the removal", n.cfg.ID)
 				}
 			}
 		}

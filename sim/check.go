@@ -406,6 +406,14 @@ func (v *invariants) afterEvent(e *event) {
 		v.w.fail("node %d: %v", id, err)
 		return
 	}
+	if n.core.Departed() && !n.removed {
+		// As the runtime does: a node removed stops once it may, for
+		// good. One that thinks so wrongly is still listed, and the run
+		// then fails to make progress on it.
+		n.removed = true
+		v.w.crash(n, "removed from the cluster")
+		return
+	}
 	p := n.core.Promised()
 	if p < v.promise[id] {
 		v.w.fail("node %d promise went back from %d to %d", id, v.promise[id], p)

@@ -37,8 +37,22 @@ func (w *world) admit(to, from *node) bool {
 	if w.opt.Bug == instance.BugWipedVotes || !w.opt.Wipes {
 		return true
 	}
+	// As the runtime's check: only the voters of the configuration the
+	// receiver applied are checked (a follower does not vote), and the
+	// incarnation the configuration records is authoritative.
+	// Both the configuration in effect and a pending one count (a voter
+	// being removed still votes until its removal takes effect), the
+	// newest's incarnation first, as server.follow does.
+	h := to.core.Applied().Members
+	m, ok := h.Latest().Get(from.id)
+	if cur, inCur := h.Cur.Get(from.id); !ok || inCur && cur.Role == members.Voter && m.Role != members.Voter {
+		m, ok = cur, inCur
+	}
+	if !ok || m.Role != members.Voter {
+		return true
+	}
 	want, known := to.disk.peers[from.id]
-	if m, ok := to.core.Applied().Members.Latest().Get(from.id); ok && m.Incarnation != 0 {
+	if m.Incarnation != 0 {
 		want, known = m.Incarnation, true
 	}
 	if !known || want == from.incarnation {
@@ -127,8 +141,12 @@ func (w *world) randomChange(m *node, latest members.Config) members.Change {
 		mm, ok := latest.Get(x.id)
 		switch {
 		case x.dead || x.lost || x.static:
-		case !ok:
+		case !ok && (x.removed || !w.inv.ms.everListed[x.id]):
+			// Never a member yet (a spare), or removed and stopped: its
+			// node is started again below, as an operator would. One
+			// removed that has not stopped yet waits.
 			outside = append(outside, x)
+		case !ok:
 		case mm.Role == members.Follower:
 			followers = append(followers, x)
 		case x.id != m.id && (w.opt.DownForGood == 0 || x.id > uint64(w.opt.Nodes)):
@@ -142,6 +160,18 @@ func (w *world) randomChange(m *node, latest members.Config) members.Change {
 	case 0:
 		if len(outside) > 0 {
 			x := outside[w.mrng.IntN(len(outside))]
+			if x.removed {
+				// A removed node comes back as a new one: on an empty
+				// directory that joins (its old one knows it was removed).
+				x.disk, x.durable = newDisks()
+				x.incarnation, x.joined, x.removed = w.mrng.Uint64()|1, true, false
+				for id, inc := range m.disk.peers {
+					x.disk.peers[id] = inc
+				}
+				w.inv.wiped(x)
+				w.tracef("restart %d on an empty directory to add it again: incarnation %x", x.id, x.incarnation)
+				w.start(x)
+			}
 			return members.Change{Kind: members.AddFollower, ID: x.id, Addr: addrOf(x.id), Incarnation: x.incarnation}
 		}
 	case 1:
@@ -186,12 +216,14 @@ type membership struct {
 	at    map[uint64][]uint64   // instance -> the voters that decided it, once applied
 	owner map[uint64]uint64     // slot -> the member it was handed to
 	voted map[uint64]bool       // nodes ever listed as voters in a state they applied
-	cache map[string][]uint64   // one copy of each voter set
+	// everListed: nodes any applied configuration ever listed.
+	everListed map[uint64]bool
+	cache      map[string][]uint64 // one copy of each voter set
 }
 
 func newMembership(first members.History, r members.Rules) *membership {
 	ms := &membership{hist: first, rules: r, vals: map[uint64]core.Value{}, at: map[uint64][]uint64{},
-		owner: map[uint64]uint64{}, voted: map[uint64]bool{}, cache: map[string][]uint64{}}
+		owner: map[uint64]uint64{}, voted: map[uint64]bool{}, cache: map[string][]uint64{}, everListed: map[uint64]bool{}}
 	for _, m := range first.Cur.Members {
 		ms.voted[m.ID], ms.owner[m.Slot] = true, m.ID
 	}
@@ -262,6 +294,7 @@ func (v *invariants) memberState(n *node, h members.History) {
 	}
 	for _, c := range cfgs {
 		for _, m := range c.Members {
+			v.ms.everListed[m.ID] = true
 			if m.Role != members.Voter {
 				continue
 			}
@@ -309,4 +342,11 @@ func (v *invariants) wiped(n *node) {
 	delete(v.prepared, n.id)
 	delete(v.guards, n.id)
 	delete(v.versions, n.id)
+}
+
+// listed reports whether the configurations chosen so far list n with its
+// directory: then it must keep up with the log.
+func (ms *membership) listed(n *node) bool {
+	m, ok := ms.hist.Latest().Get(n.id)
+	return ok && (m.Incarnation == n.incarnation || m.Incarnation == 0 && !n.joined)
 }

@@ -319,6 +319,9 @@ type node struct {
 	// the driver starts it again.
 	incarnation                   uint64
 	joined, static, lost, refused bool
+	// removed: it found itself removed and stopped, as the runtime does
+	// (node.ErrRemoved); nothing restarts it.
+	removed bool
 }
 
 type world struct {
@@ -618,7 +621,7 @@ func (w *world) handle(e *event) {
 		w.synced(n)
 	case evRestart:
 		n := w.node(e.node)
-		if n.up || n.dead || n.refused {
+		if n.up || n.dead || n.refused || n.removed {
 			return
 		}
 		w.tracef("restart %d", n.id)
@@ -993,7 +996,7 @@ func (w *world) injectFault() {
 	case 12:
 		name = "restart-all-down"
 		for _, n := range w.nodes {
-			if !n.up && !n.dead && !n.refused {
+			if !n.up && !n.dead && !n.refused && !n.removed {
 				w.tracef("restart %d", n.id)
 				w.start(n)
 			}
@@ -1010,7 +1013,7 @@ func (w *world) heal() {
 	clear(w.blocked)
 	w.dropP, w.dupP, w.longDelayP = 0, 0, 0
 	for _, n := range w.nodes {
-		if !n.up && !n.dead && !n.refused {
+		if !n.up && !n.dead && !n.refused && !n.removed {
 			w.start(n)
 		}
 	}
@@ -1030,7 +1033,7 @@ func (w *world) progressDone() bool {
 		// Every node but those down for good and those that lost their
 		// disk and are not members again; a follower whose member is dead
 		// too: it catches up from the other voters.
-		if !n.dead && !n.lost && n.disk.state.NextIndex <= uint64(p.ackedIndex) {
+		if !n.dead && !n.lost && !(n.removed && !w.inv.ms.listed(n)) && n.disk.state.NextIndex <= uint64(p.ackedIndex) {
 			return false
 		}
 	}

@@ -359,3 +359,23 @@ func TestRegressionSeeds(t *testing.T) {
 		}
 	}
 }
+
+// membershipRegressions are seeds that once failed with membership changes
+// on; they replay with today's DefaultOptions.
+var membershipRegressions = []struct {
+	seed  uint64
+	nodes int
+	why   string
+}{
+	{110, 3, "a voter removed while another went down for good stopped as soon as it applied its removal; the survivors had not " +
+		"learned the last instance before it took effect and needed the removed voter's vote to choose anything: stuck for good. " +
+		"A removed node now stops only once a majority of the new voters applied past the removal (instance.Node.Departed)"},
+}
+
+func TestMembershipRegressionSeeds(t *testing.T) {
+	for _, r := range membershipRegressions {
+		if rep := Run(DefaultOptions(r.seed, r.nodes)); rep.Err != nil {
+			t.Errorf("seed %d (%d nodes), once: %s\nnow: %v\nreplay: %s", r.seed, r.nodes, r.why, rep.Err, rep.Replay())
+		}
+	}
+}

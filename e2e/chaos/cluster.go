@@ -42,6 +42,11 @@ type Cluster struct {
 	// joined: the node's directory was wiped and it joins again with
 	// --join (the replace procedure) instead of starting with --peers.
 	joined []bool
+	// slots: the ballot slot node i's directory holds (its index at
+	// first; -1 from a wipe until the replaced node is a voter again), and
+	// wipes: how many times its directory was wiped.
+	slots []int
+	wipes []int
 	// Exits lists processes that ended without the harness stopping them.
 	exits []string
 	api   map[string]*client.Client // one single-endpoint client per node, for status
@@ -97,7 +102,11 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 	}
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
 		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
+		slots: make([]int, opt.Nodes), wipes: make([]int, opt.Nodes),
 		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}}
+	for i := range c.slots {
+		c.slots[i] = i
+	}
 	var parts []string
 	for i, a := range addrs {
 		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
@@ -203,9 +212,25 @@ func (c *Cluster) dataDir(i int) string { return filepath.Join(c.dir, fmt.Sprint
 func (c *Cluster) Wipe(i int) error {
 	c.Kill(i)
 	c.mu.Lock()
-	c.joined[i] = true
+	c.joined[i], c.slots[i] = true, -1
+	c.wipes[i]++
 	c.mu.Unlock()
 	return os.RemoveAll(c.dataDir(i))
+}
+
+// SetSlot records the ballot slot node i holds after a replacement.
+func (c *Cluster) SetSlot(i int, slot uint64) {
+	c.mu.Lock()
+	c.slots[i] = int(slot)
+	c.mu.Unlock()
+}
+
+// Directory returns node i's ballot slot (-1: not known) and how many
+// times its directory was wiped.
+func (c *Cluster) Directory(i int) (slot, wipes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slots[i], c.wipes[i]
 }
 
 // take marks node i's process as ending and returns it (nil if none).

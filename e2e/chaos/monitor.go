@@ -12,7 +12,8 @@ import (
 // monitor polls every node's status while faults run. It counts master
 // changes and checks what docs/protocol.md (§1, §4) says of ballots, as far as the
 // nodes' own reports show them: a node issues only ballots it owns
-// (ballot mod K is its slot), they only go up, and after a restart it
+// (ballot mod K is its slot; a node replaced on a wiped directory has a
+// new slot and a new history), they only go up, and after a restart it
 // issues only ballots above every ballot it led with before. (A ballot seen
 // only while a node was a candidate may have died with it before its
 // Prepare left, so only ballots a node was master with bind its later
@@ -31,13 +32,14 @@ type monitor struct {
 	led      []uint64
 	ledInc   []int
 	ledNow   []uint64
+	wipes    []int // the directory generation these ballots belong to
 	findings []string
 }
 
 func newMonitor(c *Cluster) *monitor {
 	n := c.N()
 	return &monitor{c: c, last: -1, inc: make([]int, n), cur: make([]uint64, n), led: make([]uint64, n),
-		ledInc: make([]int, n), ledNow: make([]uint64, n)}
+		ledInc: make([]int, n), ledNow: make([]uint64, n), wipes: make([]int, n)}
 }
 
 func (m *monitor) run(ctx context.Context) {
@@ -79,6 +81,12 @@ func (m *monitor) run(ctx context.Context) {
 func (m *monitor) ballot(i, inc int, b uint64, master bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	slot, wipes := m.c.Directory(i)
+	if wipes != m.wipes[i] {
+		// A wiped and replaced node: a new directory, a new slot, a new
+		// history of ballots.
+		m.wipes[i], m.cur[i], m.led[i], m.ledNow[i] = wipes, 0, 0, 0
+	}
 	if inc != m.inc[i] {
 		// A new incarnation: what the last one led with binds it.
 		if m.ledNow[i] > m.led[i] {
@@ -91,8 +99,8 @@ func (m *monitor) ballot(i, inc int, b uint64, master bool) {
 	}
 	bal := idgen.Ballot(b)
 	switch {
-	case !idgen.Owns(bal, uint64(i), idgen.DefaultK):
-		m.findf("node %d reported ballot %d, which slot %d owns, not its slot %d", i+1, b, bal.Slot(idgen.DefaultK), i)
+	case slot >= 0 && !idgen.Owns(bal, uint64(slot), idgen.DefaultK):
+		m.findf("node %d reported ballot %d, which slot %d owns, not its slot %d", i+1, b, bal.Slot(idgen.DefaultK), slot)
 	case b < m.cur[i]:
 		m.findf("node %d's ballot went back from %d to %d (incarnation %d)", i+1, m.cur[i], b, inc)
 	case b <= m.led[i]:

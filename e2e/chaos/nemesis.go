@@ -551,7 +551,7 @@ func (n *Nemesis) wipeReplace(ctx context.Context) {
 			n.log("wipe-replace: remove node %d: %v (retrying)", i+1, err)
 		}
 		if !sleep(ctx, 200*time.Millisecond) {
-			n.log("wipe-replace: node %d not removed within a minute", i+1)
+			n.log("wipe-replace: node %d not removed within a minute, or before the faults ended", i+1)
 			return
 		}
 	}
@@ -559,13 +559,23 @@ func (n *Nemesis) wipeReplace(ctx context.Context) {
 		n.log("wipe-replace: start node %d: %v", i+1, err)
 		return
 	}
-	for member() != "voter" {
+	for {
+		ms, err := cl.ListMembers(ctx)
+		if err == nil && ms.Pending == "" && slices.ContainsFunc(ms.Members, func(m *paxosdpb.MemberInfo) bool {
+			if m.Id == id && m.Role == "voter" {
+				n.c.SetSlot(i, m.Slot)
+				return true
+			}
+			return false
+		}) {
+			break
+		}
 		if _, err := cl.ChangeMembers(ctx, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_PROMOTE, Id: id}); err != nil && ctx.Err() == nil &&
 			status.Code(err) != codes.FailedPrecondition {
 			n.log("wipe-replace: promote node %d: %v (retrying)", i+1, err)
 		}
 		if !sleep(ctx, 300*time.Millisecond) {
-			n.log("wipe-replace: node %d not a voter again within a minute", i+1)
+			n.log("wipe-replace: node %d not a voter again within a minute, or before the faults ended", i+1)
 			return
 		}
 	}
