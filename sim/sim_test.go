@@ -228,9 +228,10 @@ func TestPlantedBugsCaught(t *testing.T) {
 				o := DefaultOptions(s, 3+2*int(s%2))
 				o.Bug = bug
 				switch bug {
-				case instance.BugChangeAtOnce, instance.BugSlotReuse, instance.BugWipedVotes:
-					// Only membership changes (and wipes) reach these.
-					o.Membership, o.Wipes = true, o.DownForGood == 0
+				case instance.BugChangeAtOnce, instance.BugSlotReuse:
+					o.Membership = true // only membership changes reach these
+				case instance.BugWipedVotes:
+					o.Membership, o.Wipes = true, o.DownForGood == 0 // and wipes this one
 				default:
 					// The others were measured before membership changes,
 					// which send a seed elsewhere: behind-dead-peer is then
