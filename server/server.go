@@ -463,7 +463,27 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
 		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
-		Refused: func(e *rpc.IncarnationError) { cancel(e) }},
+		Refused: func(e *rpc.IncarnationError) {
+			// A peer that has not applied the membership naming this
+			// directory (it was down, or behind) refuses it as it knew the
+			// node before; this node's own membership says who is right. A
+			// directory that joined never votes but where the membership
+			// names its incarnation (the core's rule), so a refusal is only
+			// a peer behind: it stops when a removal says so.
+			if _, joined := store.Joined(); joined {
+				cfg.Logf("node %d: peer %d refused this directory (incarnation %016x), which joined the cluster: the peer is behind; carrying on",
+					cfg.ID, e.Peer, store.Incarnation())
+				return
+			}
+			if n != nil {
+				if m, ok := n.Members().Latest().Get(cfg.ID); ok && m.Incarnation != 0 && m.Incarnation == store.Incarnation() {
+					cfg.Logf("node %d: peer %d refused this directory (incarnation %016x) but has not applied the membership that names it yet; carrying on",
+						cfg.ID, e.Peer, store.Incarnation())
+					return
+				}
+			}
+			cancel(e)
+		}},
 		func(m core.Message) { n.Deliver(m) })
 	n, err = node.Open(ncfg, store, r.tr)
 	if err != nil {

@@ -59,7 +59,11 @@ func (w *world) admit(to, from *node) bool {
 		to.disk.peers[from.id] = from.incarnation
 		return true
 	}
-	if from.up && !from.refused {
+	if from.up && !from.refused && !from.joined && !namesItself(from) {
+		// As server.Start: a directory that joined, or one its own
+		// membership names, carries on (the peer is behind); a directory
+		// the cluster was created with that its membership does not name
+		// by its incarnation stops.
 		w.tracef("node %d refuses node %d: incarnation %x, known as %x", to.id, from.id, from.incarnation, want)
 		from.refused = true
 		w.faults["refused"]++
@@ -349,4 +353,11 @@ func (v *invariants) wiped(n *node) {
 func (ms *membership) listed(n *node) bool {
 	m, ok := ms.hist.Latest().Get(n.id)
 	return ok && (m.Incarnation == n.incarnation || m.Incarnation == 0 && !n.joined)
+}
+
+// namesItself reports whether the membership n applied names it with its
+// directory's incarnation.
+func namesItself(n *node) bool {
+	m, ok := n.core.Applied().Members.Latest().Get(n.id)
+	return ok && m.Incarnation != 0 && m.Incarnation == n.incarnation
 }

@@ -371,6 +371,9 @@ var membershipRegressions = []struct {
 	{110, 3, "a voter removed while another went down for good stopped as soon as it applied its removal; the survivors had not " +
 		"learned the last instance before it took effect and needed the removed voter's vote to choose anything: stuck for good. " +
 		"A removed node now stops only once a majority of the new voters applied past the removal (instance.Node.Departed)"},
+	{194, 5, "a voter that had not applied the membership naming a replaced node's new directory refused it, and the replaced " +
+		"node (and a rejoining one) stopped, as the runtime did (found by the chaos suite too): a directory that joined, or " +
+		"one its own membership names, now carries on when refused"},
 }
 
 func TestMembershipRegressionSeeds(t *testing.T) {
