@@ -212,8 +212,9 @@ func memberInfos(c members.Config, st *instance.Status, peers map[uint64]gossip.
 			}
 			// Applied only grows, so the higher figure is the fresher:
 			// gossip's when the member last reported here long ago, or
-			// never (a follower this node does not learn from).
-			if gossiped && p.APIAddr != "" && (!mi.Known || p.Applied > mi.Applied) {
+			// never (a follower this node does not learn from). A peer
+			// with no role has not published its state yet.
+			if gossiped && p.Role != "" && (!mi.Known || p.Applied > mi.Applied) {
 				mi.Applied, mi.Known = p.Applied, true
 			}
 			if mi.Known {

@@ -171,15 +171,15 @@ func (r *Server) publishGossip(ctx context.Context) {
 	r.gossip.SetLocal(role, st.Applied)
 }
 
-// discover runs one discovery round: it asks each member (of the applied
-// membership, or the static peers) that gossip does not see alive for its
-// gossip address, and joins those that have one.
+// discover runs one discovery round: it asks each member that gossip does
+// not see alive for its gossip address, and joins those that have one.
 func (r *Server) discover(ctx context.Context) {
+	// The applied membership once there is one (a removed member is no
+	// longer asked); until then the members given at start.
 	addrs := map[uint64]string{}
-	for id, a := range r.cfg.Peers {
-		addrs[id] = a
-	}
-	if h := r.node.Members(); !h.IsZero() {
+	if h := r.node.Members(); h.IsZero() {
+		maps.Copy(addrs, r.cfg.Peers)
+	} else {
 		for _, c := range []members.Config{h.Cur, h.Latest()} {
 			for _, m := range c.Members {
 				addrs[m.ID] = m.Addr

@@ -181,3 +181,39 @@ func TestGossipOff(t *testing.T) {
 		t.Fatalf("Status: gossip address %q, %v; want none", st.GetGossipAddress(), err)
 	}
 }
+
+// A node that joins with --join joins the gossip through the addresses its
+// Join answer lists, and shows as an alive follower.
+func TestGossipJoinedNode(t *testing.T) {
+	_, addrs := threeNodes(t, "")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr4 := l.Addr().String()
+	l.Close()
+	start := time.Now()
+	s4, err := Start(context.Background(), Config{ID: 4, Listen: addr4, DataDir: t.TempDir() + "/node4", Join: addrs[:1],
+		JoinTimeout: 20 * time.Second, GossipProbeInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s4.Stop() })
+	cl, err := client.New(addrs[1:2], client.Options{CallTimeout: 5 * time.Second, Retries: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitMembers(t, cl, "node 4 an alive follower", func(r *paxosdpb.ListMembersResponse) bool {
+		for _, m := range r.Members {
+			if m.Id == 4 {
+				return m.Role == "follower" && m.Alive && m.GossipAddress == s4.Gossip().Addr()
+			}
+		}
+		return false
+	})
+	t.Logf("node 4 started, joined and alive in node 2's gossip after %v", time.Since(start).Round(time.Millisecond))
+	if alive, _ := s4.Gossip().Alive(2); !alive {
+		t.Errorf("node 4's gossip does not see node 2 alive")
+	}
+}
