@@ -93,7 +93,9 @@ Example, on three hosts (or three terminals):
   paxosd server --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/3
 The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly; a master
 first hands its lease to the best caught-up voter (--handover-timeout), so that appends stall for
-a few round trips rather than a lease.
+a few round trips rather than a lease. It also gossips (TCP and UDP) on a port it picks and tells
+the others through the API (--gossip-listen fixes it, or turns gossip off); paxosd members list
+shows who gossip sees alive, an opinion that safety never depends on.
 
 A new node joins a running cluster as a follower with --join (any members' addresses,
 no --peers), and becomes a voter with paxosd members promote:
