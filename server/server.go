@@ -8,6 +8,10 @@
 // It must never run a node whose data directory a peer knew with another
 // incarnation: that directory was created anew and lost what the node voted
 // with. Peers refuse its messages; it stops with the refusal as its error.
+//
+// It also runs the node's gossip (gossip.go: discovery and failure
+// detection for members list), which it feeds and never reads for a
+// decision: the node, the transport and the core never see it.
 package server
 
 import (
