@@ -91,6 +91,15 @@ const pushPullInterval = 5 * time.Second
 // lost, the others find the node dead by probing instead.
 const leaveTimeout = time.Second
 
+// deadNodeReclaimTime is how long after a node was declared dead another
+// node may take its name at another address. Almost at once: the name is a
+// member ID, so a node by that name at a new address is that member
+// restarted (paxosd's default gossip port is picked anew at every start),
+// and memberlist's default, never, refused it until the dead node was
+// forgotten (GossipToTheDeadTime, 15 s). A node that was only thought dead
+// refutes, and the newer alive message wins as usual.
+const deadNodeReclaimTime = time.Millisecond
+
 // ErrClosed is returned by Join after Close.
 var ErrClosed = errors.New("gossip: closed")
 
@@ -253,6 +262,7 @@ func Start(cfg Config) (*Gossip, error) {
 	// 100 bytes per node.
 	mc.RetransmitMult = 4
 	mc.PushPullInterval = pushPullInterval
+	mc.DeadNodeReclaimTime = deadNodeReclaimTime
 	mc.Name = strconv.FormatUint(cfg.NodeID, 10)
 	mc.BindAddr, mc.BindPort, _ = splitIPPort(cfg.BindAddr)
 	mc.AdvertisePort = mc.BindPort

@@ -328,6 +328,29 @@ func TestRestartedNodeIsAliveAgain(t *testing.T) {
 	}
 }
 
+// A member that crashed comes back on another gossip port (paxosd's
+// default picks a new one at every start): the others take the new address
+// at once, not only once memberlist forgot the dead node.
+func TestRestartedNodeOnAnotherPortIsAliveAgain(t *testing.T) {
+	nodes := cluster(t, 3)
+	n1, n3 := nodes[0], nodes[2]
+	old := n3.Addr()
+	n3.kill()
+	waitFor(t, "node 1 to report node 3 dead", func() bool {
+		alive, _ := n1.Alive(3)
+		return !alive
+	})
+	back := start(t, 3, testCluster, "")
+	if _, err := back.Join([]string{n1.Addr()}); err != nil {
+		t.Fatalf("restarted node 3 joins: %v", err)
+	}
+	took := waitFor(t, "node 1 to see node 3 back at its new address", func() bool {
+		p := n1.Peers()[2]
+		return p.ID == 3 && p.Alive && p.GossipAddr == back.Addr()
+	})
+	t.Logf("node 3 back at %s (was %s) after %v", back.Addr(), old, took.Round(time.Millisecond))
+}
+
 func TestOtherClusterCannotJoin(t *testing.T) {
 	n1 := start(t, 1, testCluster, "")
 	other := start(t, 2, testCluster+1, "")

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/learner"
 	"github.com/paxosd/paxosd/members"
@@ -147,7 +148,7 @@ func (s *LogServer) ChangeMembers(ctx context.Context, req *paxosdpb.ChangeMembe
 		if err != nil {
 			return err
 		}
-		resp = &paxosdpb.ChangeMembersResponse{FirstInstance: first, Members: memberInfos(s.node.Members().Latest(), nil), MasterId: s.id}
+		resp = &paxosdpb.ChangeMembersResponse{FirstInstance: first, Members: memberInfos(s.node.Members().Latest(), nil, nil), MasterId: s.id}
 		return nil
 	}, remote)
 	return resp, err
@@ -187,13 +188,21 @@ func (s *LogServer) removeSelf(ctx context.Context, remote func(context.Context,
 	return remote(fctx, paxosdpb.NewLogServiceClient(c))
 }
 
-// memberInfos describes the members of c, with progress from st when given.
-func memberInfos(c members.Config, st *instance.Status) []*paxosdpb.MemberInfo {
+// memberInfos describes the members of c, with progress from st when given
+// and what the gossip view peers (nil: no gossip) says of each.
+func memberInfos(c members.Config, st *instance.Status, peers map[uint64]gossip.Peer) []*paxosdpb.MemberInfo {
 	out := make([]*paxosdpb.MemberInfo, 0, len(c.Members))
 	for _, m := range c.Members {
 		mi := &paxosdpb.MemberInfo{Id: m.ID, Address: m.Addr, Role: m.Role.String(), Slot: m.Slot, Incarnation: m.Incarnation}
 		if m.Role != members.Voter {
 			mi.Slot = 0
+		}
+		// A gossip peer stands for the member only if it serves at the
+		// member's address (or has not said where it serves yet).
+		p, gossiped := peers[m.ID]
+		gossiped = gossiped && (p.APIAddr == "" || p.APIAddr == m.Addr)
+		if gossiped {
+			mi.GossipAddress = p.GossipAddr
 		}
 		if st != nil {
 			if m.ID == st.ID {
@@ -204,8 +213,19 @@ func memberInfos(c members.Config, st *instance.Status) []*paxosdpb.MemberInfo {
 					mi.Applied, mi.Known, mi.Live = p.Applied, true, p.Live
 				}
 			}
+			// Applied only grows, so the higher figure is the fresher:
+			// gossip's when the member last reported here long ago, or
+			// never (a follower this node does not learn from). A peer
+			// with no role has not published its state yet.
+			if gossiped && p.Role != "" && (!mi.Known || p.Applied > mi.Applied) {
+				mi.Applied, mi.Known = p.Applied, true
+			}
 			if mi.Known {
 				mi.Lag = st.Applied - min(mi.Applied, st.Applied)
+			}
+			mi.Alive = mi.Live
+			if peers != nil {
+				mi.Alive = gossiped && p.Alive
 			}
 		}
 		out = append(out, mi)
@@ -239,10 +259,11 @@ func (s *LogServer) ListMembers(ctx context.Context, _ *paxosdpb.ListMembersRequ
 		return nil, s.status(err)
 	}
 	h := st.Members
-	resp := &paxosdpb.ListMembersResponse{NodeId: s.id, Applied: st.Applied, MasterId: st.Master, Members: memberInfos(h.Cur, &st)}
+	peers := s.gossipPeers()
+	resp := &paxosdpb.ListMembersResponse{NodeId: s.id, Applied: st.Applied, MasterId: st.Master, Members: memberInfos(h.Cur, &st, peers), Gossip: peers != nil}
 	if from, ok := h.Pending(); ok {
 		resp.Pending, resp.PendingFrom = describeChange(h.Cur, *h.Next), from
-		resp.PendingMembers = memberInfos(*h.Next, &st)
+		resp.PendingMembers = memberInfos(*h.Next, &st, peers)
 	}
 	return resp, nil
 }
@@ -338,9 +359,40 @@ func addedAhead(m members.Member, req *paxosdpb.JoinRequest) bool {
 }
 
 func (s *LogServer) joinResponse() *paxosdpb.JoinResponse {
-	resp := &paxosdpb.JoinResponse{Cluster: s.Cluster, ClusterId: s.clusterID, Members: memberInfos(s.node.Members().Latest(), nil)}
+	resp := &paxosdpb.JoinResponse{Cluster: s.Cluster, ClusterId: s.clusterID, Members: memberInfos(s.node.Members().Latest(), nil, s.gossipPeers())}
+	if s.Gossip != nil {
+		resp.GossipAddress = s.Gossip.Addr()
+	}
 	for _, id := range slices.Sorted(maps.Keys(s.Genesis)) {
 		resp.Genesis = append(resp.Genesis, &paxosdpb.Member{Id: id, Address: s.Genesis[id], Voter: true})
 	}
 	return resp
+}
+
+// gossipPeers is the gossip view by member ID, nil when the node runs no
+// gossip.
+func (s *LogServer) gossipPeers() map[uint64]gossip.Peer {
+	if s.Gossip == nil {
+		return nil
+	}
+	out := map[uint64]gossip.Peer{}
+	for _, p := range s.Gossip.Peers() {
+		out[p.ID] = p
+	}
+	return out
+}
+
+// PeerGossipAddress asks the node serving the API at addr for its gossip
+// address ("" when it runs no gossip), over the connections used for
+// forwarding.
+func (s *LogServer) PeerGossipAddress(ctx context.Context, addr string) (string, error) {
+	c, err := s.conn(addr)
+	if err != nil {
+		return "", fmt.Errorf("status of %s: %w", addr, err)
+	}
+	st, err := paxosdpb.NewLogServiceClient(c).Status(ctx, &paxosdpb.StatusRequest{})
+	if err != nil {
+		return "", fmt.Errorf("status of %s: %w", addr, err)
+	}
+	return st.GossipAddress, nil
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/members"
 	"github.com/paxosd/paxosd/node"
@@ -62,6 +63,10 @@ type LogServer struct {
 	// serving.
 	Cluster string
 	Genesis map[uint64]string
+	// Gossip is the node's gossip, nil when it runs none. Status reports
+	// its address, ListMembers its view of who is alive. Set it before
+	// serving.
+	Gossip *gossip.Gossip
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -196,6 +201,9 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 		NodeId: s.id, ClusterId: s.clusterID, Role: st.Role, MasterId: st.Master, MasterAddress: s.addrs[st.Master],
 		Ballot: uint64(st.Ballot), Promised: uint64(st.Promised), ChosenInstance: st.Applied, FirstIndex: first, EndIndex: end,
 		DedupHits: st.DedupHits, DedupClients: uint64(st.DedupClients), Incarnation: s.Incarnation,
+	}
+	if s.Gossip != nil {
+		resp.GossipAddress = s.Gossip.Addr()
 	}
 	ids := make([]uint64, 0, len(s.addrs))
 	for id := range s.addrs {

@@ -8,6 +8,10 @@
 // It must never run a node whose data directory a peer knew with another
 // incarnation: that directory was created anew and lost what the node voted
 // with. Peers refuse its messages; it stops with the refusal as its error.
+//
+// It also runs the node's gossip (gossip.go: discovery and failure
+// detection for members list), which it feeds and never reads for a
+// decision: the node, the transport and the core never see it.
 package server
 
 import (
@@ -30,6 +34,7 @@ import (
 
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/members"
@@ -82,6 +87,15 @@ type Config struct {
 	Join []string
 	// JoinTimeout bounds the first join (default 1 minute).
 	JoinTimeout time.Duration
+	// GossipListen is IP:PORT to gossip on (TCP and UDP), for discovery and
+	// failure detection: members list's alive column. Default (""): the
+	// host of Listen with port 0, a port the OS picks, which the others
+	// learn through the API (Status). GossipOff runs no gossip. A host name
+	// is resolved to its first address. Safety never depends on gossip.
+	GossipListen string
+	// GossipProbeInterval is how often gossip probes a peer (default 1 s;
+	// a dead node is reported after a few intervals). Tests use less.
+	GossipProbeInterval time.Duration
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -174,6 +188,7 @@ type Server struct {
 	node   *node.Node
 	store  *storage.Store
 	tr     *rpc.Transport
+	gossip *gossip.Gossip // nil when off
 	incs   *rpc.Incarnations
 	api    *rpc.LogServer
 	grpc   *grpc.Server
@@ -310,7 +325,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		lis.Close()
 		return nil, err
 	}
-	return run(ctx, cfg, self, cid, lis, store)
+	return run(ctx, cfg, self, cid, lis, store, nil)
 }
 
 // startJoined starts a node that joined a running cluster: from its data
@@ -341,13 +356,14 @@ func startJoined(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
 	}
 	store, err := storage.OpenJoined(cfg.DataDir, cfg.ID, idgen.DefaultK, storage.Options{})
+	var seeds []string // gossip addresses the join answer listed
 	switch {
 	case errors.Is(err, storage.ErrNoStore) && len(cfg.Join) == 0:
 		lis.Close()
 		return nil, fmt.Errorf("--peers or --join is required: %s holds no data directory of a node that joined a running cluster; "+
 			"start a member the cluster was created with using --peers, or a new node with --join HOST:PORT of a member", cfg.DataDir)
 	case errors.Is(err, storage.ErrNoStore):
-		store, err = join(ctx, cfg)
+		store, seeds, err = join(ctx, cfg)
 	}
 	if err != nil {
 		lis.Close()
@@ -361,18 +377,19 @@ func startJoined(ctx context.Context, cfg Config) (*Server, error) {
 		store.Close()
 		return nil, fmt.Errorf("%s: the cluster ID %d does not follow from the join record (cluster %q, voters %v): the directory is damaged", cfg.DataDir, store.Meta().ClusterID, rec.Cluster, rec.Genesis)
 	}
-	return run(ctx, cfg, cfg.Listen, cid, lis, store)
+	return run(ctx, cfg, cfg.Listen, cid, lis, store, seeds)
 }
 
 // join asks a member (cfg.Join) to add this node as a follower, then
 // creates its data directory with what the answer says and the incarnation
-// it was added with.
-func join(ctx context.Context, cfg Config) (*storage.Store, error) {
+// it was added with. It also returns the gossip addresses the answer
+// listed, to join the gossip through at once.
+func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 	var b [8]byte
 	var inc uint64
 	for inc == 0 {
 		if _, err := crand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("drawing an incarnation: %w", err)
+			return nil, nil, fmt.Errorf("drawing an incarnation: %w", err)
 		}
 		inc = binary.BigEndian.Uint64(b[:])
 	}
@@ -383,11 +400,11 @@ func join(ctx context.Context, cfg Config) (*storage.Store, error) {
 	// Not this node itself: it listens, but serves nothing until it joined.
 	via := slices.DeleteFunc(slices.Clone(cfg.Join), func(a string) bool { return a == cfg.Listen })
 	if len(via) == 0 {
-		return nil, fmt.Errorf("--join lists only this node's own address %s: give the address of a member", cfg.Listen)
+		return nil, nil, fmt.Errorf("--join lists only this node's own address %s: give the address of a member", cfg.Listen)
 	}
 	cl, err := client.New(via, client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20})
 	if err != nil {
-		return nil, fmt.Errorf("--join: %w", err)
+		return nil, nil, fmt.Errorf("--join: %w", err)
 	}
 	defer cl.Close()
 	jctx, cancel := context.WithTimeout(ctx, d)
@@ -395,7 +412,7 @@ func join(ctx context.Context, cfg Config) (*storage.Store, error) {
 	cfg.Logf("paxosd node %d: joining the cluster through %v as a follower at %s (incarnation %016x)", cfg.ID, cfg.Join, cfg.Listen, inc)
 	resp, err := cl.Join(jctx, cfg.ID, cfg.Listen, inc)
 	if err != nil {
-		return nil, fmt.Errorf("joining through %v: %w", cfg.Join, err)
+		return nil, nil, fmt.Errorf("joining through %v: %w", cfg.Join, err)
 	}
 	rec := storage.JoinRecord{Cluster: resp.Cluster, Genesis: map[uint64]string{}}
 	for _, m := range resp.Genesis {
@@ -403,18 +420,28 @@ func join(ctx context.Context, cfg Config) (*storage.Store, error) {
 	}
 	cid := ClusterID(rec.Cluster, rec.Genesis)
 	if cid != resp.ClusterId {
-		return nil, fmt.Errorf("joining through %v: the answer's cluster ID %d does not follow from its name %q and voters %v (a member of another build?)", cfg.Join, resp.ClusterId, rec.Cluster, rec.Genesis)
+		return nil, nil, fmt.Errorf("joining through %v: the answer's cluster ID %d does not follow from its name %q and voters %v (a member of another build?)", cfg.Join, resp.ClusterId, rec.Cluster, rec.Genesis)
 	}
 	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{Incarnation: inc, Join: &rec})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var seeds []string
+	if resp.GossipAddress != "" {
+		seeds = append(seeds, resp.GossipAddress)
+	}
+	for _, m := range resp.Members {
+		if m.GossipAddress != "" && m.Id != cfg.ID {
+			seeds = append(seeds, m.GossipAddress)
+		}
 	}
 	cfg.Logf("paxosd node %d: joined cluster %q (ID %d) as a follower; promote it with: paxosd members promote %d", cfg.ID, rec.Cluster, cid, cfg.ID)
-	return store, nil
+	return store, seeds, nil
 }
 
-// run starts a node on its listener and open store.
-func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Listener, store *storage.Store) (*Server, error) {
+// run starts a node on its listener and open store; it joins the gossip
+// through seeds, if any, and through the members it knows.
+func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Listener, store *storage.Store, seeds []string) (*Server, error) {
 	if cfg.MaxEntryBytes == 0 {
 		cfg.MaxEntryBytes = 1 << 20
 	}
@@ -494,6 +521,16 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		return nil, err
 	}
 	r.node = n
+	// Gossip is views only (members list's alive); nothing the node
+	// decides reads it.
+	r.gossip, err = startGossip(ctx, cfg, self, cid)
+	if err != nil {
+		cancel(nil)
+		r.tr.Close()
+		lis.Close()
+		store.Close()
+		return nil, err
+	}
 	voters := map[uint64]bool{}
 	for id := range cfg.Peers {
 		voters[id] = true
@@ -506,17 +543,37 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api = rpc.NewLogServer(n, cfg.ID, cid, addrs, voters)
 	r.api.Incarnation = store.Incarnation()
 	r.api.Cluster, r.api.Genesis = cfg.Cluster, maps.Clone(cfg.Peers)
+	r.api.Gossip = r.gossip
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
 	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)
 	go r.grpc.Serve(lis)
+	gctx, stopGossip := context.WithCancel(ctx)
+	gossipDone := make(chan struct{})
+	if r.gossip != nil {
+		go func() {
+			defer close(gossipDone)
+			r.runGossip(gctx, seeds)
+		}()
+	} else {
+		close(gossipDone)
+	}
 	go func() {
 		err := n.Run(ctx)
 		var refused *rpc.IncarnationError
 		if errors.As(context.Cause(ctx), &refused) {
 			err = refused
+		}
+		// Gossip first: its loops call the node and the API's
+		// connections. Its Close tells the others this node left.
+		stopGossip()
+		<-gossipDone
+		if r.gossip != nil {
+			if gerr := r.gossip.Close(); gerr != nil {
+				cfg.Logf("paxosd node %d: %v", cfg.ID, gerr)
+			}
 		}
 		r.grpc.Stop()
 		r.api.Close()
@@ -529,3 +586,6 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	}()
 	return r, nil
 }
+
+// Gossip returns the node's gossip, nil when it runs none.
+func (r *Server) Gossip() *gossip.Gossip { return r.gossip }

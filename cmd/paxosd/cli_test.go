@@ -1096,10 +1096,32 @@ func TestMembers(t *testing.T) {
 	if ms := list(); len(ms) != 3 || ms[0]["role"] != "voter" {
 		t.Fatalf("a new cluster's members: %v", ms)
 	}
+	// The nodes find each other's gossip ports by themselves: every member
+	// is alive, with a gossip address.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		ms, all := list(), true
+		for _, m := range ms {
+			all = all && m["alive"] == true && m["gossip_address"] != ""
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members not all alive with a gossip address within 10s: %v", ms)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	r := run(t, "", "members", "list", "--endpoints", c.eps, "-w", "table")
 	ok(t, "members list -w table", r)
-	if !strings.Contains(r.stdout, "ROLE") || strings.Count(r.stdout, "voter") != 3 {
+	header, _, _ := strings.Cut(r.stdout, "\n")
+	if strings.Join(strings.Fields(header), " ") != "ID ADDRESS ROLE ALIVE CHOSEN INSTANCE LAG LIVE INCARNATION" ||
+		strings.Count(r.stdout, "voter") != 3 || strings.Count(r.stdout, "voter  true") != 3 {
 		t.Errorf("members list -w table:\n%s", r.stdout)
+	}
+	r = run(t, "", "members", "list", "--endpoints", c.eps)
+	ok(t, "members list", r)
+	if strings.Count(r.stdout, "alive=true") != 3 || !strings.Contains(r.stderr, "as its gossip sees it") {
+		t.Errorf("members list:\n%v", r)
 	}
 	dead := freePorts(t, 1)[0]
 	r = run(t, "", "members", "add", "--endpoints", c.eps, "--incarnation", "99", "9", dead)

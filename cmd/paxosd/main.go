@@ -93,7 +93,9 @@ Example, on three hosts (or three terminals):
   paxosd server --id 3 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/3
 The node serves clients and peers on one port. SIGTERM or SIGINT stops it cleanly; a master
 first hands its lease to the best caught-up voter (--handover-timeout), so that appends stall for
-a few round trips rather than a lease.
+a few round trips rather than a lease. It also gossips (TCP and UDP) on a port it picks and tells
+the others through the API (--gossip-listen fixes it, or turns gossip off); paxosd members list
+shows who gossip sees alive, an opinion that safety never depends on.
 
 A new node joins a running cluster as a follower with --join (any members' addresses,
 no --peers), and becomes a voter with paxosd members promote:
@@ -119,6 +121,7 @@ and tails:
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
 			&cli.DurationFlag{Name: "handover-timeout", Value: 2 * time.Second, Usage: "on SIGTERM or SIGINT, how long a master may take to hand its lease to another voter before it stops (0: stop at once)"},
+			&cli.StringFlag{Name: "gossip-listen", Usage: "IP:PORT to gossip on (TCP and UDP) for discovery and failure detection, shown as alive in members list; nodes find each other's port through the API, so the default (this node's listen host, a port the OS picks) needs no configuration; \"off\" runs no gossip. Safety never depends on gossip"},
 			&cli.StringFlag{Name: "dial-peers", Usage: "dial these addresses for peers instead of their --peers addresses (a proxy or NAT in between), as ID=HOST:PORT, comma-separated; identity checks still use --peers"},
 			// For fault tests only (e2e, e2e/chaos): a node whose wall clock
 			// is hours off. Hidden, since no operator should ever set it.
@@ -169,7 +172,7 @@ and tails:
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug, Join: join,
+				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
 				WallClockOffset: c.Duration("unsafe-wall-clock-offset")})
 			if err != nil {
 				return err
@@ -650,13 +653,17 @@ func statusCommand() *cli.Command {
 					b, _ := json.Marshal(map[string]any{"endpoint": ep, "id": st.NodeId, "role": st.Role, "master": st.MasterId,
 						"ballot": st.Ballot, "chosen_instance": st.ChosenInstance, "first_index": st.FirstIndex, "last_index": last,
 						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients, "incarnation": fmt.Sprintf("%016x", st.Incarnation),
-						"voters": voters, "followers": others})
+						"voters": voters, "followers": others, "gossip_address": st.GossipAddress})
 					fmt.Println(string(b))
 				case "table":
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%016x\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.Incarnation)
 				default:
-					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d incarnation=%016x\n",
-						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients, st.Incarnation)
+					gossipAddr := st.GossipAddress
+					if gossipAddr == "" {
+						gossipAddr = server.GossipOff
+					}
+					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d incarnation=%016x gossip=%s\n",
+						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients, st.Incarnation, gossipAddr)
 				}
 			}
 			tw.Flush()

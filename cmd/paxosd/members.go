@@ -44,10 +44,13 @@ Examples:
 			{
 				Name:  "list",
 				Usage: "show the configuration and each member's progress as one node knows it",
-				Description: `Columns: the member's ID, address and role; the instances it has applied
-as it last reported to the answering node; how far behind that node it is; whether
-that node heard from it recently; its data directory's incarnation as the
-configuration records it (0: a member the cluster was created with).
+				Description: `Columns: the member's ID, address and role; whether it is alive in the
+answering node's gossip (memberlist's failure detector; an opinion for operators that
+safety never depends on; without gossip, the same as live); the instances it has applied
+(chosen_instance), as it last reported to the answering node or gossiped, whichever is
+higher; how far behind that node it is; whether that node heard from it recently (live);
+its data directory's incarnation as the configuration records it (0: a member the
+cluster was created with).
 Examples:
   paxosd members list -w table
   paxosd members list -w json`,
@@ -278,8 +281,8 @@ func summary(ms []*paxosdpb.MemberInfo) string {
 func jsonMembers(ms []*paxosdpb.MemberInfo) []map[string]any {
 	out := []map[string]any{}
 	for _, m := range ms {
-		out = append(out, map[string]any{"id": m.Id, "address": m.Address, "role": m.Role, "applied": m.Applied, "known": m.Known,
-			"lag": m.Lag, "live": m.Live, "incarnation": fmt.Sprintf("%016x", m.Incarnation)})
+		out = append(out, map[string]any{"id": m.Id, "address": m.Address, "role": m.Role, "alive": m.Alive, "applied": m.Applied, "known": m.Known,
+			"lag": m.Lag, "live": m.Live, "incarnation": fmt.Sprintf("%016x", m.Incarnation), "gossip_address": m.GossipAddress})
 	}
 	return out
 }
@@ -301,7 +304,7 @@ func membersList(c *cli.Context) error {
 	}
 	switch c.String("write-out") {
 	case "json":
-		out := map[string]any{"node": r.NodeId, "applied": r.Applied, "master": r.MasterId, "members": jsonMembers(r.Members)}
+		out := map[string]any{"node": r.NodeId, "applied": r.Applied, "master": r.MasterId, "gossip": r.Gossip, "members": jsonMembers(r.Members)}
 		if r.Pending != "" {
 			out["pending"] = map[string]any{"change": r.Pending, "from_instance": r.PendingFrom, "members": jsonMembers(r.PendingMembers)}
 		}
@@ -309,22 +312,26 @@ func membersList(c *cli.Context) error {
 		fmt.Println(string(b))
 	case "table":
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tAPPLIED\tLAG\tLIVE\tINCARNATION")
+		fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tALIVE\tCHOSEN INSTANCE\tLAG\tLIVE\tINCARNATION")
 		for _, m := range r.Members {
 			applied, lag := "?", "?"
 			if m.Known {
 				applied, lag = fmt.Sprint(m.Applied), fmt.Sprint(m.Lag)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%v\t%016x\n", m.Id, m.Address, m.Role, applied, lag, m.Live, m.Incarnation)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%s\t%v\t%016x\n", m.Id, m.Address, m.Role, m.Alive, applied, lag, m.Live, m.Incarnation)
 		}
 		tw.Flush()
 	default:
 		for _, m := range r.Members {
-			fmt.Printf("id=%d address=%s role=%s applied=%d lag=%d live=%v known=%v incarnation=%016x\n", m.Id, m.Address, m.Role, m.Applied, m.Lag, m.Live, m.Known, m.Incarnation)
+			fmt.Printf("id=%d address=%s role=%s alive=%v applied=%d lag=%d live=%v known=%v incarnation=%016x\n", m.Id, m.Address, m.Role, m.Alive, m.Applied, m.Lag, m.Live, m.Known, m.Incarnation)
 		}
 	}
 	if c.String("write-out") != "json" {
-		fmt.Fprintf(os.Stderr, "as node %d knows it (applied %d instances; master: node %d)\n", r.NodeId, r.Applied, r.MasterId)
+		alive := "alive: as its gossip sees it"
+		if !r.Gossip {
+			alive = "alive: heard from recently (it runs no gossip)"
+		}
+		fmt.Fprintf(os.Stderr, "as node %d knows it (applied %d instances; master: node %d; %s)\n", r.NodeId, r.Applied, r.MasterId, alive)
 		if r.Pending != "" {
 			fmt.Printf("pending: %s, in effect from instance %d\n", r.Pending, r.PendingFrom)
 		}

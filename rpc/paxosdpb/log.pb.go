@@ -943,7 +943,11 @@ type StatusResponse struct {
 	DedupClients uint64 `protobuf:"varint,13,opt,name=dedup_clients,json=dedupClients,proto3" json:"dedup_clients,omitempty"`
 	// The incarnation of this node's data directory: random, drawn when the
 	// directory was created; a directory created anew has another one.
-	Incarnation   uint64 `protobuf:"varint,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation uint64 `protobuf:"varint,14,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// The address this node gossips on (IP:PORT, TCP and UDP; paxosd server
+	// --gossip-listen); "" when gossip is off. Nodes find each other's gossip
+	// ports through it, with no configuration.
+	GossipAddress string `protobuf:"bytes,15,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,6 +1078,13 @@ func (x *StatusResponse) GetIncarnation() uint64 {
 		return x.Incarnation
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
 }
 
 // ChangeMembersRequest is one membership change.
@@ -1233,7 +1244,14 @@ type MemberInfo struct {
 	// How many instances it is behind the answering node (0 if ahead).
 	Lag uint64 `protobuf:"varint,8,opt,name=lag,proto3" json:"lag,omitempty"`
 	// Heard from recently by the answering node (always true for itself).
-	Live          bool `protobuf:"varint,9,opt,name=live,proto3" json:"live,omitempty"`
+	Live bool `protobuf:"varint,9,opt,name=live,proto3" json:"live,omitempty"`
+	// Alive in the answering node's gossip (memberlist) view: an opinion
+	// that feeds operators and never safety. When the answering node runs
+	// no gossip (ListMembersResponse.gossip false), the same as live.
+	Alive bool `protobuf:"varint,10,opt,name=alive,proto3" json:"alive,omitempty"`
+	// The member's gossip address as the answering node knows it ("" when
+	// unknown).
+	GossipAddress string `protobuf:"bytes,11,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1331,6 +1349,20 @@ func (x *MemberInfo) GetLive() bool {
 	return false
 }
 
+func (x *MemberInfo) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *MemberInfo) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
 type ListMembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1381,8 +1413,11 @@ type ListMembersResponse struct {
 	Pending        string        `protobuf:"bytes,5,opt,name=pending,proto3" json:"pending,omitempty"`
 	PendingMembers []*MemberInfo `protobuf:"bytes,6,rep,name=pending_members,json=pendingMembers,proto3" json:"pending_members,omitempty"`
 	PendingFrom    uint64        `protobuf:"varint,7,opt,name=pending_from,json=pendingFrom,proto3" json:"pending_from,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The answering node runs gossip: the members' alive is memberlist's
+	// view. False: alive is live (heard from recently).
+	Gossip        bool `protobuf:"varint,8,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListMembersResponse) Reset() {
@@ -1464,6 +1499,13 @@ func (x *ListMembersResponse) GetPendingFrom() uint64 {
 	return 0
 }
 
+func (x *ListMembersResponse) GetGossip() bool {
+	if x != nil {
+		return x.Gossip
+	}
+	return false
+}
+
 type JoinRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The joining node's ID, the address it serves on (HOST:PORT, reachable
@@ -1534,8 +1576,12 @@ type JoinResponse struct {
 	ClusterId uint64 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// The voting members the cluster was created with, with their addresses.
 	Genesis []*Member `protobuf:"bytes,3,rep,name=genesis,proto3" json:"genesis,omitempty"`
-	// The configuration once the node was added.
-	Members       []*MemberInfo `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// The configuration once the node was added, with each member's gossip
+	// address as the answering node knows it, so that the new node can join
+	// the gossip at once.
+	Members []*MemberInfo `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// The answering node's gossip address ("" when it runs no gossip).
+	GossipAddress string `protobuf:"bytes,5,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1596,6 +1642,13 @@ func (x *JoinResponse) GetMembers() []*MemberInfo {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *JoinResponse) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
 }
 
 // NotMaster is the detail of a not-the-master error: where to go instead.
@@ -1795,7 +1848,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xce\x03\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xf5\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -1814,7 +1867,8 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\n" +
 	"dedup_hits\x18\f \x01(\x04R\tdedupHits\x12#\n" +
 	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\x12 \n" +
-	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\"\x8d\x01\n" +
+	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\x12%\n" +
+	"\x0egossip_address\x18\x0f \x01(\tR\rgossipAddress\"\x8d\x01\n" +
 	"\x14ChangeMembersRequest\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.paxosd.v1.ChangeKindR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +
@@ -1823,7 +1877,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x15ChangeMembersResponse\x12%\n" +
 	"\x0efirst_instance\x18\x01 \x01(\x04R\rfirstInstance\x12/\n" +
 	"\amembers\x18\x02 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\x12\x1b\n" +
-	"\tmaster_id\x18\x03 \x01(\x04R\bmasterId\"\xd6\x01\n" +
+	"\tmaster_id\x18\x03 \x01(\x04R\bmasterId\"\x93\x02\n" +
 	"\n" +
 	"MemberInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
@@ -1834,8 +1888,11 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\aapplied\x18\x06 \x01(\x04R\aapplied\x12\x14\n" +
 	"\x05known\x18\a \x01(\bR\x05known\x12\x10\n" +
 	"\x03lag\x18\b \x01(\x04R\x03lag\x12\x12\n" +
-	"\x04live\x18\t \x01(\bR\x04live\"\x14\n" +
-	"\x12ListMembersRequest\"\x93\x02\n" +
+	"\x04live\x18\t \x01(\bR\x04live\x12\x14\n" +
+	"\x05alive\x18\n" +
+	" \x01(\bR\x05alive\x12%\n" +
+	"\x0egossip_address\x18\v \x01(\tR\rgossipAddress\"\x14\n" +
+	"\x12ListMembersRequest\"\xab\x02\n" +
 	"\x13ListMembersResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\x04R\aapplied\x12\x1b\n" +
@@ -1843,17 +1900,19 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\amembers\x18\x04 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\x12\x18\n" +
 	"\apending\x18\x05 \x01(\tR\apending\x12>\n" +
 	"\x0fpending_members\x18\x06 \x03(\v2\x15.paxosd.v1.MemberInfoR\x0ependingMembers\x12!\n" +
-	"\fpending_from\x18\a \x01(\x04R\vpendingFrom\"Y\n" +
+	"\fpending_from\x18\a \x01(\x04R\vpendingFrom\x12\x16\n" +
+	"\x06gossip\x18\b \x01(\bR\x06gossip\"Y\n" +
 	"\vJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\xa5\x01\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\xcc\x01\n" +
 	"\fJoinResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12+\n" +
 	"\agenesis\x18\x03 \x03(\v2\x11.paxosd.v1.MemberR\agenesis\x12/\n" +
-	"\amembers\x18\x04 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\"O\n" +
+	"\amembers\x18\x04 \x03(\v2\x15.paxosd.v1.MemberInfoR\amembers\x12%\n" +
+	"\x0egossip_address\x18\x05 \x01(\tR\rgossipAddress\"O\n" +
 	"\tNotMaster\x12\x1b\n" +
 	"\tmaster_id\x18\x01 \x01(\x04R\bmasterId\x12%\n" +
 	"\x0emaster_address\x18\x02 \x01(\tR\rmasterAddress\"*\n" +
