@@ -19,6 +19,7 @@ type testCluster struct {
 	dir     string
 	peers   map[uint64]string
 	addrs   []string
+	gossip  []string
 	servers []*server.Server
 	opts    []grpc.ServerOption
 }
@@ -44,11 +45,14 @@ func freeAddrs(n int) ([]string, error) {
 
 // startCluster starts n servers in dir; the caller stops them.
 func startCluster(dir string, n int, opts ...grpc.ServerOption) (*testCluster, error) {
-	addrs, err := freeAddrs(n)
+	// Gossip ports from the same batch: an OS-picked one could take a
+	// port picked for a node that has not started yet.
+	ports, err := freeAddrs(2 * n)
 	if err != nil {
 		return nil, err
 	}
-	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, servers: make([]*server.Server, n), opts: opts}
+	addrs := ports[:n]
+	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, gossip: ports[n:], servers: make([]*server.Server, n), opts: opts}
 	for i, a := range addrs {
 		c.peers[uint64(i+1)] = a
 	}
@@ -63,7 +67,7 @@ func startCluster(dir string, n int, opts ...grpc.ServerOption) (*testCluster, e
 
 func (c *testCluster) start(i int) error {
 	s, err := server.Start(context.Background(), server.Config{ID: uint64(i + 1), Peers: c.peers,
-		DataDir: fmt.Sprintf("%s/node%d", c.dir, i+1), Cluster: "test", GRPCOptions: c.opts})
+		DataDir: fmt.Sprintf("%s/node%d", c.dir, i+1), Cluster: "test", GRPCOptions: c.opts, GossipListen: c.gossip[i]})
 	c.servers[i] = s
 	return err
 }

@@ -52,14 +52,15 @@ func TestMain(m *testing.M) {
 
 // cluster is a set of paxosd server processes on loopback.
 type cluster struct {
-	t     testing.TB
-	dir   string
-	addrs []string
-	peers string
-	procs []*exec.Cmd
-	done  []chan struct{} // closed when procs[i] has exited
-	logs  []*os.File
-	extra []string // more server flags
+	gossip []string // each node's --gossip-listen
+	t      testing.TB
+	dir    string
+	addrs  []string
+	peers  string
+	procs  []*exec.Cmd
+	done   []chan struct{} // closed when procs[i] has exited
+	logs   []*os.File
+	extra  []string // more server flags
 	// flags are more server flags of one node (by index), after extra.
 	flags map[int][]string
 	// genesis is how many nodes the cluster was created with (--peers);
@@ -96,7 +97,11 @@ func newCluster(t testing.TB, n int, extra ...string) *cluster {
 
 // newStoppedCluster is newCluster without starting any node.
 func newStoppedCluster(t testing.TB, n int, extra ...string) *cluster {
-	c := &cluster{t: t, dir: t.TempDir(), addrs: freePorts(t, n), procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
+	// Gossip ports come from the same batch as the API ports: a node's
+	// OS-picked gossip port could otherwise take a port picked (and freed)
+	// for another node that has not started yet.
+	ports := freePorts(t, 2*n)
+	c := &cluster{t: t, dir: t.TempDir(), addrs: ports[:n], gossip: ports[n:], procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
 		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}, genesis: n, joins: map[int]bool{}}
 	var parts []string
 	for i, a := range c.addrs {
@@ -126,6 +131,7 @@ func (c *cluster) args(i int) []string {
 		args = []string{"server", "--id", fmt.Sprint(i + 1), "--listen", c.addrs[i], "--data-dir", c.dataDir(i),
 			"--join", strings.Join(c.addrs[:c.genesis], ",")}
 	}
+	args = append(args, "--gossip-listen", c.gossip[i])
 	return append(append(args, c.extra...), c.flags[i]...)
 }
 
@@ -133,7 +139,8 @@ func (c *cluster) args(i int) []string {
 // starting it, and returns its index (its ID is the index plus one).
 func (c *cluster) addNode() int {
 	i := len(c.addrs)
-	c.addrs = append(c.addrs, freePorts(c.t, 1)[0])
+	ports := freePorts(c.t, 2)
+	c.addrs, c.gossip = append(c.addrs, ports[0]), append(c.gossip, ports[1])
 	c.procs, c.done, c.logs = append(c.procs, nil), append(c.done, nil), append(c.logs, nil)
 	c.joins[i] = true
 	return i

@@ -273,7 +273,8 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 	needProcesses(t)
 	root := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: freePorts(t, 3)}
+		ports := freePorts(t, 6) // gossip ports from the same batch as the API's
+		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: ports[:3]}
 		if err := os.MkdirAll(c.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -283,7 +284,7 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 		}
 		c.peers, c.eps = strings.Join(parts, ","), strings.Join(c.addrs, ",")
 		for i := range c.addrs {
-			args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers,
+			args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--gossip-listen", ports[3+i],
 				"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}, extra...)
 			c.procs = append(c.procs, startProc(t, filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)), args...))
 		}

@@ -42,6 +42,7 @@ type Cluster struct {
 	// joined: the node's directory was wiped and it joins again with
 	// --join (the replace procedure) instead of starting with --peers.
 	joined []bool
+	gossip []string // each node's --gossip-listen
 	// slots: the ballot slot node i's directory holds (its index at
 	// first; -1 from a wipe until the replaced node is a voter again), and
 	// wipes: how many times its directory was wiped.
@@ -96,14 +97,17 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
-	addrs, err := freeAddrs(opt.Nodes)
+	// Gossip ports from the same batch: an OS-picked one could take a
+	// port picked for a node that has not started yet.
+	ports, err := freeAddrs(2 * opt.Nodes)
 	if err != nil {
 		return nil, err
 	}
+	addrs := ports[:opt.Nodes]
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
 		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
 		slots: make([]int, opt.Nodes), wipes: make([]int, opt.Nodes),
-		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}}
+		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}, gossip: ports[opt.Nodes:]}
 	for i := range c.slots {
 		c.slots[i] = i
 	}
@@ -172,6 +176,7 @@ func (c *Cluster) Start(i int) error {
 		}
 		args = []string{"server", "--id", fmt.Sprint(i + 1), "--listen", c.Addrs[i], "--join", strings.Join(others, ","), "--data-dir", c.dataDir(i)}
 	}
+	args = append(args, "--gossip-listen", c.gossip[i])
 	if c.bug != "" {
 		args = append(args, "--bug", c.bug)
 	}
