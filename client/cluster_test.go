@@ -51,7 +51,7 @@ func startCluster(dir string, n int, opts ...grpc.ServerOption) (*testCluster, e
 	if err != nil {
 		return nil, err
 	}
-	addrs := ports[:n]
+	addrs := ports[:n:n]
 	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, gossip: ports[n:], servers: make([]*server.Server, n), opts: opts}
 	for i, a := range addrs {
 		c.peers[uint64(i+1)] = a

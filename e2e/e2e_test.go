@@ -101,7 +101,7 @@ func newStoppedCluster(t testing.TB, n int, extra ...string) *cluster {
 	// OS-picked gossip port could otherwise take a port picked (and freed)
 	// for another node that has not started yet.
 	ports := freePorts(t, 2*n)
-	c := &cluster{t: t, dir: t.TempDir(), addrs: ports[:n], gossip: ports[n:], procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
+	c := &cluster{t: t, dir: t.TempDir(), addrs: ports[:n:n], gossip: ports[n:], procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
 		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}, genesis: n, joins: map[int]bool{}}
 	var parts []string
 	for i, a := range c.addrs {

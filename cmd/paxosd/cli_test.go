@@ -274,7 +274,7 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 	root := t.TempDir()
 	for attempt := 1; ; attempt++ {
 		ports := freePorts(t, 6) // gossip ports from the same batch as the API's
-		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: ports[:3]}
+		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: ports[:3:3]}
 		if err := os.MkdirAll(c.dir, 0o755); err != nil {
 			t.Fatal(err)
 		}

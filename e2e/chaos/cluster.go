@@ -103,7 +103,7 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs := ports[:opt.Nodes]
+	addrs := ports[:opt.Nodes:opt.Nodes]
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
 		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
 		slots: make([]int, opt.Nodes), wipes: make([]int, opt.Nodes),
