@@ -88,14 +88,8 @@ or when the master has not heard from it recently; the command tries again until
 --timeout, printing why it waits.
 Example:
   paxosd members promote 4`,
-				Flags: flags,
-				Action: func(c *cli.Context) error {
-					id, err := oneID(c)
-					if err != nil {
-						return err
-					}
-					return changeMembers(c, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_PROMOTE, Id: id})
-				},
+				Flags:  flags,
+				Action: changeByID(paxosdpb.ChangeKind_PROMOTE),
 			},
 			{
 				Name:      "remove",
@@ -104,18 +98,13 @@ Example:
 				Description: `Removes one member. Removing a voter is refused when the voters left that the
 master heard from recently would not make a majority. Removing the master makes it
 hand its lease to another voter first. The removed node stops by itself once the
-removal is in effect ("removed from the cluster by a membership change"); its data
-directory can then be deleted.
+removal is in effect and most voters left have applied past it (at most 30 s later;
+"removed from the cluster by a membership change"); its data directory can then be
+deleted.
 Example:
   paxosd members remove 3`,
-				Flags: flags,
-				Action: func(c *cli.Context) error {
-					id, err := oneID(c)
-					if err != nil {
-						return err
-					}
-					return changeMembers(c, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_REMOVE, Id: id})
-				},
+				Flags:  flags,
+				Action: changeByID(paxosdpb.ChangeKind_REMOVE),
 			},
 			{
 				Name:      "replace",
@@ -440,5 +429,17 @@ func pause(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	case <-time.After(d):
 		return nil
+	}
+}
+
+// changeByID is the action of a change that takes one member ID (promote,
+// remove).
+func changeByID(kind paxosdpb.ChangeKind) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		id, err := oneID(c)
+		if err != nil {
+			return err
+		}
+		return changeMembers(c, &paxosdpb.ChangeMembersRequest{Kind: kind, Id: id})
 	}
 }
