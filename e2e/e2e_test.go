@@ -471,25 +471,7 @@ func TestFollower(t *testing.T) {
 	c.master(t)
 	cl := c.client(t)
 	followerAddr := freePorts(t, 1)[0]
-	mirrors := func(want int) {
-		deadline := time.Now().Add(30 * time.Second)
-		var got []string
-		for time.Now().Before(deadline) {
-			got = readLocal(t, followerAddr)
-			if len(got) >= want {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if len(got) != want {
-			t.Fatalf("follower has %d entries, want %d", len(got), want)
-		}
-		for i, v := range got {
-			if v != fmt.Sprintf("v%d", i) {
-				t.Fatalf("follower index %d holds %q", i, v)
-			}
-		}
-	}
+	mirrors := func(want int) { waitValues(t, followerAddr, want) }
 	appendValues(t, cl, 0, 1000)
 	f := c.startFollower(t, 10, 1, followerAddr)
 	mirrors(1000)
@@ -516,6 +498,29 @@ func TestFollower(t *testing.T) {
 	appendValues(t, cl, 1501, 499)
 	c.startFollower(t, 10, 1, followerAddr)
 	mirrors(2000)
+}
+
+// waitValues waits until the node at addr holds exactly "v0" to "v<n-1>" in
+// its local log.
+func waitValues(t *testing.T, addr string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		got = readLocal(t, addr)
+		if len(got) >= n {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got) != n {
+		t.Fatalf("%s has %d entries, want %d", addr, len(got), n)
+	}
+	for i, v := range got {
+		if v != fmt.Sprintf("v%d", i) {
+			t.Fatalf("%s: index %d holds %q", addr, i, v)
+		}
+	}
 }
 
 // appendValues appends "v<from>" to "v<from+n-1>", 50 to an append.

@@ -104,9 +104,7 @@ func (p *Proxy) Set(st LinkState) {
 	}
 	p.mu.Unlock()
 	for _, c := range cut {
-		if c.close() {
-			p.broken.Add(1)
-		}
+		c.close(true)
 	}
 }
 
@@ -127,7 +125,7 @@ func (p *Proxy) Close() {
 	p.mu.Unlock()
 	p.ln.Close()
 	for _, c := range all {
-		c.close()
+		c.close(false)
 	}
 	p.wg.Wait()
 }
@@ -193,11 +191,13 @@ type proxyConn struct {
 	done    chan struct{}
 }
 
-// close closes both sides; it reports whether this call closed them.
-func (c *proxyConn) close() bool {
-	first := false
+// close closes both sides, once. A connection the link broke is counted
+// before it closes, so whoever sees it closed sees it counted.
+func (c *proxyConn) close(broken bool) {
 	c.once.Do(func() {
-		first = true
+		if broken {
+			c.p.broken.Add(1)
+		}
 		close(c.done)
 		c.in.Close()
 		c.out.Close()
@@ -205,7 +205,6 @@ func (c *proxyConn) close() bool {
 		delete(c.p.conns, c)
 		c.p.mu.Unlock()
 	})
-	return first
 }
 
 type chunk struct {
@@ -236,7 +235,7 @@ func (c *proxyConn) pipe(src, dst net.Conn) {
 		}
 	}()
 	defer c.p.wg.Done()
-	defer c.close()
+	defer c.close(false)
 	var last time.Time // release time of the previous chunk: order is kept
 	for ch := range q {
 		release, ok := c.wait(ch, last)
@@ -260,9 +259,7 @@ func (c *proxyConn) wait(ch chunk, last time.Time) (time.Time, bool) {
 		st, changed := c.p.state()
 		switch st.Block {
 		case Reset:
-			if c.close() {
-				c.p.broken.Add(1)
-			}
+			c.close(true)
 			return last, false
 		case Stall:
 			select {
@@ -289,9 +286,7 @@ func (c *proxyConn) wait(ch chunk, last time.Time) (time.Time, bool) {
 			}
 		}
 		if st.Loss > 0 && x < st.Loss {
-			if c.close() {
-				c.p.broken.Add(1)
-			}
+			c.close(true)
 			return last, false
 		}
 		return release, true
