@@ -135,6 +135,28 @@ func (c *Catchup) live(now, peer uint64) bool {
 	return c.cfg.CountDeadPeers || ok && now-heard <= c.cfg.Live
 }
 
+// PeerDown takes a failure detector's report (gossip) that peer is down.
+// It is a hint, and it only subtracts: the peer stops counting as live (a
+// source, ahead of this node, a live voter) until its next message, as if
+// it had been silent for Live already, and stops counting as a working
+// master until its next Accept or Commit, and a request outstanding to it
+// is given up at once (its late answer is ignored, as after a Timeout). A
+// false report costs at most the time to the peer's next message (a probe
+// answer); a true one spares the node waiting out Live and Timeout. Nothing
+// of the lease or of quorums reads it.
+func (c *Catchup) PeerDown(peer uint64) {
+	delete(c.heard, peer)
+	if c.master == peer {
+		c.master = 0
+	}
+	if c.out != nil && c.out.peer == peer {
+		if c.fetch != nil && c.fetch.peer == peer {
+			c.fetch.peer = 0 // a learn request finds another peer with a base
+		}
+		c.out = nil
+	}
+}
+
 // SetMaster names the peer that is proposing: it sent an Accept or a Commit
 // at now. Requests go to another peer whenever one has applied more than
 // this node: the master's loop and disk serve the clients, and a catch-up

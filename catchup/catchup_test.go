@@ -473,3 +473,49 @@ func TestEmptyAnswerWaitsATick(t *testing.T) {
 		t.Fatalf("after an answer with values: %v, want a request at once", got)
 	}
 }
+
+// A failure detector's report that a peer is down (PeerDown) only
+// subtracts: the peer stops being live, a source, the working master and
+// the target of the outstanding request at once, instead of after Live and
+// Timeout, and its next message makes it live again. A false report costs
+// no more than that.
+func TestPeerDownIsAHint(t *testing.T) {
+	cfg := config()
+	cfg.Live, cfg.Timeout = 1000, 1000
+	c := catchup.New(cfg)
+	c.Tick(0, 10)
+	c.Observe(1, 2, 100) // 2 is the master and furthest ahead
+	c.SetMaster(1, 2)
+	c.Observe(1, 3, 80)
+	if got := unnumbered(c.Maybe(2, 10)); !reflect.DeepEqual(got, req(3, 10)) {
+		t.Fatalf("first request %v, want one to 3 (the master is spared)", got)
+	}
+	c.PeerDown(3)
+	if c.Outstanding() {
+		t.Fatal("the request to 3 is still outstanding after 3 was reported down")
+	}
+	if _, live := c.Frontier(3, 3); live {
+		t.Fatal("3 is live after a down report")
+	}
+	if got := unnumbered(c.Maybe(3, 10)); !reflect.DeepEqual(got, req(2, 10)) {
+		t.Fatalf("after 3 is down: %v, want a request to 2", got)
+	}
+	c.PeerDown(2)
+	if c.Outstanding() {
+		t.Fatal("the request to 2 is still outstanding after 2 was reported down")
+	}
+	if c.Behind(4, 10) {
+		t.Fatal("behind, with every peer ahead reported down")
+	}
+	if p, _ := c.Best(4); p != 0 {
+		t.Fatalf("Best is %d, with every peer ahead reported down", p)
+	}
+	// The report was false: 3's next message makes it live again.
+	c.Observe(5, 3, 80)
+	if _, live := c.Frontier(5, 3); !live || !c.Behind(5, 10) {
+		t.Fatal("3 spoke again, and is not live")
+	}
+	if got := unnumbered(c.Maybe(6, 10)); !reflect.DeepEqual(got, req(3, 10)) {
+		t.Fatalf("after 3 spoke again: %v, want a request to 3", got)
+	}
+}

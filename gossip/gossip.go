@@ -132,6 +132,11 @@ type Config struct {
 	// about 4 intervals in a small cluster). Zero means memberlist's
 	// default, 1 s. Tests use less.
 	ProbeInterval time.Duration
+	// OnDown, if set, is called (outside any lock, from memberlist's
+	// goroutine) with the ID of a peer that memberlist declared dead or
+	// that left. A hint: the node must not shorten a lease or count a
+	// quorum with it.
+	OnDown func(id uint64)
 }
 
 // validate says which field is wrong.
@@ -578,6 +583,9 @@ func (g *Gossip) observe(n *memberlist.Node, alive bool) {
 	g.mu.Unlock()
 	if logBad {
 		g.logf("gossip: ignoring the state node %d (%s) gossips: %v", id, n.Address(), err)
+	}
+	if !alive && g.cfg.OnDown != nil && !g.isClosed() {
+		g.cfg.OnDown(id)
 	}
 }
 

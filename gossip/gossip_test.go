@@ -40,6 +40,9 @@ func (c *capture) logf(format string, args ...any) {
 	c.mu.Unlock()
 }
 
+// onDown records an OnDown report as a line "down N".
+func (c *capture) onDown(id uint64) { c.logf("down %d", id) }
+
 func (c *capture) has(sub string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -79,6 +82,7 @@ func start(t *testing.T, id, cluster uint64, bind string) *testNode {
 		Cluster:       cluster,
 		Logf:          c.logf,
 		ProbeInterval: testProbeInterval,
+		OnDown:        c.onDown,
 	})
 	if err != nil {
 		t.Fatalf("start node %d: %v", id, err)
@@ -265,6 +269,11 @@ func TestKilledNodeIsReportedDead(t *testing.T) {
 			alive, known := nd.Alive(3)
 			return !alive && known
 		})
+		// The node hears of it through OnDown too, and of no one else.
+		waitFor(t, fmt.Sprintf("node %d's OnDown(3)", nd.cfg.NodeID), func() bool { return nd.log.has("down 3") })
+		if nd.log.has("down 1") || nd.log.has("down 2") {
+			t.Errorf("node %d: OnDown for a live node: %q", nd.cfg.NodeID, nd.log.all())
+		}
 	}
 	t.Logf("a killed node was reported dead by both others after %v (probe interval %v)",
 		time.Since(begin).Round(time.Millisecond), testProbeInterval)
@@ -292,6 +301,11 @@ func TestClosedNodeIsReportedLeft(t *testing.T) {
 			alive, known := nd.Alive(3)
 			return !alive && known
 		})
+		// The node hears of it through OnDown too, and of no one else.
+		waitFor(t, fmt.Sprintf("node %d's OnDown(3)", nd.cfg.NodeID), func() bool { return nd.log.has("down 3") })
+		if nd.log.has("down 1") || nd.log.has("down 2") {
+			t.Errorf("node %d: OnDown for a live node: %q", nd.cfg.NodeID, nd.log.all())
+		}
 	}
 	t.Logf("a closed node was reported gone by both others after %v (its Close included)",
 		time.Since(begin).Round(time.Millisecond))

@@ -67,11 +67,12 @@ const (
 	BugChangeAtOnce           // a membership change decides the instance right after the one that chose it, not Delay later
 	BugSlotReuse              // a promoted follower takes the lowest slot no voter holds now, not a new one
 	BugWipedVotes             // the simulator's transport skips the runtime's incarnation check: a wiped node votes with what it lost
+	BugHintEndsLease          // a failure detector's report that the lease holder is down ends its lease on the node told
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
 	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease",
-	"change-at-once", "slot-reuse", "wiped-votes"}
+	"change-at-once", "slot-reuse", "wiped-votes", "hint-ends-lease"}
 
 func (b Bug) String() string { return bugNames[b] }
 
@@ -79,7 +80,7 @@ func (b Bug) String() string { return bugNames[b] }
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
 		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease,
-		BugChangeAtOnce, BugSlotReuse, BugWipedVotes}
+		BugChangeAtOnce, BugSlotReuse, BugWipedVotes, BugHintEndsLease}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

@@ -715,6 +715,22 @@ func (n *Node) TransferMaster(to uint64) (uint64, error) {
 	return to, nil
 }
 
+// PeerDown takes a failure detector's report that peer is down: a hint for
+// catch-up and for this node's view of who is live (which voter a master
+// hands over to, whether a change leaves a live quorum), withdrawn by the
+// peer's next message. Leases and quorums never read it, so a false report
+// costs no safety (catchup.Catchup.PeerDown).
+func (n *Node) PeerDown(peer uint64) {
+	if peer == n.id {
+		return
+	}
+	n.cu.PeerDown(peer)
+	if n.cfg.Bug == BugHintEndsLease && n.learn.State().LeaseHolder == peer {
+		n.guard.PlantForget(peer)
+		n.lease.PlantForgetOther()
+	}
+}
+
 // Step feeds a message from a peer.
 func (n *Node) Step(m core.Message) error {
 	if m.To != n.id {

@@ -57,6 +57,15 @@ const Everyone = ^uint64(0)
 // far the bug reaches before that). Only for tests that prove they catch it.
 func (g *Guard) PlantAnyOrder() { g.anyOrder = true }
 
+// PlantForget drops the guard if it guards holder's lease: the planted bug
+// that lets a failure detector's report end a lease. Only for tests that
+// prove they catch it.
+func (g *Guard) PlantForget(holder uint64) {
+	if g.holder == holder {
+		g.holder, g.until = 0, 0
+	}
+}
+
 // Accepted notes that the acceptor accepted v at ballot b in instance i at
 // tick now. A lease in v moves the guard only if it was accepted at a higher
 // ballot than the one guarded, or at the same ballot in the same or a later
@@ -184,6 +193,11 @@ func (v *View) PlantKeepOnHandover() { v.keepOnOver = true }
 
 // Held reports whether this node's own lease counts at tick now.
 func (v *View) Held(now uint64) bool { return now < v.holderUntil }
+
+// PlantForgetOther ends another node's lease at once: the planted bug
+// that lets a failure detector's report end a lease. Only for tests that
+// prove they catch it.
+func (v *View) PlantForgetOther() { v.otherUntil = 0 }
 
 // OtherValid reports whether a lease applied for another node counts at
 // tick now.

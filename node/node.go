@@ -107,6 +107,7 @@ type Node struct {
 	tr    Transport
 
 	inbox    chan core.Message
+	downs    chan uint64 // failure detector's reports (PeerDown)
 	props    chan *proposal
 	readIdx  chan chan readIndexReply
 	statusCh chan chan instance.Status
@@ -163,7 +164,7 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, core: c, store: store, tr: tr,
-		inbox: make(chan core.Message, 8192), props: make(chan *proposal, 1024),
+		inbox: make(chan core.Message, 8192), downs: make(chan uint64, 64), props: make(chan *proposal, 1024),
 		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status), xferCh: make(chan transferReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{},
@@ -232,6 +233,18 @@ func (n *Node) Deliver(m core.Message) {
 	}
 }
 
+// PeerDown hands the loop a failure detector's report (gossip) that peer
+// is down: a hint for catch-up and for who counts as live, withdrawn by the
+// peer's next message (instance.Node.PeerDown). It never blocks: a report
+// that finds the queue full is dropped, which costs only the time the
+// node's own Live bound takes to find the same.
+func (n *Node) PeerDown(peer uint64) {
+	select {
+	case n.downs <- peer:
+	default:
+	}
+}
+
 // Run runs the loop until ctx is done, Stop is called or storage fails. It
 // returns nil on a clean stop.
 func (n *Node) Run(ctx context.Context) error {
@@ -269,6 +282,8 @@ func (n *Node) Run(ctx context.Context) error {
 		case m := <-n.inbox:
 			n.step(m)
 			n.drain()
+		case peer := <-n.downs:
+			n.core.PeerDown(peer)
 		case p := <-n.props:
 			n.propose(p)
 			n.drain()

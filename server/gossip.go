@@ -97,7 +97,7 @@ func resolveIP(ctx context.Context, host string) (net.IP, error) {
 }
 
 // startGossip starts the node's gossip (nil when cfg turns it off).
-func startGossip(ctx context.Context, cfg Config, self string, cid uint64) (*gossip.Gossip, error) {
+func startGossip(ctx context.Context, cfg Config, self string, cid uint64, onDown func(uint64)) (*gossip.Gossip, error) {
 	if cfg.GossipListen == GossipOff {
 		return nil, nil
 	}
@@ -106,7 +106,7 @@ func startGossip(ctx context.Context, cfg Config, self string, cid uint64) (*gos
 		return nil, err
 	}
 	g, err := gossip.Start(gossip.Config{NodeID: cfg.ID, BindAddr: bind, AdvertiseAddr: advertise, APIAddr: self,
-		Cluster: cid, Logf: cfg.Logf, ProbeInterval: cfg.GossipProbeInterval})
+		Cluster: cid, Logf: cfg.Logf, ProbeInterval: cfg.GossipProbeInterval, OnDown: onDown})
 	if err != nil {
 		return nil, fmt.Errorf("%w (pick another address with --gossip-listen, or --gossip-listen %s)", err, GossipOff)
 	}

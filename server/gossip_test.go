@@ -51,6 +51,12 @@ func TestGossipAddrs(t *testing.T) {
 // gossip probes; the test's cleanup stops them.
 func threeNodes(t *testing.T, gossipListen string) ([]*Server, []string) {
 	t.Helper()
+	return threeNodesWith(t, func(c *Config) { c.GossipListen = gossipListen })
+}
+
+// threeNodesWith starts three nodes whose config tune changes first.
+func threeNodesWith(t *testing.T, tune func(*Config)) ([]*Server, []string) {
+	t.Helper()
 	var addrs []string
 	peers := map[uint64]string{}
 	for i := range 3 {
@@ -65,8 +71,10 @@ func threeNodes(t *testing.T, gossipListen string) ([]*Server, []string) {
 	dir := t.TempDir()
 	servers := make([]*Server, 3)
 	for i := range servers {
-		s, err := Start(context.Background(), Config{ID: uint64(i + 1), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i+1),
-			Cluster: "test", GossipListen: gossipListen, GossipProbeInterval: 100 * time.Millisecond})
+		cfg := Config{ID: uint64(i + 1), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i+1),
+			Cluster: "test", GossipProbeInterval: 100 * time.Millisecond}
+		tune(&cfg)
+		s, err := Start(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,6 +159,58 @@ func TestGossipMembersAlive(t *testing.T) {
 		if _, err := cl.Append(ctx, []byte(fmt.Sprint("after", i))); err != nil {
 			t.Fatalf("append with node %d stopped: %v", victim, err)
 		}
+	}
+}
+
+// Gossip's report that a peer is down reaches the node's core (a hint for
+// catch-up and for the master's view of who is live): with probes every
+// ten minutes, a stopped peer would count as live for half an hour by
+// messages alone (the core's Live bound, three probe intervals).
+func TestGossipReportReachesTheCore(t *testing.T) {
+	servers, addrs := threeNodesWith(t, func(c *Config) { c.LearnInterval = 10 * time.Minute })
+	cl, err := client.New(addrs, client.Options{CallTimeout: 5 * time.Second, Retries: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitMembers(t, cl, "all alive in gossip", func(r *paxosdpb.ListMembersResponse) bool {
+		for _, m := range r.Members {
+			if !m.Alive {
+				return false
+			}
+		}
+		return r.Gossip && len(r.Members) == 3
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := cl.Append(ctx, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	live := func(s *Server, peer uint64) bool {
+		st, err := s.node.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.ID == peer {
+				return p.Live
+			}
+		}
+		t.Fatalf("node %d does not list peer %d: %+v", s.cfg.ID, peer, st.Peers)
+		return false
+	}
+	if !live(servers[0], 3) {
+		t.Fatal("node 1 does not count node 3 as live before it stops")
+	}
+	if err := servers[2].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for live(servers[0], 3) {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 still counts stopped node 3 as live after 30s: gossip's report did not reach its core")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -521,9 +521,10 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		return nil, err
 	}
 	r.node = n
-	// Gossip is views only (members list's alive); nothing the node
-	// decides reads it.
-	r.gossip, err = startGossip(ctx, cfg, self, cid)
+	// Gossip feeds members list's alive, and its reports of a dead peer
+	// reach the node as a hint for catch-up and for who is live
+	// (node.PeerDown); leases and quorums never read it.
+	r.gossip, err = startGossip(ctx, cfg, self, cid, n.PeerDown)
 	if err != nil {
 		cancel(nil)
 		r.tr.Close()

@@ -92,6 +92,11 @@ type Options struct {
 	// directory, is refused by its peers, and is replaced: removed, started
 	// again as a node that joins, added as a follower.
 	Wipes bool
+	// Hints delivers a failure detector's reports (what gossip tells a
+	// node, instance.Node.PeerDown): a crash is reported to each node up
+	// 50 ms-1.5 s later (one report in four lost), and every 50-500 ms a
+	// random node is told a random peer is down, true or not.
+	Hints bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
@@ -113,6 +118,7 @@ func DefaultOptions(seed uint64, nodes int) Options {
 	// A wiped voter is out until replaced: not with voters down for good
 	// too, which could leave no quorum to replace it with.
 	o.Wipes = o.Membership && o.DownForGood == 0 && r.IntN(wipesShare) == 0
+	o.Hints = r.IntN(hintsShare) == 0
 	return o
 }
 
@@ -125,16 +131,24 @@ const (
 	transfersShare    = 2
 	membershipShare   = 2
 	wipesShare        = 2
+	hintsShare        = 2
 )
 
 func (o Options) lateFaults() bool {
-	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers || o.Membership
+	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers || o.Membership || o.Hints
 }
 
 // WithoutLateFaults turns off the faults DefaultOptions draws beyond the
 // first model, so that a seed older than them replays as it did.
 func (o Options) WithoutLateFaults() Options {
-	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers, o.Membership, o.Wipes = 0, false, false, false, false, false, false
+	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers, o.Membership, o.Wipes, o.Hints = 0, false, false, false, false, false, false, false
+	return o
+}
+
+// WithoutHints turns off failure detector reports, so that a seed older
+// than them replays as it did.
+func (o Options) WithoutHints() Options {
+	o.Hints = false
 	return o
 }
 
@@ -189,6 +203,9 @@ func (r Report) Replay() string {
 		}
 		if !r.Opt.Membership && def.Membership {
 			bug += " PAXOSD_SIM_MEMBERSHIP=0"
+		}
+		if !r.Opt.Hints && def.Hints {
+			bug += " PAXOSD_SIM_HINTS=0"
 		}
 	}
 	return fmt.Sprintf("PAXOSD_SIM_SEED=%d PAXOSD_SIM_NODES=%d%s go test ./sim -run TestReplay -v", r.Opt.Seed, r.Opt.Nodes, bug)
@@ -250,6 +267,7 @@ const (
 	evTransfer // the master hands its lease over
 	evMember   // the master changes the membership
 	evWipe     // a node loses its disk
+	evHint     // a node hears from its failure detector that a peer is down
 )
 
 type event struct {
@@ -260,6 +278,9 @@ type event struct {
 	inc  int    // node incarnation the event belongs to
 	msg  core.Message
 	why  string // evDownForGood: why now
+	// about (evHint): the peer reported down; 0 for the periodic event
+	// that draws a random report.
+	about uint64
 	// lossy (evDownForGood): the messages the node sent that are still in
 	// flight are lost with it.
 	lossy bool
@@ -328,6 +349,7 @@ type world struct {
 	opt    Options
 	rng    *rand.Rand
 	trng   *rand.Rand // transfers' own stream
+	hrng   *rand.Rand // failure detector reports' own stream
 	mrng   *rand.Rand // membership changes' and wipes' own stream
 	now    int64
 	seq    uint64
@@ -436,6 +458,10 @@ func Run(opt Options) (rep Report) {
 	}
 	if opt.Membership {
 		w.schedule(&event{at: 200*ms + w.mrng.Int64N(800*ms), kind: evMember})
+	}
+	if opt.Hints {
+		w.hrng = rand.New(rand.NewPCG(opt.Seed, 0xa54ff53a5f1d36f1))
+		w.schedule(&event{at: 50*ms + w.hrng.Int64N(450*ms), kind: evHint})
 	}
 	if opt.Wipes {
 		w.schedule(&event{at: 300*ms + w.mrng.Int64N(2000*ms), kind: evWipe})
@@ -566,6 +592,14 @@ func (w *world) crash(n *node, why string) {
 		lost++
 	}
 	w.tracef("crash %d (%s) lost %d writes", n.id, why, lost)
+	if w.opt.Hints {
+		// The failure detector tells the others, late, and not always.
+		for _, x := range w.nodes {
+			if x != n && x.up && w.hrng.IntN(4) != 0 {
+				w.schedule(&event{at: w.now + 50*ms + w.hrng.Int64N(1450*ms), kind: evHint, node: x.id, about: n.id})
+			}
+		}
+	}
 	n.disk, n.unsynced = n.durable.clone(), nil
 	n.up, n.core, n.syncing = false, nil, nil
 	n.reqs = nil // its clients time out
@@ -722,9 +756,32 @@ func (w *world) handle(e *event) {
 			w.wipe(pool[w.mrng.IntN(len(pool))])
 		}
 		w.schedule(&event{at: w.now + 500*ms + w.mrng.Int64N(2500*ms), kind: evWipe})
+	case evHint:
+		w.hint(e)
 	case evClientNext, evClientArrive, evClientReply, evClientTimeout, evClientRetry:
 		w.handleClient(e)
 	}
+}
+
+// hint delivers a failure detector's report (e.about is down) to e.node,
+// if it is up; the periodic event (about 0) draws a report about a random
+// peer, down or not, and schedules the next one until the run is over.
+func (w *world) hint(e *event) {
+	to, about := e.node, e.about
+	if about == 0 {
+		if !w.healed || !w.progressDone() {
+			w.schedule(&event{at: w.now + 50*ms + w.hrng.Int64N(450*ms), kind: evHint})
+		}
+		to, about = uint64(1+w.hrng.IntN(len(w.nodes))), uint64(1+w.hrng.IntN(len(w.nodes)))
+	}
+	n := w.node(to)
+	if !n.up || to == about {
+		return
+	}
+	w.tracef("hint %d: %d is down", to, about)
+	w.faults["hint"]++
+	n.core.PeerDown(about)
+	w.pump(n)
 }
 
 // pump takes the next Ready if none is being persisted.
