@@ -33,8 +33,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/idgen"
-	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -255,7 +255,7 @@ func noteMaster(ctx context.Context, method string, req, reply any, cc *grpc.Cli
 	}
 	var md metadata.MD
 	err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&md))...)
-	if v := md.Get(rpc.MasterHeader); len(v) > 0 {
+	if v := md.Get(api.MasterHeader); len(v) > 0 {
 		*hint = v[0]
 	}
 	return err
@@ -289,10 +289,10 @@ func nothingApplied(err error) bool {
 	if errors.Is(err, errNotConnected) {
 		return true
 	}
-	if _, _, ok := rpc.AsNotMaster(err); ok {
+	if _, _, ok := api.AsNotMaster(err); ok {
 		return true
 	}
-	_, ok := rpc.AsOverloaded(err)
+	_, ok := api.AsOverloaded(err)
 	return ok
 }
 
@@ -302,10 +302,10 @@ func nothingApplied(err error) bool {
 // broken connection, a timeout, a dropped proposal, an internal error)
 // leaves the outcome open.
 func definite(err error) bool {
-	if nothingApplied(err) || rpc.AsTooManyClients(err) {
+	if nothingApplied(err) || api.AsTooManyClients(err) {
 		return true
 	}
-	if _, ok := rpc.AsExpectedIndex(err); ok {
+	if _, ok := api.AsExpectedIndex(err); ok {
 		return true
 	}
 	switch status.Code(err) {
@@ -323,7 +323,7 @@ func retryable(err error, once bool) bool {
 	if nothingApplied(err) {
 		return true
 	}
-	if once || rpc.AsTooManyClients(err) {
+	if once || api.AsTooManyClients(err) {
 		return false
 	}
 	switch status.Code(err) {
@@ -338,7 +338,7 @@ func retryable(err error, once bool) bool {
 // only over an established connection, and a failure after an attempt that
 // may have reached the cluster is an *UnknownOutcomeError. An append
 // without a client ID is then never sent again.
-func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(ctx context.Context, api paxosdpb.LogServiceClient) error) error {
+func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(ctx context.Context, svc paxosdpb.LogServiceClient) error) error {
 	var (
 		last         error
 		maybeApplied bool // an append attempt failed with its outcome open
@@ -387,7 +387,7 @@ func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(c
 				}
 				return fail(convert(err))
 			}
-			if _, addr, ok := rpc.AsNotMaster(err); ok && addr != "" {
+			if _, addr, ok := api.AsNotMaster(err); ok && addr != "" {
 				c.prefer(addr) // the master: try it first next time
 			}
 		}
@@ -402,26 +402,26 @@ func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(c
 }
 
 func convert(err error) error {
-	if first, ok := rpc.AsTrimmed(err); ok {
+	if first, ok := api.AsTrimmed(err); ok {
 		return &TrimmedError{First: first}
 	}
-	if end, ok := rpc.AsExpectedIndex(err); ok {
+	if end, ok := api.AsExpectedIndex(err); ok {
 		return &ConflictError{End: end}
 	}
-	if end, ok := rpc.AsTrimPastEnd(err); ok {
+	if end, ok := api.AsTrimPastEnd(err); ok {
 		return &TrimPastEndError{End: end}
 	}
-	if rpc.AsTooManyClients(err) {
+	if api.AsTooManyClients(err) {
 		return &refusal{status: err, is: ErrTooManyClients}
 	}
-	if rpc.AsSeqReused(err) {
+	if api.AsSeqReused(err) {
 		return &refusal{status: err, is: ErrSeqReused}
 	}
-	if _, desc, ok := rpc.AsInvalidArgument(err); ok {
-		switch rpc.Reason(err) {
-		case rpc.ReasonStaleSeq:
+	if _, desc, ok := api.AsInvalidArgument(err); ok {
+		switch api.Reason(err) {
+		case api.ReasonStaleSeq:
 			return fmt.Errorf("%w: %s", ErrStaleSeq, desc)
-		case rpc.ReasonEntryTooLarge:
+		case api.ReasonEntryTooLarge:
 			return fmt.Errorf("%w: %s", ErrTooLarge, desc)
 		}
 	}
@@ -477,8 +477,8 @@ func (c *Client) AppendSeq(ctx context.Context, clientID, seq uint64, entries ..
 
 func (c *Client) append(ctx context.Context, req *paxosdpb.AppendRequest) (AppendResult, error) {
 	var res AppendResult
-	err := c.call(ctx, req, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.Append(ctx, req)
+	err := c.call(ctx, req, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.Append(ctx, req)
 		if err == nil {
 			res = AppendResult{First: r.FirstIndex, Last: r.LastIndex, Duplicate: r.Duplicate}
 		}
@@ -510,8 +510,8 @@ func (c *Client) Read(ctx context.Context, from uint64, count int, local bool) (
 		req.Consistency = paxosdpb.Consistency_LOCAL
 	}
 	var res ReadResult
-	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.Read(ctx, req)
+	err := c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.Read(ctx, req)
 		if err == nil {
 			res = ReadResult{Entries: fromPB(r.Entries), Next: r.NextIndex, FirstIndex: r.FirstIndex, EndIndex: r.EndIndex, Local: r.Local}
 		}
@@ -524,8 +524,8 @@ func (c *Client) Read(ctx context.Context, from uint64, count int, local bool) (
 // first index.
 func (c *Client) Trim(ctx context.Context, before uint64) (uint64, error) {
 	var first uint64
-	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.Trim(ctx, &paxosdpb.TrimRequest{Before: before})
+	err := c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.Trim(ctx, &paxosdpb.TrimRequest{Before: before})
 		if err == nil {
 			first = r.FirstIndex
 		}
@@ -540,8 +540,8 @@ func (c *Client) Trim(ctx context.Context, before uint64) (uint64, error) {
 // master and the successor. Appends sent meanwhile are refused with
 // NotMaster and retried by the client as usual.
 func (c *Client) TransferMaster(ctx context.Context, to uint64) (from, successor uint64, err error) {
-	err = c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.TransferMaster(ctx, &paxosdpb.TransferMasterRequest{To: to})
+	err = c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.TransferMaster(ctx, &paxosdpb.TransferMasterRequest{To: to})
 		if err == nil {
 			from, successor = r.From, r.To
 		}
@@ -582,13 +582,13 @@ func (c *Client) AwaitMaster(ctx context.Context, id uint64) error {
 
 // Status asks one endpoint for its status.
 func (c *Client) Status(ctx context.Context, endpoint string) (*paxosdpb.StatusResponse, error) {
-	api, err := c.api(endpoint)
+	svc, err := c.api(endpoint)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opt.CallTimeout)
 	defer cancel()
-	return api.Status(ctx, &paxosdpb.StatusRequest{})
+	return svc.Status(ctx, &paxosdpb.StatusRequest{})
 }
 
 // Endpoints returns the endpoints the client was given.
@@ -652,12 +652,12 @@ func (c *Client) Entries(ctx context.Context, from uint64) iter.Seq2[Entry, erro
 // returns errNoEndpoint when every endpoint failed (try again later).
 func (c *Client) tailOnce(ctx context.Context, next *uint64, end uint64, follow bool, fn func(Entry) error) error {
 	for _, ep := range c.order() {
-		api, err := c.api(ep)
+		svc, err := c.api(ep)
 		if err != nil {
 			return err
 		}
 		sctx, cancel := context.WithCancel(ctx)
-		stream, err := api.Tail(sctx, &paxosdpb.TailRequest{From: *next})
+		stream, err := svc.Tail(sctx, &paxosdpb.TailRequest{From: *next})
 		if err != nil {
 			cancel()
 			continue
@@ -666,7 +666,7 @@ func (c *Client) tailOnce(ctx context.Context, next *uint64, end uint64, follow 
 			r, err := stream.Recv()
 			if err != nil {
 				cancel()
-				if _, ok := rpc.AsTrimmed(err); ok || ctx.Err() != nil {
+				if _, ok := api.AsTrimmed(err); ok || ctx.Err() != nil {
 					return convert(err)
 				}
 				break // try the next endpoint
@@ -700,12 +700,12 @@ func fromPB(es []*paxosdpb.Entry) []Entry {
 
 // ChangeMembers makes one membership change through the master and returns
 // the configuration after it, once the change is in effect on the master.
-// A refused change is a FailedPrecondition whose reason rpc.AsChangeRefused
+// A refused change is a FailedPrecondition whose reason api.AsChangeRefused
 // returns; its message says why.
 func (c *Client) ChangeMembers(ctx context.Context, req *paxosdpb.ChangeMembersRequest) (*paxosdpb.ChangeMembersResponse, error) {
 	var resp *paxosdpb.ChangeMembersResponse
-	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.ChangeMembers(ctx, req)
+	err := c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.ChangeMembers(ctx, req)
 		resp = r
 		return err
 	})
@@ -716,8 +716,8 @@ func (c *Client) ChangeMembers(ctx context.Context, req *paxosdpb.ChangeMembersR
 // applied it, with what that node knows of each member.
 func (c *Client) ListMembers(ctx context.Context) (*paxosdpb.ListMembersResponse, error) {
 	var resp *paxosdpb.ListMembersResponse
-	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.ListMembers(ctx, &paxosdpb.ListMembersRequest{})
+	err := c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.ListMembers(ctx, &paxosdpb.ListMembersRequest{})
 		resp = r
 		return err
 	})
@@ -728,8 +728,8 @@ func (c *Client) ListMembers(ctx context.Context) (*paxosdpb.ListMembersResponse
 // directory of incarnation inc, as a follower (paxosd server --join does).
 func (c *Client) Join(ctx context.Context, id uint64, addr string, inc uint64) (*paxosdpb.JoinResponse, error) {
 	var resp *paxosdpb.JoinResponse
-	err := c.call(ctx, nil, func(ctx context.Context, api paxosdpb.LogServiceClient) error {
-		r, err := api.Join(ctx, &paxosdpb.JoinRequest{Id: id, Address: addr, Incarnation: inc})
+	err := c.call(ctx, nil, func(ctx context.Context, svc paxosdpb.LogServiceClient) error {
+		r, err := svc.Join(ctx, &paxosdpb.JoinRequest{Id: id, Address: addr, Incarnation: inc})
 		resp = r
 		return err
 	})

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/node"
-	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/server"
 )
@@ -92,7 +92,7 @@ func TestJoinPromoteRemoveMaster(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if reason, ok := rpc.AsChangeRefused(err); !ok || reason != rpc.ReasonMemberBehind || time.Now().After(deadline) {
+		if reason, ok := api.AsChangeRefused(err); !ok || reason != api.ReasonMemberBehind || time.Now().After(deadline) {
 			t.Fatalf("promote 4: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)

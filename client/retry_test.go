@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
-	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -164,9 +164,9 @@ func TestUntaggedAppendRetriedWhenNothingApplied(t *testing.T) {
 		name  string
 		first func(context.Context, int) error
 	}{
-		{"not the master", always(rpc.NotMasterError(2, master.addr))},
-		{"no master known", always(rpc.NotMasterError(0, ""))},
-		{"overloaded", always(rpc.Overloaded("test: queue full", 0))},
+		{"not the master", always(api.NotMasterError(2, master.addr))},
+		{"no master known", always(api.NotMasterError(0, ""))},
+		{"overloaded", always(api.Overloaded("test: queue full", 0))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t, tc.first)
@@ -205,9 +205,9 @@ func TestRefusalsMapToClientErrors(t *testing.T) {
 		want   error
 		msg    string // the error says this
 	}{
-		{"too many clients", rpc.TooManyClientsError("too many exactly-once clients: the dedup table holds its cap of 3 clients"), client.ErrTooManyClients, "cap of 3"},
-		{"seq reused", rpc.SeqReusedError("this (client_id, seq) was already applied with different entries"), client.ErrSeqReused, "already applied with different entries"},
-		{"stale seq", rpc.InvalidArgumentReason("seq", "too old", rpc.ReasonStaleSeq), client.ErrStaleSeq, "too old"},
+		{"too many clients", api.TooManyClientsError("too many exactly-once clients: the dedup table holds its cap of 3 clients"), client.ErrTooManyClients, "cap of 3"},
+		{"seq reused", api.SeqReusedError("this (client_id, seq) was already applied with different entries"), client.ErrSeqReused, "already applied with different entries"},
+		{"stale seq", api.InvalidArgumentReason("seq", "too old", api.ReasonStaleSeq), client.ErrStaleSeq, "too old"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t, always(tc.answer))
@@ -222,7 +222,7 @@ func TestRefusalsMapToClientErrors(t *testing.T) {
 		})
 	}
 	t.Run("trim past the end", func(t *testing.T) {
-		f := startFake(t, always(rpc.TrimPastEndError(100, 42)))
+		f := startFake(t, always(api.TrimPastEndError(100, 42)))
 		_, err := fastClient(t, f.addr).Trim(context.Background(), 100)
 		var pe *client.TrimPastEndError
 		if !errors.As(err, &pe) || pe.End != 42 || !errors.Is(err, client.ErrTrimPastEnd) || !strings.Contains(err.Error(), "42") {

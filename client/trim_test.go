@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
-	"github.com/paxosd/paxosd/rpc"
 )
 
 // Whether a trim is past the end of the log is the master's to say, from
@@ -55,8 +55,8 @@ func TestTrimThroughALaggingNode(t *testing.T) {
 		lc := newClient(t, []string{c.addrs[lag]}, client.Options{Retries: 1, CallTimeout: 10 * time.Second})
 		_, pastErr := lc.Trim(ctx, end+1)
 		first, err := lc.Trim(ctx, end)
-		_, _, lost := rpc.AsNotMaster(pastErr)
-		if _, _, l := rpc.AsNotMaster(err); l {
+		_, _, lost := api.AsNotMaster(pastErr)
+		if _, _, l := api.AsNotMaster(err); l {
 			lost = true
 		}
 		cut(false)

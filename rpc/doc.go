@@ -1,7 +1,8 @@
 // Package rpc is paxosd's gRPC layer: the peer transport that carries
 // core.Message between the nodes of a cluster (Transport), the server of the
-// client API (LogServer) and its typed errors (errors.go), and, in
-// rpc/paxosdpb, the .proto files and the committed code generated from them.
+// client API (LogServer), and, in rpc/paxosdpb, the .proto files and the
+// committed code generated from them. The typed errors the API returns are
+// in package api, which the client shares without importing the server.
 //
 // The transport is where the node's event loop meets the network, so it must
 // never block the node loop: Send only encodes and enqueues, and a full queue

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -52,7 +53,7 @@ func (e *IncarnationError) refusal() string {
 // incarnationRefused returns the IncarnationError a peer's status carries,
 // nil if err is not such a refusal.
 func incarnationRefused(err error) *IncarnationError {
-	st, d, ok := detail[*paxosdpb.IncarnationRefused](err)
+	st, d, ok := api.Detail[*paxosdpb.IncarnationRefused](err)
 	if !ok || st.Code() != codes.FailedPrecondition {
 		return nil
 	}

@@ -9,11 +9,10 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/learner"
@@ -21,41 +20,8 @@ import (
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
-// The reasons (ErrorInfo) of a refused membership change, all
-// FailedPrecondition: the change cannot take effect in the configuration as
-// it is; the message says why and what to do.
-const (
-	ReasonChangePending       = "CHANGE_PENDING"
-	ReasonMemberBehind        = "MEMBER_BEHIND"
-	ReasonMemberExists        = "MEMBER_EXISTS"
-	ReasonUnknownMember       = "UNKNOWN_MEMBER"
-	ReasonNotFollower         = "NOT_FOLLOWER"
-	ReasonLastVoter           = "LAST_VOTER"
-	ReasonNoQuorum            = "NO_QUORUM"
-	ReasonSlotsExhausted      = "SLOTS_EXHAUSTED"
-	ReasonNoMembership        = "NO_MEMBERSHIP"
-	ReasonIncarnationMismatch = "INCARNATION_MISMATCH"
-	ReasonNoIncarnation       = "NO_INCARNATION"
-	ReasonBadChange           = "BAD_CHANGE"
-)
-
 // handoverWait bounds how long removing the master waits for its successor.
 const handoverWait = 10 * time.Second
-
-// ChangeRefusedError is a membership change the cluster refused (reason
-// above): FailedPrecondition, nothing changed.
-func ChangeRefusedError(reason, desc string) error {
-	return withDetails(codes.FailedPrecondition, desc, &errdetails.ErrorInfo{Reason: reason, Domain: "paxosd"})
-}
-
-// AsChangeRefused returns the reason of a ChangeRefusedError.
-func AsChangeRefused(err error) (reason string, ok bool) {
-	st, d, ok := detail[*errdetails.ErrorInfo](err)
-	if !ok || st.Code() != codes.FailedPrecondition {
-		return "", false
-	}
-	return d.GetReason(), true
-}
 
 // changeRefused maps the members package's refusals to their reasons.
 func changeRefused(err error) (string, bool) {
@@ -63,12 +29,12 @@ func changeRefused(err error) (string, bool) {
 		err    error
 		reason string
 	}{
-		{members.ErrChangePending, ReasonChangePending}, {members.ErrBehind, ReasonMemberBehind},
-		{members.ErrMemberExists, ReasonMemberExists}, {members.ErrUnknownMember, ReasonUnknownMember},
-		{members.ErrNotFollower, ReasonNotFollower}, {members.ErrLastVoter, ReasonLastVoter},
-		{members.ErrNoQuorum, ReasonNoQuorum}, {members.ErrSlotsExhausted, ReasonSlotsExhausted},
-		{learner.ErrNoMembership, ReasonNoMembership}, {members.ErrNoIncarnation, ReasonNoIncarnation},
-		{members.ErrBadChange, ReasonBadChange},
+		{members.ErrChangePending, api.ReasonChangePending}, {members.ErrBehind, api.ReasonMemberBehind},
+		{members.ErrMemberExists, api.ReasonMemberExists}, {members.ErrUnknownMember, api.ReasonUnknownMember},
+		{members.ErrNotFollower, api.ReasonNotFollower}, {members.ErrLastVoter, api.ReasonLastVoter},
+		{members.ErrNoQuorum, api.ReasonNoQuorum}, {members.ErrSlotsExhausted, api.ReasonSlotsExhausted},
+		{learner.ErrNoMembership, api.ReasonNoMembership}, {members.ErrNoIncarnation, api.ReasonNoIncarnation},
+		{members.ErrBadChange, api.ReasonBadChange},
 	} {
 		if errors.Is(err, r.err) {
 			return r.reason, true
@@ -125,12 +91,12 @@ func (s *LogServer) ChangeMembers(ctx context.Context, req *paxosdpb.ChangeMembe
 	kind, ok := kindOf(req.Kind)
 	switch {
 	case !ok:
-		return nil, InvalidArgument("kind", "must be ADD_FOLLOWER, PROMOTE or REMOVE")
+		return nil, api.InvalidArgument("kind", "must be ADD_FOLLOWER, PROMOTE or REMOVE")
 	case req.Id == 0:
-		return nil, InvalidArgument("id", "a member ID is a positive integer")
+		return nil, api.InvalidArgument("id", "a member ID is a positive integer")
 	case kind == members.AddFollower:
 		if _, _, err := net.SplitHostPort(req.Address); err != nil {
-			return nil, InvalidArgument("address", fmt.Sprintf("%q is not HOST:PORT: %v", req.Address, err))
+			return nil, api.InvalidArgument("address", fmt.Sprintf("%q is not HOST:PORT: %v", req.Address, err))
 		}
 	}
 	ch := members.Change{Kind: kind, ID: req.Id, Addr: req.Address, Incarnation: req.Incarnation}
@@ -179,12 +145,12 @@ func (s *LogServer) removeSelf(ctx context.Context, remote func(context.Context,
 	}
 	c, err := s.conn(s.addr(to))
 	if err != nil {
-		return NotMasterError(to, s.addr(to))
+		return api.NotMasterError(to, s.addr(to))
 	}
 	// Forwarded once more, on purpose: the request came to this node as
 	// the master, which is no longer the master.
 	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
-	_ = grpc.SetHeader(ctx, metadata.Pairs(MasterHeader, s.addr(to)))
+	_ = grpc.SetHeader(ctx, metadata.Pairs(api.MasterHeader, s.addr(to)))
 	return remote(fctx, paxosdpb.NewLogServiceClient(c))
 }
 
@@ -274,12 +240,12 @@ func (s *LogServer) ListMembers(ctx context.Context, _ *paxosdpb.ListMembersRequ
 func (s *LogServer) Join(ctx context.Context, req *paxosdpb.JoinRequest) (*paxosdpb.JoinResponse, error) {
 	switch {
 	case req.Id == 0:
-		return nil, InvalidArgument("id", "a member ID is a positive integer")
+		return nil, api.InvalidArgument("id", "a member ID is a positive integer")
 	case req.Incarnation == 0:
-		return nil, InvalidArgument("incarnation", "a joining node sends its data directory's incarnation")
+		return nil, api.InvalidArgument("incarnation", "a joining node sends its data directory's incarnation")
 	}
 	if _, _, err := net.SplitHostPort(req.Address); err != nil {
-		return nil, InvalidArgument("address", fmt.Sprintf("%q is not HOST:PORT: %v", req.Address, err))
+		return nil, api.InvalidArgument("address", fmt.Sprintf("%q is not HOST:PORT: %v", req.Address, err))
 	}
 	var resp *paxosdpb.JoinResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
@@ -340,12 +306,12 @@ func (s *LogServer) joined(req *paxosdpb.JoinRequest) error {
 	case !ok || addedAhead(m, req):
 		return nil
 	case m.Incarnation != req.Incarnation:
-		return ChangeRefusedError(ReasonIncarnationMismatch, fmt.Sprintf(
+		return api.ChangeRefusedError(api.ReasonIncarnationMismatch, fmt.Sprintf(
 			"node %d is a member (a %s at %s) with another data directory (incarnation %016x; this one is %016x): "+
 				"to put this directory in its place, run `paxosd members replace %d`, then start this node again with --join",
 			req.Id, m.Role, m.Addr, m.Incarnation, req.Incarnation, req.Id))
 	case m.Addr != req.Address:
-		return ChangeRefusedError(ReasonMemberExists, fmt.Sprintf(
+		return api.ChangeRefusedError(api.ReasonMemberExists, fmt.Sprintf(
 			"node %d is a member at %s, not %s: start it with --listen %s, or replace it (`paxosd members replace %d`)",
 			req.Id, m.Addr, req.Address, m.Addr, req.Id))
 	}

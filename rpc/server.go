@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/instance"
@@ -37,11 +38,6 @@ const (
 	// it is never forwarded twice (no loops while masters change).
 	forwardedKey = "paxosd-forwarded"
 )
-
-// MasterHeader is the response header a node sets when it forwarded a
-// request to the master: the master's address, so that a client can go
-// there directly next time instead of paying for the extra hop.
-const MasterHeader = "paxosd-master"
 
 // LogServer serves paxosd.v1.LogService for one node. Appends, trims and
 // linearizable reads that reach a node that is not the master are forwarded
@@ -94,7 +90,7 @@ func (s *LogServer) Close() {
 // Append implements LogService.Append.
 func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*paxosdpb.AppendResponse, error) {
 	if len(req.Entries) == 0 {
-		return nil, InvalidArgument("entries", "at least one entry is required")
+		return nil, api.InvalidArgument("entries", "at least one entry is required")
 	}
 	var resp *paxosdpb.AppendResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
@@ -102,7 +98,7 @@ func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*p
 		if err == nil {
 			resp = &paxosdpb.AppendResponse{FirstIndex: r.First, LastIndex: r.Last, Duplicate: r.Duplicate}
 		} else if errors.Is(err, core.ErrConflict) {
-			return ExpectedIndexError(req.GetExpectedIndex(), r.First)
+			return api.ExpectedIndexError(req.GetExpectedIndex(), r.First)
 		}
 		return err
 	}, func(ctx context.Context, c paxosdpb.LogServiceClient) error {
@@ -119,7 +115,7 @@ func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*p
 // A forwarded trim returns the master's answer.
 func (s *LogServer) Trim(ctx context.Context, req *paxosdpb.TrimRequest) (*paxosdpb.TrimResponse, error) {
 	if req.Before == 0 {
-		return nil, InvalidArgument("before", "must be above 0 (nothing lies below index 0)")
+		return nil, api.InvalidArgument("before", "must be above 0 (nothing lies below index 0)")
 	}
 	var resp *paxosdpb.TrimResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
@@ -143,7 +139,7 @@ func (s *LogServer) Read(ctx context.Context, req *paxosdpb.ReadRequest) (*paxos
 		count = defaultReadCount
 	}
 	if count > maxReadCount {
-		return nil, InvalidArgument("max_count", fmt.Sprintf("%d is above the limit of %d", count, maxReadCount))
+		return nil, api.InvalidArgument("max_count", fmt.Sprintf("%d is above the limit of %d", count, maxReadCount))
 	}
 	if bytes == 0 {
 		bytes = defaultReadBytes
@@ -229,7 +225,7 @@ func (s *LogServer) TransferMaster(ctx context.Context, req *paxosdpb.TransferMa
 	s.memMu.RUnlock()
 	if req.To != 0 && !isVoter {
 		slices.Sort(voters)
-		return nil, InvalidArgument("to", fmt.Sprintf("%d is not a voter of this cluster (voters: %v)", req.To, voters))
+		return nil, api.InvalidArgument("to", fmt.Sprintf("%d is not a voter of this cluster (voters: %v)", req.To, voters))
 	}
 	var resp *paxosdpb.TransferMasterResponse
 	err := s.toMaster(ctx, func(ctx context.Context) error {
@@ -262,19 +258,19 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 		if nm.Master != 0 && nm.Master != s.id {
 			addr := s.addr(nm.Master)
 			if forwarded {
-				return NotMasterError(nm.Master, addr)
+				return api.NotMasterError(nm.Master, addr)
 			}
 			c, err := s.conn(addr)
 			if err != nil {
-				return NotMasterError(nm.Master, addr)
+				return api.NotMasterError(nm.Master, addr)
 			}
-			_ = grpc.SetHeader(ctx, metadata.Pairs(MasterHeader, addr)) // a hint: losing it costs a hop
+			_ = grpc.SetHeader(ctx, metadata.Pairs(api.MasterHeader, addr)) // a hint: losing it costs a hop
 			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
 			return remote(fctx, paxosdpb.NewLogServiceClient(c))
 		}
 		// No master known: an election is under way.
 		if time.Now().After(deadline) {
-			return NotMasterError(0, "")
+			return api.NotMasterError(0, "")
 		}
 		select {
 		case <-ctx.Done():
@@ -311,7 +307,7 @@ func (s *LogServer) status(err error) error {
 		te *core.TrimPastEndError
 	)
 	if reason, ok := changeRefused(err); ok && status.Code(err) == codes.Unknown {
-		return ChangeRefusedError(reason, err.Error())
+		return api.ChangeRefusedError(reason, err.Error())
 	}
 	switch {
 	case err == nil:
@@ -319,25 +315,25 @@ func (s *LogServer) status(err error) error {
 	case status.Code(err) != codes.Unknown:
 		return err // already a status (forwarded)
 	case errors.As(err, &ee) && errors.Is(err, node.ErrTooLarge):
-		return InvalidArgumentReason(fmt.Sprintf("entries[%d]", ee.Index), err.Error(), ReasonEntryTooLarge)
+		return api.InvalidArgumentReason(fmt.Sprintf("entries[%d]", ee.Index), err.Error(), api.ReasonEntryTooLarge)
 	case errors.As(err, &ee):
-		return InvalidArgument(fmt.Sprintf("entries[%d]", ee.Index), err.Error())
+		return api.InvalidArgument(fmt.Sprintf("entries[%d]", ee.Index), err.Error())
 	case errors.As(err, &nm):
-		return NotMasterError(nm.Master, s.addr(nm.Master))
+		return api.NotMasterError(nm.Master, s.addr(nm.Master))
 	case errors.As(err, &tr):
-		return TrimmedError(tr.First)
+		return api.TrimmedError(tr.First)
 	case errors.Is(err, node.ErrEmpty):
-		return InvalidArgument("entries", err.Error())
+		return api.InvalidArgument("entries", err.Error())
 	case errors.Is(err, node.ErrTooLarge):
-		return InvalidArgumentReason("entries", err.Error(), ReasonEntryTooLarge)
+		return api.InvalidArgumentReason("entries", err.Error(), api.ReasonEntryTooLarge)
 	case errors.Is(err, core.ErrStaleSeq):
-		return InvalidArgumentReason("seq", err.Error(), ReasonStaleSeq)
+		return api.InvalidArgumentReason("seq", err.Error(), api.ReasonStaleSeq)
 	case errors.As(err, &te):
-		return TrimPastEndError(te.Before, te.End)
+		return api.TrimPastEndError(te.Before, te.End)
 	case errors.Is(err, core.ErrTooManyClients):
-		return TooManyClientsError(err.Error())
+		return api.TooManyClientsError(err.Error())
 	case errors.Is(err, core.ErrSeqReused):
-		return SeqReusedError(err.Error())
+		return api.SeqReusedError(err.Error())
 	case errors.Is(err, core.ErrDropped), errors.Is(err, core.ErrUnknownOutcome):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, node.ErrStopped):
@@ -345,7 +341,7 @@ func (s *LogServer) status(err error) error {
 	case errors.Is(err, instance.ErrNoSuccessor):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, members.ErrBadChange):
-		return InvalidArgument("kind", err.Error())
+		return api.InvalidArgument("kind", err.Error())
 	case errors.Is(err, node.ErrRemoved):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
@@ -918,7 +919,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 			t.logf("%s", reason)
 		}
 		if refused != nil {
-			return withDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
+			return api.WithDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
 				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got, Configured: refused.Configured})
 		}
 		return status.Error(codes.FailedPrecondition, reason)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
@@ -634,13 +635,13 @@ func (s *errService) Append(_ context.Context, req *paxosdpb.AppendRequest) (*pa
 
 func TestErrorsRoundTrip(t *testing.T) {
 	errs := []error{
-		NotMasterError(3, "127.0.0.1:7003"),
-		NotMasterError(0, ""),
-		TrimmedError(42),
-		InvalidArgument("entries[3]", "1048577 bytes, over the 1048576-byte limit"),
-		ExpectedIndexError(5, 9),
-		Overloaded("proposal queue full", 250*time.Millisecond),
-		Overloaded("too many tails", 0),
+		api.NotMasterError(3, "127.0.0.1:7003"),
+		api.NotMasterError(0, ""),
+		api.TrimmedError(42),
+		api.InvalidArgument("entries[3]", "1048577 bytes, over the 1048576-byte limit"),
+		api.ExpectedIndexError(5, 9),
+		api.Overloaded("proposal queue full", 250*time.Millisecond),
+		api.Overloaded("too many tails", 0),
 		status.Error(codes.Internal, "plain"),
 	}
 	lis := listen(t)
@@ -671,55 +672,55 @@ func TestErrorsRoundTrip(t *testing.T) {
 			t.Errorf("error %d: code %v, want %v", i, c, wantCodes[i])
 		}
 	}
-	if id, addr, ok := AsNotMaster(got[0]); !ok || id != 3 || addr != "127.0.0.1:7003" {
-		t.Errorf("AsNotMaster(known master) = %d, %q, %v", id, addr, ok)
+	if id, addr, ok := api.AsNotMaster(got[0]); !ok || id != 3 || addr != "127.0.0.1:7003" {
+		t.Errorf("api.AsNotMaster(known master) = %d, %q, %v", id, addr, ok)
 	}
-	if id, addr, ok := AsNotMaster(got[1]); !ok || id != 0 || addr != "" {
-		t.Errorf("AsNotMaster(no master) = %d, %q, %v", id, addr, ok)
+	if id, addr, ok := api.AsNotMaster(got[1]); !ok || id != 0 || addr != "" {
+		t.Errorf("api.AsNotMaster(no master) = %d, %q, %v", id, addr, ok)
 	}
-	if first, ok := AsTrimmed(got[2]); !ok || first != 42 {
-		t.Errorf("AsTrimmed = %d, %v", first, ok)
+	if first, ok := api.AsTrimmed(got[2]); !ok || first != 42 {
+		t.Errorf("api.AsTrimmed = %d, %v", first, ok)
 	}
-	if field, desc, ok := AsInvalidArgument(got[3]); !ok || field != "entries[3]" || !strings.Contains(desc, "over the") {
-		t.Errorf("AsInvalidArgument = %q, %q, %v", field, desc, ok)
+	if field, desc, ok := api.AsInvalidArgument(got[3]); !ok || field != "entries[3]" || !strings.Contains(desc, "over the") {
+		t.Errorf("api.AsInvalidArgument = %q, %q, %v", field, desc, ok)
 	}
 	if !strings.Contains(got[3].Error(), "entries[3]") {
-		t.Errorf("InvalidArgument message does not name the field: %v", got[3])
+		t.Errorf("api.InvalidArgument message does not name the field: %v", got[3])
 	}
-	if end, ok := AsExpectedIndex(got[4]); !ok || end != 9 {
-		t.Errorf("AsExpectedIndex = %d, %v", end, ok)
+	if end, ok := api.AsExpectedIndex(got[4]); !ok || end != 9 {
+		t.Errorf("api.AsExpectedIndex = %d, %v", end, ok)
 	}
-	if d, ok := AsOverloaded(got[5]); !ok || d != 250*time.Millisecond {
-		t.Errorf("AsOverloaded = %v, %v", d, ok)
+	if d, ok := api.AsOverloaded(got[5]); !ok || d != 250*time.Millisecond {
+		t.Errorf("api.AsOverloaded = %v, %v", d, ok)
 	}
-	if d, ok := AsOverloaded(got[6]); !ok || d != 0 {
-		t.Errorf("AsOverloaded(no delay) = %v, %v", d, ok)
+	if d, ok := api.AsOverloaded(got[6]); !ok || d != 0 {
+		t.Errorf("api.AsOverloaded(no delay) = %v, %v", d, ok)
 	}
 
 	// Each parser says no to everything else.
 	others := append(got[:0:0], got...)
 	others = append(others, nil, errors.New("not a status"), context.Canceled)
 	for i, err := range others {
-		if _, _, ok := AsNotMaster(err); ok && i > 1 {
-			t.Errorf("AsNotMaster(%v) = ok", err)
+		if _, _, ok := api.AsNotMaster(err); ok && i > 1 {
+			t.Errorf("api.AsNotMaster(%v) = ok", err)
 		}
-		if _, ok := AsTrimmed(err); ok && i != 2 {
-			t.Errorf("AsTrimmed(%v) = ok", err)
+		if _, ok := api.AsTrimmed(err); ok && i != 2 {
+			t.Errorf("api.AsTrimmed(%v) = ok", err)
 		}
-		if _, _, ok := AsInvalidArgument(err); ok && i != 3 {
-			t.Errorf("AsInvalidArgument(%v) = ok", err)
+		if _, _, ok := api.AsInvalidArgument(err); ok && i != 3 {
+			t.Errorf("api.AsInvalidArgument(%v) = ok", err)
 		}
-		if _, ok := AsExpectedIndex(err); ok && i != 4 {
-			t.Errorf("AsExpectedIndex(%v) = ok", err)
+		if _, ok := api.AsExpectedIndex(err); ok && i != 4 {
+			t.Errorf("api.AsExpectedIndex(%v) = ok", err)
 		}
-		if _, ok := AsOverloaded(err); ok && i != 5 && i != 6 {
-			t.Errorf("AsOverloaded(%v) = ok", err)
+		if _, ok := api.AsOverloaded(err); ok && i != 5 && i != 6 {
+			t.Errorf("api.AsOverloaded(%v) = ok", err)
 		}
 	}
 	// A detail under the wrong code is not taken for the error.
 	forged, _ := status.New(codes.Internal, "x").WithDetails(&paxosdpb.Trimmed{FirstIndex: 1})
-	if _, ok := AsTrimmed(forged.Err()); ok {
-		t.Errorf("AsTrimmed accepted a Trimmed detail under code Internal")
+	if _, ok := api.AsTrimmed(forged.Err()); ok {
+		t.Errorf("api.AsTrimmed accepted a Trimmed detail under code Internal")
 	}
 }
 

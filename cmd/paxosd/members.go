@@ -13,8 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
-	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -158,7 +158,7 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 	// A follower catching up, or the change before this one taking
 	// effect, is a matter of moments: try again until --timeout.
 	var noted time.Time
-	for reason, ok := rpc.AsChangeRefused(err); ok && (reason == rpc.ReasonMemberBehind || reason == rpc.ReasonChangePending); reason, ok = rpc.AsChangeRefused(err) {
+	for reason, ok := api.AsChangeRefused(err); ok && (reason == api.ReasonMemberBehind || reason == api.ReasonChangePending); reason, ok = api.AsChangeRefused(err) {
 		if time.Since(noted) >= 2*time.Second {
 			noted = time.Now()
 			fmt.Fprintf(os.Stderr, "waiting: %s\n", statusMessage(err))
@@ -168,7 +168,7 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 		}
 		resp, err = cl.ChangeMembers(ctx, req)
 	}
-	if reason, ok := rpc.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
+	if reason, ok := api.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
 		// A retry after a lost answer, or a change made before: the
 		// configuration is as asked.
 		fmt.Fprintf(os.Stderr, "nothing to do: %s\n", statusMessage(err))
@@ -196,7 +196,7 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 // already: promote of a voter, remove of a non-member, add of a member at
 // that address with that incarnation.
 func alreadyDone(ctx context.Context, cl *client.Client, req *paxosdpb.ChangeMembersRequest, reason string) bool {
-	if reason != rpc.ReasonNotFollower && reason != rpc.ReasonUnknownMember && reason != rpc.ReasonMemberExists {
+	if reason != api.ReasonNotFollower && reason != api.ReasonUnknownMember && reason != api.ReasonMemberExists {
 		return false
 	}
 	r, err := cl.ListMembers(ctx)
@@ -240,10 +240,10 @@ func doneText(req *paxosdpb.ChangeMembersRequest) string {
 
 // changeError says what a refusal means for the command run.
 func changeError(req *paxosdpb.ChangeMembersRequest, err error) error {
-	if _, ok := rpc.AsChangeRefused(err); ok {
+	if _, ok := api.AsChangeRefused(err); ok {
 		return fmt.Errorf("%s refused, nothing changed: %s", changeText(req), statusMessage(err))
 	}
-	if _, desc, ok := rpc.AsInvalidArgument(err); ok {
+	if _, desc, ok := api.AsInvalidArgument(err); ok {
 		return fmt.Errorf("%s: %s", changeText(req), desc)
 	}
 	return fmt.Errorf("%s: %w (the change may or may not have been made: paxosd members list shows the configuration)", changeText(req), err)
@@ -402,8 +402,8 @@ func membersReplace(c *cli.Context) error {
 			fmt.Printf("promoted node %d to voter: in effect from instance %d; members: %s\n", id, resp.FirstInstance, summary(resp.Members))
 			return nil
 		}
-		reason, refused := rpc.AsChangeRefused(err)
-		if !refused || reason != rpc.ReasonMemberBehind && reason != rpc.ReasonChangePending {
+		reason, refused := api.AsChangeRefused(err)
+		if !refused || reason != api.ReasonMemberBehind && reason != api.ReasonChangePending {
 			return changeError(req, err)
 		}
 		if time.Since(lastNote) >= 2*time.Second {

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/client"
-	"github.com/paxosd/paxosd/rpc"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -390,7 +390,7 @@ func (w *Workload) appendPlain(k, i int) {
 // request was invalid. Everything else (timeouts, broken connections, a
 // proposal dropped or a node stopping) leaves the outcome unknown.
 func definiteFailure(err error) bool {
-	if _, _, ok := rpc.AsNotMaster(err); ok {
+	if _, _, ok := api.AsNotMaster(err); ok {
 		return true
 	}
 	return status.Code(err) == codes.InvalidArgument
@@ -415,7 +415,7 @@ func (w *Workload) readOne(k int, rng *rand.Rand, i int, linearizable bool) {
 	}
 	if err != nil {
 		op.Status = readFailure(err)
-		if first, ok := rpc.AsTrimmed(err); ok {
+		if first, ok := api.AsTrimmed(err); ok {
 			w.SetFloor(first)
 		}
 		w.rec.add(kind, i, op)

@@ -1,4 +1,9 @@
-package rpc
+// Package api is the client API's contract beside the generated messages
+// (rpc/paxosdpb): the typed errors a server returns and a client parses,
+// their reasons, and the response headers. It imports nothing of the
+// server, so that the Go client (and any program linking it) does not
+// either.
+package api
 
 import (
 	"fmt"
@@ -22,10 +27,10 @@ import (
 // for everything else. A server returns these errors as they are; a client
 // receives them back from the generated stubs and parses them here.
 
-// withDetails builds a status error with details. Attaching a detail fails
+// WithDetails builds a status error with details. Attaching a detail fails
 // only if it cannot be marshalled, which cannot happen for these messages;
 // should it happen anyway, the error keeps its code and message.
-func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
+func WithDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
 	st := status.New(c, msg)
 	if ds, err := st.WithDetails(details...); err == nil {
 		st = ds
@@ -34,7 +39,7 @@ func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) erro
 }
 
 // detail returns the first detail of type T in err's status.
-func detail[T any](err error) (*status.Status, T, bool) {
+func Detail[T any](err error) (*status.Status, T, bool) {
 	var zero T
 	st, ok := status.FromError(err)
 	if !ok || st == nil || err == nil {
@@ -62,15 +67,15 @@ func detail[T any](err error) (*status.Status, T, bool) {
 func NotMasterError(masterID uint64, addr string) error {
 	d := &paxosdpb.NotMaster{MasterId: masterID, MasterAddress: addr}
 	if masterID == 0 {
-		return withDetails(codes.Unavailable, "not the master: no master known, retry later", d)
+		return WithDetails(codes.Unavailable, "not the master: no master known, retry later", d)
 	}
-	return withDetails(codes.FailedPrecondition, fmt.Sprintf("not the master: the master is node %d at %q", masterID, addr), d)
+	return WithDetails(codes.FailedPrecondition, fmt.Sprintf("not the master: the master is node %d at %q", masterID, addr), d)
 }
 
 // AsNotMaster reports whether err is a not-the-master error (NotMasterError)
 // and, if so, the master it names: id 0 and addr "" when no master is known.
 func AsNotMaster(err error) (id uint64, addr string, ok bool) {
-	st, d, ok := detail[*paxosdpb.NotMaster](err)
+	st, d, ok := Detail[*paxosdpb.NotMaster](err)
 	if !ok || (st.Code() != codes.FailedPrecondition && st.Code() != codes.Unavailable) {
 		return 0, "", false
 	}
@@ -81,13 +86,13 @@ func AsNotMaster(err error) (id uint64, addr string, ok bool) {
 // index: code OutOfRange with a paxosdpb.Trimmed detail naming the first
 // index, so that the client can decide where to resume (never a silent jump).
 func TrimmedError(first uint64) error {
-	return withDetails(codes.OutOfRange, fmt.Sprintf("entries below index %d were trimmed", first), &paxosdpb.Trimmed{FirstIndex: first})
+	return WithDetails(codes.OutOfRange, fmt.Sprintf("entries below index %d were trimmed", first), &paxosdpb.Trimmed{FirstIndex: first})
 }
 
 // AsTrimmed reports whether err is a TrimmedError and, if so, the first index
 // it names.
 func AsTrimmed(err error) (first uint64, ok bool) {
-	st, d, ok := detail[*paxosdpb.Trimmed](err)
+	st, d, ok := Detail[*paxosdpb.Trimmed](err)
 	if !ok || st.Code() != codes.OutOfRange {
 		return 0, false
 	}
@@ -99,7 +104,7 @@ func AsTrimmed(err error) (first uint64, ok bool) {
 // violation names the field (as in the proto, e.g. "entries[3]") and says
 // what is wrong with it.
 func InvalidArgument(field, desc string) error {
-	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc), &errdetails.BadRequest{
+	return WithDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc), &errdetails.BadRequest{
 		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}},
 	})
 }
@@ -124,7 +129,7 @@ const endIndexKey = "end_index"
 
 // InvalidArgumentReason is InvalidArgument with an ErrorInfo reason.
 func InvalidArgumentReason(field, desc, reason string) error {
-	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc),
+	return WithDetails(codes.InvalidArgument, fmt.Sprintf("invalid %s: %s", field, desc),
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: desc}}},
 		&errdetails.ErrorInfo{Reason: reason, Domain: "paxosd"})
 }
@@ -135,7 +140,7 @@ func InvalidArgumentReason(field, desc, reason string) error {
 // ("end_index"). Nothing was trimmed.
 func TrimPastEndError(before, end uint64) error {
 	desc := fmt.Sprintf("%d is past the end of the log, which ends at index %d (the index the next append gets)", before, end)
-	return withDetails(codes.InvalidArgument, fmt.Sprintf("invalid before: %s", desc),
+	return WithDetails(codes.InvalidArgument, fmt.Sprintf("invalid before: %s", desc),
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "before", Description: desc}}},
 		&errdetails.ErrorInfo{Reason: ReasonTrimPastEnd, Domain: "paxosd", Metadata: map[string]string{endIndexKey: strconv.FormatUint(end, 10)}})
 }
@@ -143,7 +148,7 @@ func TrimPastEndError(before, end uint64) error {
 // AsTrimPastEnd reports whether err is a TrimPastEndError and, if so, the
 // end index it names.
 func AsTrimPastEnd(err error) (end uint64, ok bool) {
-	st, d, ok := detail[*errdetails.ErrorInfo](err)
+	st, d, ok := Detail[*errdetails.ErrorInfo](err)
 	if !ok || st.Code() != codes.InvalidArgument || d.GetReason() != ReasonTrimPastEnd {
 		return 0, false
 	}
@@ -158,7 +163,7 @@ func AsTrimPastEnd(err error) (end uint64, ok bool) {
 // another node, meets the same full table, so a client surfaces it rather
 // than spin on it.
 func TooManyClientsError(desc string) error {
-	return withDetails(codes.ResourceExhausted, desc, &errdetails.ErrorInfo{Reason: ReasonTooManyClients, Domain: "paxosd"})
+	return WithDetails(codes.ResourceExhausted, desc, &errdetails.ErrorInfo{Reason: ReasonTooManyClients, Domain: "paxosd"})
 }
 
 // AsTooManyClients reports whether err is a TooManyClientsError.
@@ -174,7 +179,7 @@ func AsTooManyClients(err error) bool {
 // means "not the master, go elsewhere", which a client that looks only at
 // codes must not take this for.
 func SeqReusedError(desc string) error {
-	return withDetails(codes.AlreadyExists, desc, &errdetails.ErrorInfo{Reason: ReasonSeqReused, Domain: "paxosd"})
+	return WithDetails(codes.AlreadyExists, desc, &errdetails.ErrorInfo{Reason: ReasonSeqReused, Domain: "paxosd"})
 }
 
 // AsSeqReused reports whether err is a SeqReusedError.
@@ -184,13 +189,13 @@ func AsSeqReused(err error) bool {
 
 // hasReason reports whether err has code c and an ErrorInfo with reason.
 func hasReason(err error, c codes.Code, reason string) bool {
-	st, d, ok := detail[*errdetails.ErrorInfo](err)
+	st, d, ok := Detail[*errdetails.ErrorInfo](err)
 	return ok && st.Code() == c && d.GetReason() == reason
 }
 
 // Reason returns the ErrorInfo reason err carries, "" if none.
 func Reason(err error) string {
-	_, d, ok := detail[*errdetails.ErrorInfo](err)
+	_, d, ok := Detail[*errdetails.ErrorInfo](err)
 	if !ok {
 		return ""
 	}
@@ -200,7 +205,7 @@ func Reason(err error) string {
 // AsInvalidArgument reports whether err is an InvalidArgument error with a
 // field violation and, if so, the first field it names and its description.
 func AsInvalidArgument(err error) (field, desc string, ok bool) {
-	st, d, ok := detail[*errdetails.BadRequest](err)
+	st, d, ok := Detail[*errdetails.BadRequest](err)
 	if !ok || st.Code() != codes.InvalidArgument || len(d.GetFieldViolations()) == 0 {
 		return "", "", false
 	}
@@ -212,13 +217,13 @@ func AsInvalidArgument(err error) (field, desc string, ok bool) {
 // the log's end index: code Aborted (a failed test-and-set) with a
 // paxosdpb.IndexMismatch detail carrying the end index. Nothing was appended.
 func ExpectedIndexError(expected, end uint64) error {
-	return withDetails(codes.Aborted, fmt.Sprintf("expected_index %d is not the end of the log (%d)", expected, end), &paxosdpb.IndexMismatch{EndIndex: end})
+	return WithDetails(codes.Aborted, fmt.Sprintf("expected_index %d is not the end of the log (%d)", expected, end), &paxosdpb.IndexMismatch{EndIndex: end})
 }
 
 // AsExpectedIndex reports whether err is an ExpectedIndexError and, if so,
 // the end index it carries.
 func AsExpectedIndex(err error) (end uint64, ok bool) {
-	st, d, ok := detail[*paxosdpb.IndexMismatch](err)
+	st, d, ok := Detail[*paxosdpb.IndexMismatch](err)
 	if !ok || st.Code() != codes.Aborted {
 		return 0, false
 	}
@@ -234,9 +239,9 @@ func Overloaded(what string, retryAfter time.Duration) error {
 	msg := fmt.Sprintf("overloaded: %s; back off and retry", what)
 	info := &errdetails.ErrorInfo{Reason: ReasonOverloaded, Domain: "paxosd"}
 	if retryAfter <= 0 {
-		return withDetails(codes.ResourceExhausted, msg, info)
+		return WithDetails(codes.ResourceExhausted, msg, info)
 	}
-	return withDetails(codes.ResourceExhausted, msg, info, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+	return WithDetails(codes.ResourceExhausted, msg, info, &errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
 }
 
 // AsOverloaded reports whether err is an Overloaded error (ResourceExhausted
@@ -247,9 +252,47 @@ func AsOverloaded(err error) (retryAfter time.Duration, ok bool) {
 	if !hasReason(err, codes.ResourceExhausted, ReasonOverloaded) {
 		return 0, false
 	}
-	_, d, hasDelay := detail[*errdetails.RetryInfo](err)
+	_, d, hasDelay := Detail[*errdetails.RetryInfo](err)
 	if hasDelay {
 		retryAfter = d.GetRetryDelay().AsDuration()
 	}
 	return retryAfter, true
 }
+
+// The reasons (ErrorInfo) of a refused membership change, all
+// FailedPrecondition: the change cannot take effect in the configuration as
+// it is; the message says why and what to do.
+const (
+	ReasonChangePending       = "CHANGE_PENDING"
+	ReasonMemberBehind        = "MEMBER_BEHIND"
+	ReasonMemberExists        = "MEMBER_EXISTS"
+	ReasonUnknownMember       = "UNKNOWN_MEMBER"
+	ReasonNotFollower         = "NOT_FOLLOWER"
+	ReasonLastVoter           = "LAST_VOTER"
+	ReasonNoQuorum            = "NO_QUORUM"
+	ReasonSlotsExhausted      = "SLOTS_EXHAUSTED"
+	ReasonNoMembership        = "NO_MEMBERSHIP"
+	ReasonIncarnationMismatch = "INCARNATION_MISMATCH"
+	ReasonNoIncarnation       = "NO_INCARNATION"
+	ReasonBadChange           = "BAD_CHANGE"
+)
+
+// ChangeRefusedError is a membership change the cluster refused (reason
+// above): FailedPrecondition, nothing changed.
+func ChangeRefusedError(reason, desc string) error {
+	return WithDetails(codes.FailedPrecondition, desc, &errdetails.ErrorInfo{Reason: reason, Domain: "paxosd"})
+}
+
+// AsChangeRefused returns the reason of a ChangeRefusedError.
+func AsChangeRefused(err error) (reason string, ok bool) {
+	st, d, ok := Detail[*errdetails.ErrorInfo](err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return "", false
+	}
+	return d.GetReason(), true
+}
+
+// MasterHeader is the response header a node sets when it forwarded a
+// request to the master: the master's address, so that a client can go
+// there directly next time instead of paying for the extra hop.
+const MasterHeader = "paxosd-master"
