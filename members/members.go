@@ -197,6 +197,11 @@ var (
 	ErrNoIncarnation  = errors.New("the member's data directory is not known (incarnation 0): start the node with --join, which records it, then promote it")
 )
 
+// MaxAddrBytes bounds a member's address (a DNS name is at most 253
+// bytes, and gossip carries at most 255): every configuration travels in
+// the applied state, in each base chunk, so its size must stay small.
+const MaxAddrBytes = 255
+
 // Apply returns c with ch made, or an error (and c unchanged) when ch is
 // not valid in c. k is the ballot stride: slots run from 0 to k-1.
 func (c Config) Apply(ch Change, k uint64) (Config, error) {
@@ -206,6 +211,9 @@ func (c Config) Apply(ch Change, k uint64) (Config, error) {
 	case AddFollower:
 		if ch.ID == 0 || ch.Addr == "" {
 			return c, fmt.Errorf("%w: add-follower needs an ID above 0 and an address", ErrBadChange)
+		}
+		if len(ch.Addr) > MaxAddrBytes {
+			return c, fmt.Errorf("%w: address of %d bytes, the limit is %d", ErrBadChange, len(ch.Addr), MaxAddrBytes)
 		}
 		if exists {
 			return c, fmt.Errorf("member %d: %w", ch.ID, ErrMemberExists)
