@@ -122,7 +122,37 @@ const (
 	ReasonOverloaded     = "OVERLOADED"
 	ReasonTooManyClients = "TOO_MANY_CLIENTS" // ResourceExhausted
 	ReasonSeqReused      = "SEQ_REUSED"       // AlreadyExists
+	// ReasonNoSpace marks an append refused because the master's disk is
+	// below --min-free-bytes (ResourceExhausted): NoSpaceError.
+	ReasonNoSpace = "NO_SPACE"
 )
+
+// NoSpaceError is the error of an append refused because the free space of
+// the master's data directory (free) is below its --min-free-bytes (min):
+// ResourceExhausted with reason NO_SPACE and the two numbers in the
+// ErrorInfo metadata ("free_bytes", "min_free_bytes"). Nothing was
+// proposed. Retrying at once, or through another node (which forwards to
+// the same master), meets the same disk; the message says what to do.
+func NoSpaceError(node uint64, dir string, free, min uint64) error {
+	msg := fmt.Sprintf("no space: node %d's data directory %s has %d bytes free, below its --min-free-bytes of %d; "+
+		"nothing was appended. Free space (paxosd trim --before INDEX drops old entries; the space returns as storage "+
+		"compacts), add disk, or lower --min-free-bytes on that node (restart it); reads, tails and trims still work",
+		node, dir, free, min)
+	return WithDetails(codes.ResourceExhausted, msg, &errdetails.ErrorInfo{Reason: ReasonNoSpace, Domain: "paxosd",
+		Metadata: map[string]string{"free_bytes": strconv.FormatUint(free, 10), "min_free_bytes": strconv.FormatUint(min, 10)}})
+}
+
+// AsNoSpace reports whether err is a NoSpaceError and, if so, the free
+// bytes and the threshold it names.
+func AsNoSpace(err error) (free, min uint64, ok bool) {
+	st, d, ok := Detail[*errdetails.ErrorInfo](err)
+	if !ok || st.Code() != codes.ResourceExhausted || d.GetReason() != ReasonNoSpace {
+		return 0, 0, false
+	}
+	free, _ = strconv.ParseUint(d.GetMetadata()["free_bytes"], 10, 64)
+	min, _ = strconv.ParseUint(d.GetMetadata()["min_free_bytes"], 10, 64)
+	return free, min, true
+}
 
 // endIndexKey is the ErrorInfo metadata key of TrimPastEndError's end index.
 const endIndexKey = "end_index"

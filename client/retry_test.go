@@ -208,6 +208,7 @@ func TestRefusalsMapToClientErrors(t *testing.T) {
 		{"too many clients", api.TooManyClientsError("too many exactly-once clients: the dedup table holds its cap of 3 clients"), client.ErrTooManyClients, "cap of 3"},
 		{"seq reused", api.SeqReusedError("this (client_id, seq) was already applied with different entries"), client.ErrSeqReused, "already applied with different entries"},
 		{"stale seq", api.InvalidArgumentReason("seq", "too old", api.ReasonStaleSeq), client.ErrStaleSeq, "too old"},
+		{"no space", api.NoSpaceError(1, "/data", 10, 64), client.ErrNoSpace, "below its --min-free-bytes of 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t, always(tc.answer))

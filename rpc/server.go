@@ -201,6 +201,10 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 	if s.Gossip != nil {
 		resp.GossipAddress = s.Gossip.Addr()
 	}
+	// A failed check leaves the numbers 0 (the proto says so): Status still
+	// answers, it is what an operator looks at when the disk is in trouble.
+	free, used, minFree, _ := s.node.Disk()
+	resp.DiskFreeBytes, resp.DiskUsedBytes, resp.MinFreeBytes = free, used, minFree
 	ids := make([]uint64, 0, len(s.addrs))
 	for id := range s.addrs {
 		ids = append(ids, id)
@@ -305,6 +309,7 @@ func (s *LogServer) status(err error) error {
 		tr *storage.TrimmedError
 		ee *node.EntryError
 		te *core.TrimPastEndError
+		ns *node.NoSpaceError
 	)
 	if reason, ok := changeRefused(err); ok && status.Code(err) == codes.Unknown {
 		return api.ChangeRefusedError(reason, err.Error())
@@ -330,6 +335,8 @@ func (s *LogServer) status(err error) error {
 		return api.InvalidArgumentReason("seq", err.Error(), api.ReasonStaleSeq)
 	case errors.As(err, &te):
 		return api.TrimPastEndError(te.Before, te.End)
+	case errors.As(err, &ns):
+		return api.NoSpaceError(s.id, ns.Dir, ns.Free, ns.Min)
 	case errors.Is(err, core.ErrTooManyClients):
 		return api.TooManyClientsError(err.Error())
 	case errors.Is(err, core.ErrSeqReused):

@@ -46,6 +46,10 @@
 //     Every node would answer the same until a client idles out: do not spin.
 //   - ALREADY_EXISTS + reason SEQ_REUSED: this (client_id, seq) was already
 //     applied with other entries; nothing was applied; do not retry.
+//   - RESOURCE_EXHAUSTED + reason NO_SPACE: the master's data directory has
+//     less free space than its --min-free-bytes (metadata free_bytes,
+//     min_free_bytes); nothing was proposed. Retrying meets the same disk:
+//     trim, add disk, or lower the threshold.
 //   - Any other failure of an append (UNAVAILABLE without NotMaster, a
 //     deadline, INTERNAL) leaves its outcome unknown: retry only with the same
 //     client_id and seq.

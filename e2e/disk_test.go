@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/api"
+	"github.com/paxosd/paxosd/client"
+)
+
+// diskFree points each node's free space at a file the test writes
+// (--unsafe-disk-free-file, test-only) and sets --min-free-bytes.
+type diskFree struct {
+	t     *testing.T
+	files []string
+}
+
+const testMinFree = 1 << 20
+
+func withDiskFree(t *testing.T, c *cluster) *diskFree {
+	d := &diskFree{t: t}
+	for i := range c.addrs {
+		f := filepath.Join(c.dir, fmt.Sprintf("free%d", i+1))
+		d.files = append(d.files, f)
+		c.flags[i] = append(c.flags[i], "--unsafe-disk-free-file", f, "--min-free-bytes", fmt.Sprint(testMinFree))
+		d.set(i, 1<<40)
+	}
+	return d
+}
+
+func (d *diskFree) set(i int, free uint64) {
+	if err := os.WriteFile(d.files[i], []byte(fmt.Sprint(free)), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 30s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A master whose disk is below --min-free-bytes refuses appends with
+// RESOURCE_EXHAUSTED / NO_SPACE and applies nothing, but stays up: it
+// serves reads and tails, its lease renewals and a trim get through, and
+// it takes appends again once space is back. An acceptor below the
+// threshold declines to vote for appends without stopping; the others
+// choose them and it learns them.
+func TestFullDiskRefusesAppends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newStoppedCluster(t, 3)
+	d := withDiskFree(t, c)
+	for i := range c.addrs {
+		c.start(i)
+	}
+	cl := c.client(t)
+	ctx := context.Background()
+	appendValues(t, cl, 0, 10)
+	m := c.master(t)
+
+	d.set(m, 1000)
+	_, err := cl.Append(ctx, []byte("refused"))
+	free, min, ok := api.AsNoSpace(err)
+	if !errors.Is(err, client.ErrNoSpace) || !ok || free != 1000 || min != testMinFree || status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("append on a full master: %v; want RESOURCE_EXHAUSTED, NO_SPACE, 1000 bytes free of %d", err, testMinFree)
+	}
+	for _, what := range []string{"trim", "--min-free-bytes", "add disk", "nothing was appended"} {
+		if !strings.Contains(err.Error(), what) {
+			t.Errorf("the refusal does not say %q: %v", what, err)
+		}
+	}
+	// Through another node (a forward) and through the CLI: the same answer.
+	other := (m + 1) % 3
+	out, errOut, code := runCLI(t, "", "append", "--endpoints", c.addrs[other], "refused too")
+	if code == 0 || out != "" || !strings.Contains(errOut, "NO_SPACE") && !strings.Contains(errOut, "no space") {
+		t.Fatalf("CLI append through node %d on a full master: exit %d, stdout %q, stderr %q", other+1, code, out, errOut)
+	}
+
+	// The master stays up and master: its lease renewals get chosen (the
+	// applied instance moves although no append does), reads and status
+	// answer, and a trim gets through.
+	st0, err := cl.Status(ctx, c.addrs[m])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st0.DiskFreeBytes != 1000 || st0.MinFreeBytes != testMinFree || st0.DiskUsedBytes == 0 {
+		t.Errorf("status: disk used %d, free %d, min %d; want used > 0, free 1000, min %d", st0.DiskUsedBytes, st0.DiskFreeBytes, st0.MinFreeBytes, testMinFree)
+	}
+	waitFor(t, "a lease renewal chosen while the disk is full", func() bool {
+		st, err := cl.Status(ctx, c.addrs[m])
+		return err == nil && st.Role == "master" && st.ChosenInstance > st0.ChosenInstance+1
+	})
+	if first, err := cl.Trim(ctx, 3); err != nil || first != 3 {
+		t.Fatalf("trim on a full master: %d, %v", first, err)
+	}
+	r, err := cl.Read(ctx, 3, 100, false)
+	if err != nil || len(r.Entries) != 7 || r.EndIndex != 10 {
+		t.Fatalf("read on a full master: %+v, %v; want v3..v9 and nothing else", r, err)
+	}
+	if c.exited(m) {
+		t.Fatalf("the master stopped")
+	}
+
+	// Space is back: appends work again, and nothing refused was applied.
+	d.set(m, 1<<40)
+	var res client.AppendResult
+	waitFor(t, "an append once space is back", func() bool {
+		res, err = cl.Append(ctx, []byte("v10"))
+		return err == nil
+	})
+	if res.First != 10 {
+		t.Fatalf("the append after space came back landed at %d, want 10 (a refused append was applied)", res.First)
+	}
+
+	// An acceptor below the threshold declines to vote but stays up, and
+	// learns what the others chose.
+	acc := (m + 1) % 3
+	d.set(acc, 1000)
+	appendValues(t, cl, 11, 5)
+	waitFor(t, "the full acceptor learns v11..v15", func() bool {
+		st, err := cl.Status(ctx, c.addrs[acc])
+		return err == nil && st.EndIndex == 16
+	})
+	if c.exited(acc) {
+		t.Fatal("the full acceptor stopped")
+	}
+	b, _ := os.ReadFile(c.logPath(acc))
+	if !bytes.Contains(b, []byte("declining Accepts of user entries")) {
+		t.Errorf("node %d's log does not say it declined Accepts:\n%s", acc+1, b)
+	}
+	// Both acceptors full: appends slow down (each declines an instance
+	// for node.DeclineFor) but the log does not stop.
+	d.set((m+2)%3, 1000)
+	appendValues(t, cl, 16, 1)
+	for i := range c.addrs {
+		if c.exited(i) {
+			t.Errorf("node %d stopped", i+1)
+		}
+	}
+}
+
+// runCLI runs the paxosd command and returns its stdout, stderr and exit
+// code.
+func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("paxosd %q did not finish within 60s", args)
+	}
+	var ee *exec.ExitError
+	code := 0
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
