@@ -59,7 +59,9 @@ var (
 	ErrStaleSeq = errors.New("sequence number below the dedup window")
 	// ErrUnknownOutcome: an append failed after it may have reached the
 	// cluster (a broken connection, a timeout, a proposal dropped by a
-	// master that lost its lease), so it may or may not have been applied.
+	// master that lost its lease, a node that stopped with it in flight:
+	// the server's OUTCOME_UNKNOWN), and every retry with the same
+	// (client ID, seq) failed too, so it may or may not have been applied.
 	// An *UnknownOutcomeError says which (client ID, seq) to retry.
 	ErrUnknownOutcome = errors.New("outcome unknown")
 	// ErrTooManyClients: the cluster's dedup table holds its cap of
@@ -307,6 +309,9 @@ func nothingApplied(err error) bool {
 // broken connection, a timeout, a dropped proposal, an internal error)
 // leaves the outcome open.
 func definite(err error) bool {
+	if api.AsOutcomeUnknown(err) {
+		return false // whatever its code: the server says it may have applied
+	}
 	if nothingApplied(err) || api.AsTooManyClients(err) || noSpace(err) {
 		return true
 	}
@@ -338,6 +343,9 @@ func retryable(err error, once bool) bool {
 	}
 	if once || api.AsTooManyClients(err) || noSpace(err) {
 		return false
+	}
+	if api.AsOutcomeUnknown(err) {
+		return true // with the same (client ID, seq): the dedup table makes it safe
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -181,4 +182,112 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// mountTmpfs mounts a tmpfs of size bytes at dir, or skips the test.
+func mountTmpfs(t *testing.T, dir string, size int) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
+	}
+}
+
+// An append whose node stops with it in flight (its storage failed on a
+// full disk) is reported by the CLI as applied, once, at the index where
+// it is: the CLI tags it with a (client ID, seq) pair and retries the
+// unknown outcome with the same pair on the other nodes; it never says
+// "duplicate" of its own retry, nor fails an append that was committed.
+// The node on the small tmpfs runs with --min-free-bytes 0, so that its
+// writes fail as they would without the check. Needs mount (root).
+func TestUnknownOutcomeRetriedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	for _, tc := range []struct {
+		name   string
+		full   int  // the node on the small disk
+		master bool // it is made master; else the CLI goes through it to the master
+	}{
+		{"master on a full disk", 0, true},
+		{"acceptor on a full disk forwarding", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newStoppedCluster(t, 3)
+			mountTmpfs(t, c.dataDir(tc.full), 2<<20)
+			t.Cleanup(func() {
+				c.stopAll()
+				exec.Command("umount", c.dataDir(tc.full)).Run()
+			})
+			c.flags[tc.full] = []string{"--min-free-bytes", "0"}
+			for i := range c.addrs {
+				c.start(i)
+			}
+			cl := c.client(t)
+			ctx := context.Background()
+			if tc.master {
+				tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				if _, _, err := cl.TransferMaster(tctx, uint64(tc.full+1)); err != nil {
+					t.Fatalf("making node %d master: %v", tc.full+1, err)
+				}
+				cancel()
+			} else if c.master(t) == tc.full {
+				tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				if _, _, err := cl.TransferMaster(tctx, uint64((tc.full+1)%3+1)); err != nil {
+					t.Fatal(err)
+				}
+				cancel()
+			}
+			// The full node first: the CLI's first attempt goes through it.
+			eps := []string{c.addrs[tc.full], c.addrs[(tc.full+1)%3], c.addrs[(tc.full+2)%3]}
+			want := map[string]uint64{}
+			for k := 0; k < 20 && !c.exited(tc.full); k++ {
+				v := fmt.Sprintf("%d-%s", k, strings.Repeat("C", 300_000))
+				out, errOut, code := runCLI(t, v+"\n", "append", "--endpoints", strings.Join(eps, ","), "--timeout", "40s", "-w", "json")
+				if code != 0 || strings.Contains(errOut, "duplicate") || strings.Count(out, "\n") != 1 {
+					t.Fatalf("append %d: exit %d, stdout %q, stderr %q; want its one index and nothing on stderr", k, code, out, errOut)
+				}
+				var line struct{ Index uint64 }
+				if err := json.Unmarshal([]byte(out), &line); err != nil {
+					t.Fatal(err)
+				}
+				want[v[:strings.IndexByte(v, '-')]] = line.Index
+			}
+			if !c.exited(tc.full) {
+				t.Fatalf("node %d never ran out of space", tc.full+1)
+			}
+			if b, _ := os.ReadFile(c.logPath(tc.full)); !bytes.Contains(b, []byte("no space left on device")) {
+				t.Fatalf("node %d stopped, but not for want of space:\n%s", tc.full+1, b)
+			}
+			// Each value once, at the index its command printed.
+			live := c.addrs[(tc.full+1)%3]
+			var end uint64
+			for _, idx := range want {
+				end = max(end, idx+1)
+			}
+			var got []string
+			waitFor(t, "the live node has every entry", func() bool {
+				got = readLocal(t, live)
+				return uint64(len(got)) >= end
+			})
+			seen := map[string]int{}
+			for i, v := range got {
+				id := v[:strings.IndexByte(v, '-')]
+				seen[id]++
+				if idx, ok := want[id]; ok && idx != uint64(i) {
+					t.Errorf("append %s printed index %d, but it is at %d", id, idx, i)
+				}
+			}
+			for id := range want {
+				if seen[id] != 1 {
+					t.Errorf("append %s is in the log %d times, want once", id, seen[id])
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("the log holds %d entries, the commands printed %d", len(got), len(want))
+			}
+		})
+	}
 }

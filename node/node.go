@@ -110,6 +110,20 @@ func (e *NoSpaceError) Error() string {
 // Unwrap makes errors.Is(err, ErrNoSpace) work.
 func (e *NoSpaceError) Unwrap() error { return ErrNoSpace }
 
+// StoppedError is what a proposal still waiting when the loop stopped gets:
+// it was proposed, so its outcome is unknown (it may be chosen by the
+// others, and this node may even have applied it in a write that was
+// durable before the failure). It matches ErrStopped and unwraps to why
+// the loop stopped as well.
+type StoppedError struct{ Cause error }
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("node stopped with the proposal in flight, its outcome unknown: %v", e.Cause)
+}
+
+// Unwrap returns ErrStopped and the cause.
+func (e *StoppedError) Unwrap() []error { return []error{ErrStopped, e.Cause} }
+
 // EntryError names the entry of an append that was refused.
 type EntryError struct {
 	Index int
@@ -596,7 +610,7 @@ func (n *Node) waitInstance(ctx context.Context, i uint64) error {
 func (n *Node) shutdown(err error) {
 	for req, p := range n.waiting {
 		delete(n.waiting, req)
-		p.result <- instance.Result{Err: err}
+		p.result <- instance.Result{Err: &StoppedError{Cause: err}}
 	}
 	n.mu.Lock()
 	close(n.app.changed)
@@ -679,6 +693,15 @@ func (n *Node) submit(ctx context.Context, p *proposal) (instance.Result, error)
 	case <-ctx.Done():
 		// The outcome is unknown: the proposal may still be chosen.
 		return instance.Result{}, ctx.Err()
+	case <-n.done:
+		// The loop stopped: it delivered the result of every proposal it
+		// had taken before closing done; one it never took stays queued.
+		select {
+		case r := <-p.result:
+			return r, r.Err
+		default:
+			return instance.Result{}, ErrStopped
+		}
 	}
 }
 

@@ -106,7 +106,33 @@ func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*p
 		resp = r
 		return err
 	})
-	return resp, err
+	return resp, appendOutcome(err)
+}
+
+// appendOutcome keeps the errors that settle an append (nothing was
+// applied, or the cluster refused it for good) and turns every other
+// failure into api.OutcomeUnknownError: the append was proposed here, or
+// forwarded to the master, and then this node could not learn its fate (the
+// node stopped with it in flight, its storage failed, the proposal was
+// dropped when mastership changed, the deadline passed, the forward
+// broke). A list of what settles, not of what does not, so that a failure
+// nobody thought of is never reported as a plain one.
+func appendOutcome(err error) error {
+	if err == nil || api.AsOutcomeUnknown(err) {
+		return err
+	}
+	if _, _, ok := api.AsNotMaster(err); ok {
+		return err // nothing proposed: go to the master
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.Aborted, codes.AlreadyExists, codes.Canceled:
+		return err // bad input, a failed expected_index, a reused seq; Canceled: the caller left
+	case codes.ResourceExhausted:
+		if api.Reason(err) != "" {
+			return err // TOO_MANY_CLIENTS, NO_SPACE, OVERLOADED: refused before it applied
+		}
+	}
+	return api.OutcomeUnknownError(status.Convert(err).Message())
 }
 
 // Trim implements LogService.Trim. Whether before is past the end of the

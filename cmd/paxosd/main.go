@@ -373,7 +373,10 @@ func appendCommand() *cli.Command {
 					fmt.Fprintln(out, i)
 				}
 			}
-			if res.Duplicate {
+			// A duplicate of the user's own --client-id/--seq is news; one the
+			// command's own retry found (its attempt applied it, the answer was
+			// lost) is not: the entries are there once.
+			if res.Duplicate && c.Uint64("client-id") != 0 {
 				fmt.Fprintln(os.Stderr, "duplicate: this (client-id, seq) was already applied; these are the original indexes")
 			}
 			return nil
