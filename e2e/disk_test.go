@@ -291,3 +291,68 @@ func TestUnknownOutcomeRetriedOnce(t *testing.T) {
 		})
 	}
 }
+
+// The same on a real full disk: the master's data directory is a small
+// tmpfs. Appends fill it until the master refuses them with NO_SPACE; it
+// stays up and serves reads; a trim gives the space back (the deleted
+// ranges are compacted, the files go) and appends work again. Every
+// acknowledged append is in the log. Needs mount (root).
+func TestFullTmpfsRefusesAppendsUntilTrim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newStoppedCluster(t, 3)
+	mountTmpfs(t, c.dataDir(0), 6<<20)
+	t.Cleanup(func() {
+		c.stopAll()
+		exec.Command("umount", c.dataDir(0)).Run()
+	})
+	c.flags[0] = []string{"--min-free-bytes", fmt.Sprint(3 << 20)}
+	for i := range c.addrs {
+		c.start(i)
+	}
+	cl := c.client(t)
+	ctx := context.Background()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if _, _, err := cl.TransferMaster(tctx, 1); err != nil {
+		t.Fatalf("making node 1 master: %v", err)
+	}
+	cancel()
+	var acked []string
+	value := func(k int) []byte { return []byte(fmt.Sprintf("%d-%s", k, strings.Repeat("C", 300_000))) }
+	var err error
+	for k := 0; k < 40; k++ {
+		if _, err = cl.Append(ctx, value(k)); err != nil {
+			break
+		}
+		acked = append(acked, string(value(k)))
+	}
+	if !errors.Is(err, client.ErrNoSpace) || len(acked) == 0 {
+		t.Fatalf("after %d appends: %v; want NO_SPACE once the tmpfs is nearly full", len(acked), err)
+	}
+	if c.exited(0) {
+		t.Fatal("node 1 stopped on a full disk")
+	}
+	st, err := cl.Status(ctx, c.addrs[0])
+	if err != nil || st.Role != "master" || st.DiskFreeBytes >= 3<<20 || st.EndIndex != uint64(len(acked)) {
+		t.Fatalf("status of the full master: %+v, %v", st, err)
+	}
+	if r, err := cl.Read(ctx, 0, 1, false); err != nil || len(r.Entries) != 1 {
+		t.Fatalf("read on the full master: %v", err)
+	}
+	t.Logf("%d appends of 300 KB, then NO_SPACE with %d bytes free, %d used by the data directory", len(acked), st.DiskFreeBytes, st.DiskUsedBytes)
+	if _, err := cl.Trim(ctx, uint64(len(acked))); err != nil {
+		t.Fatalf("trim on the full master: %v", err)
+	}
+	waitFor(t, "an append once the trim gave the space back", func() bool {
+		_, err = cl.Append(ctx, value(len(acked)))
+		return err == nil
+	})
+	if st, err := cl.Status(ctx, c.addrs[0]); err == nil {
+		t.Logf("after the trim: %d bytes free, %d used", st.DiskFreeBytes, st.DiskUsedBytes)
+	}
+	r, err := cl.Read(ctx, uint64(len(acked)), 10, false)
+	if err != nil || len(r.Entries) != 1 || r.Entries[0].Index != uint64(len(acked)) || string(r.Entries[0].Value) != string(value(len(acked))) {
+		t.Fatalf("the log after space came back: %+v, %v; want exactly the new append at %d", r, err, len(acked))
+	}
+}
