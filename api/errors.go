@@ -122,7 +122,69 @@ const (
 	ReasonOverloaded     = "OVERLOADED"
 	ReasonTooManyClients = "TOO_MANY_CLIENTS" // ResourceExhausted
 	ReasonSeqReused      = "SEQ_REUSED"       // AlreadyExists
+	// ReasonOutcomeUnknown marks an append that may or may not have been
+	// applied (Unavailable): OutcomeUnknownError.
+	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+	// ReasonNoSpace marks an append refused because the master's disk is
+	// below --min-free-bytes (ResourceExhausted): NoSpaceError.
+	ReasonNoSpace = "NO_SPACE"
 )
+
+// OutcomeUnknownError is the error of an append that may or may not have
+// been applied: it was proposed (or forwarded to the master) and then the
+// node could not learn its fate (its storage failed and it stopped, the
+// forward broke, the proposal was dropped when mastership changed, the
+// deadline passed, the node is stopping). Code Unavailable with reason
+// OUTCOME_UNKNOWN. Retrying with the same (client_id, seq) is always safe:
+// the dedup table returns the original indexes if it was applied.
+//
+// Unavailable, because that is what gRPC itself reports when a connection
+// breaks with a call in flight, the same situation seen from the client's
+// side, and gRPC documents it as "not always safe to retry non-idempotent
+// operations": a generic client that retries it blindly is warned, and a
+// client that looks only at codes treats it as it treats a broken
+// connection. Not Internal (a bug; nothing to retry), not Aborted (this
+// API's code for a failed test-and-set, where nothing was applied), not
+// DeadlineExceeded (which says only that the time ran out). The reason
+// tells it apart from a bare Unavailable, and from NotMasterError with no
+// master known, which carries a NotMaster detail and applied nothing.
+func OutcomeUnknownError(desc string) error {
+	return WithDetails(codes.Unavailable, "outcome unknown: the append may or may not have been applied; "+
+		"retry it with the same client_id and seq to apply it at most once and learn its indexes: "+desc,
+		&errdetails.ErrorInfo{Reason: ReasonOutcomeUnknown, Domain: "paxosd"})
+}
+
+// AsOutcomeUnknown reports whether err is an OutcomeUnknownError.
+func AsOutcomeUnknown(err error) bool {
+	return hasReason(err, codes.Unavailable, ReasonOutcomeUnknown)
+}
+
+// NoSpaceError is the error of an append refused because the free space of
+// the master's data directory (free) is below its --min-free-bytes (min):
+// ResourceExhausted with reason NO_SPACE and the two numbers in the
+// ErrorInfo metadata ("free_bytes", "min_free_bytes"). Nothing was
+// proposed. Retrying at once, or through another node (which forwards to
+// the same master), meets the same disk; the message says what to do.
+func NoSpaceError(node uint64, dir string, free, min uint64) error {
+	msg := fmt.Sprintf("no space: node %d's data directory %s has %d bytes free, below its --min-free-bytes of %d; "+
+		"nothing was appended. Free space (paxosd trim --before INDEX drops old entries; the space returns as storage "+
+		"compacts), add disk, or lower --min-free-bytes on that node (restart it); reads, tails and trims still work",
+		node, dir, free, min)
+	return WithDetails(codes.ResourceExhausted, msg, &errdetails.ErrorInfo{Reason: ReasonNoSpace, Domain: "paxosd",
+		Metadata: map[string]string{"free_bytes": strconv.FormatUint(free, 10), "min_free_bytes": strconv.FormatUint(min, 10)}})
+}
+
+// AsNoSpace reports whether err is a NoSpaceError and, if so, the free
+// bytes and the threshold it names.
+func AsNoSpace(err error) (free, min uint64, ok bool) {
+	st, d, ok := Detail[*errdetails.ErrorInfo](err)
+	if !ok || st.Code() != codes.ResourceExhausted || d.GetReason() != ReasonNoSpace {
+		return 0, 0, false
+	}
+	free, _ = strconv.ParseUint(d.GetMetadata()["free_bytes"], 10, 64)
+	min, _ = strconv.ParseUint(d.GetMetadata()["min_free_bytes"], 10, 64)
+	return free, min, true
+}
 
 // endIndexKey is the ErrorInfo metadata key of TrimPastEndError's end index.
 const endIndexKey = "end_index"

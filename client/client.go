@@ -59,7 +59,9 @@ var (
 	ErrStaleSeq = errors.New("sequence number below the dedup window")
 	// ErrUnknownOutcome: an append failed after it may have reached the
 	// cluster (a broken connection, a timeout, a proposal dropped by a
-	// master that lost its lease), so it may or may not have been applied.
+	// master that lost its lease, a node that stopped with it in flight:
+	// the server's OUTCOME_UNKNOWN), and every retry with the same
+	// (client ID, seq) failed too, so it may or may not have been applied.
 	// An *UnknownOutcomeError says which (client ID, seq) to retry.
 	ErrUnknownOutcome = errors.New("outcome unknown")
 	// ErrTooManyClients: the cluster's dedup table holds its cap of
@@ -75,6 +77,11 @@ var (
 	// ErrTrimPastEnd: a trim's before is past the end of the log; nothing
 	// was trimmed. A *TrimPastEndError names the end.
 	ErrTrimPastEnd = errors.New("trim past the end of the log")
+	// ErrNoSpace: the master's data directory has less free space than its
+	// --min-free-bytes; nothing was appended. The client does not retry it
+	// (every node forwards to the same master): free space (trim), add
+	// disk, or lower the threshold; the error's message says the numbers.
+	ErrNoSpace = errors.New("no space on the master's disk")
 )
 
 // UnknownOutcomeError says an append may or may not have been applied. It
@@ -302,7 +309,10 @@ func nothingApplied(err error) bool {
 // broken connection, a timeout, a dropped proposal, an internal error)
 // leaves the outcome open.
 func definite(err error) bool {
-	if nothingApplied(err) || api.AsTooManyClients(err) {
+	if api.AsOutcomeUnknown(err) {
+		return false // whatever its code: the server says it may have applied
+	}
+	if nothingApplied(err) || api.AsTooManyClients(err) || noSpace(err) {
 		return true
 	}
 	if _, ok := api.AsExpectedIndex(err); ok {
@@ -316,6 +326,14 @@ func definite(err error) bool {
 	return false
 }
 
+// noSpace says whether err is the master's refusal for want of disk
+// space (NO_SPACE): nothing was proposed, and every node would forward the
+// retry to the same master.
+func noSpace(err error) bool {
+	_, _, ok := api.AsNoSpace(err)
+	return ok
+}
+
 // retryable says whether another attempt (at another endpoint, or after an
 // election) may succeed, and may be made: once is true for an append
 // without a client ID, which nothing deduplicates.
@@ -323,8 +341,11 @@ func retryable(err error, once bool) bool {
 	if nothingApplied(err) {
 		return true
 	}
-	if once || api.AsTooManyClients(err) {
+	if once || api.AsTooManyClients(err) || noSpace(err) {
 		return false
+	}
+	if api.AsOutcomeUnknown(err) {
+		return true // with the same (client ID, seq): the dedup table makes it safe
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
@@ -382,8 +403,11 @@ func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(c
 				return fail(fmt.Errorf("%w (last error: %v)", ctx.Err(), convert(last)))
 			}
 			if !retryable(err, once) {
-				if definite(err) {
-					return convert(err) // the cluster's answer settles it
+				// The cluster's answer settles it; but a refusal before
+				// proposing (no space) says nothing of an earlier attempt
+				// whose outcome was open.
+				if definite(err) && !(maybeApplied && noSpace(err)) {
+					return convert(err)
 				}
 				return fail(convert(err))
 			}
@@ -416,6 +440,9 @@ func convert(err error) error {
 	}
 	if api.AsSeqReused(err) {
 		return &refusal{status: err, is: ErrSeqReused}
+	}
+	if noSpace(err) {
+		return &refusal{status: err, is: ErrNoSpace}
 	}
 	if _, desc, ok := api.AsInvalidArgument(err); ok {
 		switch api.Reason(err) {

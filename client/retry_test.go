@@ -27,17 +27,21 @@ type fakeLog struct {
 
 	mu      sync.Mutex
 	appends int
+	pairs   [][2]uint64 // the (client_id, seq) of each append
+	dup     bool        // answer with Duplicate set
 }
 
 func (f *fakeLog) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*paxosdpb.AppendResponse, error) {
 	f.mu.Lock()
 	f.appends++
 	n := f.appends
+	f.pairs = append(f.pairs, [2]uint64{req.ClientId, req.Seq})
+	dup := f.dup
 	f.mu.Unlock()
 	if err := f.answer(ctx, n); err != nil {
 		return nil, err
 	}
-	return &paxosdpb.AppendResponse{FirstIndex: 7, LastIndex: 7}, nil
+	return &paxosdpb.AppendResponse{FirstIndex: 7, LastIndex: 7, Duplicate: dup}, nil
 }
 
 func (f *fakeLog) Trim(ctx context.Context, req *paxosdpb.TrimRequest) (*paxosdpb.TrimResponse, error) {
@@ -208,6 +212,7 @@ func TestRefusalsMapToClientErrors(t *testing.T) {
 		{"too many clients", api.TooManyClientsError("too many exactly-once clients: the dedup table holds its cap of 3 clients"), client.ErrTooManyClients, "cap of 3"},
 		{"seq reused", api.SeqReusedError("this (client_id, seq) was already applied with different entries"), client.ErrSeqReused, "already applied with different entries"},
 		{"stale seq", api.InvalidArgumentReason("seq", "too old", api.ReasonStaleSeq), client.ErrStaleSeq, "too old"},
+		{"no space", api.NoSpaceError(1, "/data", 10, 64), client.ErrNoSpace, "below its --min-free-bytes of 64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t, always(tc.answer))
@@ -229,4 +234,60 @@ func TestRefusalsMapToClientErrors(t *testing.T) {
 			t.Fatalf("trim: %v, want a TrimPastEndError naming the end 42", err)
 		}
 	})
+}
+
+// OUTCOME_UNKNOWN is retried, with the same (client ID, seq), until an
+// answer settles it: the append's own retry finds it applied (Duplicate)
+// and returns its indexes.
+func TestOutcomeUnknownRetriedWithTheSamePair(t *testing.T) {
+	f := startFake(t, func(_ context.Context, n int) error {
+		if n < 3 {
+			return api.OutcomeUnknownError("test: node stopped with the append in flight")
+		}
+		return nil
+	})
+	f.dup = true
+	cl := fastClient(t, f.addr)
+	res, err := cl.Append(context.Background(), []byte("x"))
+	if err != nil || res.First != 7 || !res.Duplicate {
+		t.Fatalf("append: %+v, %v; want index 7, found applied by the retry", res, err)
+	}
+	f.mu.Lock()
+	pairs := f.pairs
+	f.mu.Unlock()
+	if len(pairs) != 3 || pairs[0][0] != cl.ID() || pairs[0][0] == 0 {
+		t.Fatalf("attempts %v, want 3 with the client's ID %d", pairs, cl.ID())
+	}
+	for _, p := range pairs[1:] {
+		if p != pairs[0] {
+			t.Fatalf("a retry changed the pair: %v", pairs)
+		}
+	}
+
+	// Without a client ID it is never sent again.
+	g := startFake(t, always(api.OutcomeUnknownError("test")))
+	_, err = fastClient(t, g.addr).AppendSeq(context.Background(), 0, 0, []byte("x"))
+	if !errors.Is(err, client.ErrUnknownOutcome) || g.count() != 1 {
+		t.Fatalf("untagged append: %v after %d attempts; want ErrUnknownOutcome after 1", err, g.count())
+	}
+}
+
+// NO_SPACE is the master's refusal before proposing: not retried, and it
+// settles nothing of an earlier attempt whose outcome was open, which the
+// client reports as unknown, not as "nothing appended".
+func TestNoSpaceAfterAnUnknownOutcome(t *testing.T) {
+	f := startFake(t, func(_ context.Context, n int) error {
+		if n == 1 {
+			return api.OutcomeUnknownError("test: the forward broke")
+		}
+		return api.NoSpaceError(1, "/data", 10, 64)
+	})
+	_, err := fastClient(t, f.addr).AppendSeq(context.Background(), 77, 5, []byte("x"))
+	var uo *client.UnknownOutcomeError
+	if !errors.As(err, &uo) || uo.ClientID != 77 || uo.Seq != 5 || !errors.Is(err, client.ErrNoSpace) {
+		t.Fatalf("append: %v; want an UnknownOutcomeError naming (77, 5) whose last failure is ErrNoSpace", err)
+	}
+	if n := f.count(); n != 2 {
+		t.Errorf("sent %d times, want 2 (NO_SPACE is not retried)", n)
+	}
 }

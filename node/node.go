@@ -16,9 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
@@ -62,6 +65,17 @@ type Config struct {
 	// once that Ready is durable (the transport and API server follow it).
 	// It runs in the loop: it must not block.
 	OnMembers func(members.History)
+	// MinFreeBytes, when non-zero, is the free space the data directory's
+	// file system must keep: below it, Append refuses new entries with a
+	// *NoSpaceError before proposing them (master), and the loop declines
+	// Accepts that carry user entries (acceptor; see declineAccept).
+	// Lease renewals, trims, membership changes and chosen values learned
+	// from peers are written regardless: a trim is how space comes back.
+	MinFreeBytes uint64
+	// DiskFree returns the free bytes of the data directory's file system
+	// (default: statfs of DataDir, the bytes an unprivileged user may
+	// write). Tests replace it.
+	DiskFree func() (uint64, error)
 }
 
 // RemovedGrace bounds how long a removed node keeps serving catch-up when
@@ -78,7 +92,37 @@ var (
 	ErrStopped  = errors.New("node stopped")
 	ErrTooLarge = errors.New("entry too large")
 	ErrEmpty    = errors.New("empty append")
+	// ErrNoSpace: the data directory's free space is below MinFreeBytes;
+	// nothing was proposed. Append returns it as a *NoSpaceError.
+	ErrNoSpace = errors.New("no space")
 )
+
+// NoSpaceError is ErrNoSpace with the free bytes and the threshold.
+type NoSpaceError struct {
+	Dir       string
+	Free, Min uint64
+}
+
+func (e *NoSpaceError) Error() string {
+	return fmt.Sprintf("no space: data directory %s has %d bytes free, below --min-free-bytes %d", e.Dir, e.Free, e.Min)
+}
+
+// Unwrap makes errors.Is(err, ErrNoSpace) work.
+func (e *NoSpaceError) Unwrap() error { return ErrNoSpace }
+
+// StoppedError is what a proposal still waiting when the loop stopped gets:
+// it was proposed, so its outcome is unknown (it may be chosen by the
+// others, and this node may even have applied it in a write that was
+// durable before the failure). It matches ErrStopped and unwraps to why
+// the loop stopped as well.
+type StoppedError struct{ Cause error }
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("node stopped with the proposal in flight, its outcome unknown: %v", e.Cause)
+}
+
+// Unwrap returns ErrStopped and the cause.
+func (e *StoppedError) Unwrap() []error { return []error{ErrStopped, e.Cause} }
 
 // EntryError names the entry of an append that was refused.
 type EntryError struct {
@@ -125,6 +169,19 @@ type Node struct {
 	retaining *proposal
 	// removedAt: when the node found itself removed (zero: it is not).
 	removedAt time.Time
+	// declined: the instances whose Accepts (carrying user entries) this
+	// acceptor declined for want of space, and when it first did.
+	declined    map[uint64]time.Time
+	declinedLog time.Time // when it last logged a decline
+	// space caches the free-space check for one turn of the loop (one
+	// event and what drain takes with it), so that a batch of appends and
+	// Accepts costs one statfs. turn counts the turns.
+	turn  uint64
+	space struct {
+		turn uint64
+		free uint64
+		low  bool
+	}
 	// role, phase and ballot as last seen by logRole.
 	role   string
 	phase  proposer.Phase
@@ -167,7 +224,7 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		inbox: make(chan core.Message, 8192), downs: make(chan uint64, 64), props: make(chan *proposal, 1024),
 		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status), xferCh: make(chan transferReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
-		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{},
+		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{}, declined: map[uint64]time.Time{},
 	}
 	st := c.Applied() // the stored state, with the genesis membership if it had none
 	n.app = applied{next: st.NextIndex, first: st.FirstIndex, instance: st.Applied, members: st.Members, changed: make(chan struct{})}
@@ -188,6 +245,10 @@ func withDefaults(cfg Config) Config {
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
+	}
+	if cfg.DiskFree == nil {
+		dir := cfg.DataDir
+		cfg.DiskFree = func() (uint64, error) { return StatfsFree(dir) }
 	}
 	if cfg.Core.Window == 0 {
 		cfg.Core = instance.DefaultConfig()
@@ -268,6 +329,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	for {
+		n.turn++
 		select {
 		case <-ctx.Done():
 			n.shutdown(ErrStopped)
@@ -357,6 +419,9 @@ func (n *Node) drain() {
 }
 
 func (n *Node) step(m core.Message) {
+	if n.declineAccept(m, time.Now()) {
+		return
+	}
 	if err := n.core.Step(m); err != nil {
 		n.cfg.Logf("node %d: dropped message: %v", n.cfg.ID, err)
 	}
@@ -375,7 +440,13 @@ func (n *Node) propose(p *proposal) {
 	case p.trim != 0:
 		err = n.core.ProposeTrim(p.p.Req, p.trim)
 	default:
-		err = n.core.Propose(p.p)
+		// Only the master proposes: a node that is not returns
+		// NotMaster (the API server forwards), whatever its own disk.
+		if free, low := n.spaceLow(); low && n.core.IsMaster() {
+			err = &NoSpaceError{Dir: n.cfg.DataDir, Free: free, Min: n.cfg.MinFreeBytes}
+		} else {
+			err = n.core.Propose(p.p)
+		}
 	}
 	if err != nil {
 		p.result <- instance.Result{Err: err}
@@ -539,7 +610,7 @@ func (n *Node) waitInstance(ctx context.Context, i uint64) error {
 func (n *Node) shutdown(err error) {
 	for req, p := range n.waiting {
 		delete(n.waiting, req)
-		p.result <- instance.Result{Err: err}
+		p.result <- instance.Result{Err: &StoppedError{Cause: err}}
 	}
 	n.mu.Lock()
 	close(n.app.changed)
@@ -622,6 +693,15 @@ func (n *Node) submit(ctx context.Context, p *proposal) (instance.Result, error)
 	case <-ctx.Done():
 		// The outcome is unknown: the proposal may still be chosen.
 		return instance.Result{}, ctx.Err()
+	case <-n.done:
+		// The loop stopped: it delivered the result of every proposal it
+		// had taken before closing done; one it never took stays queued.
+		select {
+		case r := <-p.result:
+			return r, r.Err
+		default:
+			return instance.Result{}, ErrStopped
+		}
 	}
 }
 
@@ -750,3 +830,120 @@ func (n *Node) Tail(ctx context.Context, from uint64, maxBatch, maxBytes int, fn
 
 // Store returns the node's storage (for tests and status).
 func (n *Node) Store() *storage.Store { return n.store }
+
+// DeclineFor is how long an acceptor below MinFreeBytes declines the
+// Accepts of one instance that carry user entries. Then it votes: a value
+// that a quorum of full acceptors declined for good would stop the log at
+// that instance, and with it the lease renewals and trims chosen after it
+// (a trim is how space comes back). With a quorum below the threshold,
+// appends slow to a window of instances per DeclineFor instead of stopping
+// everything; the master's own check (Append) is what refuses them.
+const DeclineFor = time.Second
+
+// spaceLow reports the free bytes of the data directory's file system and
+// whether they are below MinFreeBytes. Only the loop calls it. A failed
+// check counts as not low (the write that follows fails, if the disk is
+// gone, and stops the node as any failed write does).
+func (n *Node) spaceLow() (free uint64, low bool) {
+	if n.cfg.MinFreeBytes == 0 {
+		return 0, false
+	}
+	if n.space.turn == n.turn {
+		return n.space.free, n.space.low
+	}
+	free, err := n.cfg.DiskFree()
+	if err != nil {
+		n.cfg.Logf("node %d: checking free space: %v", n.cfg.ID, err)
+		free, n.space.low = 0, false
+	} else {
+		n.space.low = free < n.cfg.MinFreeBytes
+	}
+	n.space.turn, n.space.free = n.turn, free
+	return free, n.space.low
+}
+
+// declineAccept reports whether the loop drops m, an Accept carrying user
+// entries that arrived while the free space is below MinFreeBytes: the
+// acceptor does not vote, as if the message were lost (Paxos tolerates
+// that; the master resends). It declines one instance for at most
+// DeclineFor, then votes. Accepts of lease renewals, trims, no-ops and
+// membership changes always pass: they are small and keep the cluster
+// able to serve, renew its lease and free space.
+func (n *Node) declineAccept(m core.Message, now time.Time) bool {
+	if m.Type != core.MsgAccept || !hasUser(m.Value) {
+		return false
+	}
+	free, low := n.spaceLow()
+	if !low {
+		clear(n.declined)
+		return false
+	}
+	first, seen := n.declined[m.Instance]
+	if !seen {
+		if len(n.declined) >= 4096 { // a bound; the oldest are long past DeclineFor
+			for i, at := range n.declined {
+				if now.Sub(at) > DeclineFor {
+					delete(n.declined, i)
+				}
+			}
+		}
+		n.declined[m.Instance] = now
+		first = now
+	}
+	if now.Sub(first) >= DeclineFor {
+		return false
+	}
+	if now.Sub(n.declinedLog) >= 10*time.Second {
+		n.declinedLog = now
+		n.cfg.Logf("node %d: declining Accepts of user entries (instance %d): %d bytes free in %s, below --min-free-bytes %d; "+
+			"trim the log, add disk or lower --min-free-bytes", n.cfg.ID, m.Instance, free, n.cfg.DataDir, n.cfg.MinFreeBytes)
+	}
+	return true
+}
+
+// hasUser reports whether v carries user entries.
+func hasUser(v core.Value) bool {
+	for _, c := range v.Commands {
+		if c.Kind == core.CmdUser {
+			return true
+		}
+	}
+	return false
+}
+
+// Disk returns the free bytes of the data directory's file system (as
+// DiskFree reports them), the bytes the data directory's files take, and
+// MinFreeBytes. Any goroutine may call it.
+func (n *Node) Disk() (free, used, min uint64, err error) {
+	if free, err = n.cfg.DiskFree(); err != nil {
+		return 0, 0, n.cfg.MinFreeBytes, err
+	}
+	used, err = dirBytes(n.cfg.DataDir)
+	return free, used, n.cfg.MinFreeBytes, err
+}
+
+// dirBytes is the size of the regular files in dir (storage keeps no
+// subdirectories).
+func dirBytes(dir string) (uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total uint64
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			total += uint64(fi.Size())
+		}
+	}
+	return total, nil
+}
+
+// StatfsFree returns the bytes of dir's file system that an unprivileged
+// user may still write (statfs: available blocks times block size).
+func StatfsFree(dir string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}

@@ -106,7 +106,33 @@ func (s *LogServer) Append(ctx context.Context, req *paxosdpb.AppendRequest) (*p
 		resp = r
 		return err
 	})
-	return resp, err
+	return resp, appendOutcome(err)
+}
+
+// appendOutcome keeps the errors that settle an append (nothing was
+// applied, or the cluster refused it for good) and turns every other
+// failure into api.OutcomeUnknownError: the append was proposed here, or
+// forwarded to the master, and then this node could not learn its fate (the
+// node stopped with it in flight, its storage failed, the proposal was
+// dropped when mastership changed, the deadline passed, the forward
+// broke). A list of what settles, not of what does not, so that a failure
+// nobody thought of is never reported as a plain one.
+func appendOutcome(err error) error {
+	if err == nil || api.AsOutcomeUnknown(err) {
+		return err
+	}
+	if _, _, ok := api.AsNotMaster(err); ok {
+		return err // nothing proposed: go to the master
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.Aborted, codes.AlreadyExists, codes.Canceled:
+		return err // bad input, a failed expected_index, a reused seq; Canceled: the caller left
+	case codes.ResourceExhausted:
+		if api.Reason(err) != "" {
+			return err // TOO_MANY_CLIENTS, NO_SPACE, OVERLOADED: refused before it applied
+		}
+	}
+	return api.OutcomeUnknownError(status.Convert(err).Message())
 }
 
 // Trim implements LogService.Trim. Whether before is past the end of the
@@ -201,6 +227,10 @@ func (s *LogServer) Status(ctx context.Context, _ *paxosdpb.StatusRequest) (*pax
 	if s.Gossip != nil {
 		resp.GossipAddress = s.Gossip.Addr()
 	}
+	// A failed check leaves the numbers 0 (the proto says so): Status still
+	// answers, it is what an operator looks at when the disk is in trouble.
+	free, used, minFree, _ := s.node.Disk()
+	resp.DiskFreeBytes, resp.DiskUsedBytes, resp.MinFreeBytes = free, used, minFree
 	ids := make([]uint64, 0, len(s.addrs))
 	for id := range s.addrs {
 		ids = append(ids, id)
@@ -305,6 +335,7 @@ func (s *LogServer) status(err error) error {
 		tr *storage.TrimmedError
 		ee *node.EntryError
 		te *core.TrimPastEndError
+		ns *node.NoSpaceError
 	)
 	if reason, ok := changeRefused(err); ok && status.Code(err) == codes.Unknown {
 		return api.ChangeRefusedError(reason, err.Error())
@@ -330,6 +361,8 @@ func (s *LogServer) status(err error) error {
 		return api.InvalidArgumentReason("seq", err.Error(), api.ReasonStaleSeq)
 	case errors.As(err, &te):
 		return api.TrimPastEndError(te.Before, te.End)
+	case errors.As(err, &ns):
+		return api.NoSpaceError(s.id, ns.Dir, ns.Free, ns.Min)
 	case errors.Is(err, core.ErrTooManyClients):
 		return api.TooManyClientsError(err.Error())
 	case errors.Is(err, core.ErrSeqReused):

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/node"
 )
 
 // The core's refusals map to statuses a client can branch on, by code and
@@ -53,5 +55,67 @@ func TestStatusOfCoreRefusals(t *testing.T) {
 		if _, ok := api.AsOverloaded(err); ok != (i == 3) {
 			t.Errorf("error %d (%v): api.AsOverloaded %v", i, err, ok)
 		}
+	}
+}
+
+// Every failure of an append that may have applied it reaches the client
+// as OUTCOME_UNKNOWN (a retry with the same pair is safe), never as a
+// plain failure; the answers that settle an append stay as they are.
+func TestAppendOutcome(t *testing.T) {
+	s := &LogServer{id: 1}
+	unknown := map[string]error{
+		"node stopped with it in flight": s.status(&node.StoppedError{Cause: errors.New("persist: storage: write: no space left on device")}),
+		"node stopping":                  s.status(node.ErrStopped),
+		"proposal dropped":               s.status(core.ErrDropped),
+		"snapshot past it":               s.status(core.ErrUnknownOutcome),
+		"deadline":                       s.status(context.DeadlineExceeded),
+		"forward broke":                  status.Error(codes.Unavailable, "connection reset by peer"),
+		"forward timed out":              status.Error(codes.DeadlineExceeded, "context deadline exceeded"),
+		"forward internal":               status.Error(codes.Internal, "stream terminated by RST_STREAM"),
+		"bare resource exhausted":        status.Error(codes.ResourceExhausted, "received message larger than max"),
+		"an error nobody listed":         s.status(errors.New("something new")),
+	}
+	for name, err := range unknown {
+		got := appendOutcome(err)
+		if !api.AsOutcomeUnknown(got) || status.Code(got) != codes.Unavailable || api.Reason(got) != api.ReasonOutcomeUnknown {
+			t.Errorf("%s: %v, want Unavailable with reason OUTCOME_UNKNOWN", name, got)
+		}
+		if _, _, ok := api.AsNotMaster(got); ok {
+			t.Errorf("%s: %v taken for not-the-master (nothing applied)", name, got)
+		}
+	}
+	noSpace := s.status(&node.NoSpaceError{Dir: "/data", Free: 10, Min: 64})
+	settled := map[string]error{
+		"not the master":   api.NotMasterError(2, "127.0.0.1:7002"),
+		"no master known":  api.NotMasterError(0, ""),
+		"too many clients": s.status(&core.TooManyClientsError{Max: 3}),
+		"seq reused":       s.status(core.ErrSeqReused),
+		"stale seq":        s.status(core.ErrStaleSeq),
+		"expected index":   api.ExpectedIndexError(3, 5),
+		"overloaded":       api.Overloaded("test", 0),
+		"no space":         noSpace,
+		"too large":        s.status(&node.EntryError{Index: 0, Err: node.ErrTooLarge}),
+		"canceled":         s.status(context.Canceled),
+		"already unknown":  api.OutcomeUnknownError("x"),
+	}
+	for name, err := range settled {
+		if got := appendOutcome(err); got != err {
+			t.Errorf("%s: %v became %v", name, err, got)
+		}
+	}
+	if appendOutcome(nil) != nil {
+		t.Error("nil became an error")
+	}
+	free, min, ok := api.AsNoSpace(noSpace)
+	if c := status.Code(noSpace); c != codes.ResourceExhausted || !ok || free != 10 || min != 64 {
+		t.Errorf("no space: %v (code %v, %d free, min %d, %v), want ResourceExhausted, NO_SPACE, 10, 64", noSpace, c, free, min, ok)
+	}
+	for _, what := range []string{"/data", "trim", "--min-free-bytes", "add disk"} {
+		if !strings.Contains(noSpace.Error(), what) {
+			t.Errorf("no space: %q does not say %q", noSpace, what)
+		}
+	}
+	if _, ok := api.AsOverloaded(noSpace); ok || api.AsTooManyClients(noSpace) {
+		t.Errorf("no space taken for another ResourceExhausted: %v", noSpace)
 	}
 }

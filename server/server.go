@@ -93,6 +93,16 @@ type Config struct {
 	// learn through the API (Status). GossipOff runs no gossip. A host name
 	// is resolved to its first address. Safety never depends on gossip.
 	GossipListen string
+	// MinFreeBytes is the free space the data directory's file system must
+	// keep (0: no check; paxosd server defaults to DefaultMinFreeBytes).
+	// Below it the master refuses appends with NO_SPACE and an acceptor
+	// declines to vote for them (node.Config.MinFreeBytes).
+	MinFreeBytes uint64
+	// UnsafeDiskFreeFile, for tests only (the hidden
+	// --unsafe-disk-free-file flag): the node reads its free bytes, a
+	// decimal number, from this file instead of asking the file system, so
+	// that a test can fill and empty the disk at will.
+	UnsafeDiskFreeFile string
 	// GossipProbeInterval is how often gossip probes a peer (default 1 s;
 	// a dead node is reported after a few intervals). Tests use less.
 	GossipProbeInterval time.Duration
@@ -162,6 +172,14 @@ func ClusterID(name string, peers map[uint64]string) uint64 {
 // up unless told otherwise: well above what one disk of a small machine
 // writes, well below what starves the master's own fsyncs.
 const DefaultCatchupRate = 64 << 20
+
+// DefaultMinFreeBytes is paxosd server's --min-free-bytes: room for what a
+// node may still write once it refuses appends: the values the master
+// proposed before the check stopped it (a window of 32 instances of up to
+// 4 MiB, 128 MiB at worst), the flush of a full memtable (the write buffer
+// is 64 MiB) and the compaction a trim starts to give space back, which
+// writes new tables before it deletes the old ones.
+const DefaultMinFreeBytes = 256 << 20
 
 // maxFollowersPerMember bounds the followers one member pushes to.
 const maxFollowersPerMember = 16
@@ -473,7 +491,17 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	// phase 1 or catch-up could stall for good on a dropped message.
 	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
 		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf,
-		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) }}
+		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
+		MinFreeBytes: cfg.MinFreeBytes}
+	if f := cfg.UnsafeDiskFreeFile; f != "" {
+		ncfg.DiskFree = func() (uint64, error) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return 0, err
+			}
+			return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		}
+	}
 	maxMsg := node.MaxMessageBytes(ncfg)
 	// Peers' incarnations: remembered on first sight, durably, before
 	// anything they sent is delivered.

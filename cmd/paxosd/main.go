@@ -126,6 +126,9 @@ and tails:
 			// For fault tests only (e2e, e2e/chaos): a node whose wall clock
 			// is hours off. Hidden, since no operator should ever set it.
 			&cli.DurationFlag{Name: "unsafe-wall-clock-offset", Hidden: true, Usage: "add this to the wall clock the node writes into lease commands (fault tests only)"},
+			&cli.Uint64Flag{Name: "min-free-bytes", Value: server.DefaultMinFreeBytes, Usage: "free space the data directory's file system must keep: below it the master refuses appends (RESOURCE_EXHAUSTED, reason NO_SPACE) and an acceptor declines to vote for them, while reads, tails, trims and lease renewals go on; appends resume once space is back (0: no check)"},
+			// For tests only: the node's free bytes come from this file.
+			&cli.StringFlag{Name: "unsafe-disk-free-file", Hidden: true, Usage: "read the free bytes from this file instead of the file system (tests only)"},
 		}, bugFlags...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -173,7 +176,7 @@ and tails:
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
-				WallClockOffset: c.Duration("unsafe-wall-clock-offset")})
+				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file")})
 			if err != nil {
 				return err
 			}
@@ -370,7 +373,10 @@ func appendCommand() *cli.Command {
 					fmt.Fprintln(out, i)
 				}
 			}
-			if res.Duplicate {
+			// A duplicate of the user's own --client-id/--seq is news; one the
+			// command's own retry found (its attempt applied it, the answer was
+			// lost) is not: the entries are there once.
+			if res.Duplicate && c.Uint64("client-id") != 0 {
 				fmt.Fprintln(os.Stderr, "duplicate: this (client-id, seq) was already applied; these are the original indexes")
 			}
 			return nil
@@ -653,7 +659,8 @@ func statusCommand() *cli.Command {
 					b, _ := json.Marshal(map[string]any{"endpoint": ep, "id": st.NodeId, "role": st.Role, "master": st.MasterId,
 						"ballot": st.Ballot, "chosen_instance": st.ChosenInstance, "first_index": st.FirstIndex, "last_index": last,
 						"dedup_hits": st.DedupHits, "dedup_clients": st.DedupClients, "incarnation": fmt.Sprintf("%016x", st.Incarnation),
-						"voters": voters, "followers": others, "gossip_address": st.GossipAddress})
+						"voters": voters, "followers": others, "gossip_address": st.GossipAddress,
+						"disk_used_bytes": st.DiskUsedBytes, "disk_free_bytes": st.DiskFreeBytes, "min_free_bytes": st.MinFreeBytes})
 					fmt.Println(string(b))
 				case "table":
 					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%016x\n", ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.Incarnation)
@@ -662,8 +669,9 @@ func statusCommand() *cli.Command {
 					if gossipAddr == "" {
 						gossipAddr = server.GossipOff
 					}
-					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d incarnation=%016x gossip=%s\n",
-						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients, st.Incarnation, gossipAddr)
+					fmt.Printf("%s id=%d role=%s master=%d ballot=%d chosen_instance=%d first_index=%d last_index=%d dedup_hits=%d dedup_clients=%d incarnation=%016x gossip=%s disk_used=%d disk_free=%d min_free=%d\n",
+						ep, st.NodeId, st.Role, st.MasterId, st.Ballot, st.ChosenInstance, st.FirstIndex, last, st.DedupHits, st.DedupClients, st.Incarnation, gossipAddr,
+						st.DiskUsedBytes, st.DiskFreeBytes, st.MinFreeBytes)
 				}
 			}
 			tw.Flush()

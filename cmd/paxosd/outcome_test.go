@@ -62,3 +62,64 @@ func TestAppendUnknownOutcome(t *testing.T) {
 		t.Errorf("the error is not one line\n%v", r)
 	}
 }
+
+// lostReply answers the first append as a connection that broke after the
+// append was applied would, and every later one as the dedup table answers
+// a retry of an applied pair: the original indexes, Duplicate set.
+type lostReply struct {
+	paxosdpb.UnimplementedLogServiceServer
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *lostReply) Append(_ context.Context, req *paxosdpb.AppendRequest) (*paxosdpb.AppendResponse, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seen = append(l.seen, fmt.Sprintf("%d/%d", req.ClientId, req.Seq))
+	if len(l.seen) == 1 {
+		return nil, status.Error(codes.Unavailable, "test: the reply was lost")
+	}
+	return &paxosdpb.AppendResponse{FirstIndex: 5, LastIndex: 5, Duplicate: true}, nil
+}
+
+// The CLI's own retry of an append whose reply was lost finds it applied:
+// it prints the index, exits 0, and says nothing of a duplicate (the user
+// typed the command once); the retry carried the first attempt's pair. A
+// duplicate of the user's own --client-id/--seq is still reported.
+func TestAppendOwnRetryIsNoDuplicate(t *testing.T) {
+	needProcesses(t)
+	start := func() (*lostReply, string) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := &lostReply{}
+		srv := grpc.NewServer()
+		paxosdpb.RegisterLogServiceServer(srv, l)
+		served := make(chan struct{})
+		go func() { defer close(served); srv.Serve(lis) }()
+		t.Cleanup(func() { srv.Stop(); <-served })
+		return l, lis.Addr().String()
+	}
+	l, addr := start()
+	r := run(t, "", "append", "--endpoints", addr, "x")
+	if r.code != 0 || r.stdout != "5\n" || r.stderr != "" {
+		t.Fatalf("append whose reply was lost: want index 5 and nothing on stderr\n%v", r)
+	}
+	l.mu.Lock()
+	seen := l.seen
+	l.mu.Unlock()
+	if len(seen) != 2 || seen[0] != seen[1] || strings.HasPrefix(seen[0], "0/") {
+		t.Fatalf("attempts %q: want two with the same non-zero client ID and seq", seen)
+	}
+	r = run(t, "", "append", "--endpoints", addr, "-w", "json", "x")
+	if r.code != 0 || r.stdout != `{"index":5,"duplicate":true}`+"\n" || r.stderr != "" {
+		t.Fatalf("append -w json whose reply was lost: want the index, duplicate true in JSON, nothing on stderr\n%v", r)
+	}
+
+	_, addr = start()
+	r = run(t, "", "append", "--endpoints", addr, "--client-id", "9", "--seq", "1", "x")
+	if r.code != 0 || r.stdout != "5\n" || !strings.Contains(r.stderr, "duplicate") {
+		t.Fatalf("append with the user's own pair found applied: want index 5 and the duplicate note\n%v", r)
+	}
+}

@@ -46,9 +46,18 @@
 //     Every node would answer the same until a client idles out: do not spin.
 //   - ALREADY_EXISTS + reason SEQ_REUSED: this (client_id, seq) was already
 //     applied with other entries; nothing was applied; do not retry.
+//   - RESOURCE_EXHAUSTED + reason NO_SPACE: the master's data directory has
+//     less free space than its --min-free-bytes (metadata free_bytes,
+//     min_free_bytes); nothing was proposed. Retrying meets the same disk:
+//     trim, add disk, or lower the threshold.
+//   - UNAVAILABLE + reason OUTCOME_UNKNOWN: the append was proposed (or
+//     forwarded to the master) and the node could not learn its fate (it
+//     stopped with the append in flight, its storage failed, the proposal
+//     was dropped, the deadline passed, the forward broke). Retry with the
+//     same client_id and seq: the original indexes come back, applied once.
 //   - Any other failure of an append (UNAVAILABLE without NotMaster, a
-//     deadline, INTERNAL) leaves its outcome unknown: retry only with the same
-//     client_id and seq.
+//     deadline, INTERNAL) leaves its outcome unknown too: retry only with the
+//     same client_id and seq.
 
 package paxosdpb
 
@@ -948,6 +957,14 @@ type StatusResponse struct {
 	// --gossip-listen); "" when gossip is off. Nodes find each other's gossip
 	// ports through it, with no configuration.
 	GossipAddress string `protobuf:"bytes,15,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// Disk: the bytes this node's data directory's files take, the bytes its
+	// file system has free (statfs: what an unprivileged user may write),
+	// and the node's --min-free-bytes (0: no check). Below min_free_bytes a
+	// master refuses appends (NO_SPACE) and an acceptor declines to vote for
+	// them; disk_free_bytes is 0 when the check failed.
+	DiskUsedBytes uint64 `protobuf:"varint,16,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
+	DiskFreeBytes uint64 `protobuf:"varint,17,opt,name=disk_free_bytes,json=diskFreeBytes,proto3" json:"disk_free_bytes,omitempty"`
+	MinFreeBytes  uint64 `protobuf:"varint,18,opt,name=min_free_bytes,json=minFreeBytes,proto3" json:"min_free_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1085,6 +1102,27 @@ func (x *StatusResponse) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetDiskUsedBytes() uint64 {
+	if x != nil {
+		return x.DiskUsedBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDiskFreeBytes() uint64 {
+	if x != nil {
+		return x.DiskFreeBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMinFreeBytes() uint64 {
+	if x != nil {
+		return x.MinFreeBytes
+	}
+	return 0
 }
 
 // ChangeMembersRequest is one membership change.
@@ -1848,7 +1886,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xf5\x03\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\"\xeb\x04\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -1868,7 +1906,10 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"dedup_hits\x18\f \x01(\x04R\tdedupHits\x12#\n" +
 	"\rdedup_clients\x18\r \x01(\x04R\fdedupClients\x12 \n" +
 	"\vincarnation\x18\x0e \x01(\x04R\vincarnation\x12%\n" +
-	"\x0egossip_address\x18\x0f \x01(\tR\rgossipAddress\"\x8d\x01\n" +
+	"\x0egossip_address\x18\x0f \x01(\tR\rgossipAddress\x12&\n" +
+	"\x0fdisk_used_bytes\x18\x10 \x01(\x04R\rdiskUsedBytes\x12&\n" +
+	"\x0fdisk_free_bytes\x18\x11 \x01(\x04R\rdiskFreeBytes\x12$\n" +
+	"\x0emin_free_bytes\x18\x12 \x01(\x04R\fminFreeBytes\"\x8d\x01\n" +
 	"\x14ChangeMembersRequest\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.paxosd.v1.ChangeKindR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x18\n" +

@@ -46,9 +46,18 @@
 //     Every node would answer the same until a client idles out: do not spin.
 //   - ALREADY_EXISTS + reason SEQ_REUSED: this (client_id, seq) was already
 //     applied with other entries; nothing was applied; do not retry.
+//   - RESOURCE_EXHAUSTED + reason NO_SPACE: the master's data directory has
+//     less free space than its --min-free-bytes (metadata free_bytes,
+//     min_free_bytes); nothing was proposed. Retrying meets the same disk:
+//     trim, add disk, or lower the threshold.
+//   - UNAVAILABLE + reason OUTCOME_UNKNOWN: the append was proposed (or
+//     forwarded to the master) and the node could not learn its fate (it
+//     stopped with the append in flight, its storage failed, the proposal
+//     was dropped, the deadline passed, the forward broke). Retry with the
+//     same client_id and seq: the original indexes come back, applied once.
 //   - Any other failure of an append (UNAVAILABLE without NotMaster, a
-//     deadline, INTERNAL) leaves its outcome unknown: retry only with the same
-//     client_id and seq.
+//     deadline, INTERNAL) leaves its outcome unknown too: retry only with the
+//     same client_id and seq.
 
 package paxosdpb
 
