@@ -111,7 +111,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -1323,38 +1322,18 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 	st := ch.State
 	size := ch.Size()
 	// full reports whether a chunk holding n items has no room for one more
-	// of add bytes.
+	// of add bytes; else it counts the item in.
 	full := func(n, add int) bool {
-		return n > 0 && (maxCount > 0 && n >= maxCount || maxBytes > 0 && size+add > maxBytes)
+		if n > 0 && (maxCount > 0 && n >= maxCount || maxBytes > 0 && size+add > maxBytes) {
+			return true
+		}
+		size += add
+		return false
 	}
 
 	if from := max(index, st.FirstIndex); from < st.NextIndex {
-		it := snap.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, st.NextIndex)}, nil)
-		defer it.Release()
-		stopped := false
-		for it.Next() {
-			_, n, _ := parseKey(it.Key())
-			if want := from + uint64(len(ch.Entries)); n != want {
-				return core.SnapChunk{}, s.missingEntry(want, st)
-			}
-			payload, err := unseal(it.Key(), it.Value())
-			if err != nil {
-				return core.SnapChunk{}, s.recordError(it.Key(), err)
-			}
-			e := core.Entry{Index: n, Data: payload}
-			add := core.SnapEntrySize(e)
-			if stopped = full(len(ch.Entries), add); stopped {
-				break
-			}
-			e.Data = append([]byte{}, payload...)
-			ch.Entries = append(ch.Entries, e)
-			size += add
-		}
-		if err := it.Error(); err != nil {
-			return core.SnapChunk{}, s.readError(err)
-		}
-		if next := from + uint64(len(ch.Entries)); !stopped && next < st.NextIndex {
-			return core.SnapChunk{}, s.missingEntry(next, st)
+		if ch.Entries, _, err = s.snapEntries(snap, st, from, full); err != nil {
+			return core.SnapChunk{}, err
 		}
 		return ch, nil
 	}
@@ -1362,27 +1341,9 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 	if base != st.Applied {
 		after = 0
 	}
-	if after == math.MaxUint64 {
-		ch.Done = true // no client ID lies above
-		return ch, nil
-	}
-	it := snap.NewIterator(&util.Range{Start: key(prefixBase, after+1), Limit: []byte{prefixBase + 1}}, nil)
-	defer it.Release()
-	more := false
-	for it.Next() {
-		d, err := decodeDedupKV(it.Key(), it.Value())
-		if err != nil {
-			return core.SnapChunk{}, s.recordError(it.Key(), err)
-		}
-		add := core.SnapRowSize(d)
-		if more = full(len(ch.Dedup), add); more {
-			break
-		}
-		ch.Dedup = append(ch.Dedup, d)
-		size += add
-	}
-	if err := it.Error(); err != nil {
-		return core.SnapChunk{}, s.readError(err)
+	var more bool
+	if ch.Dedup, more, err = s.snapRows(snap, prefixBase, after, full); err != nil {
+		return core.SnapChunk{}, err
 	}
 	ch.Done = !more
 	return ch, nil

@@ -55,6 +55,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
+			snapshotCommand(),
 			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
