@@ -42,6 +42,7 @@
 //	e/n  user entry n (raw bytes)
 //	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
 //	p/id incarnation of peer id (uvarint), as this node first saw it
+//	x/n  progress row (uvarints log time, entry bytes written): the log's end reached n then (progress.go)
 //
 // The incarnation tells this directory from any other directory of the same
 // node: a node whose directory was lost and created anew comes back with
@@ -248,6 +249,8 @@ type Store struct {
 	chosenCompactFrom, chosenCompactTo uint64
 	compacting                         atomic.Bool
 	bg                                 sync.WaitGroup
+
+	prog progress // the progress rows (progress.go)
 
 	stateMu sync.RWMutex
 	state   core.ApplyState // as of the last successful Save
@@ -690,6 +693,9 @@ func (s *Store) loadMeta() error {
 	s.trimCursor, s.compactFrom, s.compactTo = cursor, cursor, cursor
 	s.chosenCursor, s.chosenCompactFrom, s.chosenCompactTo = chosenCursor, chosenCursor, chosenCursor
 	s.accLow = st.Applied
+	if err := s.loadProgress(); err != nil {
+		return err
+	}
 	// Find the lowest accepted record, should any lie below Applied.
 	it := s.db.NewIterator(prefixRange(prefixAccepted), nil)
 	if it.First() {
@@ -1032,10 +1038,12 @@ func (s *Store) Save(rd *instance.Ready) error {
 			put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
 		}
 	}
+	var entryBytes uint64
 	for _, entries := range [][]core.Entry{rd.Entries, rd.Staged} {
 		for _, e := range entries {
 			if e.Index >= st.FirstIndex { // else trimmed by this very Ready
 				put(key(prefixEntry, e.Index), e.Data)
+				entryBytes += uint64(len(e.Data))
 			}
 		}
 	}
@@ -1089,11 +1097,16 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if cursor != s.trimCursor {
 		put(key(prefixMeta, metaTrim), encodeUint(cursor))
 	}
+	prog, err := s.saveProgress(b, st, entryBytes)
+	if err != nil {
+		return err
+	}
 
 	if err := s.write(b, rd.MustSync()); err != nil {
 		return s.fail(fmt.Errorf("write of %d records: %w", b.Len(), err))
 	}
 	s.accLow, s.trimCursor, s.chosenCursor, s.baseApplied = accLow, cursor, chosenCursor, baseApplied
+	s.prog = prog
 	if writeState {
 		s.stateMu.Lock()
 		s.state = st
