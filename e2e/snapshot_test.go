@@ -180,8 +180,9 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	r := newStoppedCluster(t, 3, "--cluster", "restored")
 	start = time.Now()
 	for i := range r.addrs {
-		out, errOut, err := paxosd(t, "snapshot", "restore", "--id", fmt.Sprint(i+1), "--peers", r.peers,
-			"--data-dir", r.dataDir(i), "--cluster", "restored", file)
+		// FILE first, as the help shows it (flags before it work too).
+		out, errOut, err := paxosd(t, "snapshot", "restore", file, "--id", fmt.Sprint(i+1), "--peers", r.peers,
+			"--data-dir", r.dataDir(i), "--cluster", "restored")
 		if err != nil {
 			t.Fatalf("restore node %d: %v\n%s%s", i+1, err, out, errOut)
 		}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,12 +44,89 @@ first index and the exactly-once dedup table, with a SHA-256 (docs/operations.md
 	}
 }
 
-// oneFile is the one FILE argument of a snapshot command.
-func oneFile(c *cli.Context) (string, error) {
-	if c.NArg() != 1 {
-		return "", fmt.Errorf("give exactly one FILE (and flags before it); got %d arguments", c.NArg())
+// fileArgs is a snapshot command's FILE and its flags, which may come
+// before FILE or after it (paxosd snapshot restore FILE --id N ...).
+type fileArgs struct {
+	file  string
+	c     *cli.Context
+	after *flag.FlagSet // the flags after FILE, if any
+}
+
+// oneFile parses a snapshot command's arguments: one FILE, with flags
+// before or after it.
+func oneFile(c *cli.Context) (*fileArgs, error) {
+	if c.NArg() == 0 {
+		return nil, errors.New("give a FILE")
 	}
-	return c.Args().First(), nil
+	a := &fileArgs{file: c.Args().First(), c: c}
+	if rest := c.Args().Tail(); len(rest) > 0 {
+		a.after = flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+		a.after.SetOutput(io.Discard)
+		for _, f := range c.Command.Flags {
+			if err := f.Apply(a.after); err != nil {
+				return nil, err
+			}
+		}
+		if err := a.after.Parse(rest); err != nil {
+			return nil, fmt.Errorf("after %s: %w", a.file, err)
+		}
+		if a.after.NArg() > 0 {
+			return nil, fmt.Errorf("give one FILE; %q is one more", a.after.Arg(0))
+		}
+	}
+	return a, nil
+}
+
+// isSet reports whether flag name was given, before or after FILE.
+func (a *fileArgs) isSet(name string) bool {
+	_, after := a.afterValue(name)
+	return after || a.c.IsSet(name)
+}
+
+// afterValue returns flag name's value as given after FILE (under any of
+// its names), if it was.
+func (a *fileArgs) afterValue(name string) (string, bool) {
+	names := []string{name}
+	for _, f := range a.c.Command.Flags {
+		if slices.Contains(f.Names(), name) {
+			names = f.Names()
+		}
+	}
+	var v string
+	seen := false
+	if a.after != nil {
+		a.after.Visit(func(f *flag.Flag) {
+			if slices.Contains(names, f.Name) {
+				v, seen = f.Value.String(), true
+			}
+		})
+	}
+	return v, seen
+}
+
+// str, u64 and dur return a flag's value, as given after FILE, else before
+// it (or its default).
+func (a *fileArgs) str(name string) string {
+	if v, ok := a.afterValue(name); ok {
+		return v
+	}
+	return a.c.String(name)
+}
+
+func (a *fileArgs) u64(name string) uint64 {
+	if v, ok := a.afterValue(name); ok {
+		x, _ := strconv.ParseUint(v, 10, 64) // the flag set parsed it
+		return x
+	}
+	return a.c.Uint64(name)
+}
+
+func (a *fileArgs) dur(name string) time.Duration {
+	if v, ok := a.afterValue(name); ok {
+		d, _ := time.ParseDuration(v)
+		return d
+	}
+	return a.c.Duration(name)
 }
 
 func snapshotSaveCommand() *cli.Command {
@@ -65,14 +144,15 @@ go on meanwhile; the copy is of one point. Progress goes to stderr.
 		},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			file, err := oneFile(c)
+			a, err := oneFile(c)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+			file := a.file
+			ctx, cancel := context.WithTimeout(context.Background(), a.dur("timeout"))
 			defer cancel()
 			var errs []string
-			for _, ep := range strings.Split(c.String("endpoints"), ",") {
+			for _, ep := range strings.Split(a.str("endpoints"), ",") {
 				if ep = strings.TrimSpace(ep); ep == "" {
 					continue
 				}
@@ -248,11 +328,11 @@ func snapshotStatusCommand() *cli.Command {
 		Flags:        []cli.Flag{clientFlags[1]},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			file, err := oneFile(c)
+			a, err := oneFile(c)
 			if err != nil {
 				return err
 			}
-			format := c.String("write-out")
+			file, format := a.file, a.str("write-out")
 			if format != "simple" && format != "json" && format != "table" {
 				return fmt.Errorf("--write-out %q: use simple, json or table", format)
 			}
@@ -300,38 +380,44 @@ directory appears only once the whole file was read and its checksum matched.
   paxosd snapshot restore backup.snap --id 1 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001 --data-dir /var/lib/paxosd/1
   paxosd server --id 1 --peers 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001 --data-dir /var/lib/paxosd/1`,
 		Flags: []cli.Flag{
-			&cli.Uint64Flag{Name: "id", Required: true, Usage: "the member's ID, listed in --peers"},
-			&cli.StringFlag{Name: "peers", Required: true, Usage: "every voting member of the new cluster, as ID=HOST:PORT, comma-separated (what paxosd server gets)"},
-			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "the member's data directory: missing or empty"},
+			&cli.Uint64Flag{Name: "id", Usage: "the member's ID, listed in --peers"},
+			&cli.StringFlag{Name: "peers", Usage: "every voting member of the new cluster, as ID=HOST:PORT, comma-separated (what paxosd server gets)"},
+			&cli.StringFlag{Name: "data-dir", Usage: "the member's data directory: missing or empty"},
 			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "the new cluster's name (what paxosd server gets)"},
 		},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			file, err := oneFile(c)
+			a, err := oneFile(c)
 			if err != nil {
 				return err
 			}
-			peers, err := server.ParsePeers(c.String("peers"))
+			for _, f := range []string{"id", "peers", "data-dir"} {
+				if !a.isSet(f) {
+					return fmt.Errorf("--%s is required", f)
+				}
+			}
+			file, cluster, dataDir := a.file, a.str("cluster"), a.str("data-dir")
+			peers, err := server.ParsePeers(a.str("peers"))
 			if err != nil {
 				return err
 			}
-			id := c.Uint64("id")
+			id := a.u64("id")
 			if _, ok := peers[id]; !ok {
 				return fmt.Errorf("--id %d is not in --peers: restore seeds a voting member of the new cluster", id)
 			}
 			start := time.Now()
-			h, rows, inc, err := restoreSnapshot(file, id, peers, c.String("cluster"), c.String("data-dir"))
+			h, rows, inc, err := restoreSnapshot(file, id, peers, cluster, dataDir)
 			if err != nil {
 				return err
 			}
-			cid := server.ClusterID(c.String("cluster"), peers)
+			cid := server.ClusterID(cluster, peers)
 			if cid == h.ClusterID {
 				fmt.Fprintf(os.Stderr, "paxosd: note: the new cluster has the cluster ID of the one the snapshot came from (the same --cluster and member IDs): never run the two side by side; another --cluster keeps them apart\n")
 			}
 			fmt.Printf("restored %s into %s as node %d of cluster %q (ID %d), incarnation %016x: entries [%d,%d), applied instance %d, %d dedup rows, in %v\n",
-				file, c.String("data-dir"), id, c.String("cluster"), cid, inc, h.FirstIndex, h.NextIndex, h.Applied, rows,
+				file, dataDir, id, cluster, cid, inc, h.FirstIndex, h.NextIndex, h.Applied, rows,
 				time.Since(start).Round(time.Millisecond))
-			fmt.Printf("start it with: paxosd server --id %d --peers %s --data-dir %s --cluster %s\n", id, c.String("peers"), c.String("data-dir"), c.String("cluster"))
+			fmt.Printf("start it with: paxosd server --id %d --peers %s --data-dir %s --cluster %s\n", id, a.str("peers"), dataDir, cluster)
 			return nil
 		},
 	}
