@@ -179,6 +179,7 @@ type Restorer struct {
 	next     uint64
 	b        *leveldb.Batch
 	bytes    int
+	total    uint64 // entry bytes written
 }
 
 // Restore starts seeding dir, which must be missing or empty, as the
@@ -221,6 +222,7 @@ func (r *Restorer) Entry(data []byte) error {
 	k := key(prefixEntry, r.next)
 	r.b.Put(k, seal(k, data))
 	r.next++
+	r.total += uint64(len(data))
 	r.bytes += len(data) + keyLen + 4
 	if r.bytes >= restoreBatchBytes {
 		return r.flush(false)
@@ -241,7 +243,8 @@ func (r *Restorer) flush(sync bool) error {
 // any order, one per client) as both the live table and the base's, the
 // state as both the live state and the base (a peer behind it installs
 // it, as after a trim), the deletion cursors at the state's first index
-// and applied instance, all in one synced write; then closes the store and
+// and applied instance, and progress rows at both ends of the log (all of
+// it applied by the state's log time), all in one synced write; then closes the store and
 // renames it to dir.
 func (r *Restorer) Finish(rows []core.DedupEntry) error {
 	if r.next != r.st.NextIndex {
@@ -261,6 +264,12 @@ func (r *Restorer) Finish(rows []core.DedupEntry) error {
 	put(key(prefixMeta, metaBase), encodeState(r.st))
 	put(key(prefixMeta, metaTrim), encodeUint(r.st.FirstIndex))
 	put(key(prefixMeta, metaChosen), encodeUint(r.st.Applied))
+	// Progress rows for retention: the entries hold total bytes, and all
+	// were applied by the snapshot's log time.
+	if r.st.NextIndex > r.st.FirstIndex {
+		put(key(prefixProgress, r.st.FirstIndex), encodeProgress(progressRow{}))
+		put(key(prefixProgress, r.st.NextIndex), encodeProgress(progressRow{logTime: r.st.LogTime, bytes: r.total}))
+	}
 	if err := r.flush(true); err != nil {
 		return err
 	}

@@ -126,6 +126,18 @@ func TestBackupAndRestore(t *testing.T) {
 	if !reflect.DeepEqual(got, ents) {
 		t.Fatalf("restored entries differ")
 	}
+	// Retention measures the restored entries: their bytes, and all of
+	// them applied by the state's log time.
+	var total uint64
+	for _, e := range ents {
+		total += uint64(len(e.Data))
+	}
+	if before, held, err := rs.RetainBytes(1 << 40); err != nil || held != total || before != st.FirstIndex {
+		t.Fatalf("restored RetainBytes: before %d, held %d, %v; want %d, %d", before, held, err, st.FirstIndex, total)
+	}
+	if before, err := rs.RetainAge(st.LogTime); err != nil || before != st.NextIndex {
+		t.Fatalf("restored RetainAge(%d) = %d, %v; want %d", st.LogTime, before, err, st.NextIndex)
+	}
 	// A peer behind it installs its base: the whole copy.
 	ch := snapshot(t, rs, 0, 0, 0, 0, 0)
 	if !reflect.DeepEqual(ch.State, st) || len(ch.Entries) != len(ents) {
