@@ -124,6 +124,7 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if !strings.Contains(errOut, "snapshot save:") || !strings.Contains(out, "sha256") {
 		t.Fatalf("snapshot save printed no progress or summary:\n%s%s", out, errOut)
 	}
+	saved := out
 	if _, err := os.Stat(file + ".tmp"); !os.IsNotExist(err) {
 		t.Fatalf("%s.tmp left behind: %v", file, err)
 	}
@@ -134,6 +135,15 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	var st snapshotStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("snapshot status -w json: %v: %q", err, out)
+	}
+	if !strings.Contains(saved, "sha256 "+st.SHA256) {
+		t.Fatalf("save printed %q; status says sha256 %s", saved, st.SHA256)
+	}
+	for _, w := range []string{"simple", "table"} {
+		out, errOut, err := paxosd(t, "snapshot", "status", file, "-w", w)
+		if err != nil || !strings.Contains(out, st.SHA256) || !strings.Contains(out, fmt.Sprint(st.NextIndex)) {
+			t.Fatalf("snapshot status -w %s: %v\n%s%s", w, err, out, errOut)
+		}
 	}
 	if st.FirstIndex != uint64(n/4) || st.NextIndex < uint64(n+n/4+10) || st.Entries != st.NextIndex-st.FirstIndex || st.DedupRows < 2 || st.Applied == 0 {
 		t.Fatalf("snapshot status: %+v", st)
