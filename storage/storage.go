@@ -88,6 +88,14 @@
 // installed base were written before, as Ready.Staged (e/ keys above the
 // live log's end, invisible until the state reaches them).
 //
+// # Backup, restore and retention
+//
+// Backup is a view of the live state (apply state, entries, dedup table)
+// through one goleveldb snapshot, for paxosd snapshot save; Restore seeds
+// a new directory from such a copy under dir + ".restoring" and renames it
+// into place (backup.go). The progress rows (x/) index the log by log time
+// and bytes written, for retention by age and bytes (progress.go).
+//
 // # Crash recovery
 //
 // goleveldb is opened with every strict flag: a damaged journal record,
