@@ -52,6 +52,16 @@ type Config struct {
 	// RetainEntries, when non-zero, makes the master trim the log to about
 	// the last RetainEntries entries (it trims when 10% more have piled up).
 	RetainEntries uint64
+	// RetainBytes, when non-zero, makes the master trim the log to about
+	// the newest RetainBytes bytes of entry data, and RetainAge to the
+	// entries applied within RetainAge of log time (each trims when 10%
+	// more have piled up). Both measure with the store's progress rows
+	// (storage.Store.RetainBytes, RetainAge), checked every RetainCheck.
+	RetainBytes uint64
+	RetainAge   time.Duration
+	// RetainCheck is how often the master measures the log for RetainBytes
+	// and RetainAge (default 1 s).
+	RetainCheck time.Duration
 	// Core tunes the protocol; ID, Members, Followers, Rand and Log are
 	// filled in by the node.
 	Core instance.Config
@@ -167,6 +177,8 @@ type Node struct {
 	waiting map[uint64]*proposal
 	// retaining is the outstanding automatic trim, if any.
 	retaining *proposal
+	// retainChecked is when retain last measured the log by bytes and age.
+	retainChecked time.Time
 	// removedAt: when the node found itself removed (zero: it is not).
 	removedAt time.Time
 	// declined: the instances whose Accepts (carrying user entries) this
@@ -234,6 +246,9 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 // withDefaults fills in what cfg leaves zero, the core's config included
 // (all but Rand and Log).
 func withDefaults(cfg Config) Config {
+	if cfg.RetainCheck == 0 {
+		cfg.RetainCheck = time.Second
+	}
 	if cfg.Tick == 0 {
 		cfg.Tick = instance.DefaultTickMillis * time.Millisecond
 	}
@@ -471,8 +486,10 @@ func (n *Node) checkPromote(ch members.Change) error {
 	return nil
 }
 
-// retain trims the log to RetainEntries when this node is master and the log
-// has grown 10% past it.
+// retain trims the log when this node is master and the log has grown 10%
+// past a retention bound: RetainEntries entries, RetainBytes bytes or
+// RetainAge of log time. The trim goes to the highest point any bound
+// asks for.
 func (n *Node) retain() {
 	if n.retaining != nil {
 		select {
@@ -482,17 +499,53 @@ func (n *Node) retain() {
 			return
 		}
 	}
-	keep := n.cfg.RetainEntries
-	if keep == 0 || !n.core.IsMaster() {
+	if n.cfg.RetainEntries == 0 && n.cfg.RetainBytes == 0 && n.cfg.RetainAge == 0 || !n.core.IsMaster() {
 		return
 	}
 	st := n.core.Applied()
-	if st.NextIndex-st.FirstIndex <= keep+keep/10 {
+	var before uint64
+	if keep := n.cfg.RetainEntries; keep != 0 && st.NextIndex-st.FirstIndex > keep+keep/10 {
+		before = st.NextIndex - keep
+	}
+	if (n.cfg.RetainBytes != 0 || n.cfg.RetainAge != 0) && time.Since(n.retainChecked) >= n.cfg.RetainCheck {
+		n.retainChecked = time.Now()
+		before = max(before, n.retainPoint(st))
+	}
+	if before <= st.FirstIndex || before > st.NextIndex {
 		return
 	}
-	p := &proposal{trim: st.NextIndex - keep, result: make(chan instance.Result, 1)}
+	p := &proposal{trim: before, result: make(chan instance.Result, 1)}
 	n.propose(p)
 	n.retaining = p
+}
+
+// retainPoint is where RetainBytes and RetainAge would trim the log of
+// state st to (0: nowhere yet). It reads the store: the master's own
+// progress rows, which are about as fresh as st.
+func (n *Node) retainPoint(st core.ApplyState) uint64 {
+	var before uint64
+	if keep := n.cfg.RetainBytes; keep != 0 {
+		b, held, err := n.store.RetainBytes(keep)
+		if err != nil {
+			n.cfg.Logf("node %d: measuring the log for --retain-bytes: %v", n.cfg.ID, err)
+		} else if held > keep+keep/10 {
+			before = b
+		}
+	}
+	if age := uint64(n.cfg.RetainAge.Milliseconds()); age != 0 && st.LogTime > age+age/10 {
+		// Trim only when entries older than 110% of the age exist, then to
+		// the age.
+		old, err := n.store.RetainAge(st.LogTime - age - age/10)
+		if err == nil && old > st.FirstIndex {
+			old, err = n.store.RetainAge(st.LogTime - age)
+		}
+		if err != nil {
+			n.cfg.Logf("node %d: measuring the log for --retain-age: %v", n.cfg.ID, err)
+		} else if old > st.FirstIndex {
+			before = max(before, old)
+		}
+	}
+	return before
 }
 
 // handleReady follows the core's contract: send Messages, persist, send

@@ -61,6 +61,11 @@ type Config struct {
 	// RetainEntries, when non-zero, trims the log automatically to about
 	// that many entries (the master proposes the trims).
 	RetainEntries uint64
+	// RetainBytes and RetainAge, when non-zero, trim the log automatically
+	// to about that many bytes of entries, or to the entries applied within
+	// that much log time (node.Config).
+	RetainBytes uint64
+	RetainAge   time.Duration
 	// Follow, when non-zero, makes this node a non-voting follower of that
 	// member: it is not in Peers, and Listen is its address.
 	Follow uint64
@@ -490,7 +495,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	// (instance.Config.MaxMessageBytes); the transport must carry it, or a
 	// phase 1 or catch-up could stall for good on a dropped message.
 	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
-		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, Logf: cfg.Logf,
+		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, RetainBytes: cfg.RetainBytes, RetainAge: cfg.RetainAge, Logf: cfg.Logf,
 		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
 		MinFreeBytes: cfg.MinFreeBytes}
 	if f := cfg.UnsafeDiskFreeFile; f != "" {

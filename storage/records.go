@@ -232,6 +232,8 @@ func decodePayload(k, payload []byte) (any, error) {
 		return decodeDedup(n, payload)
 	case prefixPeer:
 		return decodeUint(payload)
+	case prefixProgress:
+		return decodeProgress(n, payload)
 	}
 	return nil, fmt.Errorf("%w: unknown key %s", errRecord, keyName(k))
 }

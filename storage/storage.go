@@ -42,6 +42,7 @@
 //	e/n  user entry n (raw bytes)
 //	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
 //	p/id incarnation of peer id (uvarint), as this node first saw it
+//	x/n  progress row (uvarints log time, entry bytes written): the log's end reached n then (progress.go)
 //
 // The incarnation tells this directory from any other directory of the same
 // node: a node whose directory was lost and created anew comes back with
@@ -87,6 +88,14 @@
 // installed base were written before, as Ready.Staged (e/ keys above the
 // live log's end, invisible until the state reaches them).
 //
+// # Backup, restore and retention
+//
+// Backup is a view of the live state (apply state, entries, dedup table)
+// through one goleveldb snapshot, for paxosd snapshot save; Restore seeds
+// a new directory from such a copy under dir + ".restoring" and renames it
+// into place (backup.go). The progress rows (x/) index the log by log time
+// and bytes written, for retention by age and bytes (progress.go).
+//
 // # Crash recovery
 //
 // goleveldb is opened with every strict flag: a damaged journal record,
@@ -111,7 +120,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -249,6 +257,8 @@ type Store struct {
 	chosenCompactFrom, chosenCompactTo uint64
 	compacting                         atomic.Bool
 	bg                                 sync.WaitGroup
+
+	prog progress // the progress rows (progress.go)
 
 	stateMu sync.RWMutex
 	state   core.ApplyState // as of the last successful Save
@@ -691,6 +701,9 @@ func (s *Store) loadMeta() error {
 	s.trimCursor, s.compactFrom, s.compactTo = cursor, cursor, cursor
 	s.chosenCursor, s.chosenCompactFrom, s.chosenCompactTo = chosenCursor, chosenCursor, chosenCursor
 	s.accLow = st.Applied
+	if err := s.loadProgress(); err != nil {
+		return err
+	}
 	// Find the lowest accepted record, should any lie below Applied.
 	it := s.db.NewIterator(prefixRange(prefixAccepted), nil)
 	if it.First() {
@@ -1033,10 +1046,12 @@ func (s *Store) Save(rd *instance.Ready) error {
 			put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
 		}
 	}
+	var entryBytes uint64
 	for _, entries := range [][]core.Entry{rd.Entries, rd.Staged} {
 		for _, e := range entries {
 			if e.Index >= st.FirstIndex { // else trimmed by this very Ready
 				put(key(prefixEntry, e.Index), e.Data)
+				entryBytes += uint64(len(e.Data))
 			}
 		}
 	}
@@ -1090,11 +1105,16 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if cursor != s.trimCursor {
 		put(key(prefixMeta, metaTrim), encodeUint(cursor))
 	}
+	prog, err := s.saveProgress(b, st, entryBytes)
+	if err != nil {
+		return err
+	}
 
 	if err := s.write(b, rd.MustSync()); err != nil {
 		return s.fail(fmt.Errorf("write of %d records: %w", b.Len(), err))
 	}
 	s.accLow, s.trimCursor, s.chosenCursor, s.baseApplied = accLow, cursor, chosenCursor, baseApplied
+	s.prog = prog
 	if writeState {
 		s.stateMu.Lock()
 		s.state = st
@@ -1323,38 +1343,18 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 	st := ch.State
 	size := ch.Size()
 	// full reports whether a chunk holding n items has no room for one more
-	// of add bytes.
+	// of add bytes; else it counts the item in.
 	full := func(n, add int) bool {
-		return n > 0 && (maxCount > 0 && n >= maxCount || maxBytes > 0 && size+add > maxBytes)
+		if n > 0 && (maxCount > 0 && n >= maxCount || maxBytes > 0 && size+add > maxBytes) {
+			return true
+		}
+		size += add
+		return false
 	}
 
 	if from := max(index, st.FirstIndex); from < st.NextIndex {
-		it := snap.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, st.NextIndex)}, nil)
-		defer it.Release()
-		stopped := false
-		for it.Next() {
-			_, n, _ := parseKey(it.Key())
-			if want := from + uint64(len(ch.Entries)); n != want {
-				return core.SnapChunk{}, s.missingEntry(want, st)
-			}
-			payload, err := unseal(it.Key(), it.Value())
-			if err != nil {
-				return core.SnapChunk{}, s.recordError(it.Key(), err)
-			}
-			e := core.Entry{Index: n, Data: payload}
-			add := core.SnapEntrySize(e)
-			if stopped = full(len(ch.Entries), add); stopped {
-				break
-			}
-			e.Data = append([]byte{}, payload...)
-			ch.Entries = append(ch.Entries, e)
-			size += add
-		}
-		if err := it.Error(); err != nil {
-			return core.SnapChunk{}, s.readError(err)
-		}
-		if next := from + uint64(len(ch.Entries)); !stopped && next < st.NextIndex {
-			return core.SnapChunk{}, s.missingEntry(next, st)
+		if ch.Entries, _, err = s.snapEntries(snap, st, from, full); err != nil {
+			return core.SnapChunk{}, err
 		}
 		return ch, nil
 	}
@@ -1362,27 +1362,9 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 	if base != st.Applied {
 		after = 0
 	}
-	if after == math.MaxUint64 {
-		ch.Done = true // no client ID lies above
-		return ch, nil
-	}
-	it := snap.NewIterator(&util.Range{Start: key(prefixBase, after+1), Limit: []byte{prefixBase + 1}}, nil)
-	defer it.Release()
-	more := false
-	for it.Next() {
-		d, err := decodeDedupKV(it.Key(), it.Value())
-		if err != nil {
-			return core.SnapChunk{}, s.recordError(it.Key(), err)
-		}
-		add := core.SnapRowSize(d)
-		if more = full(len(ch.Dedup), add); more {
-			break
-		}
-		ch.Dedup = append(ch.Dedup, d)
-		size += add
-	}
-	if err := it.Error(); err != nil {
-		return core.SnapChunk{}, s.readError(err)
+	var more bool
+	if ch.Dedup, more, err = s.snapRows(snap, prefixBase, after, full); err != nil {
+		return core.SnapChunk{}, err
 	}
 	ch.Done = !more
 	return ch, nil

@@ -55,6 +55,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(), devCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
+			snapshotCommand(),
 			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
@@ -118,6 +119,8 @@ and tails:
 			&cli.DurationFlag{Name: "learn-interval", Value: time.Second, Usage: "how often to ask peers how far they are (catch-up also starts at once when a message shows this node is behind)"},
 			&cli.Int64Flag{Name: "catchup-rate", Value: server.DefaultCatchupRate, Usage: "bytes per second of log this node serves to peers catching up (-1: no limit)"},
 			&cli.Uint64Flag{Name: "retain-entries", Usage: "trim the log automatically to about this many entries (0: never; trims run when 10% more piled up)"},
+			&cli.Uint64Flag{Name: "retain-bytes", Usage: "trim the log automatically to about this many bytes of entry data (0: never; trims run when 10% more piled up; measured to about 1 MiB or one lease renewal of appends)"},
+			&cli.DurationFlag{Name: "retain-age", Usage: "trim the log automatically to the entries appended within this much log time, e.g. 168h (0: never; trims run when entries 10% older exist; log time is the masters' wall clock, to about 1 s)"},
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
 			&cli.DurationFlag{Name: "handover-timeout", Value: 2 * time.Second, Usage: "on SIGTERM or SIGINT, how long a master may take to hand its lease to another voter before it stops (0: stop at once)"},
@@ -161,6 +164,9 @@ and tails:
 			if r := c.Int64("catchup-rate"); r == 0 || r < -1 {
 				return fmt.Errorf("--catchup-rate %d: bytes per second above 0, or -1 for no limit", r)
 			}
+			if d := c.Duration("retain-age"); d < 0 {
+				return fmt.Errorf("--retain-age %v: a duration of 0 (never) or more", d)
+			}
 			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
 				return fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit)
 			}
@@ -175,7 +181,7 @@ and tails:
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
+				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
 				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file")})
 			if err != nil {
 				return err

@@ -1835,6 +1835,360 @@ func (x *IndexMismatch) GetEndIndex() uint64 {
 	return 0
 }
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{24}
+}
+
+type SnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only in the first message.
+	Header *SnapshotHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// The next entries, in index order, from header.first_index.
+	Entries [][]byte `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The next dedup rows, in client ID order, once every entry was sent.
+	Dedup         []*DedupRow `protobuf:"bytes,3,rep,name=dedup,proto3" json:"dedup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SnapshotResponse) GetHeader() *SnapshotHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetEntries() [][]byte {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetDedup() []*DedupRow {
+	if x != nil {
+		return x.Dedup
+	}
+	return nil
+}
+
+// SnapshotHeader is the applied state a snapshot copies.
+type SnapshotHeader struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Cluster   string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	ClusterId uint64                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The node that served the copy.
+	NodeId uint64 `protobuf:"varint,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Instances below applied are in the copy.
+	Applied uint64 `protobuf:"varint,4,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The copy holds the entries [first_index, next_index).
+	FirstIndex   uint64 `protobuf:"varint,5,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	NextIndex    uint64 `protobuf:"varint,6,opt,name=next_index,json=nextIndex,proto3" json:"next_index,omitempty"`
+	LeaseHolder  uint64 `protobuf:"varint,7,opt,name=lease_holder,json=leaseHolder,proto3" json:"lease_holder,omitempty"`
+	LeaseVersion uint64 `protobuf:"varint,8,opt,name=lease_version,json=leaseVersion,proto3" json:"lease_version,omitempty"`
+	// The log's clock (Unix ms, from the masters' lease commands).
+	LogTime uint64 `protobuf:"varint,9,opt,name=log_time,json=logTime,proto3" json:"log_time,omitempty"`
+	// How many dedup rows follow the entries.
+	DedupRows     uint64 `protobuf:"varint,10,opt,name=dedup_rows,json=dedupRows,proto3" json:"dedup_rows,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SnapshotHeader) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetNextIndex() uint64 {
+	if x != nil {
+		return x.NextIndex
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetLeaseHolder() uint64 {
+	if x != nil {
+		return x.LeaseHolder
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetLeaseVersion() uint64 {
+	if x != nil {
+		return x.LeaseVersion
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetLogTime() uint64 {
+	if x != nil {
+		return x.LogTime
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetDedupRows() uint64 {
+	if x != nil {
+		return x.DedupRows
+	}
+	return 0
+}
+
+// DedupRow is one exactly-once client's row of the dedup table.
+type DedupRow struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// The log time of the client's last append.
+	LastUsed uint64 `protobuf:"varint,2,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
+	// The client's most recent applied seqs, ascending.
+	Recent        []*AppliedSeq `protobuf:"bytes,3,rep,name=recent,proto3" json:"recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupRow) Reset() {
+	*x = DedupRow{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupRow) ProtoMessage() {}
+
+func (x *DedupRow) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupRow.ProtoReflect.Descriptor instead.
+func (*DedupRow) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DedupRow) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *DedupRow) GetLastUsed() uint64 {
+	if x != nil {
+		return x.LastUsed
+	}
+	return 0
+}
+
+func (x *DedupRow) GetRecent() []*AppliedSeq {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+// AppliedSeq is where one applied (client_id, seq) landed, with a checksum
+// of its entries (a repeat with other entries is SEQ_REUSED).
+type AppliedSeq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	FirstIndex    uint64                 `protobuf:"varint,2,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	LastIndex     uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	EntriesSum    uint32                 `protobuf:"fixed32,4,opt,name=entries_sum,json=entriesSum,proto3" json:"entries_sum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedSeq) Reset() {
+	*x = AppliedSeq{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedSeq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedSeq) ProtoMessage() {}
+
+func (x *AppliedSeq) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedSeq.ProtoReflect.Descriptor instead.
+func (*AppliedSeq) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AppliedSeq) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AppliedSeq) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+func (x *AppliedSeq) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *AppliedSeq) GetEntriesSum() uint32 {
+	if x != nil {
+		return x.EntriesSum
+	}
+	return 0
+}
+
 var File_rpc_paxosdpb_log_proto protoreflect.FileDescriptor
 
 const file_rpc_paxosdpb_log_proto_rawDesc = "" +
@@ -1961,7 +2315,41 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\vfirst_index\x18\x01 \x01(\x04R\n" +
 	"firstIndex\",\n" +
 	"\rIndexMismatch\x12\x1b\n" +
-	"\tend_index\x18\x01 \x01(\x04R\bendIndex*G\n" +
+	"\tend_index\x18\x01 \x01(\x04R\bendIndex\"\x11\n" +
+	"\x0fSnapshotRequest\"\x8a\x01\n" +
+	"\x10SnapshotResponse\x121\n" +
+	"\x06header\x18\x01 \x01(\v2\x19.paxosd.v1.SnapshotHeaderR\x06header\x12\x18\n" +
+	"\aentries\x18\x02 \x03(\fR\aentries\x12)\n" +
+	"\x05dedup\x18\x03 \x03(\v2\x13.paxosd.v1.DedupRowR\x05dedup\"\xbe\x02\n" +
+	"\x0eSnapshotHeader\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\x04R\x06nodeId\x12\x18\n" +
+	"\aapplied\x18\x04 \x01(\x04R\aapplied\x12\x1f\n" +
+	"\vfirst_index\x18\x05 \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"next_index\x18\x06 \x01(\x04R\tnextIndex\x12!\n" +
+	"\flease_holder\x18\a \x01(\x04R\vleaseHolder\x12#\n" +
+	"\rlease_version\x18\b \x01(\x04R\fleaseVersion\x12\x19\n" +
+	"\blog_time\x18\t \x01(\x04R\alogTime\x12\x1d\n" +
+	"\n" +
+	"dedup_rows\x18\n" +
+	" \x01(\x04R\tdedupRows\"s\n" +
+	"\bDedupRow\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1b\n" +
+	"\tlast_used\x18\x02 \x01(\x04R\blastUsed\x12-\n" +
+	"\x06recent\x18\x03 \x03(\v2\x15.paxosd.v1.AppliedSeqR\x06recent\"\x7f\n" +
+	"\n" +
+	"AppliedSeq\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
+	"\vfirst_index\x18\x02 \x01(\x04R\n" +
+	"firstIndex\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12\x1f\n" +
+	"\ventries_sum\x18\x04 \x01(\aR\n" +
+	"entriesSum*G\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fLINEARIZABLE\x10\x01\x12\t\n" +
@@ -1972,7 +2360,7 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\fADD_FOLLOWER\x10\x01\x12\v\n" +
 	"\aPROMOTE\x10\x02\x12\n" +
 	"\n" +
-	"\x06REMOVE\x10\x032\xe9\x04\n" +
+	"\x06REMOVE\x10\x032\xb0\x05\n" +
 	"\n" +
 	"LogService\x12=\n" +
 	"\x06Append\x12\x18.paxosd.v1.AppendRequest\x1a\x19.paxosd.v1.AppendResponse\x127\n" +
@@ -1983,7 +2371,8 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x0eTransferMaster\x12 .paxosd.v1.TransferMasterRequest\x1a!.paxosd.v1.TransferMasterResponse\x12R\n" +
 	"\rChangeMembers\x12\x1f.paxosd.v1.ChangeMembersRequest\x1a .paxosd.v1.ChangeMembersResponse\x12L\n" +
 	"\vListMembers\x12\x1d.paxosd.v1.ListMembersRequest\x1a\x1e.paxosd.v1.ListMembersResponse\x127\n" +
-	"\x04Join\x12\x16.paxosd.v1.JoinRequest\x1a\x17.paxosd.v1.JoinResponseB'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
+	"\x04Join\x12\x16.paxosd.v1.JoinRequest\x1a\x17.paxosd.v1.JoinResponse\x12E\n" +
+	"\bSnapshot\x12\x1a.paxosd.v1.SnapshotRequest\x1a\x1b.paxosd.v1.SnapshotResponse0\x01B'Z%github.com/paxosd/paxosd/rpc/paxosdpbb\x06proto3"
 
 var (
 	file_rpc_paxosdpb_log_proto_rawDescOnce sync.Once
@@ -1998,7 +2387,7 @@ func file_rpc_paxosdpb_log_proto_rawDescGZIP() []byte {
 }
 
 var file_rpc_paxosdpb_log_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_rpc_paxosdpb_log_proto_goTypes = []any{
 	(Consistency)(0),               // 0: paxosd.v1.Consistency
 	(ChangeKind)(0),                // 1: paxosd.v1.ChangeKind
@@ -2026,6 +2415,11 @@ var file_rpc_paxosdpb_log_proto_goTypes = []any{
 	(*NotMaster)(nil),              // 23: paxosd.v1.NotMaster
 	(*Trimmed)(nil),                // 24: paxosd.v1.Trimmed
 	(*IndexMismatch)(nil),          // 25: paxosd.v1.IndexMismatch
+	(*SnapshotRequest)(nil),        // 26: paxosd.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 27: paxosd.v1.SnapshotResponse
+	(*SnapshotHeader)(nil),         // 28: paxosd.v1.SnapshotHeader
+	(*DedupRow)(nil),               // 29: paxosd.v1.DedupRow
+	(*AppliedSeq)(nil),             // 30: paxosd.v1.AppliedSeq
 }
 var file_rpc_paxosdpb_log_proto_depIdxs = []int32{
 	0,  // 0: paxosd.v1.ReadRequest.consistency:type_name -> paxosd.v1.Consistency
@@ -2038,29 +2432,34 @@ var file_rpc_paxosdpb_log_proto_depIdxs = []int32{
 	18, // 7: paxosd.v1.ListMembersResponse.pending_members:type_name -> paxosd.v1.MemberInfo
 	14, // 8: paxosd.v1.JoinResponse.genesis:type_name -> paxosd.v1.Member
 	18, // 9: paxosd.v1.JoinResponse.members:type_name -> paxosd.v1.MemberInfo
-	3,  // 10: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
-	5,  // 11: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
-	7,  // 12: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
-	9,  // 13: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
-	13, // 14: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
-	11, // 15: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
-	16, // 16: paxosd.v1.LogService.ChangeMembers:input_type -> paxosd.v1.ChangeMembersRequest
-	19, // 17: paxosd.v1.LogService.ListMembers:input_type -> paxosd.v1.ListMembersRequest
-	21, // 18: paxosd.v1.LogService.Join:input_type -> paxosd.v1.JoinRequest
-	4,  // 19: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
-	6,  // 20: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
-	8,  // 21: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
-	10, // 22: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
-	15, // 23: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
-	12, // 24: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
-	17, // 25: paxosd.v1.LogService.ChangeMembers:output_type -> paxosd.v1.ChangeMembersResponse
-	20, // 26: paxosd.v1.LogService.ListMembers:output_type -> paxosd.v1.ListMembersResponse
-	22, // 27: paxosd.v1.LogService.Join:output_type -> paxosd.v1.JoinResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	28, // 10: paxosd.v1.SnapshotResponse.header:type_name -> paxosd.v1.SnapshotHeader
+	29, // 11: paxosd.v1.SnapshotResponse.dedup:type_name -> paxosd.v1.DedupRow
+	30, // 12: paxosd.v1.DedupRow.recent:type_name -> paxosd.v1.AppliedSeq
+	3,  // 13: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
+	5,  // 14: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
+	7,  // 15: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
+	9,  // 16: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
+	13, // 17: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
+	11, // 18: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
+	16, // 19: paxosd.v1.LogService.ChangeMembers:input_type -> paxosd.v1.ChangeMembersRequest
+	19, // 20: paxosd.v1.LogService.ListMembers:input_type -> paxosd.v1.ListMembersRequest
+	21, // 21: paxosd.v1.LogService.Join:input_type -> paxosd.v1.JoinRequest
+	26, // 22: paxosd.v1.LogService.Snapshot:input_type -> paxosd.v1.SnapshotRequest
+	4,  // 23: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
+	6,  // 24: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
+	8,  // 25: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
+	10, // 26: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
+	15, // 27: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
+	12, // 28: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
+	17, // 29: paxosd.v1.LogService.ChangeMembers:output_type -> paxosd.v1.ChangeMembersResponse
+	20, // 30: paxosd.v1.LogService.ListMembers:output_type -> paxosd.v1.ListMembersResponse
+	22, // 31: paxosd.v1.LogService.Join:output_type -> paxosd.v1.JoinResponse
+	27, // 32: paxosd.v1.LogService.Snapshot:output_type -> paxosd.v1.SnapshotResponse
+	23, // [23:33] is the sub-list for method output_type
+	13, // [13:23] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_rpc_paxosdpb_log_proto_init() }
@@ -2075,7 +2474,7 @@ func file_rpc_paxosdpb_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rpc_paxosdpb_log_proto_rawDesc), len(file_rpc_paxosdpb_log_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -83,6 +83,7 @@ const (
 	LogService_ChangeMembers_FullMethodName  = "/paxosd.v1.LogService/ChangeMembers"
 	LogService_ListMembers_FullMethodName    = "/paxosd.v1.LogService/ListMembers"
 	LogService_Join_FullMethodName           = "/paxosd.v1.LogService/Join"
+	LogService_Snapshot_FullMethodName       = "/paxosd.v1.LogService/Snapshot"
 )
 
 // LogServiceClient is the client API for LogService service.
@@ -130,6 +131,13 @@ type LogServiceClient interface {
 	// incarnation succeeds (a restart); a member with another incarnation is
 	// refused with FAILED_PRECONDITION (replace it: paxosd members replace).
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// Snapshot streams a consistent copy of this node's log for a backup
+	// (paxosd snapshot save): the first message carries the header (the
+	// applied state the copy is of), then come the entries [first_index,
+	// next_index) in index order, then the dedup table's rows in client ID
+	// order; the stream ends after the last row. The copy is of one point of
+	// this node's applied log, whatever is appended or trimmed meanwhile.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error)
 }
 
 type logServiceClient struct {
@@ -239,6 +247,25 @@ func (c *logServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...gr
 	return out, nil
 }
 
+func (c *logServiceClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[1], LogService_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRequest, SnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LogService_SnapshotClient = grpc.ServerStreamingClient[SnapshotResponse]
+
 // LogServiceServer is the server API for LogService service.
 // All implementations must embed UnimplementedLogServiceServer
 // for forward compatibility.
@@ -284,6 +311,13 @@ type LogServiceServer interface {
 	// incarnation succeeds (a restart); a member with another incarnation is
 	// refused with FAILED_PRECONDITION (replace it: paxosd members replace).
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// Snapshot streams a consistent copy of this node's log for a backup
+	// (paxosd snapshot save): the first message carries the header (the
+	// applied state the copy is of), then come the entries [first_index,
+	// next_index) in index order, then the dedup table's rows in client ID
+	// order; the stream ends after the last row. The copy is of one point of
+	// this node's applied log, whatever is appended or trimmed meanwhile.
+	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error
 	mustEmbedUnimplementedLogServiceServer()
 }
 
@@ -320,6 +354,9 @@ func (UnimplementedLogServiceServer) ListMembers(context.Context, *ListMembersRe
 }
 func (UnimplementedLogServiceServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedLogServiceServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedLogServiceServer) mustEmbedUnimplementedLogServiceServer() {}
 func (UnimplementedLogServiceServer) testEmbeddedByValue()                    {}
@@ -497,6 +534,17 @@ func _LogService_Join_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LogService_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LogServiceServer).Snapshot(m, &grpc.GenericServerStream[SnapshotRequest, SnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LogService_SnapshotServer = grpc.ServerStreamingServer[SnapshotResponse]
+
 // LogService_ServiceDesc is the grpc.ServiceDesc for LogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -541,6 +589,11 @@ var LogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Tail",
 			Handler:       _LogService_Tail_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Snapshot",
+			Handler:       _LogService_Snapshot_Handler,
 			ServerStreams: true,
 		},
 	},
