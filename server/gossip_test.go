@@ -289,7 +289,13 @@ func TestGossipJoinedNode(t *testing.T) {
 		return false
 	})
 	t.Logf("node 4 started, joined and alive in node 2's gossip after %v", time.Since(start).Round(time.Millisecond))
-	if alive, _ := s4.Gossip().Alive(2); !alive {
-		t.Errorf("node 4's gossip does not see node 2 alive")
+	// Node 2 seeing node 4 does not mean node 4 has merged node 2's state
+	// yet: gossip converges, so wait for it.
+	deadline := time.Now().Add(30 * time.Second)
+	for alive, _ := s4.Gossip().Alive(2); !alive; alive, _ = s4.Gossip().Alive(2) {
+		if time.Now().After(deadline) {
+			t.Fatal("node 4's gossip does not see node 2 alive after 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
