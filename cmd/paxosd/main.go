@@ -379,7 +379,11 @@ func readCommand() *cli.Command {
 		Description: `Examples:
   paxosd read --from 0                       # up to 1000 entries from the start
   paxosd read --from 42 --count 10 -w json   # JSON Lines: {"index":42,"value":"..."}
-  paxosd read --from 0 --consistency local   # any node, possibly stale`,
+  paxosd read --from 0 --consistency local   # any node, possibly stale
+  paxosd read --from 0 -w json | paxosd append --json   # copies the entries exactly
+Entries are bytes. The plain output is INDEX<TAB>VALUE, one line per entry: a backslash is written
+\\, tab, newline and carriage return \t, \n and \r, other control characters and bytes that are not
+UTF-8 \xHH. -w json gives "value" when the entry is valid UTF-8, else "value_base64" (tail too).`,
 		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
 			indexFlag("from", "first index to read", true),
 			&cli.IntFlag{Name: "count", Value: 1000, Usage: "at most this many entries (1..10000)"},
