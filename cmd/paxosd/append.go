@@ -109,8 +109,9 @@ func runAppend(c *cli.Context) error {
 			}
 			values = append(values, []byte(v))
 		}
-		// Arguments fit in one request (the OS bounds them far below it):
-		// one append, all or nothing.
+		// Arguments go in one append, all or nothing. The OS bounds them
+		// (2 MiB in all by default on Linux) below what a request carries;
+		// past the cluster's limit the append is refused whole.
 		return a.once(c, values)
 	case c.IsSet("file"):
 		v, err := readFile(c.String("file"))
