@@ -392,10 +392,10 @@ func TestExitCodes(t *testing.T) {
 		{exitUsage, []string{"status", "--endpoints", dead, "extra"}},
 		{exitUsage, []string{"bogus-command"}},
 		{exitUsage, []string{"dev", "--nodes", "4", "--base-port", fmt.Sprint(base), "--data-dir", t.TempDir()}},
-		{exitUnavailable, []string{"append", "--endpoints", dead, "--timeout", "2s", "x"}},
-		{exitUnavailable, []string{"read", "--endpoints", dead, "--timeout", "2s", "--from", "0"}},
-		{exitUnavailable, []string{"trim", "--endpoints", dead, "--timeout", "2s", "--before", "1"}},
-		{exitUnavailable, []string{"status", "--endpoints", dead, "--timeout", "2s"}},
+		{exitUnavailable, []string{"append", "--endpoints", dead, "--timeout", "1s", "x"}},
+		{exitUnavailable, []string{"read", "--endpoints", dead, "--timeout", "1s", "--from", "0"}},
+		{exitUnavailable, []string{"trim", "--endpoints", dead, "--timeout", "1s", "--before", "1"}},
+		{exitUnavailable, []string{"status", "--endpoints", dead, "--timeout", "1s"}},
 		{exitRefused, []string{"append", "--endpoints", dead, "a", ""}},
 	} {
 		r := run(t, "", tc.args...)
@@ -415,7 +415,7 @@ func TestExitCodes(t *testing.T) {
 	go func() { defer close(served); srv.Serve(lis) }()
 	defer func() { srv.Stop(); <-served }()
 	for _, in := range []string{"", "l1\nl2\n"} {
-		args := []string{"append", "--endpoints", lis.Addr().String(), "--timeout", "2s"}
+		args := []string{"append", "--endpoints", lis.Addr().String(), "--timeout", "1s"}
 		if in == "" {
 			args = append(args, "x")
 		}
