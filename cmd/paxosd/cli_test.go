@@ -473,15 +473,21 @@ func TestAppendEmpty(t *testing.T) {
 	refused(t, `append ""`, run(t, "", "append", "--endpoints", c.eps, ""), "empty")
 	refused(t, `append a "" b`, run(t, "", "append", "--endpoints", c.eps, "a", "", "b"), "entry 2", "empty")
 	refused(t, "append with empty stdin", run(t, "", "append", "--endpoints", c.eps), "nothing to append")
-	refused(t, `append with stdin "\n"`, run(t, "\n", "append", "--endpoints", c.eps), "empty")
-	refused(t, `append with stdin "a\n\nb\n"`, run(t, "a\n\nb\n", "append", "--endpoints", c.eps), "entry 2", "empty")
+	refused(t, `append with stdin "\n"`, run(t, "\n", "append", "--endpoints", c.eps), "line 1", "blank", "nothing was appended")
 	c.unchanged(t, first, last)
 
+	// A blank line in streamed input stops it there: the lines before it
+	// are appended, and the error says so (edges_test.go has more).
+	r := run(t, "a\n\nb\n", "append", "--endpoints", c.eps)
+	if r.code != exitRefused || r.stdout != "1\n" || !strings.Contains(r.stderr, "line 2 is blank") || !strings.Contains(r.stderr, "1 earlier entry was appended") {
+		t.Errorf(`append with stdin "a\n\nb\n": want index 1 printed, then exit 1 naming line 2\n%v`, r)
+	}
+
 	// Control: non-empty stdin lines are appended, one entry each.
-	r := run(t, "x\ny\n", "append", "--endpoints", c.eps)
+	r = run(t, "x\ny\n", "append", "--endpoints", c.eps)
 	ok(t, "append from stdin", r)
-	if r.stdout != "1\n2\n" {
-		t.Errorf("append of two stdin lines printed %q, want \"1\\n2\\n\"", r.stdout)
+	if r.stdout != "2\n3\n" {
+		t.Errorf("append of two stdin lines printed %q, want \"2\\n3\\n\"", r.stdout)
 	}
 }
 
@@ -861,7 +867,9 @@ func TestDeadEndpoints(t *testing.T) {
 			t.Errorf("tail with a dead endpoint first printed %q, want %q", r.stdout, want)
 		}
 		r = run(t, "", "status", "--endpoints", withDead, "--timeout", "3s", "-w", "json")
-		ok(t, "status with a dead endpoint first", r)
+		if r.code != exitUnavailable {
+			t.Errorf("status with a dead endpoint first: exit %d, want %d (unavailable)\n%v", r.code, exitUnavailable, r)
+		}
 		if n := strings.Count(r.stdout, "\n"); n != 3 {
 			t.Errorf("status with one of 4 endpoints dead printed %d lines, want 3:\n%s", n, r.stdout)
 		}

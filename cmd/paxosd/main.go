@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/server"
 )
 
@@ -31,7 +32,7 @@ const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 func main() {
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "paxosd:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -50,17 +51,20 @@ func newApp() *cli.App {
   paxosd append hello world
   paxosd read --from 0
   paxosd tail --from 0 -f
-  paxosd status -w table`,
+  paxosd status -w table
+
+` + exitHelp,
+		Version:              versionLine(),
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{
-			serverCommand(), devCommand(),
+			serverCommand(), devCommand(), versionCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
 			snapshotCommand(),
 			benchCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "paxosd: unknown command %q; see paxosd --help\n", name)
-			os.Exit(1)
+			os.Exit(exitUsage)
 		},
 		// Usage errors go to stderr as one line; --help shows the rest.
 		OnUsageError: usageError,
@@ -72,13 +76,13 @@ func newApp() *cli.App {
 }
 
 func usageError(c *cli.Context, err error, _ bool) error {
-	return fmt.Errorf("%w (see paxosd %s --help)", err, c.Command.Name)
+	return usageErr(fmt.Errorf("%w (see paxosd %s --help)", err, c.Command.Name))
 }
 
 // noArgs refuses stray arguments: a flag written after one would be ignored.
 func noArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: this command takes flags only, and flags go before any argument", c.Args().First())
+		return usageErr(fmt.Errorf("unexpected argument %q: this command takes flags only, and flags go before any argument", c.Args().First()))
 	}
 	return nil
 }
@@ -147,28 +151,28 @@ and tails:
 			if c.String("peers") != "" {
 				var err error
 				if peers, err = server.ParsePeers(c.String("peers")); err != nil {
-					return err
+					return usageErr(err)
 				}
 			}
 			dialPeers, err := server.ParseAddrs("--dial-peers", c.String("dial-peers"))
 			if err != nil {
-				return err
+				return usageErr(err)
 			}
 			bug, err := plantedBug(c)
 			if err != nil {
-				return err
+				return usageErr(err)
 			}
 			if d := c.Duration("learn-interval"); d < 10*time.Millisecond || d > time.Minute {
-				return fmt.Errorf("--learn-interval %v: pick 10ms to 1m", d)
+				return usageErr(fmt.Errorf("--learn-interval %v: pick 10ms to 1m", d))
 			}
 			if r := c.Int64("catchup-rate"); r == 0 || r < -1 {
-				return fmt.Errorf("--catchup-rate %d: bytes per second above 0, or -1 for no limit", r)
+				return usageErr(fmt.Errorf("--catchup-rate %d: bytes per second above 0, or -1 for no limit", r))
 			}
 			if d := c.Duration("retain-age"); d < 0 {
 				return fmt.Errorf("--retain-age %v: a duration of 0 (never) or more", d)
 			}
 			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
-				return fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit)
+				return usageErr(fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit))
 			}
 			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -231,23 +235,33 @@ func devCommand() *cli.Command {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			nodes := c.Int("nodes")
-			if nodes < 1 || nodes > 9 {
-				return fmt.Errorf("--nodes %d: pick 3 or 5 (1 to 9 work)", nodes)
+			nodes, base := c.Int("nodes"), c.Int("base-port")
+			if nodes != 3 && nodes != 5 {
+				return usageErr(fmt.Errorf("--nodes %d: pick 3 or 5 (a majority of 3 survives one failure, of 5 two)", nodes))
 			}
-			dir := c.String("data-dir")
+			if base < 1 || base+nodes-1 > 65535 {
+				return usageErr(fmt.Errorf("--base-port %d: pick 1 to %d, so that %d ports from it exist", base, 65535-nodes+1, nodes))
+			}
+			peers := map[uint64]string{}
+			var eps []string
+			for i := 1; i <= nodes; i++ {
+				addr := fmt.Sprintf("127.0.0.1:%d", base+i-1)
+				peers[uint64(i)] = addr
+				eps = append(eps, addr)
+				// Find a busy port before anything starts or is created.
+				l, err := net.Listen("tcp", addr)
+				if err != nil {
+					return busyPort(i, addr, nodes, err)
+				}
+				l.Close()
+			}
+			dir, created := c.String("data-dir"), false
 			if dir == "" {
 				var err error
 				if dir, err = os.MkdirTemp("", "paxosd-dev-"); err != nil {
 					return err
 				}
-			}
-			peers := map[uint64]string{}
-			var eps []string
-			for i := 1; i <= nodes; i++ {
-				addr := fmt.Sprintf("127.0.0.1:%d", c.Int("base-port")+i-1)
-				peers[uint64(i)] = addr
-				eps = append(eps, addr)
+				created = true
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -259,24 +273,34 @@ func devCommand() *cli.Command {
 				if err != nil {
 					for _, r := range running {
 						r.Stop()
+						r.Wait()
+					}
+					if created {
+						os.RemoveAll(dir) // a cluster that did not start leaves no directory behind
+					}
+					if errors.Is(err, syscall.EADDRINUSE) {
+						return busyPort(i, peers[uint64(i)], nodes, err)
 					}
 					return fmt.Errorf("node %d: %w", i, err)
 				}
 				running = append(running, r)
 			}
 			epList := strings.Join(eps, ",")
+			export, note := "", "(--endpoints defaults to these addresses)\n"
+			if epList != defaultEndpoints {
+				export, note = "  export PAXOSD_ENDPOINTS="+epList+"\n", ""
+			}
 			fmt.Printf(`paxosd dev: %d nodes on %s
 data directory: %s
 
 In another terminal, try:
-  go run ./cmd/paxosd append hello world
+%s  go run ./cmd/paxosd append hello world
   go run ./cmd/paxosd read --from 0
   go run ./cmd/paxosd tail --from 0 -f
   go run ./cmd/paxosd status -w table
-(--endpoints defaults to %s; set PAXOSD_ENDPOINTS for other ports)
-
+%s
 Ctrl-C stops the cluster; start it again with --data-dir %s to keep the log.
-`, nodes, epList, dir, defaultEndpoints, dir)
+`, nodes, epList, dir, export, note, dir)
 			var first error
 			for _, r := range running {
 				if err := r.Wait(); err != nil && first == nil {
@@ -288,11 +312,30 @@ Ctrl-C stops the cluster; start it again with --data-dir %s to keep the log.
 	}
 }
 
+// memberAddrs returns the addresses of every member, voter or follower, in
+// the configuration in effect and in a pending one.
+func memberAddrs(r *paxosdpb.ListMembersResponse) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, m := range append(append([]*paxosdpb.MemberInfo(nil), r.Members...), r.PendingMembers...) {
+		if m.Address != "" && !seen[m.Address] {
+			seen[m.Address] = true
+			out = append(out, m.Address)
+		}
+	}
+	return out
+}
+
+// busyPort is dev's error for a port another program holds.
+func busyPort(node int, addr string, nodes int, err error) error {
+	return fmt.Errorf("node %d: %s is in use (%v); is another paxosd dev running? pick %d free ports with --base-port, e.g. paxosd dev --base-port 8001", node, addr, err, nodes)
+}
+
 func newClient(c *cli.Context) (*client.Client, error) {
 	switch c.String("write-out") {
 	case "simple", "json", "table":
 	default:
-		return nil, fmt.Errorf("--write-out %q: use simple, json or table", c.String("write-out"))
+		return nil, usageErr(fmt.Errorf("--write-out %q: use simple, json or table", c.String("write-out")))
 	}
 	var eps []string
 	for _, ep := range strings.Split(c.String("endpoints"), ",") {
@@ -305,91 +348,6 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	return client.New(eps, client.Options{CallTimeout: max(c.Duration("timeout")/3, 200*time.Millisecond)})
 }
 
-func appendCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "append",
-		Usage:     "append entries; prints the index of each",
-		ArgsUsage: "[VALUE...]   (no VALUE: one entry per line of standard input)",
-		Description: `Examples:
-  paxosd append hello world          # two entries
-  seq 1 100 | paxosd append          # a hundred entries, one per line`,
-		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
-			&cli.Uint64Flag{Name: "client-id", Usage: "exactly-once: this client's ID (with --seq)"},
-			&cli.Uint64Flag{Name: "seq", Usage: "exactly-once: the sequence number of this append (with --client-id); a repeat returns the original indexes"},
-		),
-		Action: func(c *cli.Context) error {
-			cl, err := newClient(c)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			if err := flagsAfterValues(c); err != nil {
-				return err
-			}
-			var values [][]byte
-			if c.NArg() > 0 {
-				for _, a := range c.Args().Slice() {
-					values = append(values, []byte(a))
-				}
-			} else {
-				sc := bufio.NewScanner(os.Stdin)
-				sc.Buffer(make([]byte, 64<<10), 64<<20)
-				for sc.Scan() {
-					values = append(values, append([]byte(nil), sc.Bytes()...))
-				}
-				if err := sc.Err(); err != nil {
-					return fmt.Errorf("reading standard input: %w", err)
-				}
-			}
-			if len(values) == 0 {
-				return errors.New("nothing to append: give VALUEs or lines on standard input")
-			}
-			for i, v := range values {
-				if len(v) == 0 {
-					return fmt.Errorf("entry %d is empty: entries must hold at least one byte", i+1)
-				}
-			}
-			if (c.Uint64("client-id") == 0) != (c.Uint64("seq") == 0) {
-				return errors.New("--client-id and --seq go together (both non-zero)")
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-			defer cancel()
-			var res client.AppendResult
-			if c.Uint64("client-id") != 0 {
-				res, err = cl.AppendSeq(ctx, c.Uint64("client-id"), c.Uint64("seq"), values...)
-			} else {
-				res, err = cl.Append(ctx, values...)
-			}
-			var uo *client.UnknownOutcomeError
-			if errors.As(err, &uo) {
-				// Every append here carries a client ID: say how to learn the outcome.
-				return fmt.Errorf("outcome unknown: the append may or may not have been applied (%w); "+
-					"paxosd append --client-id %d --seq %d with the same values applies it at most once and prints its indexes", uo.Err, uo.ClientID, uo.Seq)
-			}
-			if err != nil {
-				return err
-			}
-			out := bufio.NewWriter(os.Stdout)
-			defer out.Flush()
-			for i := res.First; i <= res.Last; i++ {
-				switch c.String("write-out") {
-				case "json":
-					fmt.Fprintf(out, `{"index":%d,"duplicate":%v}`+"\n", i, res.Duplicate)
-				default:
-					fmt.Fprintln(out, i)
-				}
-			}
-			// A duplicate of the user's own --client-id/--seq is news; one the
-			// command's own retry found (its attempt applied it, the answer was
-			// lost) is not: the entries are there once.
-			if res.Duplicate && c.Uint64("client-id") != 0 {
-				fmt.Fprintln(os.Stderr, "duplicate: this (client-id, seq) was already applied; these are the original indexes")
-			}
-			return nil
-		},
-	}
-}
-
 // flagsAfterValues refuses `append x --flag`: the flag parser stops at the
 // first value, so the flag would be appended as data. Values that start
 // with '-' are accepted after a "--".
@@ -400,26 +358,10 @@ func flagsAfterValues(c *cli.Context) error {
 	}
 	for _, a := range c.Args().Slice() {
 		if len(a) > 1 && a[0] == '-' && !dashdash {
-			return fmt.Errorf("%q after a value: put flags before the values (use -- before values that start with '-')", a)
+			return usageErr(fmt.Errorf("%q after a value: put flags before the values (use -- before values that start with '-')", a))
 		}
 	}
 	return nil
-}
-
-// printEntries writes entries in the chosen format.
-func printEntries(w io.Writer, format string, ents []client.Entry) {
-	for _, e := range ents {
-		switch format {
-		case "json":
-			b, _ := json.Marshal(struct {
-				Index uint64 `json:"index"`
-				Value string `json:"value"`
-			}{e.Index, string(e.Value)})
-			fmt.Fprintf(w, "%s\n", b)
-		default:
-			fmt.Fprintf(w, "%d\t%s\n", e.Index, e.Value)
-		}
-	}
 }
 
 func indexFlag(name, usage string, required bool) *cli.StringFlag {
@@ -434,7 +376,7 @@ func parseIndex(c *cli.Context, name string) (uint64, error) {
 	}
 	var v uint64
 	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || strings.HasPrefix(s, "-") || fmt.Sprint(v) != strings.TrimLeft(s, "+") {
-		return 0, fmt.Errorf("--%s %q: an index is a non-negative integer", name, s)
+		return 0, usageErr(fmt.Errorf("--%s %q: an index is a non-negative integer", name, s))
 	}
 	return v, nil
 }
@@ -446,7 +388,11 @@ func readCommand() *cli.Command {
 		Description: `Examples:
   paxosd read --from 0                       # up to 1000 entries from the start
   paxosd read --from 42 --count 10 -w json   # JSON Lines: {"index":42,"value":"..."}
-  paxosd read --from 0 --consistency local   # any node, possibly stale`,
+  paxosd read --from 0 --consistency local   # any node, possibly stale
+  paxosd read --from 0 -w json | paxosd append --json   # copies the entries exactly
+Entries are bytes. The plain output is INDEX<TAB>VALUE, one line per entry: a backslash is written
+\\, tab, newline and carriage return \t, \n and \r, other control characters and bytes that are not
+UTF-8 \xHH. -w json gives "value" when the entry is valid UTF-8, else "value_base64" (tail too).`,
 		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
 			indexFlag("from", "first index to read", true),
 			&cli.IntFlag{Name: "count", Value: 1000, Usage: "at most this many entries (1..10000)"},
@@ -454,11 +400,11 @@ func readCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			if n := c.Int("count"); n < 1 || n > 10000 {
-				return fmt.Errorf("--count %d: pick 1 to 10000", n)
+				return usageErr(fmt.Errorf("--count %d: pick 1 to 10000", n))
 			}
 			cons := c.String("consistency")
 			if cons != "linearizable" && cons != "local" {
-				return fmt.Errorf("--consistency %q: use linearizable or local", cons)
+				return usageErr(fmt.Errorf("--consistency %q: use linearizable or local", cons))
 			}
 			return withIndexClient(c, "from", func(ctx context.Context, cl *client.Client, from uint64) error {
 				res, err := cl.Read(ctx, from, c.Int("count"), cons == "local")
@@ -623,10 +569,17 @@ Examples:
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:        "status",
-		Usage:       "show every node: role, master, progress",
-		Description: "Asks every endpoint; then prints the configuration as one node applied it (paxosd members list\nshows more). -w json prints one line per node, with its voters and followers.\nExamples:\n  paxosd status -w table\n  paxosd status -w json",
-		Flags:       clientFlags,
+		Name:  "status",
+		Usage: "show every node: role, master, progress",
+		Description: `Asks every endpoint (with --cluster: every member, voters and followers, as the first endpoint
+that answers lists them); then prints the configuration as one node applied it (paxosd members
+list shows more). -w json prints one line per node, with its voters and followers.
+Exits 4 (unavailable) when a node asked does not answer or no node that answered knows a master.
+Examples:
+  paxosd status -w table
+  paxosd status --cluster -w json`,
+		Flags: append(clientFlags[:len(clientFlags):len(clientFlags)],
+			&cli.BoolFlag{Name: "cluster", Usage: "ask every member of the cluster (from paxosd members list), not only --endpoints"}),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -641,8 +594,22 @@ func statusCommand() *cli.Command {
 			if format == "table" {
 				fmt.Fprintln(tw, "ENDPOINT\tID\tROLE\tMASTER\tBALLOT\tCHOSEN INSTANCE\tFIRST INDEX\tLAST INDEX\tINCARNATION")
 			}
-			failed := 0
-			for _, ep := range cl.Endpoints() {
+			var members *paxosdpb.ListMembersResponse
+			listMembers := func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
+				defer cancel()
+				members, err = cl.ListMembers(ctx)
+				return err
+			}
+			targets := cl.Endpoints()
+			if c.Bool("cluster") {
+				if err := listMembers(); err != nil {
+					return fmt.Errorf("--cluster: no endpoint listed the members: %w", err)
+				}
+				targets = memberAddrs(members)
+			}
+			failed, masterKnown := 0, false
+			for _, ep := range targets {
 				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 				st, err := cl.Status(ctx, ep)
 				cancel()
@@ -651,6 +618,7 @@ func statusCommand() *cli.Command {
 					fmt.Fprintf(os.Stderr, "%s: unreachable: %v\n", ep, err)
 					continue
 				}
+				masterKnown = masterKnown || st.MasterId != 0
 				last := int64(st.EndIndex) - 1
 				switch format {
 				case "json":
@@ -681,20 +649,21 @@ func statusCommand() *cli.Command {
 				}
 			}
 			tw.Flush()
-			if failed == len(cl.Endpoints()) {
-				return errors.New("no endpoint answered")
+			if failed == len(targets) {
+				return unavailableErr(errors.New("no endpoint answered"))
 			}
-			if format != "json" {
+			if format != "json" && (members != nil || listMembers() == nil) {
 				// The configuration, briefly (paxosd members list for more).
-				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-				r, err := cl.ListMembers(ctx)
-				cancel()
-				if err == nil {
-					fmt.Printf("members (as node %d applied them): %s\n", r.NodeId, summary(r.Members))
-					if r.Pending != "" {
-						fmt.Printf("pending: %s, in effect from instance %d\n", r.Pending, r.PendingFrom)
-					}
+				fmt.Printf("members (as node %d applied them): %s\n", members.NodeId, summary(members.Members))
+				if members.Pending != "" {
+					fmt.Printf("pending: %s, in effect from instance %d\n", members.Pending, members.PendingFrom)
 				}
+			}
+			switch {
+			case failed > 0:
+				return unavailableErr(fmt.Errorf("%d of %d nodes asked did not answer", failed, len(targets)))
+			case !masterKnown:
+				return unavailableErr(errors.New("no master known: no node that answered knows one (a master needs a majority of the voters up and in touch)"))
 			}
 			return nil
 		},

@@ -70,7 +70,7 @@ Example:
 				Flags: append(flags, &cli.Uint64Flag{Name: "incarnation", Usage: "the incarnation of the new member's data directory (paxosd status shows it), if known"}),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 2 {
-						return errors.New("members add takes ID and HOST:PORT (flags before them), e.g. paxosd members add --incarnation 5f0c... 4 10.0.0.4:7001")
+						return usageErr(errors.New("members add takes ID and HOST:PORT (flags before them), e.g. paxosd members add --incarnation 5f0c... 4 10.0.0.4:7001"))
 					}
 					id, err := memberID(c.Args().Get(0))
 					if err != nil {
@@ -130,17 +130,17 @@ Example:
 func memberID(s string) (uint64, error) {
 	id, err := strconv.ParseUint(s, 10, 64)
 	if err != nil || id == 0 {
-		return 0, fmt.Errorf("member ID %q: a positive integer", s)
+		return 0, usageErr(fmt.Errorf("member ID %q: a positive integer", s))
 	}
 	return id, nil
 }
 
 func oneID(c *cli.Context) (uint64, error) {
 	if c.NArg() > 1 && strings.HasPrefix(c.Args().Get(1), "-") {
-		return 0, fmt.Errorf("%q after the member ID: put flags before it, e.g. paxosd members %s --endpoints HOST:PORT 4", c.Args().Get(1), c.Command.Name)
+		return 0, usageErr(fmt.Errorf("%q after the member ID: put flags before it, e.g. paxosd members %s --endpoints HOST:PORT 4", c.Args().Get(1), c.Command.Name))
 	}
 	if c.NArg() != 1 {
-		return 0, fmt.Errorf("members %s takes one member ID, e.g. paxosd members %s 4", c.Command.Name, c.Command.Name)
+		return 0, usageErr(fmt.Errorf("members %s takes one member ID, e.g. paxosd members %s 4", c.Command.Name, c.Command.Name))
 	}
 	return memberID(c.Args().First())
 }
@@ -246,7 +246,7 @@ func changeError(req *paxosdpb.ChangeMembersRequest, err error) error {
 	if _, desc, ok := api.AsInvalidArgument(err); ok {
 		return fmt.Errorf("%s: %s", changeText(req), desc)
 	}
-	return fmt.Errorf("%s: %w (the change may or may not have been made: paxosd members list shows the configuration)", changeText(req), err)
+	return &codedError{exitUnknown, fmt.Errorf("%s: %w (the change may or may not have been made: paxosd members list shows the configuration)", changeText(req), err)}
 }
 
 // statusMessage is a gRPC error's message without the "rpc error: code =" prefix.
