@@ -122,7 +122,22 @@ const (
 	ReasonOverloaded     = "OVERLOADED"
 	ReasonTooManyClients = "TOO_MANY_CLIENTS" // ResourceExhausted
 	ReasonSeqReused      = "SEQ_REUSED"       // AlreadyExists
+	ReasonNotConnected   = "NOT_CONNECTED"    // FailedPrecondition
 )
+
+// NotConnectedError is the error of a local read or tail on a follower
+// that has not heard from its cluster yet (since its directory was
+// created): what it holds is not the cluster's log, so it serves nothing
+// rather than an empty log. FailedPrecondition with reason NOT_CONNECTED:
+// read from a member, or from this node once its member answers.
+func NotConnectedError(desc string) error {
+	return WithDetails(codes.FailedPrecondition, desc, &errdetails.ErrorInfo{Reason: ReasonNotConnected, Domain: "paxosd"})
+}
+
+// AsNotConnected reports whether err is a NotConnectedError.
+func AsNotConnected(err error) bool {
+	return hasReason(err, codes.FailedPrecondition, ReasonNotConnected)
+}
 
 // endIndexKey is the ErrorInfo metadata key of TrimPastEndError's end index.
 const endIndexKey = "end_index"
