@@ -514,7 +514,10 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.cancel = func() { cancel(nil) }
 	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
 	// isFollower: a static follower, or a directory that joined and is not
-	// (yet) a voter by its own membership.
+	// (yet) a voter by its own membership. The transport's goroutines may
+	// call it before node.Open has returned: they read the node through
+	// opened.
+	var opened atomic.Pointer[node.Node]
 	isFollower := func() bool {
 		if cfg.Follow != 0 {
 			return true
@@ -522,10 +525,11 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		if _, joined := store.Joined(); !joined {
 			return false
 		}
-		if n == nil {
+		on := opened.Load()
+		if on == nil {
 			return true
 		}
-		m, ok := n.Members().Latest().Get(cfg.ID)
+		m, ok := on.Members().Latest().Get(cfg.ID)
 		return !ok || m.Role != members.Voter
 	}
 	// A node remembers its peers' incarnations when it first hears from
@@ -583,6 +587,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		return nil, err
 	}
 	r.node = n
+	opened.Store(n)
 	// Gossip feeds members list's alive, and its reports of a dead peer
 	// reach the node as a hint for catch-up and for who is live
 	// (node.PeerDown); leases and quorums never read it.
