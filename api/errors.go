@@ -127,8 +127,23 @@ const (
 	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
 	// ReasonNoSpace marks an append refused because the master's disk is
 	// below --min-free-bytes (ResourceExhausted): NoSpaceError.
-	ReasonNoSpace = "NO_SPACE"
+	ReasonNoSpace      = "NO_SPACE"
+	ReasonNotConnected = "NOT_CONNECTED" // FailedPrecondition
 )
+
+// NotConnectedError is the error of a local read or tail on a follower
+// that has not heard from its cluster yet (since its directory was
+// created): what it holds is not the cluster's log, so it serves nothing
+// rather than an empty log. FailedPrecondition with reason NOT_CONNECTED:
+// read from a member, or from this node once its member answers.
+func NotConnectedError(desc string) error {
+	return WithDetails(codes.FailedPrecondition, desc, &errdetails.ErrorInfo{Reason: ReasonNotConnected, Domain: "paxosd"})
+}
+
+// AsNotConnected reports whether err is a NotConnectedError.
+func AsNotConnected(err error) bool {
+	return hasReason(err, codes.FailedPrecondition, ReasonNotConnected)
+}
 
 // OutcomeUnknownError is the error of an append that may or may not have
 // been applied: it was proposed (or forwarded to the master) and then the

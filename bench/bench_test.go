@@ -84,9 +84,11 @@ func TestTally(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	good := Config{Clients: 2, Size: 100, Duration: time.Second, Batch: 1, Inflight: 1, Timeout: time.Second}
-	if err := good.Validate("paxosd"); err != nil {
+	if err := good.Validate("paxosd", paxosdLimits); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
+	// A system with a lower batch limit of its own, as etcd's 128 operations per transaction.
+	small := Limits{MaxBatch: 128, MaxInflight: 1024}
 	for _, tc := range []struct {
 		system string
 		change func(*Config)
@@ -102,9 +104,11 @@ func TestValidate(t *testing.T) {
 		{"paxosd", func(c *Config) { c.Warmup = -time.Second }, "--warmup"},
 		{"paxosd", func(c *Config) { c.Rate = -1 }, "--rate"},
 		{"paxosd", func(c *Config) { c.Batch = 0 }, "--batch 0"},
-		{"etcd", func(c *Config) { c.Batch = etcdMaxTxnOps + 1 }, "--batch"},
+		{"small", func(c *Config) { c.Batch = small.MaxBatch + 1 }, "--batch 129: pick 1 to 128 for small"},
+		{"small", func(c *Config) { c.Inflight = small.MaxInflight + 1 }, "--inflight 1025: pick 1 to 1024"},
+		{"paxosd", func(c *Config) { c.Batch = MaxBatch + 1 }, "--batch"},
 		{"paxosd", func(c *Config) { c.Inflight = 0 }, "--inflight 0"},
-		{"paxosd", func(c *Config) { c.Inflight = paxosdMaxInflight + 1 }, "--inflight"},
+		{"paxosd", func(c *Config) { c.Inflight = paxosdLimits.MaxInflight + 1 }, "--inflight 33"},
 		{"paxosd", func(c *Config) { c.Conns = 3 }, "--conns 3"},
 		{"paxosd", func(c *Config) { c.Timeout = 0 }, "--timeout"},
 		{"paxosd", func(c *Config) { c.Batch, c.Size = 100, 1<<20 }, "64 MiB"},
@@ -112,7 +116,11 @@ func TestValidate(t *testing.T) {
 	} {
 		c := good
 		tc.change(&c)
-		err := c.Validate(tc.system)
+		lim := paxosdLimits
+		if tc.system == "small" {
+			lim = small
+		}
+		err := c.Validate(tc.system, lim)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %+v: error %v, want one that mentions %q", tc.system, c, err, tc.want)
 		}
@@ -120,7 +128,7 @@ func TestValidate(t *testing.T) {
 	// Open loop with pipelining is a valid combination.
 	c := good
 	c.Rate, c.Inflight = 100, 4
-	if err := c.Validate("paxosd"); err != nil {
+	if err := c.Validate("paxosd", paxosdLimits); err != nil {
 		t.Errorf("--rate with --inflight: %v", err)
 	}
 }
@@ -139,7 +147,8 @@ type memSystem struct {
 	fail   bool // every 3rd request times out, after keeping its values
 }
 
-func (m *memSystem) Name() string { return "paxosd" }
+func (m *memSystem) Name() string   { return "paxosd" }
+func (m *memSystem) Limits() Limits { return paxosdLimits }
 
 func (m *memSystem) Begin(context.Context, string, int) (Info, error) {
 	return Info{System: "memory", Nodes: 1}, nil
@@ -333,7 +342,7 @@ func TestPaxosdCluster(t *testing.T) {
 		{"open loop, shared connection", Config{Clients: 3, Conns: 1, Size: 40, Duration: 500 * time.Millisecond, Rate: 200, Batch: 1, Inflight: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sys, err := NewSystem(context.Background(), "paxosd", c.addrs)
+			sys, err := Paxosd.Open(context.Background(), c.addrs, 10*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}

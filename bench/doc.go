@@ -1,7 +1,11 @@
-// Package bench measures a replicated log (paxosd) and, side by side, etcd
-// and ZooKeeper, with one workload driver for all three. `paxosd bench` is
-// its command line; bench/sidebyside.sh runs the whole comparison and
-// bench/report turns its results into docs/benchmarks.md and an SVG chart.
+// Package bench measures a replicated log with one workload driver: paxosd
+// here, and etcd and ZooKeeper side by side in the comparison tool. Command
+// is the command line of both: `paxosd bench` is Command with the Paxosd
+// driver alone; bench/compare, a Go module of its own (so that the paxosd
+// binary links neither etcd's client nor go-zookeeper), is Command with
+// drivers for etcd and ZooKeeper as well. bench/sidebyside.sh runs the
+// whole comparison with it, and bench/report turns the results into
+// docs/benchmarks.md and an SVG chart.
 //
 // A run has N clients, each with its own connection (a Target) to the
 // system, each keeping --inflight requests outstanding. In the closed loop a
@@ -20,7 +24,7 @@
 //
 // Usage:
 //
-//	sys, _ := bench.NewSystem(ctx, "paxosd", []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"})
+//	sys, _ := bench.Paxosd.Open(ctx, []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"}, 10*time.Second)
 //	defer sys.Close()
 //	cfg := bench.DefaultConfig()
 //	cfg.Clients, cfg.Duration = 64, 30*time.Second

@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
 )
 
-// paxosdMaxInflight bounds --inflight: the cluster remembers a client's
-// last core.DedupWindow appends, so more in flight could not all be retried
-// safely.
-const paxosdMaxInflight = core.DedupWindow
+// paxosdLimits: --inflight is at most the dedup window (the cluster
+// remembers a client's last core.DedupWindow appends, so more in flight
+// could not all be retried safely).
+var paxosdLimits = Limits{MaxBatch: MaxBatch, MaxInflight: core.DedupWindow}
 
 // paxosdSystem drives paxosd through the Go client: one client.Client (its
 // own gRPC connections) per connection, and a separate one for Status and
@@ -24,14 +25,21 @@ type paxosdSystem struct {
 	admin     *client.Client
 	start     uint64 // the log's end before the run: the read-back starts here
 	firstID   uint64 // bench client c appends as client ID firstID+c
+	timeout   time.Duration
 }
 
-func newPaxosd(endpoints []string) (*paxosdSystem, error) {
+func newPaxosd(endpoints []string, timeout time.Duration) (*paxosdSystem, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("paxosd: no endpoints")
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("paxosd: timeout %v: must be positive", timeout)
+	}
 	admin, err := client.New(endpoints, client.Options{})
 	if err != nil {
 		return nil, err
 	}
-	return &paxosdSystem{endpoints: endpoints, admin: admin}, nil
+	return &paxosdSystem{endpoints: endpoints, admin: admin, timeout: timeout}, nil
 }
 
 // Begin asks every endpoint for its status: the members give the node
@@ -43,7 +51,9 @@ func (p *paxosdSystem) Begin(ctx context.Context, _ string, _ int) (Info, error)
 	var errs []error
 	answered := false
 	for _, ep := range p.endpoints {
-		st, err := p.admin.Status(ctx, ep)
+		sctx, cancel := context.WithTimeout(ctx, p.timeout)
+		st, err := p.admin.Status(sctx, ep)
+		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 			continue
@@ -78,7 +88,9 @@ func (p *paxosdSystem) Verify(ctx context.Context, w *Written) (Check, error) {
 	t := w.NewTally()
 	next := p.start
 	for {
-		page, err := p.admin.Read(ctx, next, readPage, false)
+		rctx, cancel := context.WithTimeout(ctx, p.timeout)
+		page, err := p.admin.Read(rctx, next, readPage, false)
+		cancel()
 		if err != nil {
 			return Check{}, fmt.Errorf("paxosd read-back at index %d: %w", next, err)
 		}
@@ -110,4 +122,5 @@ func (t paxosdTarget) Put(ctx context.Context, op Op) error {
 
 func (t paxosdTarget) Close() error { return t.cl.Close() }
 
-func (p *paxosdSystem) Name() string { return "paxosd" }
+func (p *paxosdSystem) Name() string   { return "paxosd" }
+func (p *paxosdSystem) Limits() Limits { return paxosdLimits }

@@ -157,11 +157,14 @@ func NewReport(recs []Record) (*Report, error) {
 	return rep, nil
 }
 
+// reportOrder is the order of the systems in the comparison.
+var reportOrder = []string{"paxosd", "etcd", "zookeeper"}
+
 func systemOrder(s string) int {
-	if i := slices.Index(Systems, s); i >= 0 {
+	if i := slices.Index(reportOrder, s); i >= 0 {
 		return i
 	}
-	return len(Systems)
+	return len(reportOrder)
 }
 
 // Section markers in docs/benchmarks.md: the report rewrites what is
@@ -212,9 +215,10 @@ func (rep *Report) Markdown(svgName string) string {
 	p("results and logs go), `BENCH_REPORT=0` (leave docs/ alone). This run: %s.\n\n", m.Settings)
 	p("**Setup.** Each system runs as a 3-node cluster on 127.0.0.1, one system at a time, with its\n")
 	p("defaults: every acknowledged write is fsynced on a majority (paxosd always, etcd's WAL, ZooKeeper's\n")
-	p("forceSync). `paxosd bench` drives all three through their own Go clients (paxosd's client, etcd's\n")
-	p("clientv3, go-zookeeper), each client with its own connection and one request outstanding (closed\n")
-	p("loop). A request writes one 100 B value: a paxosd append, an etcd Put of bench/RUN/CLIENT/N, a\n")
+	p("forceSync). The comparison tool (bench/compare: the driver of `paxosd bench` with --target) drives\n")
+	p("all three through their own Go clients (paxosd's client, etcd's clientv3, go-zookeeper), each\n")
+	p("client with its own connection and one request outstanding (closed loop). A request writes one\n")
+	p("100 B value: a paxosd append, an etcd Put of bench/RUN/CLIENT/N, a\n")
 	p("ZooKeeper create of a persistent sequential znode. After each run the driver reads back what it\n")
 	p("wrote (lost and dup below). The clients run on the same machine as the servers.\n\n")
 	p("**Machine.** %d CPUs (%s), %s GiB of memory, Linux %s, %s; etcd %s, ZooKeeper %s on %s.\n",

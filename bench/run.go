@@ -20,13 +20,9 @@ import (
 // default and 16 MiB at most.
 const MaxSize = 16 << 20
 
-// MaxBatch bounds --batch (paxosd packs at most 4096 entries into one
-// instance; etcd refuses transactions of more than etcdMaxTxnOps).
+// MaxBatch bounds --batch for every system (paxosd packs at most 4096
+// entries into one instance); a system's Limits may bound it lower.
 const MaxBatch = 4096
-
-// maxInflightOther bounds --inflight for etcd and ZooKeeper, which have no
-// window of their own; paxosd's is its dedup window.
-const maxInflightOther = 1024
 
 // verifyTimeout bounds the read-back after a run.
 const verifyTimeout = 10 * time.Minute
@@ -65,16 +61,12 @@ func DefaultConfig() Config {
 		Batch: 1, Inflight: 1, Timeout: 10 * time.Second, Interval: 5 * time.Second}
 }
 
-// Validate says which field of c is wrong for system, in terms of the
-// command's flags.
-func (c Config) Validate(system string) error {
-	maxInflight := maxInflightOther
-	if system == "paxosd" {
-		maxInflight = paxosdMaxInflight
-	}
-	maxB := MaxBatch
-	if m := maxBatch(system); m > 0 {
-		maxB = m
+// Validate says which field of c is wrong for system, whose limits are
+// lim, in terms of the command's flags.
+func (c Config) Validate(system string, lim Limits) error {
+	maxB, maxInflight := MaxBatch, lim.MaxInflight
+	if lim.MaxBatch > 0 {
+		maxB = min(lim.MaxBatch, MaxBatch)
 	}
 	switch {
 	case c.Clients < 1 || c.Clients > MaxClients:
@@ -174,7 +166,7 @@ type Result struct {
 // When ctx ends early, the clients stop, the requests in flight finish, and
 // Run returns what it measured with Interrupted set and no read-back.
 func Run(ctx context.Context, sys System, cfg Config) (*Result, error) {
-	if err := cfg.Validate(sys.Name()); err != nil {
+	if err := cfg.Validate(sys.Name(), sys.Limits()); err != nil {
 		return nil, err
 	}
 	if cfg.RunID == "" {

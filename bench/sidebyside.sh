@@ -6,11 +6,14 @@
 # It
 #   1. installs etcd-server and zookeeper from Debian if they are missing (apt-get: needs root;
 #      without root it stops and says which command to run);
-#   2. builds paxosd and the report tool;
+#   2. builds paxosd, the comparison tool and the report tool. The comparison tool is bench/compare,
+#      a Go module of its own (so that paxosd links neither etcd's client nor go-zookeeper): the
+#      driver and flags of `paxosd bench` plus --target etcd|zookeeper. By hand, from the root:
+#        go -C bench/compare build -o "$PWD/compare" . && ./compare --help
 #   3. starts one system at a time on 127.0.0.1, each as a 3-node cluster with fsync on (paxosd
 #      always syncs; etcd and ZooKeeper keep their defaults, which sync), and runs the same
-#      closed-loop workload against each with `paxosd bench`: 100 B values, 1, 16 and 64 clients,
-#      each client its own connection, one request at a time;
+#      closed-loop workload against each with the comparison tool (`compare --target SYSTEM`): 100 B
+#      values, 1, 16 and 64 clients, each client its own connection, one request at a time;
 #   4. for paxosd alone: the largest client count over one shared connection, 4 KiB and 64 KiB
 #      values, a 5-node cluster, the batched mode (--batch 100 --inflight 4), and the time a node
 #      holding 1,000,000 entries takes to start (from process start until its Status shows every
@@ -79,10 +82,12 @@ fi
 # ---------------------------------------------------------------------------
 # 2. Build.
 
-log "building paxosd and the report tool into $OUT"
+log "building paxosd, the comparison tool and the report tool into $OUT"
 go build -o "$OUT/paxosd" ./cmd/paxosd
+go -C bench/compare build -o "$OUT/compare" .
 go build -o "$OUT/report" ./bench/report
 PAXOSD=$OUT/paxosd
+COMPARE=$OUT/compare
 
 # ---------------------------------------------------------------------------
 # Processes: every one this script starts is in PIDS; cleanup stops them.
@@ -281,19 +286,19 @@ children_cpu() {
   awk -v hz="$HZ" 'NR == 2 { split($0, f, /[ ms]+/); print int((f[1] * 60 + f[2] + f[3] * 60 + f[4]) * hz) }' "$1"
 }
 
-# bench EXPERIMENT FLAGS...: one `paxosd bench -w json` run, recorded in the results with the CPU
+# bench EXPERIMENT FLAGS...: one `compare -w json` run (the default --target is paxosd), recorded in the results with the CPU
 # (in cores, over the whole invocation) of the servers, of the client, and of everything else.
 bench() {
   local exp=$1; shift
   RUN=$((RUN + 1))
   local out=$OUT/run-$RUN.json rc=0 servers busy0 srv0 t0 cpu
   servers=("${PX_PIDS[@]}" "${ETCD_PIDS[@]}" "${ZK_PIDS[@]}")
-  log "run $RUN ($exp): paxosd bench $*"
+  log "run $RUN ($exp): compare $*"
   times >"$OUT/times-before"
   busy0=$(cpu_busy) srv0=$(pids_cpu "${servers[@]}") t0=$(date +%s%N)
   # In the background, so that a signal to this script is handled at once (bash runs traps only
   # between foreground commands); `wait` still collects its CPU time for `times`.
-  "$PAXOSD" bench -w json --interval 5s "$@" >"$out" 2>>"$OUT/run-$RUN.log" &
+  "$COMPARE" -w json --interval 5s "$@" >"$out" 2>>"$OUT/run-$RUN.log" &
   local bench_pid=$!
   PIDS+=("$bench_pid")
   wait "$bench_pid" || rc=$?
@@ -312,7 +317,7 @@ bench() {
   fi
   if [ $rc -ne 0 ]; then
     log "  FAILED (exit $rc): $(tail -3 "$OUT/run-$RUN.log" | tr '\n' ' ')"
-    FAILED+=("run $RUN ($exp): paxosd bench $*")
+    FAILED+=("run $RUN ($exp): compare $*")
   fi
 }
 

@@ -2,8 +2,7 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"strings"
+	"time"
 )
 
 // Op is one request: Values are written together (one append, one etcd
@@ -31,10 +30,11 @@ type Info struct {
 	System  string // "paxosd", "etcd" or "zookeeper"
 	Nodes   int    // voting members
 	Version string // the server's version, when the system says it
-	// Fsync: every acknowledged write was fsynced on a quorum. True of all
-	// three as the driver uses them (paxosd always syncs; etcd syncs its WAL
-	// unless started with --unsafe-no-fsync; ZooKeeper's forceSync defaults
-	// to yes and sidebyside.sh leaves it).
+	// Fsync: every acknowledged write was fsynced on a quorum. True of
+	// paxosd, which always syncs, and of etcd and ZooKeeper as the
+	// comparison tool (bench/compare) drives them: etcd syncs its WAL unless
+	// started with --unsafe-no-fsync; ZooKeeper's forceSync defaults to yes
+	// and sidebyside.sh leaves it.
 	Fsync bool
 }
 
@@ -42,41 +42,47 @@ type Info struct {
 // Dial opens connection number conn (0, 1, ...); Verify reads back, after
 // the run, everything it wrote.
 type System interface {
-	Name() string // as in Systems
+	Name() string // as Driver.Name
+	Limits() Limits
 	Begin(ctx context.Context, run string, clients int) (Info, error)
 	Dial(ctx context.Context, conn int) (Target, error)
 	Verify(ctx context.Context, w *Written) (Check, error)
 	Close() error
 }
 
-// readPage is how many entries (or keys) one read-back request asks for:
-// paxosd's limit (which also caps a page at 4 MiB), and a modest etcd range.
+// readPage is how many entries one read-back request asks for: paxosd's
+// limit (which also caps a page at 4 MiB).
 const readPage = 10000
 
-// Systems are the names NewSystem knows.
-var Systems = []string{"paxosd", "etcd", "zookeeper"}
-
-// NewSystem returns the named system (see Systems) on endpoints (HOST:PORT).
-func NewSystem(ctx context.Context, name string, endpoints []string) (System, error) {
-	if len(endpoints) == 0 {
-		return nil, fmt.Errorf("%s: no endpoints", name)
-	}
-	switch name {
-	case "paxosd":
-		return newPaxosd(endpoints)
-	case "etcd":
-		return newEtcd(ctx, endpoints)
-	case "zookeeper":
-		return newZooKeeper(ctx, endpoints)
-	}
-	return nil, fmt.Errorf("unknown system %q: use %s", name, strings.Join(Systems, ", "))
+// Limits are what a system takes in one request and pipeline.
+type Limits struct {
+	MaxBatch    int // values in one request (--batch)
+	MaxInflight int // requests a client keeps outstanding (--inflight)
 }
 
-// maxBatch is the largest batch a system takes in one request (0: no
-// limit of its own).
-func maxBatch(system string) int {
-	if system == "etcd" {
-		return etcdMaxTxnOps
-	}
-	return 0
+// Driver is one kind of system the bench command measures (--target).
+type Driver struct {
+	Name   string // as System.Name
+	Limits Limits // as System.Limits, known before connecting
+	// DefaultEndpoints is --endpoints when none are given ("" : the user
+	// must give them).
+	DefaultEndpoints string
+	// Open connects to the system at endpoints (HOST:PORT). timeout bounds
+	// connecting and every request the system sends on its own (Begin's,
+	// Dial's, each page of Verify's); Run bounds each Put.
+	Open func(ctx context.Context, endpoints []string, timeout time.Duration) (System, error)
+	// Help is a sentence for the command's --help, after "NAME: ": what a
+	// request writes and how the read-back reads.
+	Help string
+}
+
+// Paxosd is the driver of paxosd, through its Go client. It has no
+// DefaultEndpoints: `paxosd bench` sets the dev cluster's.
+var Paxosd = Driver{
+	Name:   "paxosd",
+	Limits: paxosdLimits,
+	Open: func(_ context.Context, endpoints []string, timeout time.Duration) (System, error) {
+		return newPaxosd(endpoints, timeout)
+	},
+	Help: "each value is one entry, a batch one append of that many entries; the read-back reads the log\nlinearizably.",
 }

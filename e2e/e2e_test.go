@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/client"
 )
@@ -440,6 +441,15 @@ func (c *cluster) startFollower(t *testing.T, id, target int, addr string) *exec
 
 // readLocal reads a node's whole log with local reads.
 func readLocal(t testing.TB, addr string) []string {
+	out, err := tryReadLocal(t, addr)
+	if err != nil {
+		t.Fatalf("read %s: %v", addr, err)
+	}
+	return out
+}
+
+// tryReadLocal is readLocal that returns the error of a read.
+func tryReadLocal(t testing.TB, addr string) ([]string, error) {
 	cl, err := client.New([]string{addr}, client.Options{CallTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -449,10 +459,10 @@ func readLocal(t testing.TB, addr string) []string {
 	for {
 		r, err := cl.Read(context.Background(), uint64(len(out)), 10000, true)
 		if err != nil {
-			t.Fatalf("read %s: %v", addr, err)
+			return out, err
 		}
 		if len(r.Entries) == 0 {
-			return out
+			return out, nil
 		}
 		for _, e := range r.Entries {
 			out = append(out, string(e.Value))
@@ -501,14 +511,19 @@ func TestFollower(t *testing.T) {
 }
 
 // waitValues waits until the node at addr holds exactly "v0" to "v<n-1>" in
-// its local log.
+// its local log. A follower that has not heard from its cluster yet refuses
+// local reads (api.NotConnectedError): that is waited out too.
 func waitValues(t *testing.T, addr string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var got []string
 	for time.Now().Before(deadline) {
-		got = readLocal(t, addr)
-		if len(got) >= n {
+		var err error
+		got, err = tryReadLocal(t, addr)
+		if err != nil && !api.AsNotConnected(err) {
+			t.Fatalf("read %s: %v", addr, err)
+		}
+		if err == nil && len(got) >= n {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -10,6 +10,9 @@
 // It must never deliver a message from another cluster, or one addressed to
 // another node: a batch whose cluster ID or destination is wrong is rejected
 // whole, with an error naming both IDs, before anything in it is decoded.
+// The error carries the kind of rejection (an ErrorInfo reason), and the
+// sender's TransportConfig.Rejected hears of it: a follower its cluster
+// refuses stops instead of retrying for ever.
 // Every goroutine it starts has an owner and ends on Close.
 //
 // Its one invariant: every message handed to deliver decoded intact from

@@ -63,6 +63,11 @@ type LogServer struct {
 	// its address, ListMembers its view of who is alive. Set it before
 	// serving.
 	Gossip *gossip.Gossip
+	// Connected, when set, says whether the node has heard from its
+	// cluster; until it has, local reads and tails fail with
+	// api.NotConnectedError (a follower that never reached its member
+	// holds no log of the cluster's). Set it before serving.
+	Connected func() bool
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -172,6 +177,9 @@ func (s *LogServer) Read(ctx context.Context, req *paxosdpb.ReadRequest) (*paxos
 	}
 	local := req.Consistency == paxosdpb.Consistency_LOCAL
 	if local {
+		if err := s.notConnected(); err != nil {
+			return nil, err
+		}
 		resp, err := s.read(ctx, req.From, count, bytes, false)
 		return resp, s.status(err)
 	}
@@ -202,8 +210,21 @@ func (s *LogServer) read(ctx context.Context, from uint64, count, bytes int, lin
 	return resp, nil
 }
 
+// notConnected is the error of a local read or tail before the node heard
+// from its cluster (see Connected), nil after.
+func (s *LogServer) notConnected() error {
+	if s.Connected == nil || s.Connected() {
+		return nil
+	}
+	return api.NotConnectedError(fmt.Sprintf("node %d is a follower that has not heard from its cluster yet (its member is down or unreachable, "+
+		"or refuses it: see the node's log): it holds no log of the cluster's to serve; read from a member, or retry once it has caught up", s.id))
+}
+
 // Tail implements LogService.Tail.
 func (s *LogServer) Tail(req *paxosdpb.TailRequest, stream grpc.ServerStreamingServer[paxosdpb.TailResponse]) error {
+	if err := s.notConnected(); err != nil {
+		return err
+	}
 	err := s.node.Tail(stream.Context(), req.From, defaultReadCount, defaultReadBytes, func(ents []core.Entry) error {
 		return stream.Send(&paxosdpb.TailResponse{Entries: toPB(ents)})
 	})

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -107,6 +108,51 @@ type TransportConfig struct {
 	// knew, and it must not vote with it. The caller should stop the node.
 	// It may be called more than once, from several peers' goroutines.
 	Refused func(*IncarnationError)
+	// Rejected, when set, is called when a peer rejected this node's
+	// batches for a reason that retrying cannot cure: another cluster ID
+	// (RejectWrongCluster), addressed to another node ID
+	// (RejectWrongNode), or the same node ID connected from another
+	// address (RejectDuplicateNode). A peer that is down or unreachable is
+	// never a rejection. It may be called more than once, from several
+	// peers' goroutines.
+	Rejected func(PeerRejection)
+}
+
+// The kinds of PeerRejection; each is the ErrorInfo reason (domain
+// "paxosd") of the FAILED_PRECONDITION status the rejecting peer ends the
+// stream with.
+const (
+	RejectWrongCluster  = "PEER_WRONG_CLUSTER"
+	RejectWrongNode     = "PEER_WRONG_NODE"
+	RejectDuplicateNode = "PEER_DUPLICATE_NODE"
+)
+
+// PeerRejection is a peer's definite refusal of this node's batches.
+type PeerRejection struct {
+	Peer    uint64 // the peer that rejected them
+	Addr    string // the address it was reached at
+	Kind    string // RejectWrongCluster, RejectWrongNode or RejectDuplicateNode
+	Message string // the peer's reason, naming both sides
+}
+
+// peerRejection returns the kind and message of a rejection that err (a
+// stream's end) carries, or ok false.
+func peerRejection(err error) (kind, msg string, ok bool) {
+	st, d, found := api.Detail[*errdetails.ErrorInfo](err)
+	if !found || st.Code() != codes.FailedPrecondition || d.GetDomain() != "paxosd" {
+		return "", "", false
+	}
+	switch d.GetReason() {
+	case RejectWrongCluster, RejectWrongNode, RejectDuplicateNode:
+		msg = st.Message()
+		// The peer's own words, without what wrapped them.
+		var se interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &se) {
+			msg = se.GRPCStatus().Message()
+		}
+		return d.GetReason(), msg, true
+	}
+	return "", "", false
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -608,6 +654,9 @@ func (t *Transport) runPeer(p *peer) {
 				t.cfg.Refused(ie)
 			}
 		}
+		if kind, msg, ok := peerRejection(err); ok && t.cfg.Rejected != nil {
+			t.cfg.Rejected(PeerRejection{Peer: p.id, Addr: p.addr, Kind: kind, Message: msg})
+		}
 		failedAt = time.Now()
 		nextAttempt = failedAt.Add(backoffDelay(attempts))
 		attempts++
@@ -882,16 +931,19 @@ func (t *Transport) admitFollower(id uint64, addr string) bool {
 // another cluster or for another node, or that CheckPeer refuses, is
 // rejected whole, with an error that ends the stream.
 func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) error {
-	var reason string
+	var reason, kind string
 	var refused *IncarnationError
 	switch {
 	case b.GetClusterId() != t.cfg.ClusterID:
+		kind = RejectWrongCluster
 		reason = fmt.Sprintf("rejected a batch from node %d of cluster %d: this node (%d) is in cluster %d",
 			b.GetFrom(), b.GetClusterId(), t.cfg.SelfID, t.cfg.ClusterID)
 	case b.GetTo() != t.cfg.SelfID:
+		kind = RejectWrongNode
 		reason = fmt.Sprintf("rejected a batch from node %d addressed to node %d: this is node %d (cluster %d); check the peer addresses",
 			b.GetFrom(), b.GetTo(), t.cfg.SelfID, t.cfg.ClusterID)
 	case t.peer(b.GetFrom()) != nil && b.GetFromAddress() != t.peer(b.GetFrom()).addr:
+		kind = RejectDuplicateNode
 		reason = fmt.Sprintf("rejected a batch from a node %d at %q: node %d is at %q here; two processes with the same node ID?",
 			b.GetFrom(), b.GetFromAddress(), b.GetFrom(), t.peer(b.GetFrom()).addr)
 	case t.cfg.CheckPeer != nil && t.isVoter(b.GetFrom()):
@@ -921,6 +973,9 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 		if refused != nil {
 			return api.WithDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
 				Node: refused.Node, Peer: refused.Peer, Known: refused.Known, Got: refused.Got, Configured: refused.Configured})
+		}
+		if kind != "" {
+			return api.WithDetails(codes.FailedPrecondition, reason, &errdetails.ErrorInfo{Reason: kind, Domain: "paxosd"})
 		}
 		return status.Error(codes.FailedPrecondition, reason)
 	}

@@ -350,7 +350,26 @@ func TestRestartedPeerIsRedialledAtOnce(t *testing.T) {
 func TestRejectWrongClusterOrNode(t *testing.T) {
 	lisB := listen(t)
 	b := startNode(t, TransportConfig{ClusterID: 2, SelfID: 2, Peers: map[uint64]string{}}, lisB)
-	a := startNode(t, TransportConfig{ClusterID: 1, SelfID: 1, Peers: map[uint64]string{2: lisB.Addr().String()}}, nil)
+	var rejMu sync.Mutex
+	var rejections []PeerRejection
+	rejected := func(rj PeerRejection) {
+		rejMu.Lock()
+		defer rejMu.Unlock()
+		rejections = append(rejections, rj)
+	}
+	// rejectedBy says whether Rejected reported kind from peer, with a
+	// message that contains want.
+	rejectedBy := func(peer uint64, kind, want string) bool {
+		rejMu.Lock()
+		defer rejMu.Unlock()
+		for _, rj := range rejections {
+			if rj.Peer == peer && rj.Kind == kind && strings.Contains(rj.Message, want) && !strings.Contains(rj.Message, "stream ended") {
+				return true
+			}
+		}
+		return false
+	}
+	a := startNode(t, TransportConfig{ClusterID: 1, SelfID: 1, Peers: map[uint64]string{2: lisB.Addr().String()}, Rejected: rejected}, nil)
 	r := rand.New(rand.NewPCG(3, 3))
 	for i := range 100 {
 		a.tr.Send(testMessage(r, 1, 2, i, 10))
@@ -372,10 +391,13 @@ func TestRejectWrongClusterOrNode(t *testing.T) {
 	if a.tr.Stats().Peers[2].Connected {
 		t.Errorf("a rejected link shows as connected")
 	}
+	waitFor(t, 5*time.Second, "Rejected to report the wrong cluster", func() bool {
+		return rejectedBy(2, RejectWrongCluster, "this node (2) is in cluster 2")
+	})
 
 	// Same cluster, but the address belongs to node 2 while the sender
 	// believes it is node 3.
-	c := startNode(t, TransportConfig{ClusterID: 2, SelfID: 1, Peers: map[uint64]string{3: lisB.Addr().String()}}, nil)
+	c := startNode(t, TransportConfig{ClusterID: 2, SelfID: 1, Peers: map[uint64]string{3: lisB.Addr().String()}, Rejected: rejected}, nil)
 	for i := range 100 {
 		c.tr.Send(testMessage(r, 1, 3, i, 10))
 	}
@@ -383,9 +405,23 @@ func TestRejectWrongClusterOrNode(t *testing.T) {
 		e := c.tr.Stats().Peers[3].LastError
 		return strings.Contains(e, "addressed to node 3") && strings.Contains(e, "this is node 2")
 	})
+	waitFor(t, 5*time.Second, "Rejected to report the wrong node", func() bool {
+		return rejectedBy(3, RejectWrongNode, "this is node 2")
+	})
 	if n := b.got.count(); n != 0 {
 		t.Fatalf("delivered %d messages from a wrong cluster or for a wrong node", n)
 	}
+	// A peer that is down is not a rejection: it may come back.
+	d := startNode(t, TransportConfig{ClusterID: 2, SelfID: 1, Peers: map[uint64]string{4: deadAddr(t)}, Rejected: rejected}, nil)
+	d.tr.Send(testMessage(r, 1, 4, 0, 10))
+	waitFor(t, 5*time.Second, "the link to a closed port to fail", func() bool { return d.tr.Stats().Peers[4].LastError != "" })
+	rejMu.Lock()
+	for _, rj := range rejections {
+		if rj.Peer == 4 {
+			t.Errorf("a peer that is down was reported as a rejection: %+v", rj)
+		}
+	}
+	rejMu.Unlock()
 	if st := b.tr.Stats(); st.Received != 0 || st.Rejected < 2 {
 		t.Errorf("receiver stats: %+v", st)
 	}

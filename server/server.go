@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -219,6 +220,31 @@ type Server struct {
 	done   chan struct{} // closed when stopped; err is then set
 	cancel context.CancelFunc
 	err    error
+	heard  atomic.Bool // a peer's message has arrived (or did before this start)
+}
+
+// FollowerRejectedError stops a follower whose cluster refuses it for
+// good: its --cluster or --peers make another cluster ID than its members',
+// or the address it has for its member reaches another node, or its ID is
+// taken. Server.Wait returns it.
+type FollowerRejectedError struct {
+	ID        uint64 // the follower
+	Rejection rpc.PeerRejection
+}
+
+func (e *FollowerRejectedError) Error() string {
+	rj := e.Rejection
+	var why string
+	switch rj.Kind {
+	case rpc.RejectWrongCluster:
+		why = fmt.Sprintf("wrong cluster: member %d (%s) is in another cluster; a follower's --cluster and --peers must be exactly "+
+			"the ones its members were started with (with the member IDs, the name makes the cluster ID)", rj.Peer, rj.Addr)
+	case rpc.RejectWrongNode:
+		why = fmt.Sprintf("unknown member: the address of member %d in --peers (%s) reaches another node; check --peers and --follow", rj.Peer, rj.Addr)
+	default:
+		why = fmt.Sprintf("node ID %d is taken: member %d (%s) knows a node %d at another address; give this follower an ID of its own", e.ID, rj.Peer, rj.Addr, e.ID)
+	}
+	return fmt.Sprintf("follower %d stops: %s (member %d said: %s); it does not serve a log that is not its cluster's", e.ID, why, rj.Peer, rj.Message)
 }
 
 // Addr returns the address the server listens on.
@@ -520,6 +546,30 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	ctx, cancel := context.WithCancelCause(ctx)
 	r.cancel = func() { cancel(nil) }
 	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
+	// isFollower: a static follower, or a directory that joined and is not
+	// (yet) a voter by its own membership. The transport's goroutines may
+	// call it before node.Open has returned: they read the node through
+	// opened.
+	var opened atomic.Pointer[node.Node]
+	isFollower := func() bool {
+		if cfg.Follow != 0 {
+			return true
+		}
+		if _, joined := store.Joined(); !joined {
+			return false
+		}
+		on := opened.Load()
+		if on == nil {
+			return true
+		}
+		m, ok := on.Members().Latest().Get(cfg.ID)
+		return !ok || m.Role != members.Voter
+	}
+	// A node remembers its peers' incarnations when it first hears from
+	// them: a directory that knows one has heard from its cluster before,
+	// and so has one that joined (the join was an exchange with it).
+	_, joined := store.Joined()
+	r.heard.Store(len(known) > 0 || joined)
 	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
 		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
@@ -543,8 +593,24 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 				}
 			}
 			cancel(e)
+		},
+		Rejected: func(rj rpc.PeerRejection) {
+			// A follower its cluster refuses for good stops, rather than
+			// serve a log that is not the cluster's: another cluster ID
+			// from any member (they all share it), or any refusal from the
+			// member a static follower follows. A member that is down is
+			// not a refusal: the follower keeps retrying it.
+			if !isFollower() || !(rj.Kind == rpc.RejectWrongCluster || (cfg.Follow != 0 && rj.Peer == cfg.Follow)) {
+				return
+			}
+			cancel(&FollowerRejectedError{ID: cfg.ID, Rejection: rj})
 		}},
-		func(m core.Message) { n.Deliver(m) })
+		func(m core.Message) {
+			if !r.heard.Load() {
+				r.heard.Store(true)
+			}
+			n.Deliver(m)
+		})
 	n, err = node.Open(ncfg, store, r.tr)
 	if err != nil {
 		cancel(nil)
@@ -554,6 +620,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		return nil, err
 	}
 	r.node = n
+	opened.Store(n)
 	// Gossip feeds members list's alive, and its reports of a dead peer
 	// reach the node as a hint for catch-up and for who is live
 	// (node.PeerDown); leases and quorums never read it.
@@ -578,6 +645,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Incarnation = store.Incarnation()
 	r.api.Cluster, r.api.Genesis = cfg.Cluster, maps.Clone(cfg.Peers)
 	r.api.Gossip = r.gossip
+	r.api.Connected = func() bool { return r.heard.Load() || !isFollower() }
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
 	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
@@ -597,8 +665,11 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	go func() {
 		err := n.Run(ctx)
 		var refused *rpc.IncarnationError
+		var rejected *FollowerRejectedError
 		if errors.As(context.Cause(ctx), &refused) {
 			err = refused
+		} else if errors.As(context.Cause(ctx), &rejected) {
+			err = rejected
 		}
 		// Gossip first: its loops call the node and the API's
 		// connections. Its Close tells the others this node left.

@@ -111,7 +111,10 @@ without --join); no member needs to be reachable then.
 
 A static follower mirrors the log without voting or being a member, and serves local reads
 and tails:
-  paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10`,
+  paxosd server --id 10 --follow 1 --listen 127.0.0.1:7010 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /var/lib/paxosd/10
+Its --cluster and --peers must be its members' own: a follower its members refuse (wrong cluster,
+or its member's address reaches another node) exits with status 1 and says why; one whose member
+is down waits for it. Until it has heard from its cluster once, it refuses local reads and tails.`,
 		Flags: append([]cli.Flag{
 			&cli.Uint64Flag{Name: "id", Required: true, Usage: "this node's ID (a positive integer listed in --peers, or a new one with --join)"},
 			&cli.StringFlag{Name: "peers", Usage: "every voting member the cluster was created with, as ID=HOST:PORT, comma-separated (not with --join)"},
