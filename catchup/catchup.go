@@ -378,7 +378,13 @@ func (c *Catchup) Tick(now, applied uint64) []core.Message {
 func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 	_, best := c.Best(now)
 	if best <= applied {
-		c.behind, c.fetch = false, nil
+		c.behind = false
+		if !c.ahead(now, applied) {
+			// Not behind: the fetch is no help. A peer still ahead that
+			// is no source for now (reported down, failed to answer)
+			// keeps it: once it is, the fetch resumes where it stood.
+			c.fetch = nil
+		}
 		return nil
 	}
 	if !c.behind {

@@ -39,6 +39,46 @@ func fetchHalfDone(t *testing.T, c *catchup.Catchup, st core.ApplyState) {
 	}
 }
 
+// Attack (claim 2, "a false report costs at most the time to the peer's
+// next message"): a false report about the only peer ahead, while its base
+// is half fetched. With no live source left, Maybe took the node for not
+// behind and dropped the fetch, so once the peer spoke again the fetch
+// started over from the node's own log's end: every entry and row taken
+// was lost. Gossip that flaps about a peer (a loaded node misses its SWIM
+// probes) could keep a large base from ever being installed. The fetch is
+// kept while a peer heard from within Live is ahead: after the peer's next
+// message (and the learn request that finds it again) it resumes where it
+// stood.
+func TestFalseReportKeepsHalfFetchedBase(t *testing.T) {
+	c := catchup.New(hintConfig())
+	c.Observe(1, 2, 100) // the only peer ahead; 3 and 4 never heard from
+	st := core.ApplyState{Applied: 90, NextIndex: 40, FirstIndex: 20}
+	fetchHalfDone(t, c, st)
+	c.PeerDown(2) // false
+	if c.Outstanding() {
+		t.Fatal("the request to 2 is still outstanding after 2 was reported down")
+	}
+	for now := uint64(5); now < 9; now++ {
+		if got := c.Tick(now, 10); len(got) != 0 && !reflect.DeepEqual(got, probes()) {
+			t.Fatalf("tick %d: %v, want nothing but probes (no live peer ahead)", now, got)
+		}
+	}
+	c.Observe(9, 2, 100) // its next message
+	got := c.Maybe(9, 10)
+	if len(got) != 1 || got[0].Type != core.MsgLearnReq || got[0].To != 2 {
+		t.Fatalf("after 2 spoke again: %v, want a learn request to it", got)
+	}
+	c.OnResponse(10, 2, got[0].After, false)
+	c.NeedBase(2, 5) // it answers that the values are below its base
+	if got := c.Maybe(10, 10); !reflect.DeepEqual(got, snapReq(2, 90, 40, 7)) {
+		t.Fatalf("the fetch after a false report: %v, want it to resume with %v", got, snapReq(2, 90, 40, 7))
+	}
+	_, inst := c.OnChunk(chunk(2, 90, 40, 7, core.SnapChunk{State: st, Dedup: rows(9), Done: true}), 10, 5)
+	if want := (&core.Snapshot{State: st, Dedup: rows(3, 7, 9)}); !reflect.DeepEqual(inst, want) {
+		t.Fatalf("installed %+v, want %+v", inst, want)
+	}
+}
+
 // Attack (claim 3, a base installed only whole): a report about the peer
 // whose base is half fetched, while another peer, with another base, is
 // ahead. The late chunk of the first base must be ignored, both while the
