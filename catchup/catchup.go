@@ -268,18 +268,24 @@ func (c *Catchup) Outstanding() bool { return c.out != nil }
 // request out, and duplicates would multiply the requests in flight without
 // bound. After an answer that carried nothing (the peer's durable frontier
 // lags the one it reported) the next learn request waits a tick, so that
-// such answers cannot loop at network speed.
-func (c *Catchup) OnResponse(now, peer, seq uint64, empty bool) {
+// such answers cannot loop at network speed. It reports whether the answer
+// ended the outstanding request.
+func (c *Catchup) OnResponse(now, peer, seq uint64, empty bool) bool {
 	if o := c.out; o != nil && !o.snap && o.peer == peer && o.seq == seq {
 		c.out = nil
 		if empty {
 			c.quietUntil = now + 1
 		}
+		return true
 	}
+	return false
 }
 
 // NeedBase notes that peer answered a learn request with its base: the
-// values asked for are gone there. The node fetches the base from it, from
+// values asked for are gone there. Only the answer to the outstanding
+// request (OnResponse true) may say so: a late refusal from a peer given up
+// on (a Timeout, a report) would turn a fetch under way to that peer, and
+// the chunk of the peer asked would be ignored. The node fetches the base from it, from
 // user index nextIndex (where its own log ends) or from where an earlier
 // fetch got to.
 func (c *Catchup) NeedBase(peer, nextIndex uint64) {

@@ -95,3 +95,47 @@ func TestFalseReportsDoNotLetABehindVoterDeposeTheMaster(t *testing.T) {
 		}
 	}
 }
+
+// Attack (a late answer to a request given up on a report, after a new
+// request went to another peer): both answers arrive, and the late one is
+// a refusal (the values are below the reported peer's base). Only the
+// answer to the outstanding request ended it, but every refusal redirected
+// the fetch: the late one turned it to the reported peer while the SnapReq
+// to the live one was out, so that peer's chunk was ignored, the request
+// waited out its Timeout and that peer, which had answered, was skipped
+// for another; the next SnapReq went to the peer reported down. A refusal
+// now starts a fetch only when it answers the outstanding request: the
+// chunk of the peer asked is taken and its base installed at once.
+func TestLateRefusalFromReportedPeerDoesNotRedirectFetch(t *testing.T) {
+	l := newLone(t, config(1, 1, &store{}, instance.BugNone), instance.Durable{})
+	l.n.Tick()
+	l.flush()
+	l.out = nil
+	l.step(core.Message{Type: core.MsgProbeResp, From: 2, Committed: 100})
+	l.step(core.Message{Type: core.MsgProbeResp, From: 3, Committed: 100})
+	first := l.take(2, core.MsgLearnReq)
+	if len(first) != 1 {
+		t.Fatalf("no learn request to 2: %v", l.out)
+	}
+	l.n.PeerDown(2) // false, or late: its answer is on the way
+	l.n.Tick()
+	l.flush()
+	second := l.take(3, core.MsgLearnReq)
+	if len(second) != 1 {
+		t.Fatalf("no learn request to 3 after 2 was reported down: %v", l.out)
+	}
+	refuse := func(from uint64, req core.Message) core.Message {
+		return core.Message{Type: core.MsgLearnResp, From: from, Committed: 100, Instance: req.Instance, End: 50, After: req.After, Reject: true}
+	}
+	l.step(refuse(3, second[0]))
+	snap := l.take(3, core.MsgSnapReq)
+	if len(snap) != 1 {
+		t.Fatalf("no SnapReq to 3 after its refusal: %v", l.out)
+	}
+	l.step(refuse(2, first[0])) // the late answer to the request given up
+	base := core.SnapChunk{State: core.ApplyState{Applied: 50}, Done: true}
+	l.step(core.Message{Type: core.MsgSnapResp, From: 3, Committed: 100, Instance: snap[0].Instance, End: snap[0].End, After: snap[0].After, Snap: &base})
+	if got := l.n.Applied().Applied; got != 50 {
+		t.Fatalf("applied %d after 3's base arrived whole, want 50: the late refusal from 2 redirected the fetch (requests now: %v)", got, l.out)
+	}
+}
