@@ -1,11 +1,13 @@
 package instance_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
+	"github.com/paxosd/paxosd/members"
 )
 
 // Adversary tests of the failure detector's hint (Node.PeerDown).
@@ -137,5 +139,114 @@ func TestLateRefusalFromReportedPeerDoesNotRedirectFetch(t *testing.T) {
 	l.step(core.Message{Type: core.MsgSnapResp, From: 3, Committed: 100, Instance: snap[0].Instance, End: snap[0].End, After: snap[0].After, Snap: &base})
 	if got := l.n.Applied().Applied; got != 50 {
 		t.Fatalf("applied %d after 3's base arrived whole, want 50: the late refusal from 2 redirected the fetch (requests now: %v)", got, l.out)
+	}
+}
+
+// Attack (TransferMaster when the hints say every voter is down): the
+// master has no live successor, says so, and keeps serving (no handover
+// to a voter it has no news of); the next message from a voter withdraws
+// the report and the handover goes to it. A regression guard: it fails if
+// TransferMaster(0) fell back on a voter not live, or if a report outlived
+// the peer's next message.
+func TestTransferWhenReportsSayAllDown(t *testing.T) {
+	c := newCluster(t, 4, instance.BugNone)
+	m := c.elect()
+	for range 30 {
+		c.tick()
+	}
+	for _, id := range c.ids {
+		c.nodes[m].PeerDown(id) // itself included: ignored
+	}
+	if to, err := c.nodes[m].TransferMaster(0); !errors.Is(err, instance.ErrNoSuccessor) {
+		t.Fatalf("TransferMaster(0) with every other voter reported down = %d, %v; want ErrNoSuccessor", to, err)
+	}
+	if !c.nodes[m].IsMaster() {
+		t.Fatal("the master stopped serving after a refused handover")
+	}
+	if err := c.nodes[m].Propose(instance.Proposal{Req: 1, Entries: data("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.await(m, 1); r[0].Err != nil {
+		t.Fatalf("append after the refused handover: %+v", r[0])
+	}
+	// The append's Accepted replies were the voters' next messages.
+	to, err := c.nodes[m].TransferMaster(0)
+	if err != nil || to == m || to == 0 {
+		t.Fatalf("TransferMaster(0) after the voters spoke again = %d, %v", to, err)
+	}
+}
+
+// Attack (reports during a membership change's live-quorum and
+// promote-liveness checks): a report only subtracts, so the master refuses
+// a change that needs the reported voter (or promotes the reported
+// follower) until that peer's next message, and then takes it. A
+// regression guard: it fails if a report outlived the peer's next message
+// (the change would be refused for good) or if the checks ignored it.
+func TestChangeChecksReadReportsUntilNextMessage(t *testing.T) {
+	c := newMCluster(t, 2, 4)
+	m := c.elect()
+	x, y := m%3+1, (m+1)%3+1
+	c.change(m, 1, members.Change{Kind: members.AddFollower, ID: 4, Addr: "n4", Incarnation: 40}, 1, 2, 3, 4)
+	for k := 0; k < 20 && !c.caughtUp(m, 4); k++ {
+		c.tick(4)
+	}
+	if !c.caughtUp(m, 4) {
+		t.Fatal("scenario: follower 4 did not catch up")
+	}
+	// Removing y leaves {m, x}: x must be live.
+	c.nodes[m].PeerDown(x)
+	if err := c.nodes[m].ProposeChange(2, members.Change{Kind: members.Remove, ID: y}); !errors.Is(err, members.ErrNoQuorum) {
+		t.Fatalf("removing %d with %d reported down: %v, want ErrNoQuorum", y, x, err)
+	}
+	c.nodes[m].PeerDown(4)
+	if err := c.nodes[m].ProposeChange(3, members.Change{Kind: members.Promote, ID: 4}); !errors.Is(err, members.ErrBehind) {
+		t.Fatalf("promoting 4 reported down: %v, want ErrBehind", err)
+	}
+	// Their next messages (a probe, a Follow) withdraw the reports.
+	for k := 0; !c.caughtUp(m, x) || !c.caughtUp(m, 4); k++ {
+		if k > 20 {
+			t.Fatalf("nodes %d and 4 not live at the master 20 ticks after the reports: %+v", x, c.nodes[m].Status().Peers)
+		}
+		c.tick()
+	}
+	c.change(m, 4, members.Change{Kind: members.Promote, ID: 4}, m, x, 4)
+	c.change(m, 5, members.Change{Kind: members.Remove, ID: y}, m, x, 4)
+}
+
+// Attack (reports about the only source in a tight loop, "does a node ever
+// stop catching up"): each request is given up on a report before its
+// answer arrives, and the peer's next message lets the next request out.
+// The late answers still carry chosen values, and learning a chosen value
+// is safe from any answer: the node catches up all the same. A regression
+// guard: it fails if late answers were dropped whole (the request number
+// matters for flow control only).
+func TestCatchupProgressesUnderReportEachRoundTrip(t *testing.T) {
+	l := newLone(t, config(1, 1, &store{}, instance.BugNone), instance.Durable{})
+	const n = 100
+	vals := noops(n)
+	l.step(core.Message{Type: core.MsgProbeResp, From: 2, Committed: n})
+	for k := 0; l.n.Applied().Applied < n; k++ {
+		if k > 3*n {
+			t.Fatalf("applied %d of %d after %d requests, each given up on a report", l.n.Applied().Applied, n, k)
+		}
+		reqs := l.take(2, core.MsgLearnReq)
+		for w := 0; len(reqs) == 0 && w < 10; w++ { // a small lag waits Grace
+			l.n.Tick()
+			l.flush()
+			reqs = l.take(2, core.MsgLearnReq)
+		}
+		l.out = nil
+		if len(reqs) != 1 {
+			t.Fatalf("round %d: %d learn requests to 2 (applied %d)", k, len(reqs), l.n.Applied().Applied)
+		}
+		l.n.PeerDown(2)
+		from := reqs[0].Instance
+		to := min(from+7, n) // a small batch (CatchupBytes)
+		var ents []core.InstanceValue
+		for i := from; i < to; i++ {
+			ents = append(ents, core.InstanceValue{Instance: i, Value: vals[i]})
+		}
+		l.step(core.Message{Type: core.MsgLearnResp, From: 2, Committed: n, Instance: from, End: reqs[0].End, After: reqs[0].After, Entries: ents})
+		l.step(core.Message{Type: core.MsgProbeResp, From: 2, Committed: n}) // its next message
 	}
 }
