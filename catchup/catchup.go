@@ -60,6 +60,7 @@ type Catchup struct {
 	cfg         Config
 	known       map[uint64]uint64 // peer -> latest applied frontier it reported
 	heard       map[uint64]uint64 // peer -> when it was last heard from
+	down        map[uint64]bool   // peer -> reported down (PeerDown) since its last message
 	grew        map[uint64]uint64 // peer -> when its reported frontier last went up
 	failedUntil map[uint64]uint64
 	// progressAt is when the node last applied something (or stopped being
@@ -91,7 +92,7 @@ type fetch struct {
 
 // New returns a catch-up tracker.
 func New(cfg Config) *Catchup {
-	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, heard: map[uint64]uint64{}, grew: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
+	return &Catchup{cfg: cfg, known: map[uint64]uint64{}, heard: map[uint64]uint64{}, down: map[uint64]bool{}, grew: map[uint64]uint64{}, failedUntil: map[uint64]uint64{}}
 }
 
 // Observe records that peer has applied everything below committed. The
@@ -106,6 +107,7 @@ func (c *Catchup) Observe(now, peer, committed uint64) {
 			c.grew[peer] = now
 		}
 		c.known[peer], c.heard[peer] = committed, now
+		delete(c.down, peer)
 	}
 }
 
@@ -118,6 +120,7 @@ func (c *Catchup) SetPeers(peers []uint64) {
 		if !slices.Contains(peers, p) {
 			delete(c.known, p)
 			delete(c.heard, p)
+			delete(c.down, p)
 			delete(c.grew, p)
 		}
 	}
@@ -126,28 +129,37 @@ func (c *Catchup) SetPeers(peers []uint64) {
 // Peers returns whom this node learns from, in order.
 func (c *Catchup) Peers() []uint64 { return slices.Sorted(slices.Values(c.cfg.Peers)) }
 
-// live reports whether peer was heard from recently enough to count. A
-// peer never heard from is not live, however young this node: for the
-// first Live ticks after a start every peer would count as live,
-// dead ones included (ProposeChange counts live voters with it).
+// live reports whether peer was heard from recently enough to count, and
+// was not reported down since (PeerDown): whom to ask, and whom the
+// master counts live (Frontier). A peer never heard from is not live,
+// however young this node: for the first Live ticks after a start every
+// peer would count as live, dead ones included (ProposeChange counts live
+// voters with it).
 func (c *Catchup) live(now, peer uint64) bool {
+	return c.cfg.CountDeadPeers || !c.down[peer] && c.heardWithin(now, peer)
+}
+
+// heardWithin reports whether peer was heard from within Live, whatever a
+// failure detector said since: what Behind counts.
+func (c *Catchup) heardWithin(now, peer uint64) bool {
 	heard, ok := c.heard[peer]
 	return c.cfg.CountDeadPeers || ok && now-heard <= c.cfg.Live
 }
 
 // PeerDown takes a failure detector's report (gossip) that peer is down.
 // It is a hint, and it only subtracts: the peer stops counting as live (a
-// source, ahead of this node, a live voter) until its next message, as if
-// it had been silent for Live already, and stops counting as a working
-// master until its next Accept or Commit, and a request outstanding to it
-// is given up at once (its late answer is ignored, as after a Timeout). A
-// false report costs at most the time to the peer's next message (a probe
-// answer); a true one spares the node waiting out Live and Timeout. Nothing
-// of the lease or of quorums reads it.
+// source, a live voter) until its next message, as if it had been silent
+// for Live already, and a request outstanding to it is given up at once
+// (its late answer is ignored, as after a Timeout). A false report costs at
+// most the time to the peer's next message (a probe answer); a true one
+// spares the node waiting out Live and Timeout. Nothing of the lease or of
+// quorums reads it, and neither does Behind: elections wait for the lease
+// anyway, and a false report about a working master made a voter that
+// cannot learn from it run phase 1 and depose it, once per report
+// (instance TestFalseReportsDoNotLetABehindVoterDeposeTheMaster).
 func (c *Catchup) PeerDown(peer uint64) {
-	delete(c.heard, peer)
-	if c.master == peer {
-		c.master = 0
+	if slices.Contains(c.cfg.Peers, peer) {
+		c.down[peer] = true
 	}
 	if c.out != nil && c.out.peer == peer {
 		if c.fetch != nil && c.fetch.peer == peer {
@@ -227,10 +239,11 @@ func (c *Catchup) masterAhead(now, applied uint64) bool {
 		now-c.grew[c.master] < c.cfg.Stall && c.known[c.master] > applied
 }
 
-// ahead reports whether a live peer has applied more than applied.
+// ahead reports whether a peer heard from within Live has applied more
+// than applied (a failure detector's report does not count).
 func (c *Catchup) ahead(now, applied uint64) bool {
 	for p, k := range c.known {
-		if k > applied && c.live(now, p) {
+		if k > applied && c.heardWithin(now, p) {
 			return true
 		}
 	}
@@ -255,18 +268,24 @@ func (c *Catchup) Outstanding() bool { return c.out != nil }
 // request out, and duplicates would multiply the requests in flight without
 // bound. After an answer that carried nothing (the peer's durable frontier
 // lags the one it reported) the next learn request waits a tick, so that
-// such answers cannot loop at network speed.
-func (c *Catchup) OnResponse(now, peer, seq uint64, empty bool) {
+// such answers cannot loop at network speed. It reports whether the answer
+// ended the outstanding request.
+func (c *Catchup) OnResponse(now, peer, seq uint64, empty bool) bool {
 	if o := c.out; o != nil && !o.snap && o.peer == peer && o.seq == seq {
 		c.out = nil
 		if empty {
 			c.quietUntil = now + 1
 		}
+		return true
 	}
+	return false
 }
 
 // NeedBase notes that peer answered a learn request with its base: the
-// values asked for are gone there. The node fetches the base from it, from
+// values asked for are gone there. Only the answer to the outstanding
+// request (OnResponse true) may say so: a late refusal from a peer given up
+// on (a Timeout, a report) would turn a fetch under way to that peer, and
+// the chunk of the peer asked would be ignored. The node fetches the base from it, from
 // user index nextIndex (where its own log ends) or from where an earlier
 // fetch got to.
 func (c *Catchup) NeedBase(peer, nextIndex uint64) {
@@ -365,7 +384,13 @@ func (c *Catchup) Tick(now, applied uint64) []core.Message {
 func (c *Catchup) Maybe(now, applied uint64) []core.Message {
 	_, best := c.Best(now)
 	if best <= applied {
-		c.behind, c.fetch = false, nil
+		c.behind = false
+		if !c.ahead(now, applied) {
+			// Not behind: the fetch is no help. A peer still ahead that
+			// is no source for now (reported down, failed to answer)
+			// keeps it: once it is, the fetch resumes where it stood.
+			c.fetch = nil
+		}
 		return nil
 	}
 	if !c.behind {

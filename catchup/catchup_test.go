@@ -475,10 +475,10 @@ func TestEmptyAnswerWaitsATick(t *testing.T) {
 }
 
 // A failure detector's report that a peer is down (PeerDown) only
-// subtracts: the peer stops being live, a source, the working master and
-// the target of the outstanding request at once, instead of after Live and
-// Timeout, and its next message makes it live again. A false report costs
-// no more than that.
+// subtracts: the peer stops being live, a source and the target of the
+// outstanding request at once, instead of after Live and Timeout, and its
+// next message makes it live again. A false report costs no more than
+// that. Behind does not read it (TestReportsAboutTheMasterKeepNodeBehind).
 func TestPeerDownIsAHint(t *testing.T) {
 	cfg := config()
 	cfg.Live, cfg.Timeout = 1000, 1000
@@ -504,8 +504,8 @@ func TestPeerDownIsAHint(t *testing.T) {
 	if c.Outstanding() {
 		t.Fatal("the request to 2 is still outstanding after 2 was reported down")
 	}
-	if c.Behind(4, 10) {
-		t.Fatal("behind, with every peer ahead reported down")
+	if !c.Behind(4, 10) {
+		t.Fatal("not behind, with every peer ahead reported down: elections do not read the hint")
 	}
 	if p, _ := c.Best(4); p != 0 {
 		t.Fatalf("Best is %d, with every peer ahead reported down", p)

@@ -855,11 +855,11 @@ func (n *Node) step(m core.Message) {
 	case core.MsgLearnReq, core.MsgSnapReq:
 		n.serveLearn(m)
 	case core.MsgLearnResp:
-		if m.End != 0 {
-			n.cu.OnResponse(n.now, m.From, m.After, len(m.Entries) == 0 && !m.Reject)
-		}
+		ended := m.End != 0 && n.cu.OnResponse(n.now, m.From, m.After, len(m.Entries) == 0 && !m.Reject)
 		if m.Reject {
-			n.cu.NeedBase(m.From, n.learn.State().NextIndex)
+			if ended { // a late refusal says nothing of the request outstanding
+				n.cu.NeedBase(m.From, n.learn.State().NextIndex)
+			}
 			return
 		}
 		for _, e := range m.Entries {
