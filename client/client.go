@@ -44,8 +44,12 @@ type Options struct {
 	DialTimeout time.Duration // to connect to one endpoint; default 3 s
 	CallTimeout time.Duration // per attempt; default 5 s
 	Retries     int           // rounds over the endpoints; default 10
-	// TLS, when set, makes every connection use TLS with this config.
+	// TLS, when set, makes every connection use TLS with this config
+	// (TLSConfig builds one from PEM files).
 	TLS *tls.Config
+	// Token, when set, is sent with every call as "authorization: Bearer
+	// TOKEN", for nodes started with --auth-tokens-file.
+	Token string
 }
 
 // Errors callers branch on (with errors.Is).
@@ -211,10 +215,14 @@ func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 		if c.opt.TLS != nil {
 			creds = credentials.NewTLS(c.opt.TLS)
 		}
-		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(creds),
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		if c.opt.Token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(bearer(c.opt.Token)))
+		}
+		cc, err = grpc.NewClient(ep, append(opts,
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)),
-			grpc.WithUnaryInterceptor(noteMaster))
+			grpc.WithUnaryInterceptor(noteMaster))...)
 		if err != nil {
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
 		}
@@ -241,7 +249,9 @@ func (c *Client) ready(ctx context.Context, ep string, cc *grpc.ClientConn) erro
 			return nil
 		case connectivity.Idle:
 			cc.Connect()
-		case connectivity.TransientFailure, connectivity.Shutdown:
+		case connectivity.TransientFailure:
+			return fmt.Errorf("client: endpoint %s unreachable (%s): %w", ep, c.connError(cc), errNotConnected)
+		case connectivity.Shutdown:
 			return fmt.Errorf("client: endpoint %s unreachable (connection %v): %w", ep, st, errNotConnected)
 		}
 		if !cc.WaitForStateChange(ctx, st) {

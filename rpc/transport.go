@@ -107,6 +107,10 @@ type TransportConfig struct {
 	// knew, and it must not vote with it. The caller should stop the node.
 	// It may be called more than once, from several peers' goroutines.
 	Refused func(*IncarnationError)
+	// DialCreds secure the connections to peers (nil: plaintext). The
+	// server side's credentials are the grpc.Server's (ServerOptions gives
+	// plaintext; a node with TLS adds its own grpc.Creds after them).
+	DialCreds credentials.TransportCredentials
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -351,10 +355,19 @@ func (t *Transport) logf(format string, args ...any) {
 }
 
 // transportCredentials is the one place that decides how peer connections
-// are secured, for both the dialing and the serving side. Insecure for now;
-// TLS replaces it here.
+// are secured when TLS is off, for both the dialing and the serving side
+// (with TLS, the server package gives TransportConfig.DialCreds and the
+// grpc.Server's own credentials).
 func transportCredentials() credentials.TransportCredentials {
 	return insecure.NewCredentials()
+}
+
+// dialCredentials secure the connections this transport dials.
+func (t *Transport) dialCredentials() credentials.TransportCredentials {
+	if t.cfg.DialCreds != nil {
+		return t.cfg.DialCreds
+	}
+	return transportCredentials()
 }
 
 // grpcMessageLimit is the gRPC send and receive limit for peer messages.
@@ -364,7 +377,7 @@ func (t *Transport) grpcMessageLimit() int { return t.cfg.MaxMessageBytes + grpc
 func (t *Transport) dialOptions() []grpc.DialOption {
 	limit := t.grpcMessageLimit()
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(transportCredentials()),
+		grpc.WithTransportCredentials(t.dialCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit), grpc.MaxCallRecvMsgSize(limit)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                t.cfg.KeepaliveTime,

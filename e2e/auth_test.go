@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/client"
+)
+
+// A node with --auth-tokens-file answers a caller without a token with
+// Unauthenticated and one whose role does not allow the call with
+// PermissionDenied, and changes nothing; reader reads, writer appends,
+// admin trims. A node that is not the master forwards the caller's token,
+// which the master checks again.
+func TestAuthRoles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("# token role\nr-secret reader\nw-secret writer\na-secret admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 3, "--auth-tokens-file", tokens)
+	as := func(token string, addrs ...string) *client.Client {
+		cl, err := client.New(addrs, client.Options{CallTimeout: 2 * time.Second, Retries: 30, Token: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	m := waitMaster(t, c, as("r-secret", c.addrs...))
+	other := c.addrs[(m+1)%3] // forwards to the master
+	ctx := context.Background()
+	code := func(err error) codes.Code {
+		var ue *client.UnknownOutcomeError
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return status.Code(err)
+	}
+
+	if _, err := as("", other).Append(ctx, []byte("anonymous")); code(err) != codes.Unauthenticated {
+		t.Errorf("append without a token: %v, want Unauthenticated", err)
+	}
+	if _, err := as("", other).Read(ctx, 0, 10, true); code(err) != codes.Unauthenticated {
+		t.Errorf("read without a token: %v, want Unauthenticated", err)
+	}
+	if _, err := as("wrong", other).Read(ctx, 0, 10, true); code(err) != codes.Unauthenticated {
+		t.Errorf("read with an unknown token: %v, want Unauthenticated", err)
+	}
+	if _, err := as("r-secret", other).Append(ctx, []byte("by-reader")); code(err) != codes.PermissionDenied {
+		t.Errorf("append as reader: %v, want PermissionDenied", err)
+	}
+	if _, err := as("w-secret", other).Append(ctx, []byte("a"), []byte("b"), []byte("c")); err != nil {
+		t.Fatalf("append as writer through a node that forwards: %v", err)
+	}
+	if r, err := as("r-secret", other).Read(ctx, 0, 10, false); err != nil || len(r.Entries) != 3 {
+		t.Fatalf("read as reader: %v, %d entries, want 3", err, len(r.Entries))
+	}
+	if _, err := as("w-secret", other).Trim(ctx, 1); code(err) != codes.PermissionDenied {
+		t.Errorf("trim as writer: %v, want PermissionDenied", err)
+	}
+	if _, err := as("a-secret", other).Trim(ctx, 1); err != nil {
+		t.Fatalf("trim as admin through a node that forwards: %v", err)
+	}
+
+	// The CLI: --token and PAXOSD_TOKEN; refusals exit 1 and say why.
+	out, errb, ec := runCLI(t, "", "append", "--endpoints", other, "no-token")
+	if ec != 1 || !strings.Contains(errb, "authentication") {
+		t.Errorf("paxosd append without a token: exit %d, %q %q: want exit 1 and a word on authentication", ec, out, errb)
+	}
+	out, errb, ec = runCLI(t, "", "trim", "--endpoints", other, "--token", "w-secret", "--before", "2")
+	if ec != 1 || !strings.Contains(errb, "admin") {
+		t.Errorf("paxosd trim as writer: exit %d, %q %q: want exit 1 naming the role it needs", ec, out, errb)
+	}
+	t.Setenv("PAXOSD_TOKEN", "w-secret")
+	if out, errb, ec = runCLI(t, "", "append", "--endpoints", other, "by-cli"); ec != 0 {
+		t.Errorf("paxosd append with PAXOSD_TOKEN=w-secret: exit %d, %q %q", ec, out, errb)
+	}
+	// Nothing the refused calls carried is in the log: a, b, c (trimmed to
+	// b, c) and by-cli.
+	r, err := as("r-secret", c.addrs[m]).Read(ctx, 1, 10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range r.Entries {
+		got = append(got, string(e.Value))
+	}
+	if strings.Join(got, ",") != "b,c,by-cli" {
+		t.Errorf("log from index 1: %q, want b, c, by-cli", got)
+	}
+	if b, _ := os.ReadFile(c.logPath(0)); !strings.Contains(string(b), "authentication required") {
+		t.Errorf("node 1's start-up line does not say it requires authentication:\n%s", b)
+	}
+}
