@@ -16,16 +16,23 @@ import (
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
-// bearer sends Options.Token with every call.
-type bearer string
+// callCreds sends Options.Token and Options.Cluster with every call.
+type callCreds struct{ token, cluster string }
 
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+func (c callCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	md := map[string]string{}
+	if c.token != "" {
+		md["authorization"] = "Bearer " + c.token
+	}
+	if c.cluster != "" {
+		md["paxosd-cluster"] = c.cluster
+	}
+	return md, nil
 }
 
 // RequireTransportSecurity is false: a token may travel over plaintext to
 // a node without TLS (on loopback, say); use TLS anywhere else.
-func (bearer) RequireTransportSecurity() bool { return false }
+func (callCreds) RequireTransportSecurity() bool { return false }
 
 // TLSConfig builds a client TLS config from PEM files: caFile verifies the
 // nodes (empty: the system's roots), certFile and keyFile are the client's

@@ -50,6 +50,11 @@ type Options struct {
 	// Token, when set, is sent with every call as "authorization: Bearer
 	// TOKEN", for nodes started with --auth-tokens-file.
 	Token string
+	// Cluster, when set, is the name of the cluster the client expects
+	// (paxosd server's --cluster). Every call carries it, and a node of
+	// another cluster refuses the call before acting on it
+	// (FailedPrecondition), so nothing reaches the wrong cluster.
+	Cluster string
 }
 
 // Errors callers branch on (with errors.Is).
@@ -216,8 +221,8 @@ func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 			creds = credentials.NewTLS(c.opt.TLS)
 		}
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-		if c.opt.Token != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(bearer(c.opt.Token)))
+		if c.opt.Token != "" || c.opt.Cluster != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(callCreds{c.opt.Token, c.opt.Cluster}))
 		}
 		cc, err = grpc.NewClient(ep, append(opts,
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),

@@ -103,3 +103,45 @@ func TestAuthRoles(t *testing.T) {
 		t.Errorf("node 1's start-up line does not say it requires authentication:\n%s", b)
 	}
 }
+
+// A client that pins its cluster's name is refused, before anything is
+// done, by a node of another cluster: the Go client with FailedPrecondition,
+// the CLI with exit 1; with the right name it is served.
+func TestClusterPin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := newCluster(t, 1, "--cluster", "blue")
+	waitMaster(t, c, c.client(t))
+	pinned := func(name string) *client.Client {
+		cl, err := client.New(c.addrs, client.Options{CallTimeout: 2 * time.Second, Cluster: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	ctx := context.Background()
+	_, err := pinned("green").Append(ctx, []byte("wrong-cluster"))
+	var ue *client.UnknownOutcomeError
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("append pinned to cluster green on cluster blue: %v, want FailedPrecondition", err)
+	}
+	out, errb, ec := runCLI(t, "", "append", "--endpoints", c.addrs[0], "--cluster-name", "green", "wrong-cluster-cli")
+	if ec != 1 || !strings.Contains(errb, `"blue"`) {
+		t.Errorf("paxosd append --cluster-name green on cluster blue: exit %d, %q %q: want exit 1 naming the cluster", ec, out, errb)
+	}
+	t.Setenv("PAXOSD_CLUSTER", "green")
+	if _, _, ec := runCLI(t, "", "trim", "--endpoints", c.addrs[0], "--before", "0"); ec != 1 {
+		t.Errorf("paxosd trim with PAXOSD_CLUSTER=green on cluster blue: exit %d, want 1", ec)
+	}
+	if _, err := pinned("blue").Append(ctx, []byte("right-cluster")); err != nil {
+		t.Fatalf("append pinned to cluster blue on cluster blue: %v", err)
+	}
+	if got := readLocal(t, c.addrs[0]); strings.Join(got, ",") != "right-cluster" {
+		t.Errorf("log %q: want only right-cluster", got)
+	}
+}

@@ -165,21 +165,43 @@ func (a *Auth) check(ctx context.Context, method string) error {
 	return nil
 }
 
-// ServerOptions are the interceptors that enforce a on every call (none
-// for a nil Auth: the node serves everyone).
-func (a *Auth) ServerOptions() []grpc.ServerOption {
-	if a == nil {
-		return nil
+// ClusterKey is the metadata key of the cluster name a client expects
+// (client.Options.Cluster, the CLI's --cluster-name): a node of another
+// cluster refuses the call with FailedPrecondition before acting on it.
+const ClusterKey = "paxosd-cluster"
+
+// checkCluster refuses a client API call that expects another cluster than
+// this node's (cluster).
+func checkCluster(ctx context.Context, method, cluster string) error {
+	if strings.HasPrefix(method, "/paxosd.peer.") {
+		return nil // peer batches carry the cluster ID, which the transport checks
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(ClusterKey); len(v) > 0 && v[0] != cluster {
+		return status.Errorf(codes.FailedPrecondition, "this node is in cluster %q, not %q (--cluster-name): nothing was done", cluster, v[0])
+	}
+	return nil
+}
+
+// ServerOptions are the interceptors of a node of cluster: every client
+// API call that expects another cluster is refused, then a (nil: the node
+// serves everyone) decides who may call what.
+func ServerOptions(a *Auth, cluster string) []grpc.ServerOption {
+	check := func(ctx context.Context, method string) error {
+		if err := checkCluster(ctx, method, cluster); err != nil {
+			return err
+		}
+		return a.check(ctx, method)
 	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := a.check(ctx, info.FullMethod); err != nil {
+			if err := check(ctx, info.FullMethod); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := a.check(ss.Context(), info.FullMethod); err != nil {
+			if err := check(ss.Context(), info.FullMethod); err != nil {
 				return err
 			}
 			return h(srv, ss)

@@ -590,8 +590,9 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Gossip = r.gossip
 	r.api.DialCreds = dialCreds
 	// The transport's options carry the message limits and keepalive policy
-	// for every service on this port; TLS and auth options come after them.
-	opts := append(append(r.tr.ServerOptions(), tlsOpts...), cfg.Auth.ServerOptions()...)
+	// for every service on this port; TLS, the cluster check and auth come
+	// after them.
+	opts := append(append(r.tr.ServerOptions(), tlsOpts...), rpc.ServerOptions(cfg.Auth, cfg.Cluster)...)
 	r.grpc = grpc.NewServer(append(opts, cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)

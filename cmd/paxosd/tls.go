@@ -29,13 +29,14 @@ var tlsClientFlags = []cli.Flag{
 	&cli.StringFlag{Name: "cert", EnvVars: []string{"PAXOSD_CERT"}, Usage: "connect with TLS, presenting this PEM client certificate (with --key)"},
 	&cli.StringFlag{Name: "key", EnvVars: []string{"PAXOSD_KEY"}, Usage: "the PEM private key of --cert"},
 	&cli.StringFlag{Name: "token", EnvVars: []string{"PAXOSD_TOKEN"}, Usage: "bearer token for nodes started with --auth-tokens-file (send it over TLS off loopback)"},
+	&cli.StringFlag{Name: "cluster-name", EnvVars: []string{"PAXOSD_CLUSTER"}, Usage: "the cluster's name (paxosd server --cluster) this command must reach: a node of another cluster refuses every request, and nothing is done"},
 }
 
 func init() { clientFlags = append(clientFlags, tlsClientFlags...) }
 
 // clientSecurity fills opt's TLS and token from the client flags.
 func clientSecurity(c *cli.Context, opt client.Options) (client.Options, error) {
-	opt.Token = c.String("token")
+	opt.Token, opt.Cluster = c.String("token"), c.String("cluster-name")
 	if c.String("cacert") == "" && c.String("cert") == "" && c.String("key") == "" {
 		return opt, nil
 	}
