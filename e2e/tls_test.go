@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +69,7 @@ func writePEM(t *testing.T, file, typ string, der []byte) {
 // issue writes a certificate named cn (for 127.0.0.1, server and client
 // authentication) and its key to name.pem and name-key.pem, and returns
 // the two files.
-func (ca *testCA) issue(name, cn string) (certFile, keyFile string) {
+func (ca *testCA) issue(name, cn string, uris ...string) (certFile, keyFile string) {
 	t := ca.t
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -80,6 +82,13 @@ func (ca *testCA) issue(name, cn string) (certFile, keyFile string) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, pu)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -231,5 +240,46 @@ func TestTLSReload(t *testing.T) {
 	// And it still serves the API over TLS.
 	if _, err := tlsClient(t, c.addrs, ca.file, "", "").Append(context.Background(), []byte("after-reload")); err != nil {
 		t.Fatalf("append after the reload: %v", err)
+	}
+}
+
+// Peers with mutual TLS (their own CA, certificates naming the member by
+// URI SAN) choose entries while clients use another CA; a node whose peer
+// certificate names another member is refused by the others, in both
+// directions.
+func TestPeerTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "clients")
+	pca := newTestCA(t, dir, "peers")
+	cert, key := ca.issue("node", "node")
+	c := newStoppedCluster(t, 3, "--cert-file", cert, "--key-file", key, "--peer-trusted-ca-file", pca.file)
+	for i := range 3 {
+		id := i + 1
+		if i == 2 {
+			id = 2 // node 3 holds a certificate naming member 2
+		}
+		pc, pk := pca.issue(fmt.Sprintf("peer%d", i+1), fmt.Sprintf("node%d", i+1), fmt.Sprintf("paxosd://member/%d", id))
+		c.flags[i] = []string{"--peer-cert-file", pc, "--peer-key-file", pk}
+		c.start(i)
+	}
+	cl := tlsClient(t, c.addrs[:2], ca.file, "", "")
+	waitMaster(t, c, cl)
+	if _, err := cl.Append(context.Background(), []byte("peers-over-mtls")); err != nil {
+		t.Fatalf("append with peer mutual TLS (nodes 1 and 2): %v", err)
+	}
+	logs := func(i int) string { b, _ := os.ReadFile(c.logPath(i)); return string(b) }
+	waitFor(t, "nodes 1 or 2 to refuse node 3's batches", func() bool {
+		return strings.Contains(logs(0)+logs(1), "rejected a batch from node 3: its certificate (CN \"node3\") does not name node 3")
+	})
+	// Node 3 accepts no batch either: nothing reached its log.
+	st, err := tlsClient(t, c.addrs[2:], ca.file, "", "").Status(context.Background(), c.addrs[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.EndIndex != 0 {
+		t.Errorf("node 3, with a certificate naming node 2, has entries up to index %d: want none", st.EndIndex)
 	}
 }

@@ -107,10 +107,16 @@ type TransportConfig struct {
 	// knew, and it must not vote with it. The caller should stop the node.
 	// It may be called more than once, from several peers' goroutines.
 	Refused func(*IncarnationError)
-	// DialCreds secure the connections to peers (nil: plaintext). The
-	// server side's credentials are the grpc.Server's (ServerOptions gives
-	// plaintext; a node with TLS adds its own grpc.Creds after them).
-	DialCreds credentials.TransportCredentials
+	// DialCreds, when set, secure the connection to peer id (nil:
+	// plaintext). The server side's credentials are the grpc.Server's
+	// (ServerOptions gives plaintext; a node with TLS adds its own
+	// grpc.Creds after them).
+	DialCreds func(id uint64) credentials.TransportCredentials
+	// CheckSender, when set, is called with each incoming stream's context
+	// and the sender each batch claims, before anything in it is
+	// delivered; an error rejects the batch and ends the stream with
+	// PermissionDenied (peer mTLS: the sender's certificate must name it).
+	CheckSender func(ctx context.Context, from uint64) error
 }
 
 func (c *TransportConfig) setDefaults() {
@@ -362,10 +368,10 @@ func transportCredentials() credentials.TransportCredentials {
 	return insecure.NewCredentials()
 }
 
-// dialCredentials secure the connections this transport dials.
-func (t *Transport) dialCredentials() credentials.TransportCredentials {
+// dialCredentials secure the connection this transport dials to peer id.
+func (t *Transport) dialCredentials(id uint64) credentials.TransportCredentials {
 	if t.cfg.DialCreds != nil {
-		return t.cfg.DialCreds
+		return t.cfg.DialCreds(id)
 	}
 	return transportCredentials()
 }
@@ -373,11 +379,11 @@ func (t *Transport) dialCredentials() credentials.TransportCredentials {
 // grpcMessageLimit is the gRPC send and receive limit for peer messages.
 func (t *Transport) grpcMessageLimit() int { return t.cfg.MaxMessageBytes + grpcHeadroom }
 
-// dialOptions are every option the transport dials peers with.
-func (t *Transport) dialOptions() []grpc.DialOption {
+// dialOptions are every option the transport dials peer id with.
+func (t *Transport) dialOptions(id uint64) []grpc.DialOption {
 	limit := t.grpcMessageLimit()
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(t.dialCredentials()),
+		grpc.WithTransportCredentials(t.dialCredentials(id)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit), grpc.MaxCallRecvMsgSize(limit)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                t.cfg.KeepaliveTime,
@@ -675,7 +681,7 @@ func (t *Transport) runPeer(p *peer) {
 			}
 			var err error
 			if conn == nil {
-				conn, err = grpc.NewClient(t.dialAddress(p), t.dialOptions()...)
+				conn, err = grpc.NewClient(t.dialAddress(p), t.dialOptions(p.id)...)
 				if err != nil {
 					conn = nil
 				}
@@ -864,6 +870,13 @@ func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, 
 			}
 			return err
 		case b := <-batches:
+			if t.cfg.CheckSender != nil {
+				if err := t.cfg.CheckSender(ctx, b.GetFrom()); err != nil {
+					t.rejected.Add(1)
+					t.logf("rejected a batch from node %d: %v", b.GetFrom(), err)
+					return status.Errorf(codes.PermissionDenied, "node %d rejected a batch from node %d: %v", t.cfg.SelfID, b.GetFrom(), err)
+				}
+			}
 			if err := t.receive(b, &sum); err != nil {
 				return err
 			}

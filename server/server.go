@@ -529,8 +529,8 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	ctx, cancel := context.WithCancelCause(ctx)
 	r.cancel = func() { cancel(nil) }
 	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
-	tlsOpts, dialCreds := tlsOptions(cfg.TLS)
-	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf, DialCreds: dialCreds,
+	ntls := tlsOptions(cfg.TLS)
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf, DialCreds: ntls.peer, CheckSender: ntls.checkSender,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
 		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
 		Refused: func(e *rpc.IncarnationError) {
@@ -588,11 +588,11 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Incarnation = store.Incarnation()
 	r.api.Cluster, r.api.Genesis = cfg.Cluster, maps.Clone(cfg.Peers)
 	r.api.Gossip = r.gossip
-	r.api.DialCreds = dialCreds
+	r.api.DialCreds = ntls.forward
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port; TLS, the cluster check and auth come
 	// after them.
-	opts := append(append(r.tr.ServerOptions(), tlsOpts...), rpc.ServerOptions(cfg.Auth, cfg.Cluster)...)
+	opts := append(append(r.tr.ServerOptions(), ntls.serverOpts...), rpc.ServerOptions(cfg.Auth, cfg.Cluster)...)
 	r.grpc = grpc.NewServer(append(opts, cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)

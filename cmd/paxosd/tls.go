@@ -19,7 +19,10 @@ var securityFlags = []cli.Flag{
 	&cli.StringFlag{Name: "cert-file", Usage: "serve TLS with this PEM certificate (clients and peers share the port); the node also presents it when it dials peers and the master, so give it server and client authentication for --client-cert-auth. Reloaded on SIGHUP and when the file changes"},
 	&cli.StringFlag{Name: "key-file", Usage: "the PEM private key of --cert-file"},
 	&cli.StringFlag{Name: "trusted-ca-file", Usage: "PEM CA that verifies client certificates and the nodes this node dials (default for the latter: the system's roots)"},
-	&cli.BoolFlag{Name: "client-cert-auth", Usage: "require every connection (clients and peers) to present a certificate --trusted-ca-file verifies"},
+	&cli.BoolFlag{Name: "client-cert-auth", Usage: "require every client connection to present a certificate --trusted-ca-file verifies (peers too, unless the --peer-* flags give them their own mutual TLS)"},
+	&cli.StringFlag{Name: "peer-cert-file", Usage: "mutual TLS between nodes: this node's PEM peer certificate, which must name it with the URI SAN paxosd://member/ID (and allow server and client authentication); peers ask for it on the shared port by TLS server name " + server.PeerServerName + ". Reloaded on SIGHUP and when the file changes"},
+	&cli.StringFlag{Name: "peer-key-file", Usage: "the PEM private key of --peer-cert-file"},
+	&cli.StringFlag{Name: "peer-trusted-ca-file", Usage: "PEM CA that verifies the peers' certificates (all three --peer-* flags go together)"},
 	&cli.StringFlag{Name: "auth-tokens-file", Usage: "require callers to authenticate: lines of \"TOKEN ROLE\" or \"cert:NAME ROLE\" (a client certificate's common name), ROLE reader (read, tail, status, members list), writer (and append) or admin (everything); without it the node serves everyone"},
 }
 
@@ -52,7 +55,8 @@ func clientSecurity(c *cli.Context, opt client.Options) (client.Options, error) 
 // the TLS files on SIGHUP. It returns what the start-up line says of them.
 func serverSecurity(c *cli.Context, logf func(string, ...any)) (*server.TLSHolder, *rpc.Auth, string, error) {
 	files := server.TLSFiles{CertFile: c.String("cert-file"), KeyFile: c.String("key-file"),
-		TrustedCAFile: c.String("trusted-ca-file"), ClientCertAuth: c.Bool("client-cert-auth")}
+		TrustedCAFile: c.String("trusted-ca-file"), ClientCertAuth: c.Bool("client-cert-auth"),
+		PeerCertFile: c.String("peer-cert-file"), PeerKeyFile: c.String("peer-key-file"), PeerTrustedCAFile: c.String("peer-trusted-ca-file")}
 	if err := files.Check(); err != nil {
 		return nil, nil, "", usageErr(err)
 	}
@@ -80,8 +84,14 @@ func serverSecurity(c *cli.Context, logf func(string, ...any)) (*server.TLSHolde
 		}
 	}()
 	tlsLine := "TLS"
-	if files.ClientCertAuth {
+	switch {
+	case files.CertFile == "":
+		tlsLine += " with the peer certificate only"
+	case files.ClientCertAuth:
 		tlsLine += " with client certificates required"
+	}
+	if files.PeerCertFile != "" {
+		tlsLine += ", peer mutual TLS"
 	}
 	return h, auth, fmt.Sprintf("%s, %s", tlsLine, authLine), nil
 }
