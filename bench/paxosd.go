@@ -21,17 +21,29 @@ const paxosdMaxInflight = core.DedupWindow
 // sharing a connection keep their own dedup windows.
 type paxosdSystem struct {
 	endpoints []string
+	opt       client.Options // TLS, token, cluster pin: every client's
 	admin     *client.Client
 	start     uint64 // the log's end before the run: the read-back starts here
 	firstID   uint64 // bench client c appends as client ID firstID+c
 }
 
-func newPaxosd(endpoints []string) (*paxosdSystem, error) {
-	admin, err := client.New(endpoints, client.Options{})
+func newPaxosd(endpoints []string, opt client.Options) (*paxosdSystem, error) {
+	admin, err := client.New(endpoints, opt)
 	if err != nil {
 		return nil, err
 	}
-	return &paxosdSystem{endpoints: endpoints, admin: admin}, nil
+	return &paxosdSystem{endpoints: endpoints, opt: opt, admin: admin}, nil
+}
+
+// NewPaxosd is NewSystem for paxosd with client options (TLS, a token, a
+// cluster pin) for every connection; ClientID is ignored (each bench
+// client has its own).
+func NewPaxosd(endpoints []string, opt client.Options) (System, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("paxosd: no endpoints")
+	}
+	opt.ClientID = 0
+	return newPaxosd(endpoints, opt)
 }
 
 // Begin asks every endpoint for its status: the members give the node
@@ -65,7 +77,7 @@ func (p *paxosdSystem) Begin(ctx context.Context, _ string, _ int) (Info, error)
 }
 
 func (p *paxosdSystem) Dial(_ context.Context, _ int) (Target, error) {
-	cl, err := client.New(p.endpoints, client.Options{})
+	cl, err := client.New(p.endpoints, p.opt)
 	if err != nil {
 		return nil, err
 	}

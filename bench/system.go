@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/paxosd/paxosd/client"
 )
 
 // Op is one request: Values are written together (one append, one etcd
@@ -63,7 +65,7 @@ func NewSystem(ctx context.Context, name string, endpoints []string) (System, er
 	}
 	switch name {
 	case "paxosd":
-		return newPaxosd(endpoints)
+		return newPaxosd(endpoints, client.Options{})
 	case "etcd":
 		return newEtcd(ctx, endpoints)
 	case "zookeeper":

@@ -166,6 +166,10 @@ func TestTLSCluster(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "over-tls") || !strings.Contains(out, "cli-flags") {
 		t.Fatalf("paxosd read with PAXOSD_CACERT, _CERT, _KEY: exit %d: %q %s", code, out, errb)
 	}
+	// paxosd bench takes the same flags (here from the environment).
+	if out, errb, code := runCLI(t, "", "bench", "--endpoints", strings.Join(c.addrs, ","), "--clients", "2", "--total", "20", "--warmup", "0s", "--interval", "0"); code != 0 {
+		t.Fatalf("paxosd bench over TLS: exit %d: %s%s", code, out, errb)
+	}
 	// Without a client certificate the handshake fails: nothing is served.
 	nocert := tlsClient(t, c.addrs[:1], ca.file, "", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/paxosd/paxosd/bench"
+	"github.com/paxosd/paxosd/client"
 )
 
 func benchCommand() *cli.Command {
@@ -109,7 +110,15 @@ func benchAction(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, c.Duration("timeout"))
-	sys, err := bench.NewSystem(sctx, target, endpoints)
+	var sys bench.System
+	if target == "paxosd" {
+		// The client flags' TLS, token and cluster pin (clientSecurity
+		// checked them in newClient above).
+		opt, _ := clientSecurity(c, client.Options{})
+		sys, err = bench.NewPaxosd(endpoints, opt)
+	} else {
+		sys, err = bench.NewSystem(sctx, target, endpoints)
+	}
 	cancel()
 	if err != nil {
 		return err
