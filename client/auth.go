@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
@@ -33,6 +35,20 @@ func (c callCreds) GetRequestMetadata(context.Context, ...string) (map[string]st
 // RequireTransportSecurity is false: a token may travel over plaintext to
 // a node without TLS (on loopback, say); use TLS anywhere else.
 func (callCreds) RequireTransportSecurity() bool { return false }
+
+// DialOptions are the gRPC dial options that carry opt's TLS, Token and
+// Cluster, for a program that dials a node itself (paxosd snapshot save).
+func DialOptions(opt Options) []grpc.DialOption {
+	creds := insecure.NewCredentials()
+	if opt.TLS != nil {
+		creds = credentials.NewTLS(opt.TLS)
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if opt.Token != "" || opt.Cluster != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(callCreds{opt.Token, opt.Cluster}))
+	}
+	return opts
+}
 
 // TLSConfig builds a client TLS config from PEM files: caFile verifies the
 // nodes (empty: the system's roots), certFile and keyFile are the client's

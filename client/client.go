@@ -28,8 +28,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -216,15 +214,7 @@ func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 	cc, ok := c.conns[ep]
 	if !ok {
 		var err error
-		creds := insecure.NewCredentials()
-		if c.opt.TLS != nil {
-			creds = credentials.NewTLS(c.opt.TLS)
-		}
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-		if c.opt.Token != "" || c.opt.Cluster != "" {
-			opts = append(opts, grpc.WithPerRPCCredentials(callCreds{c.opt.Token, c.opt.Cluster}))
-		}
-		cc, err = grpc.NewClient(ep, append(opts,
+		cc, err = grpc.NewClient(ep, append(DialOptions(c.opt),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)),
 			grpc.WithUnaryInterceptor(noteMaster))...)

@@ -99,6 +99,14 @@ func TestAuthRoles(t *testing.T) {
 	if strings.Join(got, ",") != "b,c,by-cli" {
 		t.Errorf("log from index 1: %q, want b, c, by-cli", got)
 	}
+	// snapshot save (admin) takes the token too.
+	snap := filepath.Join(t.TempDir(), "log.snap")
+	if out, errb, ec = runCLI(t, "", "snapshot", "save", "--endpoints", other, "--token", "r-secret", snap); ec == 0 || !strings.Contains(errb, "needs role admin") {
+		t.Errorf("paxosd snapshot save as reader: exit %d, %q %q: want a refusal naming role admin", ec, out, errb)
+	}
+	if out, errb, ec = runCLI(t, "", "snapshot", "save", "--endpoints", other, "--token", "a-secret", snap); ec != 0 {
+		t.Errorf("paxosd snapshot save as admin: exit %d, %q %q", ec, out, errb)
+	}
 	if b, _ := os.ReadFile(c.logPath(0)); !strings.Contains(string(b), "authentication required") {
 		t.Errorf("node 1's start-up line does not say it requires authentication:\n%s", b)
 	}
