@@ -153,3 +153,50 @@ func TestClusterPin(t *testing.T) {
 		t.Errorf("log %q: want only right-cluster", got)
 	}
 }
+
+// A caller without a token is known by its client certificate's common
+// name (cert:NAME in the tokens file). A node that forwards such a call to
+// the master does so as itself, with its own certificate (cert:node admin);
+// it forwards only what the caller's role allows.
+func TestAuthCertNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dir := t.TempDir()
+	ca := newTestCA(t, dir, "paxosd")
+	cert, key := ca.issue("node", "node")
+	alice, aliceKey := ca.issue("alice", "alice")
+	mallory, malloryKey := ca.issue("mallory", "mallory")
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("cert:alice writer\ncert:node admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 3, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca.file, "--auth-tokens-file", tokens)
+	m := waitMaster(t, c, tlsClient(t, c.addrs, ca.file, cert, key))
+	other := c.addrs[(m+1)%3]
+	ctx := context.Background()
+	code := func(err error) codes.Code {
+		var ue *client.UnknownOutcomeError
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return status.Code(err)
+	}
+	as := tlsClient(t, []string{other}, ca.file, alice, aliceKey)
+	if _, err := as.Append(ctx, []byte("by-alice")); err != nil {
+		t.Fatalf("append as cert:alice (writer) through a node that forwards: %v", err)
+	}
+	if _, err := as.Trim(ctx, 1); code(err) != codes.PermissionDenied {
+		t.Errorf("trim as cert:alice (writer): %v, want PermissionDenied", err)
+	}
+	if _, err := tlsClient(t, []string{other}, ca.file, mallory, malloryKey).Append(ctx, []byte("by-mallory")); code(err) != codes.Unauthenticated {
+		t.Errorf("append as an unlisted certificate: %v, want Unauthenticated", err)
+	}
+	if _, err := tlsClient(t, []string{other}, ca.file, "", "").Read(ctx, 0, 10, true); code(err) != codes.Unauthenticated {
+		t.Errorf("read with neither token nor certificate: %v, want Unauthenticated", err)
+	}
+	r, err := as.Read(ctx, 0, 10, false)
+	if err != nil || len(r.Entries) != 1 || string(r.Entries[0].Value) != "by-alice" {
+		t.Fatalf("read as alice: %v %v, want just by-alice", r.Entries, err)
+	}
+}
