@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,5 +199,40 @@ func TestAuthCertNames(t *testing.T) {
 	r, err := as.Read(ctx, 0, 10, false)
 	if err != nil || len(r.Entries) != 1 || string(r.Entries[0].Value) != "by-alice" {
 		t.Fatalf("read as alice: %v %v, want just by-alice", r.Entries, err)
+	}
+}
+
+// When the master refuses a forwarded append for its caller's token (the
+// nodes' tokens files differ), the caller learns that nothing was applied:
+// Unauthenticated, not "outcome unknown".
+func TestAuthForwardRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	dir := t.TempDir()
+	c := newStoppedCluster(t, 3)
+	for i := range 3 {
+		f := filepath.Join(dir, fmt.Sprintf("tokens%d", i+1))
+		if err := os.WriteFile(f, fmt.Appendf(nil, "r-secret reader\nonly-%d writer\n", i+1), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.flags[i] = []string{"--auth-tokens-file", f}
+		c.start(i)
+	}
+	cl, err := client.New(c.addrs, client.Options{CallTimeout: 2 * time.Second, Token: "r-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	m := waitMaster(t, c, cl)
+	o := (m + 1) % 3
+	w, err := client.New([]string{c.addrs[o]}, client.Options{CallTimeout: 2 * time.Second, Token: fmt.Sprintf("only-%d", o+1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, err = w.Append(context.Background(), []byte("x"))
+	if errors.Is(err, client.ErrUnknownOutcome) || status.Code(err) != codes.Unauthenticated {
+		t.Errorf("append forwarded with a token only node %d knows: %v, want Unauthenticated (nothing applied)", o+1, err)
 	}
 }

@@ -131,6 +131,8 @@ func appendOutcome(err error) error {
 	switch status.Code(err) {
 	case codes.InvalidArgument, codes.Aborted, codes.AlreadyExists, codes.Canceled:
 		return err // bad input, a failed expected_index, a reused seq; Canceled: the caller left
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return err // the master's auth check refused a forward before acting (rpc/auth.go)
 	case codes.ResourceExhausted:
 		if api.Reason(err) != "" {
 			return err // TOO_MANY_CLIENTS, NO_SPACE, OVERLOADED: refused before it applied
