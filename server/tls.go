@@ -91,9 +91,10 @@ type tlsState struct {
 
 // certSet is one certificate, key and CA, with the flags that name them.
 type certSet struct {
-	cert, key, ca string
-	flags         string
-	cur           *tlsState
+	cert, key, ca    string
+	keyFlags, caFlag string // the flags that name them, for errors
+	cur              *tlsState
+	failed           string // the stamp of files that failed to load: not retried until they change (logged once)
 }
 
 func (s *certSet) stamp() string {
@@ -110,17 +111,17 @@ func (s *certSet) load() (*tlsState, error) {
 	st := &tlsState{stamp: s.stamp()}
 	cert, err := tls.LoadX509KeyPair(s.cert, s.key)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s, %s: %w", s.flags, s.cert, s.key, err)
+		return nil, fmt.Errorf("%s (%s, %s): %w", s.keyFlags, s.cert, s.key, err)
 	}
 	st.cert = &cert
 	if s.ca != "" {
 		pem, err := os.ReadFile(s.ca)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.flags, err)
+			return nil, fmt.Errorf("%s: %w", s.caFlag, err)
 		}
 		st.pool = x509.NewCertPool()
 		if !st.pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: %s holds no PEM certificate", s.flags, s.ca)
+			return nil, fmt.Errorf("%s %s: no PEM certificate in it", s.caFlag, s.ca)
 		}
 	}
 	return st, nil
@@ -149,10 +150,10 @@ func NewTLSHolder(files TLSFiles, logf func(string, ...any)) (*TLSHolder, error)
 	}
 	h := &TLSHolder{files: files, logf: logf}
 	if files.CertFile != "" {
-		h.client = &certSet{cert: files.CertFile, key: files.KeyFile, ca: files.TrustedCAFile, flags: "--cert-file, --key-file, --trusted-ca-file"}
+		h.client = &certSet{cert: files.CertFile, key: files.KeyFile, ca: files.TrustedCAFile, keyFlags: "--cert-file and --key-file", caFlag: "--trusted-ca-file"}
 	}
 	if files.peer() {
-		h.peer = &certSet{cert: files.PeerCertFile, key: files.PeerKeyFile, ca: files.PeerTrustedCAFile, flags: "--peer-cert-file, --peer-key-file, --peer-trusted-ca-file"}
+		h.peer = &certSet{cert: files.PeerCertFile, key: files.PeerKeyFile, ca: files.PeerTrustedCAFile, keyFlags: "--peer-cert-file and --peer-key-file", caFlag: "--peer-trusted-ca-file"}
 	}
 	for _, s := range h.sets() {
 		st, err := s.load()
@@ -186,11 +187,13 @@ func (h *TLSHolder) Reload() error {
 func (h *TLSHolder) reloadLocked(changedOnly bool) error {
 	var errs []error
 	for _, s := range h.sets() {
-		if changedOnly && s.stamp() == s.cur.stamp {
+		stamp := s.stamp()
+		if changedOnly && (stamp == s.cur.stamp || stamp == s.failed) {
 			continue
 		}
 		st, err := s.load()
 		if err != nil {
+			s.failed = stamp
 			h.logf("paxosd: TLS reload failed, keeping the previous certificate: %v", err)
 			errs = append(errs, err)
 			continue
