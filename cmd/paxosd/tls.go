@@ -16,9 +16,9 @@ import (
 // securityFlags are paxosd server's TLS and authentication flags (named
 // as etcd's; docs/operations.md, "TLS and authentication").
 var securityFlags = []cli.Flag{
-	&cli.StringFlag{Name: "cert-file", Usage: "serve TLS with this PEM certificate (clients and peers share the port); the node also presents it when it dials peers and the master, so give it server and client authentication for --client-cert-auth. Reloaded on SIGHUP and when the file changes"},
+	&cli.StringFlag{Name: "cert-file", Usage: "serve clients TLS with this PEM certificate (clients and peers share the port: see docs/operations.md, TLS and authentication); without the --peer-* flags the node also presents it when it dials peers and the master, so give it the node's address as a SAN and server and client authentication. Reloaded on SIGHUP and when the file changes"},
 	&cli.StringFlag{Name: "key-file", Usage: "the PEM private key of --cert-file"},
-	&cli.StringFlag{Name: "trusted-ca-file", Usage: "PEM CA that verifies client certificates and the nodes this node dials (default for the latter: the system's roots)"},
+	&cli.StringFlag{Name: "trusted-ca-file", Usage: "PEM CA that verifies client certificates and, without the --peer-* flags, the nodes this node dials (default for the latter: the system's roots)"},
 	&cli.BoolFlag{Name: "client-cert-auth", Usage: "require every client connection to present a certificate --trusted-ca-file verifies (peers too, unless the --peer-* flags give them their own mutual TLS)"},
 	&cli.StringFlag{Name: "peer-cert-file", Usage: "mutual TLS between nodes: this node's PEM peer certificate, which must name it with the URI SAN paxosd://member/ID (and allow server and client authentication); peers ask for it on the shared port by TLS server name " + server.PeerServerName + ". Reloaded on SIGHUP and when the file changes"},
 	&cli.StringFlag{Name: "peer-key-file", Usage: "the PEM private key of --peer-cert-file"},
