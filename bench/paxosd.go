@@ -22,24 +22,33 @@ var paxosdLimits = Limits{MaxBatch: MaxBatch, MaxInflight: core.DedupWindow}
 // sharing a connection keep their own dedup windows.
 type paxosdSystem struct {
 	endpoints []string
+	opt       client.Options // TLS, token, cluster pin: every client's
 	admin     *client.Client
 	start     uint64 // the log's end before the run: the read-back starts here
 	firstID   uint64 // bench client c appends as client ID firstID+c
 	timeout   time.Duration
 }
 
-func newPaxosd(endpoints []string, timeout time.Duration) (*paxosdSystem, error) {
+func newPaxosd(endpoints []string, opt client.Options, timeout time.Duration) (*paxosdSystem, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("paxosd: no endpoints")
 	}
 	if timeout <= 0 {
 		return nil, fmt.Errorf("paxosd: timeout %v: must be positive", timeout)
 	}
-	admin, err := client.New(endpoints, client.Options{})
+	admin, err := client.New(endpoints, opt)
 	if err != nil {
 		return nil, err
 	}
-	return &paxosdSystem{endpoints: endpoints, admin: admin, timeout: timeout}, nil
+	return &paxosdSystem{endpoints: endpoints, opt: opt, admin: admin, timeout: timeout}, nil
+}
+
+// NewPaxosd opens paxosd with client options (TLS, a token, a cluster pin)
+// for every connection; ClientID is ignored (each bench client has its
+// own). timeout is as Driver.Open's.
+func NewPaxosd(endpoints []string, opt client.Options, timeout time.Duration) (System, error) {
+	opt.ClientID = 0
+	return newPaxosd(endpoints, opt, timeout)
 }
 
 // Begin asks every endpoint for its status: the members give the node
@@ -75,7 +84,7 @@ func (p *paxosdSystem) Begin(ctx context.Context, _ string, _ int) (Info, error)
 }
 
 func (p *paxosdSystem) Dial(_ context.Context, _ int) (Target, error) {
-	cl, err := client.New(p.endpoints, client.Options{})
+	cl, err := client.New(p.endpoints, p.opt)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"time"
+
+	"github.com/paxosd/paxosd/client"
 )
 
 // Op is one request: Values are written together (one append, one etcd
@@ -82,7 +84,7 @@ var Paxosd = Driver{
 	Name:   "paxosd",
 	Limits: paxosdLimits,
 	Open: func(_ context.Context, endpoints []string, timeout time.Duration) (System, error) {
-		return newPaxosd(endpoints, timeout)
+		return newPaxosd(endpoints, client.Options{}, timeout)
 	},
 	Help: "each value is one entry, a batch one append of that many entries; the read-back reads the log\nlinearizably.",
 }

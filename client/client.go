@@ -28,8 +28,6 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -44,8 +42,17 @@ type Options struct {
 	DialTimeout time.Duration // to connect to one endpoint; default 3 s
 	CallTimeout time.Duration // per attempt; default 5 s
 	Retries     int           // rounds over the endpoints; default 10
-	// TLS, when set, makes every connection use TLS with this config.
+	// TLS, when set, makes every connection use TLS with this config
+	// (TLSConfig builds one from PEM files).
 	TLS *tls.Config
+	// Token, when set, is sent with every call as "authorization: Bearer
+	// TOKEN", for nodes started with --auth-tokens-file.
+	Token string
+	// Cluster, when set, is the name of the cluster the client expects
+	// (paxosd server's --cluster). Every call carries it, and a node of
+	// another cluster refuses the call before acting on it
+	// (FailedPrecondition), so nothing reaches the wrong cluster.
+	Cluster string
 }
 
 // Errors callers branch on (with errors.Is).
@@ -207,14 +214,10 @@ func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 	cc, ok := c.conns[ep]
 	if !ok {
 		var err error
-		creds := insecure.NewCredentials()
-		if c.opt.TLS != nil {
-			creds = credentials.NewTLS(c.opt.TLS)
-		}
-		cc, err = grpc.NewClient(ep, grpc.WithTransportCredentials(creds),
+		cc, err = grpc.NewClient(ep, append(DialOptions(c.opt),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)),
-			grpc.WithUnaryInterceptor(noteMaster))
+			grpc.WithUnaryInterceptor(noteMaster))...)
 		if err != nil {
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
 		}
@@ -241,7 +244,9 @@ func (c *Client) ready(ctx context.Context, ep string, cc *grpc.ClientConn) erro
 			return nil
 		case connectivity.Idle:
 			cc.Connect()
-		case connectivity.TransientFailure, connectivity.Shutdown:
+		case connectivity.TransientFailure:
+			return fmt.Errorf("client: endpoint %s unreachable (%s): %w", ep, c.connError(cc), errNotConnected)
+		case connectivity.Shutdown:
 			return fmt.Errorf("client: endpoint %s unreachable (connection %v): %w", ep, st, errNotConnected)
 		}
 		if !cc.WaitForStateChange(ctx, st) {

@@ -24,7 +24,7 @@ func sendRaw(t *testing.T, addr string, b *paxosdpb.PeerBatch) (*paxosdpb.PeerSu
 	t.Helper()
 	tr := NewTransport(TransportConfig{}, func(core.Message) {})
 	defer tr.Close()
-	conn, err := grpc.NewClient(addr, tr.dialOptions()...)
+	conn, err := grpc.NewClient(addr, tr.dialOptions(0)...)
 	if err != nil {
 		t.Fatal(err)
 	}

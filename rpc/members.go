@@ -149,7 +149,7 @@ func (s *LogServer) removeSelf(ctx context.Context, remote func(context.Context,
 	}
 	// Forwarded once more, on purpose: the request came to this node as
 	// the master, which is no longer the master.
-	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
+	fctx := metadata.AppendToOutgoingContext(forwardIdentity(ctx), forwardedKey, fmt.Sprint(s.id))
 	_ = grpc.SetHeader(ctx, metadata.Pairs(api.MasterHeader, s.addr(to)))
 	return remote(fctx, paxosdpb.NewLogServiceClient(c))
 }

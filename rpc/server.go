@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -68,6 +69,9 @@ type LogServer struct {
 	// api.NotConnectedError (a follower that never reached its member
 	// holds no log of the cluster's). Set it before serving.
 	Connected func() bool
+	// DialCreds secure the connections to the master this node forwards
+	// to (nil: plaintext). Set it before serving.
+	DialCreds credentials.TransportCredentials
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -132,6 +136,8 @@ func appendOutcome(err error) error {
 	switch status.Code(err) {
 	case codes.InvalidArgument, codes.Aborted, codes.AlreadyExists, codes.Canceled:
 		return err // bad input, a failed expected_index, a reused seq; Canceled: the caller left
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return err // the master's auth check refused a forward before acting (rpc/auth.go)
 	case codes.ResourceExhausted:
 		if api.Reason(err) != "" {
 			return err // TOO_MANY_CLIENTS, NO_SPACE, OVERLOADED: refused before it applied
@@ -316,7 +322,7 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 				return api.NotMasterError(nm.Master, addr)
 			}
 			_ = grpc.SetHeader(ctx, metadata.Pairs(api.MasterHeader, addr)) // a hint: losing it costs a hop
-			fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, fmt.Sprint(s.id))
+			fctx := metadata.AppendToOutgoingContext(forwardIdentity(ctx), forwardedKey, fmt.Sprint(s.id))
 			return remote(fctx, paxosdpb.NewLogServiceClient(c))
 		}
 		// No master known: an election is under way.
@@ -340,7 +346,11 @@ func (s *LogServer) conn(addr string) (*grpc.ClientConn, error) {
 	if addr == "" {
 		return nil, errors.New("no address")
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if s.DialCreds != nil {
+		creds = s.DialCreds
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReadBytes+(1<<20)), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		return nil, err

@@ -116,6 +116,16 @@ type TransportConfig struct {
 	// never a rejection. It may be called more than once, from several
 	// peers' goroutines.
 	Rejected func(PeerRejection)
+	// DialCreds, when set, secure the connection to peer id (nil:
+	// plaintext). The server side's credentials are the grpc.Server's
+	// (ServerOptions gives plaintext; a node with TLS adds its own
+	// grpc.Creds after them).
+	DialCreds func(id uint64) credentials.TransportCredentials
+	// CheckSender, when set, is called with each incoming stream's context
+	// and the sender each batch claims, before anything in it is
+	// delivered; an error rejects the batch and ends the stream with
+	// PermissionDenied (peer mTLS: the sender's certificate must name it).
+	CheckSender func(ctx context.Context, from uint64) error
 }
 
 // The kinds of PeerRejection; each is the ErrorInfo reason (domain
@@ -397,20 +407,29 @@ func (t *Transport) logf(format string, args ...any) {
 }
 
 // transportCredentials is the one place that decides how peer connections
-// are secured, for both the dialing and the serving side. Insecure for now;
-// TLS replaces it here.
+// are secured when TLS is off, for both the dialing and the serving side
+// (with TLS, the server package gives TransportConfig.DialCreds and the
+// grpc.Server's own credentials).
 func transportCredentials() credentials.TransportCredentials {
 	return insecure.NewCredentials()
+}
+
+// dialCredentials secure the connection this transport dials to peer id.
+func (t *Transport) dialCredentials(id uint64) credentials.TransportCredentials {
+	if t.cfg.DialCreds != nil {
+		return t.cfg.DialCreds(id)
+	}
+	return transportCredentials()
 }
 
 // grpcMessageLimit is the gRPC send and receive limit for peer messages.
 func (t *Transport) grpcMessageLimit() int { return t.cfg.MaxMessageBytes + grpcHeadroom }
 
-// dialOptions are every option the transport dials peers with.
-func (t *Transport) dialOptions() []grpc.DialOption {
+// dialOptions are every option the transport dials peer id with.
+func (t *Transport) dialOptions(id uint64) []grpc.DialOption {
 	limit := t.grpcMessageLimit()
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(transportCredentials()),
+		grpc.WithTransportCredentials(t.dialCredentials(id)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit), grpc.MaxCallRecvMsgSize(limit)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                t.cfg.KeepaliveTime,
@@ -711,7 +730,7 @@ func (t *Transport) runPeer(p *peer) {
 			}
 			var err error
 			if conn == nil {
-				conn, err = grpc.NewClient(t.dialAddress(p), t.dialOptions()...)
+				conn, err = grpc.NewClient(t.dialAddress(p), t.dialOptions(p.id)...)
 				if err != nil {
 					conn = nil
 				}
@@ -900,6 +919,13 @@ func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, 
 			}
 			return err
 		case b := <-batches:
+			if t.cfg.CheckSender != nil {
+				if err := t.cfg.CheckSender(ctx, b.GetFrom()); err != nil {
+					t.rejected.Add(1)
+					t.logf("rejected a batch from node %d: %v", b.GetFrom(), err)
+					return status.Errorf(codes.PermissionDenied, "node %d rejected a batch from node %d: %v", t.cfg.SelfID, b.GetFrom(), err)
+				}
+			}
 			if err := t.receive(b, &sum); err != nil {
 				return err
 			}

@@ -493,7 +493,7 @@ func rawSend(t *testing.T, addr string, b *paxosdpb.PeerBatch) *paxosdpb.PeerSum
 	t.Helper()
 	tr := NewTransport(TransportConfig{}, func(core.Message) {})
 	defer tr.Close()
-	conn, err := grpc.NewClient(addr, tr.dialOptions()...)
+	conn, err := grpc.NewClient(addr, tr.dialOptions(0)...)
 	if err != nil {
 		t.Fatal(err)
 	}

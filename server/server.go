@@ -112,6 +112,11 @@ type Config struct {
 	// GossipProbeInterval is how often gossip probes a peer (default 1 s;
 	// a dead node is reported after a few intervals). Tests use less.
 	GossipProbeInterval time.Duration
+	// TLS, when set, serves TLS on the listener and dials peers and the
+	// master with it (tls.go). Auth, when set, is who may call what
+	// (rpc.Auth); nil serves everyone.
+	TLS  *TLSHolder
+	Auth *rpc.Auth
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -451,7 +456,11 @@ func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 	if len(via) == 0 {
 		return nil, nil, fmt.Errorf("--join lists only this node's own address %s: give the address of a member", cfg.Listen)
 	}
-	cl, err := client.New(via, client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20})
+	copt := client.Options{CallTimeout: 5 * time.Second, Retries: 1 << 20}
+	if cfg.TLS != nil {
+		copt.TLS = cfg.TLS.DialConfig()
+	}
+	cl, err := client.New(via, copt)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--join: %w", err)
 	}
@@ -570,7 +579,8 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	// and so has one that joined (the join was an exchange with it).
 	_, joined := store.Joined()
 	r.heard.Store(len(known) > 0 || joined)
-	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf,
+	ntls := tlsOptions(cfg.TLS)
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf, DialCreds: ntls.peer, CheckSender: ntls.checkSender,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
 		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
 		Refused: func(e *rpc.IncarnationError) {
@@ -646,9 +656,12 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Cluster, r.api.Genesis = cfg.Cluster, maps.Clone(cfg.Peers)
 	r.api.Gossip = r.gossip
 	r.api.Connected = func() bool { return r.heard.Load() || !isFollower() }
+	r.api.DialCreds = ntls.forward
 	// The transport's options carry the message limits and keepalive policy
-	// for every service on this port.
-	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
+	// for every service on this port; TLS, the cluster check and auth come
+	// after them.
+	opts := append(append(r.tr.ServerOptions(), ntls.serverOpts...), rpc.ServerOptions(cfg.Auth, cfg.Cluster)...)
+	r.grpc = grpc.NewServer(append(opts, cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)
 	go r.grpc.Serve(lis)

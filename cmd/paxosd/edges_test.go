@@ -391,6 +391,11 @@ func TestExitCodes(t *testing.T) {
 		{exitUsage, []string{"append", "--endpoints", dead, "--file", "f", "x"}},
 		{exitUsage, []string{"status", "--endpoints", dead, "extra"}},
 		{exitUsage, []string{"bogus-command"}},
+		{exitUsage, []string{"append", "--endpoints", dead, "--cert", "c.pem", "x"}}, // --key missing
+		{exitUsage, []string{"append", "--endpoints", dead, "--cacert", filepath.Join(t.TempDir(), "none.pem"), "x"}},
+		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--cert-file", "c.pem"}},
+		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--peer-cert-file", "c.pem", "--peer-key-file", "k.pem"}},
+		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--auth-tokens-file", filepath.Join(t.TempDir(), "none")}},
 		{exitUsage, []string{"dev", "--nodes", "4", "--base-port", fmt.Sprint(base), "--data-dir", t.TempDir()}},
 		{exitUnavailable, []string{"append", "--endpoints", dead, "--timeout", "1s", "x"}},
 		{exitUnavailable, []string{"read", "--endpoints", dead, "--timeout", "1s", "--from", "0"}},

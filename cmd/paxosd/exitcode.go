@@ -15,7 +15,7 @@ import (
 // The exit codes of paxosd (root --help and docs/operations.md list them).
 const (
 	exitOK          = 0 // success
-	exitRefused     = 1 // refused: bad input, conflict, trimmed, too large, no space (nothing changed, or as the message says)
+	exitRefused     = 1 // refused: bad input, conflict, trimmed, too large, no space, unauthenticated, permission denied (nothing changed, or as the message says)
 	exitUsage       = 2 // bad flags or arguments
 	exitUnknown     = 3 // outcome unknown: an append may or may not have been applied
 	exitUnavailable = 4 // no endpoint answered, or no master within the timeout; nothing applied
@@ -24,7 +24,8 @@ const (
 // exitHelp is the exit-code table of the root --help.
 const exitHelp = `Exit codes:
   0  success
-  1  refused: bad input, a conflict, a trimmed index, an entry too large, no space
+  1  refused: bad input, a conflict, a trimmed index, an entry too large, no space,
+     no or unknown credentials, a role that does not allow the command
      (nothing changed; a streamed append says how many earlier entries were appended)
   2  usage: a bad flag or argument
   3  outcome unknown: an append may or may not have been applied (the message says how to repeat it safely)

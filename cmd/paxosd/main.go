@@ -139,7 +139,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			&cli.Uint64Flag{Name: "min-free-bytes", Value: server.DefaultMinFreeBytes, Usage: "free space the data directory's file system must keep: below it the master refuses appends (RESOURCE_EXHAUSTED, reason NO_SPACE) and an acceptor declines to vote for them, while reads, tails, trims and lease renewals go on; appends resume once space is back (0: no check)"},
 			// For tests only: the node's free bytes come from this file.
 			&cli.StringFlag{Name: "unsafe-disk-free-file", Hidden: true, Usage: "read the free bytes from this file instead of the file system (tests only)"},
-		}, bugFlags...),
+		}, append(securityFlags, bugFlags...)...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -185,7 +185,11 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 					return err
 				}
 			}
-			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers,
+			tlsHolder, auth, security, err := serverSecurity(c, logger.Printf)
+			if err != nil {
+				return err
+			}
+			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers, TLS: tlsHolder, Auth: auth,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
@@ -193,7 +197,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			if err != nil {
 				return err
 			}
-			logger.Printf("paxosd node %d serving on %s, data in %s", c.Uint64("id"), r.Addr(), c.String("data-dir"))
+			logger.Printf("paxosd node %d serving on %s (%s), data in %s", c.Uint64("id"), r.Addr(), security, c.String("data-dir"))
 			select {
 			case <-r.Done():
 			case <-sig.Done():
@@ -348,7 +352,11 @@ func newClient(c *cli.Context) (*client.Client, error) {
 	}
 	// One attempt may take a third of the command's time, so that a hung
 	// endpoint leaves time to try the others.
-	return client.New(eps, client.Options{CallTimeout: max(c.Duration("timeout")/3, 200*time.Millisecond)})
+	opt, err := clientSecurity(c, client.Options{CallTimeout: max(c.Duration("timeout")/3, 200*time.Millisecond)})
+	if err != nil {
+		return nil, err
+	}
+	return client.New(eps, opt)
 }
 
 // flagsAfterValues refuses `append x --flag`: the flag parser stops at the

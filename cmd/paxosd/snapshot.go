@@ -18,9 +18,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/paxosd/paxosd/backup"
+	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/rpc"
@@ -138,10 +138,10 @@ func snapshotSaveCommand() *cli.Command {
 ask the master for the newest) and writes it to FILE.tmp, then renames it to FILE. Appends and trims
 go on meanwhile; the copy is of one point. Progress goes to stderr.
   paxosd snapshot save --endpoints 127.0.0.1:7001 backup.snap`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			clientFlags[0],
 			&cli.DurationFlag{Name: "timeout", Value: time.Hour, Usage: "give up when the whole save takes longer"},
-		},
+		}, tlsClientFlags...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			a, err := oneFile(c)
@@ -151,12 +151,16 @@ go on meanwhile; the copy is of one point. Progress goes to stderr.
 			file := a.file
 			ctx, cancel := context.WithTimeout(context.Background(), a.dur("timeout"))
 			defer cancel()
+			opt, err := clientSecurity(c, client.Options{})
+			if err != nil {
+				return err
+			}
 			var errs []string
 			for _, ep := range strings.Split(a.str("endpoints"), ",") {
 				if ep = strings.TrimSpace(ep); ep == "" {
 					continue
 				}
-				h, sum, n, d, err := saveSnapshot(ctx, ep, file, os.Stderr)
+				h, sum, n, d, err := saveSnapshot(ctx, ep, file, os.Stderr, client.DialOptions(opt)...)
 				if errors.Is(err, errNoStream) {
 					errs = append(errs, err.Error())
 					continue
@@ -178,10 +182,9 @@ var errNoStream = errors.New("no snapshot")
 
 // saveSnapshot saves the log of the node at addr to file (through
 // file.tmp), reporting progress to progress.
-func saveSnapshot(ctx context.Context, addr, file string, progress io.Writer) (backup.Header, []byte, int64, time.Duration, error) {
+func saveSnapshot(ctx context.Context, addr, file string, progress io.Writer, dial ...grpc.DialOption) (backup.Header, []byte, int64, time.Duration, error) {
 	start := time.Now()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := grpc.NewClient(addr, append(dial, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		return backup.Header{}, nil, 0, 0, fmt.Errorf("%w: %s: %v", errNoStream, addr, err)
 	}
