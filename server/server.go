@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/paxosd/paxosd/client"
@@ -111,6 +112,9 @@ type Config struct {
 	// GossipProbeInterval is how often gossip probes a peer (default 1 s;
 	// a dead node is reported after a few intervals). Tests use less.
 	GossipProbeInterval time.Duration
+	// Metrics, when set, receives the node's Prometheus metrics (metrics.go;
+	// NewRegistry makes one per node).
+	Metrics prometheus.Registerer
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -498,6 +502,8 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, RetainBytes: cfg.RetainBytes, RetainAge: cfg.RetainAge, Logf: cfg.Logf,
 		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
 		MinFreeBytes: cfg.MinFreeBytes}
+	nodeMetrics, grpcMetricOpts := r.instrument()
+	ncfg.Metrics = nodeMetrics
 	if f := cfg.UnsafeDiskFreeFile; f != "" {
 		ncfg.DiskFree = func() (uint64, error) {
 			b, err := os.ReadFile(f)
@@ -580,9 +586,10 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Gossip = r.gossip
 	// The transport's options carry the message limits and keepalive policy
 	// for every service on this port.
-	r.grpc = grpc.NewServer(append(r.tr.ServerOptions(), cfg.GRPCOptions...)...)
+	r.grpc = grpc.NewServer(append(append(r.tr.ServerOptions(), grpcMetricOpts...), cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)
+	r.registerDiscovery(ctx, r.grpc) // gRPC health and reflection (health.go)
 	go r.grpc.Serve(lis)
 	gctx, stopGossip := context.WithCancel(ctx)
 	gossipDone := make(chan struct{})
