@@ -47,7 +47,7 @@ func (r *Server) Ready(ctx context.Context) (bool, string) {
 
 // registerDiscovery registers the standard gRPC health service and server
 // reflection on s, and keeps the health of LogServiceName following Ready
-// until ctx ends. The overall health ("") is SERVING while the process
+// until ctx ends or the node stops. The overall health ("") is SERVING while the process
 // serves.
 func (r *Server) registerDiscovery(ctx context.Context, s *grpc.Server) {
 	hs := health.NewServer()
@@ -69,10 +69,12 @@ func (r *Server) registerDiscovery(ctx context.Context, s *grpc.Server) {
 			}
 			select {
 			case <-ctx.Done():
-				hs.Shutdown() // every service NOT_SERVING while stopping
-				return
+			case <-r.node.Done():
 			case <-t.C:
+				continue
 			}
+			hs.Shutdown() // every service NOT_SERVING while stopping
+			return
 		}
 	}()
 }
