@@ -130,6 +130,12 @@ type Status struct {
 	DedupHits    uint64
 	DedupClients int
 	Counters     Counters
+	// LeaseTicks is how many ticks the lease this node counts (its own
+	// while master, else the master's) still runs (0: none).
+	LeaseTicks uint64
+	// Unapplied counts instances learned chosen but not applied yet (a
+	// gap below them is still open).
+	Unapplied int
 	// Members is the membership as applied here (zero when the state
 	// holds none: a static follower that has not learned it).
 	Members members.History
@@ -1364,7 +1370,7 @@ func (n *Node) Advance() { n.durableApplied, n.durableBase = n.readyApplied, n.r
 func (n *Node) Status() Status {
 	st := n.learn.State()
 	s := Status{ID: n.id, Role: "follower", Master: n.Master(), Phase: "idle", Applied: st.Applied,
-		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, Behind: n.cu.Behind(n.now, st.Applied),
+		NextIndex: st.NextIndex, FirstIndex: st.FirstIndex, LeaseTicks: n.lease.Remaining(n.now), Unapplied: n.learn.Pending(), Behind: n.cu.Behind(n.now, st.Applied),
 		DedupHits: n.learn.DuplicateHits(), DedupClients: n.learn.Clients(), Counters: n.counters, Members: st.Members}
 	if n.Removed() {
 		s.Role = "removed"

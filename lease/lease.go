@@ -194,6 +194,18 @@ func (v *View) PlantKeepOnHandover() { v.keepOnOver = true }
 // Held reports whether this node's own lease counts at tick now.
 func (v *View) Held(now uint64) bool { return now < v.holderUntil }
 
+// Remaining returns how many ticks from now the lease this node counts
+// runs on: its own while it holds one, else another node's (0: none).
+func (v *View) Remaining(now uint64) uint64 {
+	switch {
+	case now < v.holderUntil:
+		return v.holderUntil - now
+	case now < v.otherUntil:
+		return v.otherUntil - now
+	}
+	return 0
+}
+
 // PlantForgetOther ends another node's lease at once: the planted bug
 // that lets a failure detector's report end a lease. Only for tests that
 // prove they catch it.

@@ -86,6 +86,8 @@ type Config struct {
 	// (default: statfs of DataDir, the bytes an unprivileged user may
 	// write). Tests replace it.
 	DiskFree func() (uint64, error)
+	// Metrics, when set, are the node's Prometheus metrics (NewMetrics).
+	Metrics *Metrics
 }
 
 // RemovedGrace bounds how long a removed node keeps serving catch-up when
@@ -198,6 +200,8 @@ type Node struct {
 	role   string
 	phase  proposer.Phase
 	ballot idgen.Ballot
+	// lastMaster is the last master this node knew of (Metrics).
+	lastMaster uint64
 }
 
 type proposal struct {
@@ -205,6 +209,7 @@ type proposal struct {
 	trim   uint64
 	change *members.Change
 	result chan instance.Result
+	at     time.Time // when the loop proposed it (with Metrics only)
 }
 
 type readIndexReply struct {
@@ -237,6 +242,12 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status), xferCh: make(chan transferReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{}, declined: map[uint64]time.Time{},
+	}
+	if cfg.Metrics != nil {
+		if err := cfg.Metrics.reg.Register(collector{n}); err != nil {
+			return nil, fmt.Errorf("node metrics: %w", err)
+		}
+		cfg.Metrics.initPeers(cfg.ID, cfg.Members)
 	}
 	st := c.Applied() // the stored state, with the genesis membership if it had none
 	n.app = applied{next: st.NextIndex, first: st.FirstIndex, instance: st.Applied, members: st.Members, changed: make(chan struct{})}
@@ -388,6 +399,9 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 		n.logRole()
+		if n.cfg.Metrics != nil {
+			n.countMaster()
+		}
 	}
 }
 
@@ -466,6 +480,9 @@ func (n *Node) propose(p *proposal) {
 	if err != nil {
 		p.result <- instance.Result{Err: err}
 		return
+	}
+	if n.cfg.Metrics != nil {
+		p.at = time.Now()
 	}
 	n.waiting[p.p.Req] = p
 }
@@ -556,8 +573,15 @@ func (n *Node) handleReady() error {
 		for _, m := range rd.Messages {
 			n.tr.Send(m)
 		}
+		var began time.Time
+		if n.cfg.Metrics != nil {
+			began = time.Now()
+		}
 		if err := n.store.Save(&rd); err != nil {
 			return fmt.Errorf("persist: %w", err)
+		}
+		if n.cfg.Metrics != nil {
+			n.cfg.Metrics.observeReady(&rd, rd.MustSync(), time.Since(began))
 		}
 		if in := rd.Install; in != nil {
 			n.cfg.Logf("node %d: installed a peer's base at instance %d: log [%d,%d), %d exactly-once clients",
@@ -569,6 +593,9 @@ func (n *Node) handleReady() error {
 		for _, r := range rd.Results {
 			if p, ok := n.waiting[r.Req]; ok {
 				delete(n.waiting, r.Req)
+				if n.cfg.Metrics != nil && r.Err == nil && p.trim == 0 && p.change == nil {
+					n.cfg.Metrics.commitSeconds.Observe(time.Since(p.at).Seconds())
+				}
 				p.result <- r
 			}
 		}
@@ -720,7 +747,27 @@ func (n *Node) Append(ctx context.Context, entries [][]byte, clientID, seq uint6
 	if expected != nil {
 		p.p.Expected, p.p.HasExpected = *expected, true
 	}
-	return n.submit(ctx, p)
+	if n.cfg.Metrics == nil {
+		return n.submit(ctx, p)
+	}
+	began := time.Now()
+	r, err := n.submit(ctx, p)
+	if err == nil {
+		n.cfg.Metrics.appendSeconds.Observe(time.Since(began).Seconds())
+	}
+	return r, err
+}
+
+// countMaster counts a change of the master this node knows of (Metrics):
+// a lapse with no master known does not count, the next master does if it
+// is another node.
+func (n *Node) countMaster() {
+	if m := n.core.Master(); m != 0 && m != n.lastMaster {
+		if n.lastMaster != 0 {
+			n.cfg.Metrics.masterChanges.Inc()
+		}
+		n.lastMaster = m
+	}
 }
 
 // Trim asks the master to drop user entries below before.

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/paxosd/paxosd/client"
@@ -117,6 +118,9 @@ type Config struct {
 	// (rpc.Auth); nil serves everyone.
 	TLS  *TLSHolder
 	Auth *rpc.Auth
+	// Metrics, when set, receives the node's Prometheus metrics (metrics.go;
+	// NewRegistry makes one per node).
+	Metrics prometheus.Registerer
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -533,6 +537,8 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, RetainBytes: cfg.RetainBytes, RetainAge: cfg.RetainAge, Logf: cfg.Logf,
 		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
 		MinFreeBytes: cfg.MinFreeBytes}
+	nodeMetrics, grpcMetricOpts := r.instrument()
+	ncfg.Metrics = nodeMetrics
 	if f := cfg.UnsafeDiskFreeFile; f != "" {
 		ncfg.DiskFree = func() (uint64, error) {
 			b, err := os.ReadFile(f)
@@ -658,12 +664,13 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Connected = func() bool { return r.heard.Load() || !isFollower() }
 	r.api.DialCreds = ntls.forward
 	// The transport's options carry the message limits and keepalive policy
-	// for every service on this port; TLS, the cluster check and auth come
-	// after them.
+	// for every service on this port; TLS, the cluster check, auth and the
+	// gRPC metrics come after them.
 	opts := append(append(r.tr.ServerOptions(), ntls.serverOpts...), rpc.ServerOptions(cfg.Auth, cfg.Cluster)...)
-	r.grpc = grpc.NewServer(append(opts, cfg.GRPCOptions...)...)
+	r.grpc = grpc.NewServer(append(append(opts, grpcMetricOpts...), cfg.GRPCOptions...)...)
 	r.tr.Register(r.grpc)
 	r.api.Register(r.grpc)
+	r.registerDiscovery(ctx, r.grpc) // gRPC health and reflection (health.go)
 	go r.grpc.Serve(lis)
 	gctx, stopGossip := context.WithCancel(ctx)
 	gossipDone := make(chan struct{})

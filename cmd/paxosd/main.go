@@ -102,6 +102,10 @@ a few round trips rather than a lease. It also gossips (TCP and UDP) on a port i
 the others through the API (--gossip-listen fixes it, or turns gossip off); paxosd members list
 shows who gossip sees alive, an opinion that safety never depends on.
 
+Monitoring: --metrics-addr 127.0.0.1:9464 serves Prometheus metrics (/metrics), /healthz and
+/readyz; the client port answers gRPC health checks (grpc.health.v1.Health, service
+paxosd.v1.LogService) and server reflection (grpcurl -plaintext HOST:PORT list).
+
 A new node joins a running cluster as a follower with --join (any members' addresses,
 no --peers), and becomes a voter with paxosd members promote:
   paxosd server --id 4 --listen 127.0.0.1:7004 --data-dir /var/lib/paxosd/4 --join 127.0.0.1:7001,127.0.0.1:7002
@@ -139,7 +143,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			&cli.Uint64Flag{Name: "min-free-bytes", Value: server.DefaultMinFreeBytes, Usage: "free space the data directory's file system must keep: below it the master refuses appends (RESOURCE_EXHAUSTED, reason NO_SPACE) and an acceptor declines to vote for them, while reads, tails, trims and lease renewals go on; appends resume once space is back (0: no check)"},
 			// For tests only: the node's free bytes come from this file.
 			&cli.StringFlag{Name: "unsafe-disk-free-file", Hidden: true, Usage: "read the free bytes from this file instead of the file system (tests only)"},
-		}, append(securityFlags, bugFlags...)...),
+		}, append(append(securityFlags, bugFlags...), metricsFlags...)...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -189,14 +193,20 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			if err != nil {
 				return err
 			}
+			mon, err := openMonitor(c) // --metrics-addr (metrics.go)
+			if err != nil {
+				return err
+			}
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers, TLS: tlsHolder, Auth: auth,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
-				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file")})
+				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file"), Metrics: mon.registry()})
 			if err != nil {
+				mon.close()
 				return err
 			}
+			mon.serve(r, logger.Printf)
 			logger.Printf("paxosd node %d serving on %s (%s), data in %s", c.Uint64("id"), r.Addr(), security, c.String("data-dir"))
 			select {
 			case <-r.Done():

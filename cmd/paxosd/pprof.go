@@ -16,11 +16,7 @@ func servePprof(addr string, logf func(string, ...any)) error {
 		return fmt.Errorf("--pprof: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	addPprof(mux)
 	go func() {
 		if err := http.Serve(l, mux); err != nil {
 			logf("pprof server stopped: %v", err)
@@ -28,4 +24,13 @@ func servePprof(addr string, logf func(string, ...any)) error {
 	}()
 	logf("pprof on http://%s/debug/pprof/", l.Addr())
 	return nil
+}
+
+// addPprof adds Go's profile handlers (/debug/pprof/) to mux.
+func addPprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
