@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -350,7 +351,14 @@ func (s *LogServer) conn(addr string) (*grpc.ClientConn, error) {
 	if s.DialCreds != nil {
 		creds = s.DialCreds
 	}
+	// A connection that failed (the node was not up yet when gossip
+	// discovery asked it, or it restarted) fails every call at once until
+	// its backoff ends; gRPC's default backoff grows to two minutes, which
+	// would fail forwards to a master that is up all that time. Reconnect
+	// within a second instead.
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReadBytes+(1<<20)), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
 		return nil, err
