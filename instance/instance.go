@@ -969,8 +969,13 @@ func (n *Node) install(s core.Snapshot) {
 	// when, so count it from now; our own lease, if any, is not ours to use.
 	n.lease.Restore(n.now)
 	if s.State.LeaseHolder != 0 {
-		// Likewise the guard: the base's lease may still run.
-		n.guard.Applied(n.now, n.cfg.LeaseTicks, s.State.Applied, s.State.LeaseHolder)
+		// Likewise the guard: the base's lease may still run. It was
+		// chosen below the base's Applied (instances below it are
+		// applied), not in it: a lease chosen in instance Applied, the
+		// first this node applies after the base, is a later one and must
+		// move the guard (lease.Guard.Applied leaves a guard of the same
+		// instance alone).
+		n.guard.Applied(n.now, n.cfg.LeaseTicks, s.State.Applied-1, s.State.LeaseHolder)
 	}
 	if n.voter {
 		n.prop.ForgetBelow(s.State.Applied)

@@ -74,13 +74,12 @@ func newInvariants(w *world) *invariants {
 // latest accepted leases name different holders, it promises nobody
 // (holder lease.Everyone).
 //
-// A lease chosen in a higher instance than the guarded one, applied, moves
-// the guard to its holder (lease.Guard.Applied). The simulator sees only
-// that the applied lease version changed in an event, not in which
-// instance, nor whether the change came from an installed base (which
-// moves no guard): it then lets the acceptor promise either the old holder
-// or the new one (alt), and no one else until the earlier of the two
-// guards' ends.
+// A lease chosen in a higher instance than the guarded one, applied (or
+// found in an installed base), moves the guard to its holder
+// (lease.Guard.Applied). The simulator sees only that the applied lease
+// version changed in an event, not in which instance: it then lets the
+// acceptor promise either the old holder or the holder of the lease applied
+// last (alt), and no one else until the earlier of the two guards' ends.
 type leaseGuard struct {
 	holder   uint64
 	alt      uint64

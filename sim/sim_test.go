@@ -385,6 +385,10 @@ var membershipRegressions = []struct {
 	{194, 5, "a voter that had not applied the membership naming a replaced node's new directory refused it, and the replaced " +
 		"node (and a rejoining one) stopped, as the runtime did (found by the chaos suite too): a directory that joined, or " +
 		"one its own membership names, now carries on when refused"},
+	{5742, 5, "a node installed a base whose lease named node 5 and then applied, in the base's first instance, node 3's lease: " +
+		"the guard took the base's lease as chosen in that instance (the base's Applied), so the later lease did not move it, and " +
+		"the node promised node 5 while node 3's lease ran. A base's lease now guards as chosen below the base"},
+	{7449, 5, "the same guard left on a base's holder as seed 5742"},
 }
 
 func TestMembershipRegressionSeeds(t *testing.T) {
