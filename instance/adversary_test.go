@@ -319,24 +319,7 @@ func TestResentLeaseAcceptDoesNotRearmGuard(t *testing.T) {
 // node 3's lease ran (seeds 5742 and 7449 of the 5-node 20,000-seed run).
 func TestBaseLeaseGuardsBelowTheBase(t *testing.T) {
 	l := newLone(t, config(1, 1, &store{}, instance.BugNone), instance.Durable{})
-	l.n.Tick()
-	l.flush()
-	l.out = nil
-	l.step(core.Message{Type: core.MsgProbeResp, From: 3, Committed: 100})
-	req := l.take(3, core.MsgLearnReq)
-	if len(req) != 1 {
-		t.Fatalf("no learn request to 3: %v", l.out)
-	}
-	l.step(core.Message{Type: core.MsgLearnResp, From: 3, Committed: 100, Instance: req[0].Instance, End: 50, After: req[0].After, Reject: true})
-	snap := l.take(3, core.MsgSnapReq)
-	if len(snap) != 1 {
-		t.Fatalf("no SnapReq to 3 after its refusal: %v", l.out)
-	}
-	base := core.SnapChunk{State: core.ApplyState{Applied: 50, LeaseHolder: 2, LeaseVersion: 1}, Done: true}
-	l.step(core.Message{Type: core.MsgSnapResp, From: 3, Committed: 100, Instance: snap[0].Instance, End: snap[0].End, After: snap[0].After, Snap: &base})
-	if got := l.n.Applied().Applied; got != 50 {
-		t.Fatalf("applied %d after the base, want 50", got)
-	}
+	l.installBase(3, 100, core.ApplyState{Applied: 50, LeaseHolder: 2, LeaseVersion: 1})
 	l.learn(3, 50, leaseCmd(3, 1, 9))
 	if st := l.n.Applied(); st.LeaseHolder != 3 {
 		t.Fatalf("lease holder %d after instance 50, want 3", st.LeaseHolder)

@@ -819,6 +819,9 @@ func (n *Node) step(m core.Message) {
 		}
 		if !reply.Reject {
 			n.guard.Accepted(n.now, n.cfg.LeaseTicks, m.Ballot, m.Instance, m.Value)
+			// A lease re-proposed in an instance this node applied is
+			// older than the one it applied since, if another's.
+			n.guard.Decided(n.now, n.cfg.LeaseTicks, n.learn.Applied(), n.learn.State().LeaseHolder)
 			n.lease.Accepted(n.now, m.Instance, m.Ballot, m.Value)
 			if rec != nil { // a first acceptance, not a resend
 				n.heardProposer(m.From)
@@ -1052,6 +1055,9 @@ func (n *Node) apply(a learner.Applied) {
 			n.guard.Applied(n.now, n.cfg.LeaseTicks, a.Instance, lc.Holder)
 		}
 	}
+	// A lease the guard follows, accepted in this instance for another
+	// holder and not chosen here, never will be (lease.Guard.Decided).
+	n.guard.Decided(n.now, n.cfg.LeaseTicks, a.Instance+1, n.learn.State().LeaseHolder)
 	if a.Members {
 		n.reconfigure()
 	}

@@ -90,24 +90,52 @@ func (g *Guard) Accepted(now, ticks uint64, b idgen.Ballot, i uint64, v core.Val
 
 // Applied notes that a lease for holder, chosen in instance i, applied at
 // tick now (its compare-and-set matched: holder is the lease's holder from
-// now on). A guard of a lease in a lower instance moves to holder for a full
-// lease from now: that lease was decided before i, and a lease chosen after
-// it ended it (its holder's phase 1 passed the guards of a quorum, or the
-// holder handed it over, or the master that re-proposed it stopped counting
-// its own). Without this, a voter that restarted or fell behind, and so
-// accepted none of the newer lease, would guard the old holder (often the
-// master that just handed over) for a full lease and refuse the new one.
-// A guard of a lease in instance i or above is left alone: it may be newer.
-// An empty guard is armed, and one of the same holder renewed: a node that
-// applied a lease it never accepted (a follower, one that was behind) and
-// then votes (promoted to voter) guards it, so that a quorum of a
-// configuration two changes later still holds a guard of every lease that
-// may be on (docs/protocol.md §10).
+// now on). What the guard does depends on where the lease it follows was
+// accepted:
+//
+//   - nowhere (no guard), or in a lower instance: the guard moves to holder
+//     for a full lease from now. The guarded lease was decided before i, and
+//     a lease chosen after it ended it (its holder's phase 1 passed the
+//     guards of a quorum, or the holder handed it over, or the master that
+//     re-proposed it stopped counting its own). Without this, a voter that
+//     restarted or fell behind, and so accepted none of the newer lease,
+//     would guard the old holder (often the master that just handed over)
+//     for a full lease and refuse the new one. An empty guard is armed, and
+//     one of the same holder renewed: a node that applied a lease it never
+//     accepted (a follower, one that was behind) and then votes (promoted
+//     to voter) guards it, so that a quorum of a configuration two changes
+//     later still holds a guard of every lease that may be on
+//     (docs/protocol.md §10).
+//   - in instance i itself, for another holder: another value was chosen
+//     there, so the guarded lease never was and nobody counts it. The guard
+//     moves to holder, as above.
+//   - in instance i or above, for the same holder: it is left alone.
+//   - above i, for another holder: the guarded lease may yet be chosen, and
+//     then it is the newer one, or never. Until its instance is decided
+//     (Decided), which of the two leases is on cannot be told: the guard
+//     refuses everyone, until the later of the two guards' ends.
 func (g *Guard) Applied(now, ticks, i, holder uint64) {
-	if g.anyOrder || g.holder != 0 && g.instance >= i {
+	switch {
+	case g.anyOrder:
+	case g.holder == 0 || g.instance < i || g.instance == i && g.holder != holder:
+		g.holder, g.until, g.instance = holder, now+ticks, i
+	case g.holder != holder:
+		g.holder, g.until = Everyone, max(g.until, now+ticks)
+	}
+}
+
+// Decided notes that every instance below applied is applied, at tick now,
+// and that holder (0: none) holds the lease in the applied state. A guard
+// of a lease accepted below applied for another holder follows a lease
+// that was never chosen (chosen, it would have moved the guard or named
+// the holder) or that a later one ended: it moves to holder for a full
+// lease from now. A guard of a lease at applied or above may be newer, and
+// is left alone.
+func (g *Guard) Decided(now, ticks, applied, holder uint64) {
+	if g.anyOrder || holder == 0 || g.holder == 0 || g.holder == holder || g.instance >= applied {
 		return
 	}
-	g.holder, g.until, g.instance = holder, now+ticks, i
+	g.holder, g.until, g.instance = holder, now+ticks, applied-1
 }
 
 // Restore rebuilds the guard at a restart, at tick now: applied is the

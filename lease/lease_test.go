@@ -234,21 +234,23 @@ func TestViewReproposedForeign(t *testing.T) {
 }
 
 // A lease chosen in a higher instance than the guarded one, once applied,
-// moves the guard to its holder for a full lease from the apply; one in
-// the guarded instance or below leaves the guard alone (the guarded lease
-// may be newer), and so does an acceptor that guards no one. With the
+// moves the guard to its holder for a full lease from the apply, and so
+// does one chosen in the guarded instance itself (the guarded lease was
+// not chosen there). One in a lower instance, for another holder, leaves
+// the guard refusing everyone until the later of the two ends: either
+// lease may be the one on until the guarded instance is decided. With the
 // guard-old-lease bug planted, applied leases move nothing.
 func TestGuardApplied(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		guarded uint64 // instance of the guarded lease (node 1's)
 		applied uint64 // instance of node 2's lease, applied
-		want    uint64 // the holder guarded after
+		want    uint64 // the holder guarded after (lease.Everyone: nobody is promised)
 		until   uint64 // refuses others until then
 	}{
 		{"a later instance moves it", 3, 5, 2, 150},
-		{"a lower instance does not", 5, 3, 1, 110},
-		{"the same instance does not", 5, 5, 1, 110},
+		{"a lower instance refuses everyone", 5, 3, lease.Everyone, 150},
+		{"the same instance moves it", 5, 5, 2, 150},
 	} {
 		for _, planted := range []bool{false, true} {
 			var g lease.Guard
@@ -280,6 +282,15 @@ func TestGuardApplied(t *testing.T) {
 	if !g.Refuses(200, 3) || g.Refuses(220, 3) {
 		t.Error("an applied renewal did not renew the guard")
 	}
+	// The same holder's lease applied at or below the guarded instance
+	// leaves the guard as it was.
+	g = lease.Guard{}
+	g.Accepted(10, 100, ballot(1, 0), 5, leaseFor(2))
+	g.Applied(50, 100, 5, 2)
+	g.Applied(60, 100, 4, 2)
+	if g.Refuses(70, 2) || !g.Refuses(109, 3) || g.Refuses(110, 3) {
+		t.Error("the guarded holder's own lease, applied at or below the guarded instance, changed the guard")
+	}
 	g = lease.Guard{}
 	// A restart that could not tell two leases apart refuses everyone, until
 	// a lease chosen above both applies.
@@ -290,6 +301,59 @@ func TestGuardApplied(t *testing.T) {
 	g.Applied(20, 100, 6, 2)
 	if g.Refuses(30, 2) || !g.Refuses(30, 3) || g.Refuses(120, 3) {
 		t.Error("a lease chosen above the restored ones did not move the guard to its holder for a lease")
+	}
+}
+
+// Once the guarded lease's instance is applied and the applied state names
+// another holder, the guarded lease was never chosen (or a later one ended
+// it): Decided moves the guard to the applied holder for a full lease. A
+// guard of a lease in an instance not yet applied is left alone, as is one
+// of the applied holder, and the planted guard-old-lease bug moves nothing.
+func TestGuardDecided(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		applied uint64 // instances below it are applied
+		holder  uint64 // the applied state's lease holder
+		want    uint64 // the holder guarded after
+		until   uint64
+	}{
+		{"the guarded instance applied, another holder", 6, 2, 2, 150},
+		{"the guarded instance not yet applied", 5, 2, 1, 110},
+		{"the guarded holder applied", 6, 1, 1, 110},
+		{"no lease applied", 6, 0, 1, 110},
+	} {
+		for _, planted := range []bool{false, true} {
+			var g lease.Guard
+			if planted {
+				g.PlantAnyOrder()
+			}
+			g.Accepted(10, 100, ballot(1, 0), 5, leaseFor(1))
+			g.Decided(50, 100, tc.applied, tc.holder)
+			want, until := tc.want, tc.until
+			if planted {
+				want, until = 1, 110
+			}
+			for _, from := range []uint64{1, 2, 3} {
+				if got := g.Refuses(60, from); got != (from != want) {
+					t.Errorf("%s (planted %v): Refuses(%d) = %v, want the guard on %d", tc.name, planted, from, got, want)
+				}
+			}
+			if !g.Refuses(until-1, 3) || g.Refuses(until, 3) {
+				t.Errorf("%s (planted %v): the guard does not end at %d", tc.name, planted, until)
+			}
+		}
+	}
+	// A guard refusing everyone (two leases that could not be told apart)
+	// follows the applied holder once the later instance is decided.
+	var g lease.Guard
+	g.Accepted(10, 100, ballot(1, 0), 5, leaseFor(1))
+	g.Applied(20, 100, 3, 2)
+	if !g.Refuses(30, 1) || !g.Refuses(30, 2) {
+		t.Fatal("a lease applied below the guarded one, for another holder, did not make the guard refuse everyone")
+	}
+	g.Decided(40, 100, 6, 2)
+	if g.Refuses(50, 2) || !g.Refuses(50, 1) || !g.Refuses(139, 3) || g.Refuses(140, 3) {
+		t.Error("once the guarded instance applied without its lease, the guard did not follow the applied holder for a lease")
 	}
 }
 

@@ -188,17 +188,32 @@ func (v *invariants) restarted(n *node) {
 	v.versions[n.id] = n.disk.state.LeaseVersion
 }
 
-// leaseApplied looks at n's applied lease version at tick now: if a lease
-// was applied since it last looked, its guard may have moved to the new
-// holder.
+// leaseApplied looks at n's applied state at tick now. A lease applied
+// since it last looked arms an empty guard (docs/protocol.md §10). Once the
+// guarded lease's instance is applied and the state names another holder,
+// the guarded lease was never chosen or a later one ended it: the guard
+// follows the applied holder (lease.Guard.Decided), and the old holder is
+// no longer allowed. A lease applied while the guarded instance is still
+// open may be older or newer than the guarded one: either holder is
+// allowed (alt) until the earlier of the two guards' ends.
 func (v *invariants) leaseApplied(n *node, now uint64) {
 	st := n.core.Applied()
-	if st.LeaseVersion == v.versions[n.id] {
-		return
-	}
+	changed := st.LeaseVersion != v.versions[n.id]
 	v.versions[n.id] = st.LeaseVersion
-	if g := v.guards[n.id]; g.holder != 0 && g.holder != st.LeaseHolder {
-		g.alt, g.until = st.LeaseHolder, min(g.until, now+n.cfg.LeaseTicks)
+	g, h := v.guards[n.id], st.LeaseHolder
+	switch {
+	case h == 0 || g.holder == h:
+	case g.holder == 0:
+		if changed {
+			v.guards[n.id] = leaseGuard{holder: h, until: now + n.cfg.LeaseTicks}
+		}
+	case g.instance < st.Applied:
+		// The guard's ballot and instance stay: the acceptor counts the
+		// applied lease at an instance at or above the guarded one, so an
+		// Accept it takes, the model takes too.
+		v.guards[n.id] = leaseGuard{holder: h, ballot: g.ballot, instance: g.instance, until: now + n.cfg.LeaseTicks}
+	case changed:
+		g.alt, g.until = h, min(g.until, now+n.cfg.LeaseTicks)
 		v.guards[n.id] = g
 	}
 }
