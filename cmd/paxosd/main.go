@@ -60,7 +60,7 @@ func newApp() *cli.App {
 			serverCommand(), devCommand(), versionCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
 			snapshotCommand(),
-			benchCommand(),
+			benchCommand(), completionCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "paxosd: unknown command %q; see paxosd --help\n", name)
