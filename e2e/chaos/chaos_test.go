@@ -289,7 +289,7 @@ func firstLines(s string, n int) string {
 // over TLS, and --auth-tokens-file; the workload, the nemesis (its
 // wipe-replace joins and membership changes), the trimmer and the checks
 // all connect with the CA and a token. PAXOSD_CHAOS_TLS_DURATION changes
-// its length (default 20 s of faults).
+// its length (default 20 s of faults), PAXOSD_CHAOS_FAULTS its faults.
 func TestChaosTLSAuth(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
@@ -324,6 +324,7 @@ func TestChaosTLSAuth(t *testing.T) {
 		Nodes:    nodes,
 		Seed:     uint64(envInt(t, "PAXOSD_CHAOS_SEED", defaultSeed)),
 		Duration: envDuration(t, "PAXOSD_CHAOS_TLS_DURATION", 20*time.Second),
+		Weights:  envFaults(t),
 		Security: sec,
 		Logf:     t.Logf,
 	}
