@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/e2e/internal/testca"
 )
 
 // A node with --auth-tokens-file answers a caller without a token with
@@ -164,16 +165,16 @@ func TestAuthCertNames(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "paxosd")
-	cert, key := ca.issue("node", "node")
-	alice, aliceKey := ca.issue("alice", "alice")
-	mallory, malloryKey := ca.issue("mallory", "mallory")
+	ca := testca.New(t, dir, "paxosd")
+	cert, key := ca.Issue("node", "node")
+	alice, aliceKey := ca.Issue("alice", "alice")
+	mallory, malloryKey := ca.Issue("mallory", "mallory")
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte("cert:alice writer\ncert:node admin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := newCluster(t, 3, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca.file, "--auth-tokens-file", tokens)
-	m := waitMaster(t, c, tlsClient(t, c.addrs, ca.file, cert, key))
+	c := newCluster(t, 3, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca.File, "--auth-tokens-file", tokens)
+	m := waitMaster(t, c, tlsClient(t, c.addrs, ca.File, cert, key))
 	other := c.addrs[(m+1)%3]
 	ctx := context.Background()
 	code := func(err error) codes.Code {
@@ -183,17 +184,17 @@ func TestAuthCertNames(t *testing.T) {
 		}
 		return status.Code(err)
 	}
-	as := tlsClient(t, []string{other}, ca.file, alice, aliceKey)
+	as := tlsClient(t, []string{other}, ca.File, alice, aliceKey)
 	if _, err := as.Append(ctx, []byte("by-alice")); err != nil {
 		t.Fatalf("append as cert:alice (writer) through a node that forwards: %v", err)
 	}
 	if _, err := as.Trim(ctx, 1); code(err) != codes.PermissionDenied {
 		t.Errorf("trim as cert:alice (writer): %v, want PermissionDenied", err)
 	}
-	if _, err := tlsClient(t, []string{other}, ca.file, mallory, malloryKey).Append(ctx, []byte("by-mallory")); code(err) != codes.Unauthenticated {
+	if _, err := tlsClient(t, []string{other}, ca.File, mallory, malloryKey).Append(ctx, []byte("by-mallory")); code(err) != codes.Unauthenticated {
 		t.Errorf("append as an unlisted certificate: %v, want Unauthenticated", err)
 	}
-	if _, err := tlsClient(t, []string{other}, ca.file, "", "").Read(ctx, 0, 10, true); code(err) != codes.Unauthenticated {
+	if _, err := tlsClient(t, []string{other}, ca.File, "", "").Read(ctx, 0, 10, true); code(err) != codes.Unauthenticated {
 		t.Errorf("read with neither token nor certificate: %v, want Unauthenticated", err)
 	}
 	r, err := as.Read(ctx, 0, 10, false)

@@ -2,106 +2,18 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/e2e/internal/testca"
 )
-
-// testCA is a certificate authority made in the test, with crypto/x509.
-type testCA struct {
-	t    *testing.T
-	dir  string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	file string // the CA's PEM certificate
-}
-
-var serial int64 = 1
-
-func newTestCA(t *testing.T, dir, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{t: t, dir: dir, cert: cert, key: key, file: filepath.Join(dir, name+"-ca.pem")}
-	writePEM(t, ca.file, "CERTIFICATE", der)
-	return ca
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	// Written aside and renamed: a node reloading never reads half a file.
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// issue writes a certificate named cn (for 127.0.0.1, server and client
-// authentication) and its key to name.pem and name-key.pem, and returns
-// the two files.
-func (ca *testCA) issue(name, cn string, uris ...string) (certFile, keyFile string) {
-	t := ca.t
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial++
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	for _, u := range uris {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.URIs = append(tmpl.URIs, pu)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
-	writePEM(t, certFile, "CERTIFICATE", der)
-	return certFile, keyFile
-}
 
 // tlsClient is a Go client of c over TLS, trusting ca, with the client
 // certificate (cert, key) when given.
@@ -143,23 +55,23 @@ func TestTLSCluster(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "paxosd")
-	cert, key := ca.issue("node", "node")
-	ccert, ckey := ca.issue("client", "client")
-	c := newCluster(t, 3, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca.file, "--client-cert-auth")
-	cl := tlsClient(t, c.addrs, ca.file, ccert, ckey)
+	ca := testca.New(t, dir, "paxosd")
+	cert, key := ca.Issue("node", "node")
+	ccert, ckey := ca.Issue("client", "client")
+	c := newCluster(t, 3, "--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca.File, "--client-cert-auth")
+	cl := tlsClient(t, c.addrs, ca.File, ccert, ckey)
 	m := waitMaster(t, c, cl)
 	other := c.addrs[(m+1)%3] // not the master: it forwards
-	fwd := tlsClient(t, []string{other}, ca.file, ccert, ckey)
+	fwd := tlsClient(t, []string{other}, ca.File, ccert, ckey)
 	if _, err := fwd.Append(context.Background(), []byte("over-tls")); err != nil {
 		t.Fatalf("append through node %s (forwarding to the master over TLS): %v", other, err)
 	}
-	out, errb, code := runCLI(t, "", "append", "--endpoints", other, "--cacert", ca.file, "--cert", ccert, "--key", ckey, "cli-flags")
+	out, errb, code := runCLI(t, "", "append", "--endpoints", other, "--cacert", ca.File, "--cert", ccert, "--key", ckey, "cli-flags")
 	if code != 0 {
 		t.Fatalf("paxosd append with --cacert --cert --key: exit %d: %s%s", code, out, errb)
 	}
 	cmd := []string{"read", "--endpoints", strings.Join(c.addrs, ","), "--from", "0"}
-	t.Setenv("PAXOSD_CACERT", ca.file)
+	t.Setenv("PAXOSD_CACERT", ca.File)
 	t.Setenv("PAXOSD_CERT", ccert)
 	t.Setenv("PAXOSD_KEY", ckey)
 	out, errb, code = runCLI(t, "", cmd...)
@@ -171,7 +83,7 @@ func TestTLSCluster(t *testing.T) {
 		t.Fatalf("paxosd bench over TLS: exit %d: %s%s", code, out, errb)
 	}
 	// Without a client certificate the handshake fails: nothing is served.
-	nocert := tlsClient(t, c.addrs[:1], ca.file, "", "")
+	nocert := tlsClient(t, c.addrs[:1], ca.File, "", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := nocert.Status(ctx, c.addrs[0]); err == nil {
@@ -186,11 +98,11 @@ func TestTLSMismatch(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "paxosd")
-	cert, key := ca.issue("node", "node")
+	ca := testca.New(t, dir, "paxosd")
+	cert, key := ca.Issue("node", "node")
 	tlsNode := newCluster(t, 1, "--cert-file", cert, "--key-file", key)
 	plainNode := newCluster(t, 1)
-	waitMaster(t, tlsNode, tlsClient(t, tlsNode.addrs, ca.file, "", ""))
+	waitMaster(t, tlsNode, tlsClient(t, tlsNode.addrs, ca.File, "", ""))
 	waitMaster(t, plainNode, plainNode.client(t))
 
 	for _, tc := range []struct {
@@ -199,7 +111,7 @@ func TestTLSMismatch(t *testing.T) {
 		want string
 	}{
 		{"plaintext client, TLS node", []string{"--endpoints", tlsNode.addrs[0]}, "--cacert"},
-		{"TLS client, plaintext node", []string{"--endpoints", plainNode.addrs[0], "--cacert", ca.file}, "TLS"},
+		{"TLS client, plaintext node", []string{"--endpoints", plainNode.addrs[0], "--cacert", ca.File}, "TLS"},
 	} {
 		start := time.Now()
 		out, errb, code := runCLI(t, "", append([]string{"append", "--timeout", "3s"}, append(tc.args, "x")...)...)
@@ -221,12 +133,12 @@ func TestTLSReload(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "paxosd")
-	cert, key := ca.issue("node", "before")
+	ca := testca.New(t, dir, "paxosd")
+	cert, key := ca.Issue("node", "before")
 	c := newCluster(t, 1, "--cert-file", cert, "--key-file", key)
-	waitMaster(t, c, tlsClient(t, c.addrs, ca.file, "", ""))
+	waitMaster(t, c, tlsClient(t, c.addrs, ca.File, "", ""))
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	served := func() string {
 		conn, err := tls.Dial("tcp", c.addrs[0], &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
 		if err != nil {
@@ -238,11 +150,11 @@ func TestTLSReload(t *testing.T) {
 	if got := served(); got != "before" {
 		t.Fatalf("the node serves %q, want before", got)
 	}
-	ca.issue("node", "after") // same files, new certificate
+	ca.Issue("node", "after") // same files, new certificate
 	c.procs[0].Process.Signal(syscall.SIGHUP)
 	waitFor(t, "the node to serve the new certificate", func() bool { return served() == "after" })
 	// And it still serves the API over TLS.
-	if _, err := tlsClient(t, c.addrs, ca.file, "", "").Append(context.Background(), []byte("after-reload")); err != nil {
+	if _, err := tlsClient(t, c.addrs, ca.File, "", "").Append(context.Background(), []byte("after-reload")); err != nil {
 		t.Fatalf("append after the reload: %v", err)
 	}
 }
@@ -256,20 +168,20 @@ func TestPeerTLS(t *testing.T) {
 		t.Skip("starts real processes")
 	}
 	dir := t.TempDir()
-	ca := newTestCA(t, dir, "clients")
-	pca := newTestCA(t, dir, "peers")
-	cert, key := ca.issue("node", "node")
-	c := newStoppedCluster(t, 3, "--cert-file", cert, "--key-file", key, "--peer-trusted-ca-file", pca.file)
+	ca := testca.New(t, dir, "clients")
+	pca := testca.New(t, dir, "peers")
+	cert, key := ca.Issue("node", "node")
+	c := newStoppedCluster(t, 3, "--cert-file", cert, "--key-file", key, "--peer-trusted-ca-file", pca.File)
 	for i := range 3 {
 		id := i + 1
 		if i == 2 {
 			id = 2 // node 3 holds a certificate naming member 2
 		}
-		pc, pk := pca.issue(fmt.Sprintf("peer%d", i+1), fmt.Sprintf("node%d", i+1), fmt.Sprintf("paxosd://member/%d", id))
+		pc, pk := pca.Issue(fmt.Sprintf("peer%d", i+1), fmt.Sprintf("node%d", i+1), fmt.Sprintf("paxosd://member/%d", id))
 		c.flags[i] = []string{"--peer-cert-file", pc, "--peer-key-file", pk}
 		c.start(i)
 	}
-	cl := tlsClient(t, c.addrs[:2], ca.file, "", "")
+	cl := tlsClient(t, c.addrs[:2], ca.File, "", "")
 	waitMaster(t, c, cl)
 	if _, err := cl.Append(context.Background(), []byte("peers-over-mtls")); err != nil {
 		t.Fatalf("append with peer mutual TLS (nodes 1 and 2): %v", err)
@@ -279,7 +191,7 @@ func TestPeerTLS(t *testing.T) {
 		return strings.Contains(logs(0)+logs(1), "rejected a batch from node 3: its certificate (CN \"node3\") does not name node 3")
 	})
 	// Node 3 accepts no batch either: nothing reached its log.
-	st, err := tlsClient(t, c.addrs[2:], ca.file, "", "").Status(context.Background(), c.addrs[2])
+	st, err := tlsClient(t, c.addrs[2:], ca.File, "", "").Status(context.Background(), c.addrs[2])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -962,6 +962,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"members", "promote", "--help"}, ""},
 		{[]string{"members", "remove", "--help"}, ""},
 		{[]string{"members", "replace", "--help"}, ""},
+		{[]string{"completion", "--help"}, ""},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			r := run(t, "", tc.args...)

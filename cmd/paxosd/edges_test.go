@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -540,5 +541,54 @@ func TestDevFlags(t *testing.T) {
 	}
 	if !strings.Contains(p.output(), want) {
 		t.Errorf("dev --base-port %d does not print %q:\n%s", base, want, p.output())
+	}
+}
+
+// paxosd dev --metrics serves each node's metrics on consecutive ports from
+// --metrics-base-port and prints them; a busy one fails the start before
+// anything is created, naming it.
+func TestDevMetrics(t *testing.T) {
+	needProcesses(t)
+	tmp := t.TempDir()
+	base, ls := consecutivePorts(t, 3)
+	for _, l := range ls {
+		l.Close()
+	}
+	mbase, mls := consecutivePorts(t, 3)
+	mls[0].Close()
+	mls[2].Close()
+	r := runTmp(t, tmp, "dev", "--base-port", fmt.Sprint(base), "--metrics", "--metrics-base-port", fmt.Sprint(mbase))
+	mls[1].Close()
+	if r.code == 0 || !strings.Contains(r.stderr, mls[1].Addr().String()) || !strings.Contains(r.stderr, "--metrics-base-port") {
+		t.Errorf("dev with a busy metrics port: want an error naming it and suggesting --metrics-base-port\n%v", r)
+	}
+	noDevDirs(t, "dev on a busy metrics port", tmp)
+	if r := runTmp(t, tmp, "dev", "--base-port", fmt.Sprint(base), "--metrics-base-port", fmt.Sprint(mbase)); r.code != exitUsage {
+		t.Errorf("dev --metrics-base-port without --metrics: want exit %d\n%v", exitUsage, r)
+	}
+
+	p := startProc(t, filepath.Join(tmp, "dev.log"), "dev", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(tmp, "data"),
+		"--metrics", "--metrics-base-port", fmt.Sprint(mbase))
+	defer p.stop(t)
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.output(), "Ctrl-C stops the cluster"); {
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("dev --metrics did not start within 20s:\n%s", p.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	masters := 0
+	for i := range 3 {
+		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", mbase+i)
+		if want := fmt.Sprintf("metrics of node %d: %s\n", i+1, url); !strings.Contains(p.output(), want) {
+			t.Errorf("dev --metrics does not print %q:\n%s", want, p.output())
+		}
+		if body := waitHTTP(t, url, http.StatusOK); !strings.Contains(body, "paxosd_node_up 1") {
+			t.Errorf("%s: no paxosd_node_up 1 in:\n%s", url, body)
+		} else if strings.Contains(body, "\npaxosd_is_master 1\n") {
+			masters++
+		}
+	}
+	if masters > 1 {
+		t.Errorf("%d nodes' metrics say they are the master: the nodes do not have a registry each", masters)
 	}
 }

@@ -60,7 +60,7 @@ func newApp() *cli.App {
 			serverCommand(), devCommand(), versionCommand(),
 			appendCommand(), readCommand(), tailCommand(), trimCommand(), statusCommand(), masterCommand(), membersCommand(),
 			snapshotCommand(),
-			benchCommand(),
+			benchCommand(), completionCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "paxosd: unknown command %q; see paxosd --help\n", name)
@@ -243,11 +243,15 @@ func devCommand() *cli.Command {
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of voting members (3 or 5)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "where the nodes keep their data (default: a new temporary directory)"},
 			&cli.IntFlag{Name: "base-port", Value: 7001, Usage: "node i listens on 127.0.0.1:(base-port+i-1)"},
+			&cli.BoolFlag{Name: "metrics", Usage: "serve node i's metrics, /healthz and /readyz (as paxosd server --metrics-addr) on 127.0.0.1:(metrics-base-port+i-1)"},
+			&cli.IntFlag{Name: "metrics-base-port", Value: 9464, Usage: "with --metrics, node i's metrics port is metrics-base-port+i-1"},
 		},
-		Description: `Examples:
+		Description: `Plaintext, every caller served: paxosd server has the TLS and authentication flags.
+Examples:
   paxosd dev                              # 3 nodes on 127.0.0.1:7001-7003, data in a new temporary directory
   paxosd dev --data-dir /tmp/px           # keep the log across runs
-  paxosd dev --nodes 5 --base-port 8001   # 5 nodes on 127.0.0.1:8001-8005`,
+  paxosd dev --nodes 5 --base-port 8001   # 5 nodes on 127.0.0.1:8001-8005
+  paxosd dev --metrics                    # and metrics on http://127.0.0.1:9464-9466/metrics`,
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -258,6 +262,13 @@ func devCommand() *cli.Command {
 			}
 			if base < 1 || base+nodes-1 > 65535 {
 				return usageErr(fmt.Errorf("--base-port %d: pick 1 to %d, so that %d ports from it exist", base, 65535-nodes+1, nodes))
+			}
+			mbase := c.Int("metrics-base-port")
+			if c.IsSet("metrics-base-port") && !c.Bool("metrics") {
+				return usageErr(errors.New("--metrics-base-port needs --metrics"))
+			}
+			if c.Bool("metrics") && (mbase < 1 || mbase+nodes-1 > 65535) {
+				return usageErr(fmt.Errorf("--metrics-base-port %d: pick 1 to %d, so that %d ports from it exist", mbase, 65535-nodes+1, nodes))
 			}
 			peers := map[uint64]string{}
 			var eps []string
@@ -271,6 +282,25 @@ func devCommand() *cli.Command {
 					return busyPort(i, addr, nodes, err)
 				}
 				l.Close()
+			}
+			// The metrics listeners open before anything is created, and
+			// stay open for the nodes.
+			mons := make([]*monitor, nodes)
+			closeMons := func() {
+				for _, m := range mons {
+					m.close()
+				}
+			}
+			if c.Bool("metrics") {
+				for i := range mons {
+					addr := fmt.Sprintf("127.0.0.1:%d", mbase+i)
+					m, err := listenMonitor(addr, false)
+					if err != nil {
+						closeMons()
+						return fmt.Errorf("node %d: metrics address %s: %w; pick %d free ports with --metrics-base-port", i+1, addr, err, nodes)
+					}
+					mons[i] = m
+				}
 			}
 			dir, created := c.String("data-dir"), false
 			if dir == "" {
@@ -286,8 +316,9 @@ func devCommand() *cli.Command {
 			var running []*server.Server
 			for i := 1; i <= nodes; i++ {
 				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i),
-					Cluster: "dev", Logf: logger.Printf})
+					Cluster: "dev", Logf: logger.Printf, Metrics: mons[i-1].registry()})
 				if err != nil {
+					closeMons()
 					for _, r := range running {
 						r.Stop()
 						r.Wait()
@@ -302,6 +333,13 @@ func devCommand() *cli.Command {
 				}
 				running = append(running, r)
 			}
+			metricsLine := ""
+			for i, r := range running {
+				mons[i].serve(r, logger.Printf)
+				if mons[i] != nil {
+					metricsLine += fmt.Sprintf("metrics of node %d: http://%s/metrics\n", i+1, mons[i].lis.Addr())
+				}
+			}
 			epList := strings.Join(eps, ",")
 			export, note := "", "(--endpoints defaults to these addresses)\n"
 			if epList != defaultEndpoints {
@@ -309,7 +347,7 @@ func devCommand() *cli.Command {
 			}
 			fmt.Printf(`paxosd dev: %d nodes on %s
 data directory: %s
-
+%s
 In another terminal, try:
 %s  go run ./cmd/paxosd append hello world
   go run ./cmd/paxosd read --from 0
@@ -317,7 +355,7 @@ In another terminal, try:
   go run ./cmd/paxosd status -w table
 %s
 Ctrl-C stops the cluster; start it again with --data-dir %s to keep the log.
-`, nodes, epList, dir, export, note, dir)
+`, nodes, epList, dir, metricsLine, export, note, dir)
 			var first error
 			for _, r := range running {
 				if err := r.Wait(); err != nil && first == nil {

@@ -39,11 +39,20 @@ func openMonitor(c *cli.Context) (*monitor, error) {
 		}
 		return nil, nil
 	}
-	l, err := net.Listen("tcp", addr)
+	m, err := listenMonitor(addr, c.Bool("metrics-pprof"))
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
-	return &monitor{lis: l, reg: server.NewRegistry(), pprof: c.Bool("metrics-pprof")}, nil
+	return m, nil
+}
+
+// listenMonitor opens a monitor's listener on addr.
+func listenMonitor(addr string, pprof bool) (*monitor, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &monitor{lis: l, reg: server.NewRegistry(), pprof: pprof}, nil
 }
 
 // registry is what server.Config.Metrics gets (nil without a monitor).

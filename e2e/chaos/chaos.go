@@ -43,6 +43,9 @@ type Config struct {
 	// Clients by role (nil: a default mix of 6 clients, 8 with 5 nodes).
 	Roles []Role
 	Bug   string // plant this bug in every node (--bug)
+	// Security, when set, runs the nodes with TLS and authentication,
+	// and every client of the harness with its credentials.
+	Security *Security
 	// OutDir receives the node logs, the history and Porcupine's HTML. It
 	// is removed after a clean run unless KeepOut is set.
 	OutDir  string
@@ -179,7 +182,7 @@ func Run(cfg Config) (*Report, error) {
 	}
 	start := time.Now()
 	rep := &Report{Seed: cfg.Seed, Nodes: cfg.Nodes, Bug: cfg.Bug, Ops: map[string]map[string]int{}}
-	c, err := NewCluster(ClusterOptions{Binary: cfg.Binary, Nodes: cfg.Nodes, Dir: cfg.OutDir, Bug: cfg.Bug, Seed: cfg.Seed, Logf: cfg.Logf})
+	c, err := NewCluster(ClusterOptions{Binary: cfg.Binary, Nodes: cfg.Nodes, Dir: cfg.OutDir, Bug: cfg.Bug, Seed: cfg.Seed, Security: cfg.Security, Logf: cfg.Logf})
 	if err != nil {
 		return nil, err
 	}
@@ -387,7 +390,7 @@ func describeOps(res checker.Result, hist checker.History, kinds []string, nodes
 // probeAppend appends one value exactly-once, retrying until it lands or d
 // passes; it is recorded like any other operation.
 func probeAppend(c *Cluster, rec *Recorder, d time.Duration) (uint64, bool) {
-	cl, err := client.New(c.Addrs, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second, Retries: 1 << 20})
+	cl, err := c.NewClient(c.Addrs, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second, Retries: 1 << 20})
 	if err != nil {
 		return 0, false
 	}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
+	"google.golang.org/grpc"
 )
 
 // Cluster is n `paxosd server` processes on 127.0.0.1 whose peer links all
@@ -26,6 +28,7 @@ type Cluster struct {
 	binary string
 	dir    string
 	bug    string
+	sec    *Security
 	logf   func(format string, args ...any)
 
 	Addrs   []string
@@ -69,7 +72,10 @@ type ClusterOptions struct {
 	Dir    string // data directories and logs go here
 	Bug    string // --bug NAME (a binary built with -tags paxosd_bugs), "" for none
 	Seed   uint64 // drives the proxies' random choices
-	Logf   func(format string, args ...any)
+	// Security, when set: TLS and authentication for the nodes and the
+	// harness's clients.
+	Security *Security
+	Logf     func(format string, args ...any)
 }
 
 // freeAddrs returns n addresses on 127.0.0.1 that were free a moment ago.
@@ -104,7 +110,7 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	addrs := ports[:opt.Nodes:opt.Nodes]
-	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, logf: opt.Logf, Addrs: addrs,
+	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, sec: opt.Security, logf: opt.Logf, Addrs: addrs,
 		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
 		slots: make([]int, opt.Nodes), wipes: make([]int, opt.Nodes),
 		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}, gossip: ports[opt.Nodes:]}
@@ -138,6 +144,37 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 		}
 	}
 	return c, nil
+}
+
+// Security runs a cluster with TLS and authentication.
+type Security struct {
+	// ServerArgs are every node's flags (--cert-file, --auth-tokens-file,
+	// ...), NodeArgs(i) node i's own (its --peer-cert-file).
+	ServerArgs []string
+	NodeArgs   func(i int) []string
+	// TLS and Token are what the harness's clients connect with.
+	TLS   *tls.Config
+	Token string
+}
+
+// NewClient is a client of the endpoints eps with opt, and the cluster's
+// TLS and token when it has them: every client of the harness (workload,
+// nemesis, trimmer, checks) comes from here.
+func (c *Cluster) NewClient(eps []string, opt client.Options) (*client.Client, error) {
+	return client.New(eps, c.secure(opt))
+}
+
+func (c *Cluster) secure(opt client.Options) client.Options {
+	if c.sec != nil {
+		opt.TLS, opt.Token = c.sec.TLS, c.sec.Token
+	}
+	return opt
+}
+
+// dialOptions are the gRPC dial options of a connection of the harness's
+// own to a node: plaintext, or the cluster's TLS and token.
+func (c *Cluster) dialOptions() []grpc.DialOption {
+	return client.DialOptions(c.secure(client.Options{}))
 }
 
 // N is the number of nodes.
@@ -179,6 +216,9 @@ func (c *Cluster) Start(i int) error {
 	args = append(args, "--gossip-listen", c.gossip[i])
 	if c.bug != "" {
 		args = append(args, "--bug", c.bug)
+	}
+	if c.sec != nil {
+		args = append(append(args, c.sec.ServerArgs...), c.sec.NodeArgs(i)...)
 	}
 	if d := c.offsets[i]; d != 0 {
 		args = append(args, "--unsafe-wall-clock-offset", d.String())
@@ -445,7 +485,7 @@ func (c *Cluster) apiClient(i int) *client.Client {
 	defer c.mu.Unlock()
 	cl := c.api[c.Addrs[i]]
 	if cl == nil {
-		cl, _ = client.New([]string{c.Addrs[i]}, client.Options{CallTimeout: 2 * time.Second, Retries: 1, DialTimeout: time.Second})
+		cl, _ = c.NewClient([]string{c.Addrs[i]}, client.Options{CallTimeout: 2 * time.Second, Retries: 1, DialTimeout: time.Second})
 		c.api[c.Addrs[i]] = cl
 	}
 	return cl

@@ -520,7 +520,7 @@ func (n *Nemesis) wipeReplace(ctx context.Context) {
 			others = append(others, a)
 		}
 	}
-	cl, err := client.New(others, client.Options{CallTimeout: 5 * time.Second})
+	cl, err := n.c.NewClient(others, client.Options{CallTimeout: 5 * time.Second})
 	if err != nil {
 		n.log("wipe-replace: client: %v", err)
 		return

@@ -33,7 +33,7 @@ const keepEntries = 1000
 
 // NewTrimmer returns a trimmer of c's log; w learns the new first index.
 func NewTrimmer(c *Cluster, w *Workload, seed uint64, logf func(string, ...any)) (*Trimmer, error) {
-	cl, err := client.New(c.Addrs, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second, Retries: 1 << 20})
+	cl, err := c.NewClient(c.Addrs, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second, Retries: 1 << 20})
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/api"
@@ -190,8 +189,8 @@ type Workload struct {
 func NewWorkload(c *Cluster, rec *Recorder, roles []Role, seed uint64) (*Workload, error) {
 	w := &Workload{c: c, rec: rec, gate: newGate(), roles: roles, seed: seed}
 	for _, a := range c.Addrs {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20))) // reads of large values
+		cc, err := grpc.NewClient(a, append(c.dialOptions(),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20)))...) // reads of large values
 		if err != nil {
 			return nil, err
 		}
@@ -246,7 +245,7 @@ func (w *Workload) Start(round int) {
 			if role == Large {
 				call = 5 * time.Second // a retry sends the whole value again
 			}
-			cl, err := client.New(eps, client.Options{CallTimeout: call, DialTimeout: time.Second, Retries: 1 << 20})
+			cl, err := w.c.NewClient(eps, client.Options{CallTimeout: call, DialTimeout: time.Second, Retries: 1 << 20})
 			if err != nil {
 				panic(err) // client.New fails only without endpoints
 			}
@@ -502,7 +501,7 @@ func (w *Workload) runTail(ctx context.Context, k, round int) {
 	eps := append([]string(nil), w.c.Addrs...)
 	rng := rand.New(rand.NewPCG(w.seed+uint64(round)<<32, 0x7a11))
 	rng.Shuffle(len(eps), func(i, j int) { eps[i], eps[j] = eps[j], eps[i] })
-	cl, err := client.New(eps, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second})
+	cl, err := w.c.NewClient(eps, client.Options{CallTimeout: 2 * time.Second, DialTimeout: time.Second})
 	if err != nil {
 		return
 	}
