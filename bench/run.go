@@ -14,11 +14,13 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/api"
 )
 
-// MaxSize bounds --size: paxosd's own limit on an entry is 1 MiB by
-// default and 16 MiB at most.
-const MaxSize = 16 << 20
+// MaxSize bounds --size: paxosd's own limit on an entry
+// (api.DefaultMaxEntryBytes by default, api.MaxEntryBytesLimit at most).
+const MaxSize = api.MaxEntryBytesLimit
 
 // MaxBatch bounds --batch for every system (paxosd packs at most 4096
 // entries into one instance); a system's Limits may bound it lower.
@@ -98,8 +100,8 @@ func (c Config) Validate(system string, lim Limits) error {
 	case c.RunID != "" && !validRunID(c.RunID):
 		return fmt.Errorf("run ID %q: want %d hexadecimal digits", c.RunID, runIDLen)
 	}
-	if int64(c.Batch)*int64(c.Size) > 64<<20 {
-		return fmt.Errorf("--batch %d of --size %d: a request of %d MiB is over the 64 MiB a request may carry", c.Batch, c.Size, int64(c.Batch)*int64(c.Size)>>20)
+	if int64(c.Batch)*int64(c.Size) > api.MaxMessageBytes {
+		return fmt.Errorf("--batch %d of --size %d: a request of %d MiB is over the %d MiB a request may carry", c.Batch, c.Size, int64(c.Batch)*int64(c.Size)>>20, api.MaxMessageBytes>>20)
 	}
 	return nil
 }
