@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +116,7 @@ func TestValidate(t *testing.T) {
 		{"paxosd", func(c *Config) { c.Timeout = 0 }, "--timeout"},
 		{"paxosd", func(c *Config) { c.Batch, c.Size = 100, 1<<20 }, "64 MiB"},
 		{"paxosd", func(c *Config) { c.RunID = "xyz" }, "run ID"},
+		{"paxosd", func(c *Config) { c.ServerPIDs = []int{1, -2} }, "--server-pids"},
 	} {
 		c := good
 		tc.change(&c)
@@ -337,7 +341,9 @@ func TestPaxosdCluster(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"closed loop", Config{Clients: 2, Size: 40, Duration: 1500 * time.Millisecond, Warmup: 300 * time.Millisecond, Batch: 1, Inflight: 1}},
+		// The cluster runs in this process, so its CPU is this process's.
+		{"closed loop", Config{Clients: 2, Size: 40, Duration: 1500 * time.Millisecond, Warmup: 300 * time.Millisecond, Batch: 1, Inflight: 1,
+			ServerPIDs: []int{os.Getpid()}}},
 		{"batched", Config{Clients: 2, Size: 40, Total: 40, Batch: 25, Inflight: 4}},
 		{"open loop, shared connection", Config{Clients: 3, Conns: 1, Size: 40, Duration: 500 * time.Millisecond, Rate: 200, Batch: 1, Inflight: 2}},
 	} {
@@ -381,6 +387,10 @@ func TestPaxosdCluster(t *testing.T) {
 				if _, ok := m[k]; !ok {
 					t.Errorf("JSON has no %q: %s", k, b)
 				}
+			}
+			if measured := len(cfg.ServerPIDs) > 0; measured != (res.ServerCPUS > 0 && res.ServerCPUPerOpUS > 0) ||
+				res.ServerCPUPerOpUS != 0 && math.Abs(res.ServerCPUPerOpUS*float64(res.Ops)/1e6-res.ServerCPUS) > 0.01 {
+				t.Errorf("server PIDs %v: server CPU %.3f s, %.1f µs per request of %d", cfg.ServerPIDs, res.ServerCPUS, res.ServerCPUPerOpUS, res.Ops)
 			}
 			if cfg.Duration > 0 && !strings.Contains(progress.String(), "ops/s") {
 				t.Errorf("no progress line in %q", progress.String())
@@ -496,5 +506,65 @@ func TestReplaceSection(t *testing.T) {
 		if _, err := ReplaceSection(doc, section); err == nil {
 			t.Errorf("%q: no error for broken markers", doc)
 		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Server CPU: /proc/PID/stat and the clock tick rate.
+
+func TestClockTicksMatchesGetconf(t *testing.T) {
+	hz, err := ClockTicks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("getconf", "CLK_TCK").Output()
+	if err != nil {
+		t.Skipf("getconf CLK_TCK: %v (ClockTicks says %d)", err, hz)
+	}
+	if want, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); hz != want {
+		t.Fatalf("ClockTicks %d, getconf CLK_TCK %d", hz, want)
+	}
+}
+
+func TestStatTicks(t *testing.T) {
+	// A command name with spaces and a ')' of its own; utime 1234, stime 56.
+	stat := "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 9 0 100 1000 200\n"
+	got, err := statTicks([]byte(stat))
+	if err != nil || got != 1290 {
+		t.Fatalf("statTicks = %d, %v; want 1290", got, err)
+	}
+	if _, err := statTicks([]byte("4242 (x) S 1 2")); err == nil {
+		t.Fatal("a short stat line parsed")
+	}
+}
+
+// TestProcessCPUCounts: this process's CPU time, as ProcessCPU reads it,
+// grows while the test burns CPU (until it has grown by 50 ms, or a
+// generous deadline), and an unknown PID is an error.
+func TestProcessCPUCounts(t *testing.T) {
+	self := []int{os.Getpid()}
+	before, err := ProcessCPU(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	x := uint64(1)
+	for {
+		for range 1 << 20 {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		now, err := ProcessCPU(self)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now-before >= 50*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CPU time grew %v in 60 s of spinning (x=%d)", now-before, x)
+		}
+	}
+	if _, err := ProcessCPU([]int{0}); err == nil {
+		t.Fatal("ProcessCPU of PID 0: no error")
 	}
 }
