@@ -32,6 +32,7 @@ import (
 	"hash"
 	"io"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 )
 
@@ -42,8 +43,8 @@ const Magic = "paxosd-snapshot\n"
 const Version = 1
 
 // maxRecord bounds one entry or row: a length above it is damage, not data
-// (entries are at most 16 MiB, --max-entry-bytes).
-const maxRecord = 64 << 20
+// (entries are at most api.MaxEntryBytesLimit, --max-entry-bytes).
+const maxRecord = api.MaxMessageBytes
 
 // ErrCorrupt wraps every error about a damaged, truncated or foreign file.
 var ErrCorrupt = errors.New("not a valid paxosd snapshot")

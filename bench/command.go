@@ -78,6 +78,7 @@ func Command(opt CommandOptions) *cli.Command {
 		&cli.IntFlag{Name: "inflight", Value: def.Inflight, Usage: fmt.Sprintf("requests each client keeps outstanding (pipelining; paxosd allows up to %d)", paxosdLimits.MaxInflight)},
 		&cli.DurationFlag{Name: "interval", Value: def.Interval, Usage: "print a progress line to stderr this often (0: none)"},
 		&cli.BoolFlag{Name: "verify", Value: true, Usage: "read back what was written and count lost and duplicated values (--verify=false skips it)"},
+		&cli.IntSliceFlag{Name: "server-pids", Usage: "comma-separated PIDs of the servers' processes on this machine: report their user+system CPU time (/proc/PID/stat) over the measured part, and per request"},
 	)
 	trailer := `To compare with etcd and ZooKeeper: bench/sidebyside.sh builds the comparison tool (the separate
 Go module bench/compare, which measures all three with this same driver), runs the same workloads
@@ -162,6 +163,7 @@ func action(c *cli.Context, drivers []Driver) error {
 		Clients: c.Int("clients"), Conns: c.Int("conns"), Size: c.Int("size"), Duration: c.Duration("duration"), Total: c.Int64("total"),
 		Warmup: c.Duration("warmup"), Rate: c.Float64("rate"), Batch: c.Int("batch"), Inflight: c.Int("inflight"),
 		Timeout: c.Duration("timeout"), Interval: c.Duration("interval"), Progress: os.Stderr, NoVerify: !c.Bool("verify"),
+		ServerPIDs: c.IntSlice("server-pids"),
 	}
 	if c.IsSet("duration") && cfg.Duration <= 0 {
 		return fmt.Errorf("--duration %v: must be positive", cfg.Duration)
@@ -239,6 +241,9 @@ func WriteResult(w io.Writer, format string, res *Result) {
 			res.DurationS, res.WarmupS, res.Ops, res.Throughput, res.Entries, res.EntriesPerS, res.MBPerS, res.Errors, res.Timeouts)
 		fmt.Fprintf(w, "latency ms: p50 %.2f  p95 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  mean %.2f\n",
 			res.P50, res.P95, res.P99, res.P999, res.Max, res.Mean)
+		if res.ServerCPUS > 0 {
+			fmt.Fprintf(w, "server CPU (user+system, measured part): %.2f s, %.0f µs per request\n", res.ServerCPUS, res.ServerCPUPerOpUS)
+		}
 		if res.Verified {
 			fmt.Fprintf(w, "read-back of %s: %d acknowledged, %d found, lost=%d duplicated=%d\n",
 				res.Checked, res.Acked, res.Found, res.Lost, res.Duplicated)

@@ -8,17 +8,20 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/paxosd/paxosd/api"
 )
 
-// MaxSize bounds --size: paxosd's own limit on an entry is 1 MiB by
-// default and 16 MiB at most.
-const MaxSize = 16 << 20
+// MaxSize bounds --size: paxosd's own limit on an entry
+// (api.DefaultMaxEntryBytes by default, api.MaxEntryBytesLimit at most).
+const MaxSize = api.MaxEntryBytesLimit
 
 // MaxBatch bounds --batch for every system (paxosd packs at most 4096
 // entries into one instance); a system's Limits may bound it lower.
@@ -51,6 +54,10 @@ type Config struct {
 	Progress io.Writer
 	NoVerify bool   // skip the read-back
 	RunID    string // 8 hexadecimal digits; "" picks a random one
+	// ServerPIDs are the processes of the system under test, on this
+	// machine: their user and system CPU time over the measured part goes
+	// into the result (none: not measured).
+	ServerPIDs []int
 }
 
 // DefaultConfig is `paxosd bench` without flags: 16 clients, 100 B values,
@@ -95,11 +102,13 @@ func (c Config) Validate(system string, lim Limits) error {
 		return fmt.Errorf("--timeout %v: must be positive", c.Timeout)
 	case c.Interval < 0:
 		return fmt.Errorf("--interval %v: must be 0 (no progress lines) or positive", c.Interval)
+	case slices.ContainsFunc(c.ServerPIDs, func(p int) bool { return p <= 0 }):
+		return fmt.Errorf("--server-pids %v: process IDs are positive", c.ServerPIDs)
 	case c.RunID != "" && !validRunID(c.RunID):
 		return fmt.Errorf("run ID %q: want %d hexadecimal digits", c.RunID, runIDLen)
 	}
-	if int64(c.Batch)*int64(c.Size) > 64<<20 {
-		return fmt.Errorf("--batch %d of --size %d: a request of %d MiB is over the 64 MiB a request may carry", c.Batch, c.Size, int64(c.Batch)*int64(c.Size)>>20)
+	if int64(c.Batch)*int64(c.Size) > api.MaxMessageBytes {
+		return fmt.Errorf("--batch %d of --size %d: a request of %d MiB is over the %d MiB a request may carry", c.Batch, c.Size, int64(c.Batch)*int64(c.Size)>>20, api.MaxMessageBytes>>20)
 	}
 	return nil
 }
@@ -149,6 +158,11 @@ type Result struct {
 	P999        float64     `json:"p999_ms"`
 	Max         float64     `json:"max_ms"`
 	Mean        float64     `json:"mean_ms"`
+	// With Config.ServerPIDs: the servers' user+system CPU time from the
+	// warmup's end until the last client stopped, and that time per
+	// request measured (Ops).
+	ServerCPUS       float64 `json:"server_cpu_s,omitempty"`
+	ServerCPUPerOpUS float64 `json:"server_cpu_us_per_op,omitempty"`
 
 	// The read-back, over every request of the run, warmup included.
 	Verified   bool   `json:"verified"`
@@ -176,6 +190,11 @@ func Run(ctx context.Context, sys System, cfg Config) (*Result, error) {
 	}
 	if cfg.Conns == 0 {
 		cfg.Conns = cfg.Clients
+	}
+	if len(cfg.ServerPIDs) > 0 {
+		if _, err := ProcessCPU(cfg.ServerPIDs); err != nil {
+			return nil, fmt.Errorf("--server-pids: %w", err)
+		}
 	}
 	info, err := sys.Begin(ctx, cfg.RunID, cfg.Clients)
 	if err != nil {
@@ -207,6 +226,10 @@ func Run(ctx context.Context, sys System, cfg Config) (*Result, error) {
 		rec.progress(start, cfg, stopProgress)
 	}()
 
+	var cpu *cpuWindow
+	if len(cfg.ServerPIDs) > 0 {
+		cpu = startCPUWindow(d.warmupEnd, cfg.ServerPIDs)
+	}
 	var wg sync.WaitGroup
 	for c := range cfg.Clients {
 		for range cfg.Inflight {
@@ -222,6 +245,18 @@ func Run(ctx context.Context, sys System, cfg Config) (*Result, error) {
 	<-progressDone
 
 	res := d.result(info, time.Now(), ctx.Err() != nil)
+	if cpu != nil {
+		used, err := cpu.end()
+		if err != nil && !res.Interrupted {
+			return res, fmt.Errorf("server CPU: %w", err)
+		}
+		if err == nil {
+			res.ServerCPUS = used.Seconds()
+			if res.Ops > 0 {
+				res.ServerCPUPerOpUS = float64(used.Microseconds()) / float64(res.Ops)
+			}
+		}
+	}
 	res.Run, res.Start = cfg.RunID, start.UTC().Format(time.RFC3339)
 	res.Acked = written.Acked()
 	if res.Interrupted || cfg.NoVerify {
@@ -384,4 +419,40 @@ func ms(us int64) float64 { return float64(us) / 1000 }
 // outcome is unknown.
 func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
+}
+
+// cpuWindow measures the CPU time of processes from a moment (the
+// warmup's end) until end is called.
+type cpuWindow struct {
+	pids  []int
+	timer *time.Timer
+	done  chan struct{} // closed once the first reading is taken
+	at    time.Duration
+	err   error
+}
+
+func startCPUWindow(at time.Time, pids []int) *cpuWindow {
+	w := &cpuWindow{pids: pids, done: make(chan struct{})}
+	w.timer = time.AfterFunc(time.Until(at), func() {
+		w.at, w.err = ProcessCPU(pids)
+		close(w.done)
+	})
+	return w
+}
+
+// end returns the CPU time used since the window's start, or an error when
+// the start had not come yet or a process could not be read.
+func (w *cpuWindow) end() (time.Duration, error) {
+	if w.timer.Stop() {
+		return 0, errors.New("the run ended before its warmup did")
+	}
+	<-w.done
+	if w.err != nil {
+		return 0, w.err
+	}
+	now, err := ProcessCPU(w.pids)
+	if err != nil {
+		return 0, err
+	}
+	return now - w.at, nil
 }

@@ -216,7 +216,7 @@ func (c *Client) conn(ep string) (*grpc.ClientConn, error) {
 		var err error
 		cc, err = grpc.NewClient(ep, append(DialOptions(c.opt),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: c.opt.DialTimeout}),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(64<<20)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes), grpc.MaxCallSendMsgSize(api.MaxMessageBytes)),
 			grpc.WithUnaryInterceptor(noteMaster))...)
 		if err != nil {
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)

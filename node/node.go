@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
@@ -264,10 +265,10 @@ func withDefaults(cfg Config) Config {
 		cfg.Tick = instance.DefaultTickMillis * time.Millisecond
 	}
 	if cfg.MaxEntryBytes == 0 {
-		cfg.MaxEntryBytes = 1 << 20
+		cfg.MaxEntryBytes = api.DefaultMaxEntryBytes
 	}
 	if cfg.MaxAppendBytes == 0 {
-		cfg.MaxAppendBytes = max(4<<20, cfg.MaxEntryBytes)
+		cfg.MaxAppendBytes = max(api.DefaultMaxAppendBytes, cfg.MaxEntryBytes)
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}

@@ -32,7 +32,7 @@ const (
 	defaultReadCount = 1000
 	maxReadCount     = 10000
 	defaultReadBytes = 4 << 20
-	maxReadBytes     = 16 << 20
+	maxReadBytes     = api.MaxReadBytes
 	// noMasterWait is how long an append, trim or linearizable read waits
 	// for an election before answering Unavailable.
 	noMasterWait = 5 * time.Second
@@ -359,7 +359,7 @@ func (s *LogServer) conn(addr string) (*grpc.ClientConn, error) {
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReadBytes+(1<<20)), grpc.MaxCallSendMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes), grpc.MaxCallSendMsgSize(api.MaxMessageBytes)))
 	if err != nil {
 		return nil, err
 	}

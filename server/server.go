@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/gossip"
@@ -505,7 +506,7 @@ func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 // through seeds, if any, and through the members it knows.
 func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Listener, store *storage.Store, seeds []string) (*Server, error) {
 	if cfg.MaxEntryBytes == 0 {
-		cfg.MaxEntryBytes = 1 << 20
+		cfg.MaxEntryBytes = api.DefaultMaxEntryBytes
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}

@@ -109,6 +109,7 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"--target", "etcd", "--endpoints", ep, "--batch", "129"}, []string{"--batch 129", "128", "etcd"}},
 		{[]string{"--target", "zookeeper", "--endpoints", ep, "--inflight", "1025"}, []string{"--inflight 1025"}},
 		{[]string{"--target", "paxosd", "--endpoints", ep, "--inflight", "33"}, []string{"--inflight 33", "32"}},
+		{[]string{"--target", "etcd", "--endpoints", ep, "--server-pids", "0"}, []string{"--server-pids", "positive"}},
 		{[]string{"--no-such-flag"}, []string{"no-such-flag", "compare --help"}},
 	} {
 		err := runApp(t, 30*time.Second, tc.args...)

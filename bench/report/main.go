@@ -1,10 +1,14 @@
-// Command report is the last step of bench/sidebyside.sh: it describes the
-// machine as a results record, and turns a results file into
+// Command report is bench/sidebyside.sh's helper: it picks a system's best
+// client configuration from the results so far, turns an outside tool's
+// output (ghz, etcd's benchmark) into a check record, describes the machine
+// as a results record, and, last, turns a results file into
 // docs/benchmarks-sidebyside.svg and the marked section of
 // docs/benchmarks.md (nothing else in that file changes).
 //
 //	go run ./bench/report machine -etcd 3.4.23 -zookeeper 3.8.0 -java 17 -date ... -command ... -settings ... -minutes 12 >>results.jsonl
 //	go run ./bench/report write -results results.jsonl -doc docs/benchmarks.md -svg docs/benchmarks-sidebyside.svg
+//	go run ./bench/report pick -results results.jsonl -system etcd -clients 64
+//	go run ./bench/report check -tool ghz -tool-output ghz.json -driver run.json >>results.jsonl
 package main
 
 import (
@@ -32,6 +36,10 @@ func main() {
 		err = machine(os.Args[2:])
 	case "write":
 		err = write(os.Args[2:])
+	case "pick":
+		err = pick(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:])
 	default:
 		usage()
 	}
@@ -45,6 +53,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   go run ./bench/report machine [flags]   print this machine's record (append it to the results file)
   go run ./bench/report write [flags]     write the chart and the section of docs/benchmarks.md
+  go run ./bench/report pick [flags]      print the best client configuration of a system's pick runs
+  go run ./bench/report check [flags]     print a check record: a driver's run beside an outside tool's
 Each takes -h for its flags.`)
 	os.Exit(2)
 }
@@ -140,5 +150,82 @@ func write(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "report: wrote %s and the section of %s\n", *svg, *doc)
+	return nil
+}
+
+func readResults(name string) ([]bench.Record, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	recs, err := bench.ReadRecords(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return recs, nil
+}
+
+func pick(args []string) error {
+	fs := flag.NewFlagSet("pick", flag.ExitOnError)
+	results := fs.String("results", "", "the results file")
+	system := fs.String("system", "", "the system")
+	clients := fs.Int("clients", 0, "the client count")
+	fs.Parse(args)
+	recs, err := readResults(*results)
+	if err != nil {
+		return err
+	}
+	best, err := bench.BestSetup(recs, *system, *clients)
+	if err != nil {
+		return err
+	}
+	fmt.Println(best)
+	return nil
+}
+
+func check(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ExitOnError)
+	var rec bench.Record
+	rec.Kind, rec.Tool = bench.KindCheck, &bench.Tool{}
+	fs.StringVar(&rec.Tool.Name, "tool", "", "ghz or etcd-benchmark")
+	fs.StringVar(&rec.Tool.Command, "command", "", "the tool's command line, as run")
+	fs.StringVar(&rec.System, "system", "", "the system (with -note)")
+	fs.StringVar(&rec.Note, "note", "", "why the tool did not run (instead of -tool-output and -driver)")
+	toolOut := fs.String("tool-output", "", "the tool's output: ghz's -O json, or etcd benchmark's summary")
+	driver := fs.String("driver", "", "the driver's result (compare -w json)")
+	fs.Parse(args)
+	if rec.Note == "" {
+		b, err := os.ReadFile(*toolOut)
+		if err != nil {
+			return err
+		}
+		var t bench.Tool
+		switch rec.Tool.Name {
+		case "ghz":
+			t, err = bench.ParseGhz(b)
+		case "etcd-benchmark":
+			t, err = bench.ParseEtcdBenchmark(b)
+		default:
+			return fmt.Errorf("check: -tool %q: use ghz or etcd-benchmark", rec.Tool.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", *toolOut, err)
+		}
+		rec.Tool.Throughput, rec.Tool.P50, rec.Tool.P99 = t.Throughput, t.P50, t.P99
+		if b, err = os.ReadFile(*driver); err != nil {
+			return err
+		}
+		rec.Result = &bench.Result{}
+		if err := json.Unmarshal(b, rec.Result); err != nil {
+			return fmt.Errorf("%s: %w", *driver, err)
+		}
+		rec.System, rec.Clients = rec.Result.System, rec.Result.Clients
+	}
+	out, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s\n", out)
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
 )
 
@@ -26,7 +27,7 @@ import (
 // the number of entries of an append: maxRequestEntries is the CLI's own,
 // the most a read returns, so that one request stays a modest proposal.
 const (
-	maxRequestBytes   = 4 << 20
+	maxRequestBytes   = api.DefaultMaxAppendBytes
 	maxRequestEntries = 10000
 	// flushAfter: entries read from standard input are sent at most this
 	// long after the first of them arrived, so that a slow stream (tail -F)

@@ -19,13 +19,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/server"
 )
 
 // maxEntryLimit caps --max-entry-bytes: entries travel whole in peer messages.
-const maxEntryLimit = 16 << 20
+const maxEntryLimit = api.MaxEntryBytesLimit
 
 const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
 
@@ -126,7 +127,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			&cli.StringFlag{Name: "listen", Usage: "address to listen on (default: this node's address in --peers)"},
 			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "this node's data directory (created if missing)"},
 			&cli.StringFlag{Name: "cluster", Value: "paxosd", Usage: "cluster name; with the member IDs it makes the cluster ID that guards data directories and peer links"},
-			&cli.IntFlag{Name: "max-entry-bytes", Value: 1 << 20, Usage: "largest entry accepted"},
+			&cli.IntFlag{Name: "max-entry-bytes", Value: api.DefaultMaxEntryBytes, Usage: "largest entry accepted"},
 			&cli.DurationFlag{Name: "learn-interval", Value: time.Second, Usage: "how often to ask peers how far they are (catch-up also starts at once when a message shows this node is behind)"},
 			&cli.Int64Flag{Name: "catchup-rate", Value: server.DefaultCatchupRate, Usage: "bytes per second of log this node serves to peers catching up (-1: no limit)"},
 			&cli.Uint64Flag{Name: "retain-entries", Usage: "trim the log automatically to about this many entries (0: never; trims run when 10% more piled up)"},

@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"google.golang.org/grpc"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/backup"
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
@@ -184,7 +185,7 @@ var errNoStream = errors.New("no snapshot")
 // file.tmp), reporting progress to progress.
 func saveSnapshot(ctx context.Context, addr, file string, progress io.Writer, dial ...grpc.DialOption) (backup.Header, []byte, int64, time.Duration, error) {
 	start := time.Now()
-	conn, err := grpc.NewClient(addr, append(dial, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
+	conn, err := grpc.NewClient(addr, append(dial, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxMessageBytes)))...)
 	if err != nil {
 		return backup.Header{}, nil, 0, 0, fmt.Errorf("%w: %s: %v", errNoStream, addr, err)
 	}

@@ -125,7 +125,7 @@ const (
 // to the size. The history and the checker see only the name (entryName).
 const (
 	largeMin = 256 << 10
-	largeMax = 1 << 20 // the servers' default --max-entry-bytes
+	largeMax = api.DefaultMaxEntryBytes // the servers' default --max-entry-bytes
 )
 
 // largePad fills large values: random, so that snappy in goleveldb cannot
@@ -190,7 +190,7 @@ func NewWorkload(c *Cluster, rec *Recorder, roles []Role, seed uint64) (*Workloa
 	w := &Workload{c: c, rec: rec, gate: newGate(), roles: roles, seed: seed}
 	for _, a := range c.Addrs {
 		cc, err := grpc.NewClient(a, append(c.dialOptions(),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20)))...) // reads of large values
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes)))...) // reads of large values
 		if err != nil {
 			return nil, err
 		}
