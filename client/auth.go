@@ -36,6 +36,19 @@ func (c callCreds) GetRequestMetadata(context.Context, ...string) (map[string]st
 // a node without TLS (on loopback, say); use TLS anywhere else.
 func (callCreds) RequireTransportSecurity() bool { return false }
 
+// CheckMetadata refuses a token or cluster name that gRPC could not send
+// as a header value (printable ASCII only): sent anyway, every call would
+// fail inside gRPC with Internal, after the command had begun, and an
+// append would be reported as of unknown outcome although nothing left.
+func CheckMetadata(name, v string) error {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c > 0x7e {
+			return fmt.Errorf("client: the %s has byte %#02x at offset %d, which a gRPC header cannot carry (a trailing newline from a file?)", name, c, i)
+		}
+	}
+	return nil
+}
+
 // DialOptions are the gRPC dial options that carry opt's TLS, Token and
 // Cluster, for a program that dials a node itself (paxosd snapshot save).
 func DialOptions(opt Options) []grpc.DialOption {

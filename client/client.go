@@ -167,6 +167,9 @@ func New(endpoints []string, opt Options) (*Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("client: no endpoints")
 	}
+	if err := errors.Join(CheckMetadata("token", opt.Token), CheckMetadata("cluster name", opt.Cluster)); err != nil {
+		return nil, err
+	}
 	if opt.ClientID == 0 {
 		opt.ClientID = idgen.NewClientID(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	}

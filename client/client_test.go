@@ -223,3 +223,19 @@ func TestTypedErrors(t *testing.T) {
 		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
 }
+
+// A token or cluster name gRPC cannot send as a header is refused at New,
+// before anything is sent, not by every call once the command has begun.
+func TestNewRefusesUnsendableMetadata(t *testing.T) {
+	for _, opt := range []client.Options{{Token: "secret\n"}, {Cluster: "a\x00b"}, {Token: "é"}} {
+		if c, err := client.New([]string{"127.0.0.1:1"}, opt); err == nil {
+			c.Close()
+			t.Errorf("New accepted token %q, cluster %q", opt.Token, opt.Cluster)
+		}
+	}
+	c, err := client.New([]string{"127.0.0.1:1"}, client.Options{Token: "s3cr3t-token_ok", Cluster: "prod-1"})
+	if err != nil {
+		t.Fatalf("New refused a printable token and cluster name: %v", err)
+	}
+	c.Close()
+}

@@ -397,6 +397,8 @@ func TestExitCodes(t *testing.T) {
 		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--cert-file", "c.pem"}},
 		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--peer-cert-file", "c.pem", "--peer-key-file", "k.pem"}},
 		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--auth-tokens-file", filepath.Join(t.TempDir(), "none")}},
+		{exitUsage, []string{"append", "--endpoints", dead, "--token", "secret\n", "x"}}, // a token read from a file with its newline
+		{exitUsage, []string{"status", "--endpoints", dead, "--cluster-name", "a\tb"}},
 		{exitUsage, []string{"dev", "--nodes", "4", "--base-port", fmt.Sprint(base), "--data-dir", t.TempDir()}},
 		{exitUnavailable, []string{"append", "--endpoints", dead, "--timeout", "1s", "x"}},
 		{exitUnavailable, []string{"read", "--endpoints", dead, "--timeout", "1s", "--from", "0"}},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -40,6 +41,9 @@ func init() { clientFlags = append(clientFlags, tlsClientFlags...) }
 // clientSecurity fills opt's TLS and token from the client flags.
 func clientSecurity(c *cli.Context, opt client.Options) (client.Options, error) {
 	opt.Token, opt.Cluster = c.String("token"), c.String("cluster-name")
+	if err := errors.Join(client.CheckMetadata("--token", opt.Token), client.CheckMetadata("--cluster-name", opt.Cluster)); err != nil {
+		return opt, usageErr(err)
+	}
 	if c.String("cacert") == "" && c.String("cert") == "" && c.String("key") == "" {
 		return opt, nil
 	}
