@@ -318,7 +318,7 @@ func startTestCluster(t *testing.T) *testCluster {
 	})
 	for i := range c.addrs {
 		s, err := server.Start(context.Background(), server.Config{ID: uint64(i + 1), Peers: peers,
-			DataDir: filepath.Join(dir, fmt.Sprint(i+1)), Cluster: "bench-test", Logf: func(string, ...any) {},
+			DataDir: filepath.Join(dir, fmt.Sprint(i+1)), Cluster: "bench-test",
 			GossipListen: server.GossipOff}) // an OS-picked gossip port could take one picked above for a node not yet started
 		if err != nil {
 			t.Fatalf("node %d: %v", i+1, err)

@@ -146,7 +146,7 @@ func TestFullDiskRefusesAppends(t *testing.T) {
 		t.Fatal("the full acceptor stopped")
 	}
 	b, _ := os.ReadFile(c.logPath(acc))
-	if !bytes.Contains(b, []byte("declining Accepts of user entries")) {
+	if !bytes.Contains(b, []byte(`msg="declining accepts: low disk space"`)) {
 		t.Errorf("node %d's log does not say it declined Accepts:\n%s", acc+1, b)
 	}
 	// Both acceptors full: appends slow down (each declines an instance

@@ -321,7 +321,7 @@ func electionLines(c *cluster, i int) string {
 	b, _ := os.ReadFile(c.logPath(i))
 	var out strings.Builder
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, ": phase 1 at ballot") || strings.Contains(l, ": master at ballot") || strings.Contains(l, ": stopped proposing") {
+		if strings.Contains(l, `msg="phase 1 `) || strings.Contains(l, `msg="master `) {
 			out.WriteString("\n\t" + l)
 		}
 	}

@@ -123,7 +123,7 @@ func TestFollowerWaitsForItsMember(t *testing.T) {
 	f := c.startFollowerWith(t, 10, 1, addr, c.peers)
 	// Wait until it has tried its member at least once and serves reads.
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(f.output(t), "link to node 1") {
+	for !strings.Contains(f.output(t), `msg="peer link down" node=10 peer=1 `) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the follower did not try its member within 30 s:\n%s", f.output(t))
 		}

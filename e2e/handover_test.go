@@ -100,7 +100,7 @@ func TestMasterHandover(t *testing.T) {
 	m = c.master(t)
 	c.stop(m)
 	logText, _ := os.ReadFile(c.logPath(m))
-	if !strings.Contains(string(logText), "handed the master lease to node") {
+	if !strings.Contains(string(logText), `msg="handover on shutdown" node=`+fmt.Sprint(m+1)+" to=") {
 		t.Errorf("node %d stopped by SIGTERM as master without handing its lease over; its log:\n%s", m+1, logText)
 	}
 	waitAcked(t, h, 20)

@@ -50,7 +50,7 @@ func TestLostDataDirectoryIsRefused(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for _, i := range []int{a, b, cc} {
 		for _, j := range []int{a, b, cc} {
-			want := fmt.Sprintf("link to node %d (%s) open", j+1, c.addrs[j])
+			want := fmt.Sprintf(`msg="peer link up" node=%d peer=%d addr=%s `, i+1, j+1, c.addrs[j])
 			for i != j {
 				if log, _ := os.ReadFile(c.logPath(i)); strings.Contains(string(log), want) {
 					break

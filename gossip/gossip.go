@@ -23,7 +23,7 @@
 // Usage:
 //
 //	g, err := gossip.Start(gossip.Config{NodeID: 1, BindAddr: "10.0.0.1:7946",
-//		APIAddr: "10.0.0.1:7000", Cluster: clusterID, Logf: logf})
+//		APIAddr: "10.0.0.1:7000", Cluster: clusterID, Logger: logger})
 //	if err != nil { ... }
 //	defer g.Close()
 //	if _, err := g.Join([]string{"10.0.0.2:7946"}); err != nil { ... } // retry later
@@ -55,10 +55,12 @@ package gossip
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -67,6 +69,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/paxosd/paxosd/event"
 )
 
 // Roles a node gossips. Any other string passed to SetLocal is gossiped as
@@ -123,10 +127,10 @@ type Config struct {
 	// Cluster is the cluster ID (server.ClusterID); a node of another
 	// cluster is refused. Required: 0 is taken for a forgotten field.
 	Cluster uint64
-	// Logf receives memberlist's informational, warning and error lines
+	// Logger receives memberlist's informational, warning and error lines
 	// and this package's own; memberlist's debug lines are dropped. Nil
 	// discards everything.
-	Logf func(format string, args ...any)
+	Logger *slog.Logger
 	// ProbeInterval is how often memberlist probes one random peer, which
 	// sets how fast a failure is found (a dead node is reported after
 	// about 4 intervals in a small cluster). Zero means memberlist's
@@ -210,7 +214,7 @@ type peerState struct {
 // safe for concurrent use.
 type Gossip struct {
 	cfg  Config
-	logf func(format string, args ...any)
+	log  *slog.Logger // cfg.Logger with the node's ID
 	ml   *memberlist.Memberlist
 	addr string // the advertised gossip address, fixed at Start
 
@@ -236,16 +240,17 @@ func Start(cfg Config) (*Gossip, error) {
 	}
 	g := &Gossip{
 		cfg:     cfg,
-		logf:    cfg.Logf,
+		log:     cfg.Logger,
 		updated: time.Now(),
 		peers:   make(map[uint64]*peerState),
 		changed: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	if g.logf == nil {
-		g.logf = func(string, ...any) {}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
 	}
+	g.log = g.log.With(event.KeyNode, cfg.NodeID)
 	if n := len(g.localMeta()); n > memberlist.MetaMaxSize || n > maxMetaLen {
 		// validate bounds the address, so this is a bug in encodeMeta.
 		return nil, fmt.Errorf("gossip: metadata of %d bytes exceeds the limit of %d", n, min(memberlist.MetaMaxSize, maxMetaLen))
@@ -471,7 +476,7 @@ func (g *Gossip) shutdown(leave bool) error {
 			// gossips to no node that has left, so the leave waits for
 			// the timeout).
 			if e := g.ml.Leave(leaveTimeout); e != nil {
-				g.logf("gossip: node %d leaving: %v (the others will find it dead by probing)", g.cfg.NodeID, e)
+				g.log.Warn(event.GossipLeaveFailed, event.KeyErr, e, event.KeyReason, "the others will find it dead by probing")
 			}
 		}
 		if e := g.ml.Shutdown(); e != nil {
@@ -510,7 +515,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	if len(buf) > limit {
 		// Start checked the size against MetaMaxSize, the only limit
 		// memberlist passes; an empty meta beats memberlist's panic.
-		d.g.logf("gossip: metadata of %d bytes over memberlist's limit %d; sending none", len(buf), limit)
+		d.g.log.Error(event.GossipMetaLarge, "bytes", len(buf), "limit", limit, event.KeyReason, "sending none")
 		return nil
 	}
 	return buf
@@ -582,14 +587,16 @@ func (g *Gossip) observe(n *memberlist.Node, alive bool) {
 	}
 	g.mu.Unlock()
 	if logBad {
-		g.logf("gossip: ignoring the state node %d (%s) gossips: %v", id, n.Address(), err)
+		g.log.Warn(event.GossipBadState, event.KeyPeer, id, event.KeyAddr, n.Address(), event.KeyErr, err)
 	}
 	if !alive && g.cfg.OnDown != nil && !g.isClosed() {
 		g.cfg.OnDown(id)
 	}
 }
 
-// logWriter turns memberlist's log lines into Logf calls. It drops
+// logWriter turns memberlist's log lines into event.GossipLine records at
+// the line's level ([INFO], [WARN], [ERR]; the line whole in attribute
+// "line"). It drops
 // memberlist's debug lines (one per stream, join attempt and port pick) and,
 // once the node is closing, the errors of its goroutines racing the closed
 // sockets.
@@ -607,7 +614,14 @@ func (w logWriter) Write(p []byte) (int, error) {
 	if strings.Contains(line, "use of closed network connection") && w.g.isClosed() {
 		return len(p), nil
 	}
-	w.g.logf("gossip: %s", line)
+	level := slog.LevelInfo
+	switch {
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	}
+	w.g.log.Log(context.Background(), level, event.GossipLine, "line", line)
 	return len(p), nil
 }
 

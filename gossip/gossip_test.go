@@ -3,6 +3,7 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +40,15 @@ func (c *capture) logf(format string, args ...any) {
 	c.lines = append(c.lines, line)
 	c.mu.Unlock()
 }
+
+// Write takes a line of the text handler of logger.
+func (c *capture) Write(p []byte) (int, error) {
+	c.logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// logger logs into c, one line per record.
+func (c *capture) logger() *slog.Logger { return slog.New(slog.NewTextHandler(c, nil)) }
 
 // onDown records an OnDown report as a line "down N".
 func (c *capture) onDown(id uint64) { c.logf("down %d", id) }
@@ -80,7 +90,7 @@ func start(t *testing.T, id, cluster uint64, bind string) *testNode {
 		BindAddr:      bind,
 		APIAddr:       apiAddr(id),
 		Cluster:       cluster,
-		Logf:          c.logf,
+		Logger:        c.logger(),
 		ProbeInterval: testProbeInterval,
 		OnDown:        c.onDown,
 	})
@@ -399,7 +409,7 @@ func TestOtherClusterCannotJoin(t *testing.T) {
 func bare(c *capture) *Gossip {
 	return &Gossip{
 		cfg:   Config{NodeID: 1, Cluster: testCluster, APIAddr: apiAddr(1)},
-		logf:  c.logf,
+		log:   c.logger(),
 		peers: make(map[uint64]*peerState),
 	}
 }
@@ -490,8 +500,8 @@ func TestMalformedMetaIsIgnored(t *testing.T) {
 		t.Fatalf("%d log lines, want 3: %q", n, c.all())
 	}
 	for _, l := range c.all() {
-		if !strings.Contains(l, "node 2") {
-			t.Errorf("log line does not name the node: %s", l)
+		if !strings.Contains(l, "peer=2") {
+			t.Errorf("log line does not name the peer: %s", l)
 		}
 	}
 

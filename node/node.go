@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
 	"github.com/paxosd/paxosd/members"
@@ -66,7 +68,13 @@ type Config struct {
 	// Core tunes the protocol; ID, Members, Followers, Rand and Log are
 	// filled in by the node.
 	Core instance.Config
-	Logf func(format string, args ...any)
+	// Logger receives the node's events (package event; docs/operations.md,
+	// "Logs and events"); the node adds its ID to every line. Nil discards.
+	Logger *slog.Logger
+	// SlowSyncThreshold: a synced write of one Ready that takes longer is
+	// logged (event.SlowFsync, at most once per SlowSyncEvery). Default
+	// DefaultSlowSyncThreshold.
+	SlowSyncThreshold time.Duration
 	// WallClockOffset is added to the wall clock the node gives the core
 	// (for lease commands, which age idle clients' dedup rows). It exists
 	// for fault tests only: a node whose clock is hours off.
@@ -90,6 +98,16 @@ type Config struct {
 	// Metrics, when set, are the node's Prometheus metrics (NewMetrics).
 	Metrics *Metrics
 }
+
+// DefaultSlowSyncThreshold is the synced write that counts as slow: the
+// master renews its lease (3 s by default) every 1.5 s and each renewal
+// waits for synced writes on a quorum, so a sync of 500 ms, a third of that
+// gap, threatens the lease, while a healthy disk syncs in milliseconds.
+const DefaultSlowSyncThreshold = 500 * time.Millisecond
+
+// SlowSyncEvery bounds how often a slow sync is logged: a disk that stays
+// slow makes one line per interval, with the count of the others.
+const SlowSyncEvery = 10 * time.Second
 
 // RemovedGrace bounds how long a removed node keeps serving catch-up when
 // it does not hear that a majority of the voters left applied past its
@@ -159,6 +177,7 @@ type applied struct {
 // Node is a running node.
 type Node struct {
 	cfg   Config
+	log   *slog.Logger // cfg.Logger with the node's ID
 	core  *instance.Node
 	store *storage.Store
 	tr    Transport
@@ -197,12 +216,30 @@ type Node struct {
 		free uint64
 		low  bool
 	}
-	// role, phase and ballot as last seen by logRole.
+	// role, phase and ballot as last seen by watch (events.go).
 	role   string
 	phase  proposer.Phase
 	ballot idgen.Ballot
-	// lastMaster is the last master this node knew of (Metrics).
-	lastMaster uint64
+	// lastMaster is the last master this node knew of (Metrics);
+	// knownMaster the one it knows of now (0: none).
+	lastMaster, knownMaster uint64
+	// counters are the core's counters as of the last role change (watch
+	// tells why a phase ended by what moved since).
+	counters instance.Counters
+	// handoverTo: the voter this master handed its lease to (0: none).
+	handoverTo uint64
+	// catching: the catch-up in progress (nil: none).
+	catching *catchupRun
+	// slowSyncs keeps slow sync events to one per SlowSyncEvery.
+	slowSyncs *event.Limiter[struct{}]
+}
+
+// catchupRun is a catch-up in progress: where and when it started, and the
+// bytes of chosen values applied since.
+type catchupRun struct {
+	from  uint64
+	began time.Time
+	bytes int
 }
 
 type proposal struct {
@@ -238,8 +275,9 @@ func Open(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg: cfg, core: c, store: store, tr: tr,
-		inbox: make(chan core.Message, 8192), downs: make(chan uint64, 64), props: make(chan *proposal, 1024),
+		cfg: cfg, log: cfg.Logger.With(event.KeyNode, cfg.ID), core: c, store: store, tr: tr,
+		slowSyncs: event.NewLimiter[struct{}](SlowSyncEvery),
+		inbox:     make(chan core.Message, 8192), downs: make(chan uint64, 64), props: make(chan *proposal, 1024),
 		readIdx: make(chan chan readIndexReply), statusCh: make(chan chan instance.Status), xferCh: make(chan transferReq),
 		stop: make(chan struct{}), done: make(chan struct{}),
 		nextReq: rand.Uint64() >> 1, waiting: map[uint64]*proposal{}, declined: map[uint64]time.Time{},
@@ -270,8 +308,11 @@ func withDefaults(cfg Config) Config {
 	if cfg.MaxAppendBytes == 0 {
 		cfg.MaxAppendBytes = max(api.DefaultMaxAppendBytes, cfg.MaxEntryBytes)
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SlowSyncThreshold == 0 {
+		cfg.SlowSyncThreshold = DefaultSlowSyncThreshold
 	}
 	if cfg.DiskFree == nil {
 		dir := cfg.DataDir
@@ -359,15 +400,19 @@ func (n *Node) Run(ctx context.Context) error {
 		n.turn++
 		select {
 		case <-ctx.Done():
+			n.log.Info(event.NodeStopped, event.KeyReason, context.Cause(ctx).Error())
 			n.shutdown(ErrStopped)
 			return nil
 		case <-n.stop:
+			n.log.Info(event.NodeStopped, event.KeyReason, "stop requested")
 			n.shutdown(ErrStopped)
 			return nil
 		case now := <-tick.C:
 			n.core.SetWallClock(uint64(now.Add(n.cfg.WallClockOffset).UnixMilli()))
 			catchUp(time.Now())
 			n.retain()
+			n.watchCatchup(now)
+			n.slowSyncs.Flush(now)
 		case m := <-n.inbox:
 			n.step(m)
 			n.drain()
@@ -385,6 +430,9 @@ func (n *Node) Run(ctx context.Context) error {
 		case r := <-n.xferCh:
 			catchUp(time.Now())
 			to, err := n.core.TransferMaster(r.to)
+			if err == nil {
+				n.handoverTo = to
+			}
 			r.reply <- transferReply{to: to, err: err}
 		}
 		err := n.handleReady()
@@ -394,42 +442,12 @@ func (n *Node) Run(ctx context.Context) error {
 			err = ErrRemoved
 		}
 		if err != nil {
-			n.cfg.Logf("node %d: stopping: %v", n.cfg.ID, err)
+			n.log.Error(event.NodeStopped, event.KeyReason, err.Error())
 			n.err = err
 			n.shutdown(err)
 			return err
 		}
-		n.logRole()
-		if n.cfg.Metrics != nil {
-			n.countMaster()
-		}
-	}
-}
-
-// logRole logs a phase 1 started, mastership won, and proposing stopped,
-// with the counts that say why an election took long.
-func (n *Node) logRole() {
-	phase, ballot, master := n.core.Campaign()
-	if phase == n.phase && ballot == n.ballot && master == (n.role == "master") {
-		return // the loop's common case: nothing changed, no Status built
-	}
-	n.phase = phase
-	st := n.core.Status()
-	if st.Role == n.role && st.Ballot == n.ballot {
-		return
-	}
-	was := n.role
-	n.role, n.ballot = st.Role, st.Ballot
-	c := st.Counters
-	switch {
-	case st.Role == "candidate" && st.Phase == "preparing":
-		n.cfg.Logf("node %d: phase 1 at ballot %d from instance %d", n.cfg.ID, st.Ballot, st.Applied)
-	case st.Role == "master":
-		n.cfg.Logf("node %d: master at ballot %d (since start: %d phase 1s, %d timed out, %d outbid, %d behind)",
-			n.cfg.ID, st.Ballot, c.Elections, c.PhaseTimeouts, c.Outbid, c.Behind)
-	case st.Phase == "idle" && (was == "candidate" || was == "master"):
-		n.cfg.Logf("node %d: stopped proposing (master: node %d; since start: %d phase 1s, %d timed out, %d outbid, %d behind, %d Accepts resent)",
-			n.cfg.ID, st.Master, c.Elections, c.PhaseTimeouts, c.Outbid, c.Behind, c.AcceptsResent)
+		n.watch()
 	}
 }
 
@@ -453,7 +471,7 @@ func (n *Node) step(m core.Message) {
 		return
 	}
 	if err := n.core.Step(m); err != nil {
-		n.cfg.Logf("node %d: dropped message: %v", n.cfg.ID, err)
+		n.log.Debug(event.MessageDropped, event.KeyPeer, m.From, event.KeyErr, err)
 	}
 }
 
@@ -545,7 +563,7 @@ func (n *Node) retainPoint(st core.ApplyState) uint64 {
 	if keep := n.cfg.RetainBytes; keep != 0 {
 		b, held, err := n.store.RetainBytes(keep)
 		if err != nil {
-			n.cfg.Logf("node %d: measuring the log for --retain-bytes: %v", n.cfg.ID, err)
+			n.log.Warn(event.RetainFailed, event.KeyReason, "--retain-bytes", event.KeyErr, err)
 		} else if held > keep+keep/10 {
 			before = b
 		}
@@ -558,7 +576,7 @@ func (n *Node) retainPoint(st core.ApplyState) uint64 {
 			old, err = n.store.RetainAge(st.LogTime - age)
 		}
 		if err != nil {
-			n.cfg.Logf("node %d: measuring the log for --retain-age: %v", n.cfg.ID, err)
+			n.log.Warn(event.RetainFailed, event.KeyReason, "--retain-age", event.KeyErr, err)
 		} else if old > st.FirstIndex {
 			before = max(before, old)
 		}
@@ -574,20 +592,16 @@ func (n *Node) handleReady() error {
 		for _, m := range rd.Messages {
 			n.tr.Send(m)
 		}
-		var began time.Time
-		if n.cfg.Metrics != nil {
-			began = time.Now()
-		}
+		began := time.Now()
 		if err := n.store.Save(&rd); err != nil {
+			n.log.Error(event.StorageFailure, event.KeyInstance, n.core.Applied().Applied, event.KeyErr, err)
 			return fmt.Errorf("persist: %w", err)
 		}
+		took := time.Since(began)
 		if n.cfg.Metrics != nil {
-			n.cfg.Metrics.observeReady(&rd, rd.MustSync(), time.Since(began))
+			n.cfg.Metrics.observeReady(&rd, rd.MustSync(), took)
 		}
-		if in := rd.Install; in != nil {
-			n.cfg.Logf("node %d: installed a peer's base at instance %d: log [%d,%d), %d exactly-once clients",
-				n.cfg.ID, in.State.Applied, in.State.FirstIndex, in.State.NextIndex, len(in.Dedup))
-		}
+		n.observeReady(&rd, took)
 		for _, m := range rd.After {
 			n.tr.Send(m)
 		}
@@ -608,7 +622,8 @@ func (n *Node) handleReady() error {
 				}
 				if n.core.Removed() && n.removedAt.IsZero() {
 					n.removedAt = time.Now()
-					n.cfg.Logf("node %d: removed from the cluster; serving catch-up until a majority of the voters applied past the removal", n.cfg.ID)
+					n.log.Warn(event.Removed, event.KeyInstance, rd.State.Applied, event.KeyReason,
+						"serving catch-up until a majority of the voters applied past the removal")
 				}
 			}
 		}
@@ -689,6 +704,7 @@ func (n *Node) waitInstance(ctx context.Context, i uint64) error {
 }
 
 func (n *Node) shutdown(err error) {
+	n.slowSyncs.Flush(time.Now().Add(SlowSyncEvery)) // the slow syncs held back: the log ends on them
 	for req, p := range n.waiting {
 		delete(n.waiting, req)
 		p.result <- instance.Result{Err: &StoppedError{Cause: err}}
@@ -757,18 +773,6 @@ func (n *Node) Append(ctx context.Context, entries [][]byte, clientID, seq uint6
 		n.cfg.Metrics.appendSeconds.Observe(time.Since(began).Seconds())
 	}
 	return r, err
-}
-
-// countMaster counts a change of the master this node knows of (Metrics):
-// a lapse with no master known does not count, the next master does if it
-// is another node.
-func (n *Node) countMaster() {
-	if m := n.core.Master(); m != 0 && m != n.lastMaster {
-		if n.lastMaster != 0 {
-			n.cfg.Metrics.masterChanges.Inc()
-		}
-		n.lastMaster = m
-	}
 }
 
 // Trim asks the master to drop user entries below before.
@@ -954,7 +958,7 @@ func (n *Node) spaceLow() (free uint64, low bool) {
 	}
 	free, err := n.cfg.DiskFree()
 	if err != nil {
-		n.cfg.Logf("node %d: checking free space: %v", n.cfg.ID, err)
+		n.log.Warn(event.DiskCheckFailed, event.KeyErr, err)
 		free, n.space.low = 0, false
 	} else {
 		n.space.low = free < n.cfg.MinFreeBytes
@@ -996,8 +1000,8 @@ func (n *Node) declineAccept(m core.Message, now time.Time) bool {
 	}
 	if now.Sub(n.declinedLog) >= 10*time.Second {
 		n.declinedLog = now
-		n.cfg.Logf("node %d: declining Accepts of user entries (instance %d): %d bytes free in %s, below --min-free-bytes %d; "+
-			"trim the log, add disk or lower --min-free-bytes", n.cfg.ID, m.Instance, free, n.cfg.DataDir, n.cfg.MinFreeBytes)
+		n.log.Warn(event.AcceptsDeclined, event.KeyInstance, m.Instance, "free_bytes", free, "min_free_bytes", n.cfg.MinFreeBytes,
+			"dir", n.cfg.DataDir, event.KeyReason, "trim the log, add disk or lower --min-free-bytes")
 	}
 	return true
 }

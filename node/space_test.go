@@ -1,11 +1,12 @@
 package node
 
 import (
-	"strings"
+	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/event"
 )
 
 // An acceptor below MinFreeBytes declines Accepts that carry user entries,
@@ -13,9 +14,9 @@ import (
 // trims or no-ops; with space back it votes for everything again.
 func TestDeclineAccept(t *testing.T) {
 	free := uint64(100)
-	var logged []string
-	n := &Node{cfg: Config{ID: 2, DataDir: "/data", MinFreeBytes: 1000, DiskFree: func() (uint64, error) { return free, nil },
-		Logf: func(f string, a ...any) { logged = append(logged, f) }}, declined: map[uint64]time.Time{}}
+	rec := event.NewRecorder()
+	n := &Node{cfg: Config{ID: 2, DataDir: "/data", MinFreeBytes: 1000, DiskFree: func() (uint64, error) { return free, nil }},
+		log: slog.New(rec), declined: map[uint64]time.Time{}}
 	user := core.Message{Type: core.MsgAccept, Instance: 7, Value: core.Value{Commands: []core.Command{
 		{Kind: core.CmdLease}, {Kind: core.CmdUser, Entries: [][]byte{[]byte("x")}}}}}
 	control := core.Message{Type: core.MsgAccept, Instance: 8, Value: core.Value{Commands: []core.Command{
@@ -28,8 +29,8 @@ func TestDeclineAccept(t *testing.T) {
 	if !n.declineAccept(user, t0) {
 		t.Fatal("an Accept of user entries was voted for below the threshold")
 	}
-	if len(logged) != 1 || !strings.Contains(logged[0], "declining") {
-		t.Errorf("logged %q, want one line saying it declines", logged)
+	if got := rec.All(); len(got) != 1 || got[0].Message != event.AcceptsDeclined || got[0].Attrs[event.KeyInstance].Uint64() != 7 {
+		t.Errorf("logged %+v, want one %q for instance 7", got, event.AcceptsDeclined)
 	}
 	if n.declineAccept(control, t0) || n.declineAccept(commit, t0) {
 		t.Fatal("a lease renewal, trim or commit was declined")

@@ -102,8 +102,8 @@ func TestIncarnationCheck(t *testing.T) {
 	if st := b.tr.Stats(); st.Rejected != 2 || !strings.Contains(st.LastRejection, "0000000000000034") {
 		t.Errorf("receiver stats %+v", st)
 	}
-	if !b.logs.contains("node 1", "0000000000000012", "0000000000000011", "restore node 1's own data directory") {
-		t.Errorf("receiver did not log the refusal: %q", b.logs.lines)
+	if !logged(b.logs, "node 1", "0000000000000012", "0000000000000011", "restore node 1's own data directory") {
+		t.Errorf("receiver did not log the refusal: %q", lines(b.logs))
 	}
 }
 
@@ -131,7 +131,7 @@ func TestIncarnationRefusedSender(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Refused not called; sender's log: %q", a.logs.lines)
+			t.Fatalf("Refused not called; sender's log: %q", lines(a.logs))
 		}
 	}
 	if *ie != (IncarnationError{Node: 1, Peer: 2, Known: 0xaaaa, Got: 0xbbbb}) {
@@ -139,8 +139,8 @@ func TestIncarnationRefusedSender(t *testing.T) {
 	}
 	want := "node 1's data directory was created anew (incarnation 000000000000bbbb) but peer 2 knew node 1 with incarnation 000000000000aaaa: " +
 		"this directory lost the state node 1 voted with, and it must not vote with it"
-	if !strings.Contains(ie.Error(), want) || !a.logs.contains(want, "keep node 1 stopped") {
-		t.Fatalf("sender's log %q lacks %q", a.logs.lines, want)
+	if !strings.Contains(ie.Error(), want) || !logged(a.logs, want, "keep node 1 stopped") {
+		t.Fatalf("sender's log %q lacks %q", lines(a.logs), want)
 	}
 	if n := b.got.count(); n != 0 {
 		t.Fatalf("the refusing node delivered %d messages", n)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -89,8 +91,13 @@ type TransportConfig struct {
 	// KeepaliveTime and drop it when the ping is not answered within
 	// KeepaliveTimeout, on both the client and the server side.
 	KeepaliveTime, KeepaliveTimeout time.Duration
-	// Logf receives connection events and rejections. May be nil.
-	Logf func(format string, args ...any)
+	// Logger receives connection events and rejections (package event);
+	// the transport adds SelfID to every line. Nil discards.
+	Logger *slog.Logger
+	// OnLink, when set, is called by a peer's sender goroutine when its
+	// link comes up or goes down (err says why), once per change: the
+	// first failure of a link never up counts as down. It must not block.
+	OnLink func(peer uint64, addr string, up bool, err error)
 
 	// Incarnation is the incarnation of this node's data directory, sent
 	// in every batch (0: none, as from an older build).
@@ -181,8 +188,8 @@ func (c *TransportConfig) setDefaults() {
 	if c.KeepaliveTimeout <= 0 {
 		c.KeepaliveTimeout = DefaultKeepaliveTimeout
 	}
-	if c.Logf == nil {
-		c.Logf = func(string, ...any) {}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -241,6 +248,7 @@ type TransportStats struct {
 // message to deliver.
 type Transport struct {
 	cfg     TransportConfig
+	log     *slog.Logger // cfg.Logger with SelfID
 	deliver func(core.Message)
 	peersMu sync.RWMutex
 	peers   map[uint64]*peer // Peers, members of the configuration, and followers added as they connect
@@ -307,6 +315,7 @@ func NewTransport(cfg TransportConfig, deliver func(core.Message)) *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
 		cfg:      cfg,
+		log:      cfg.Logger.With(event.KeyNode, cfg.SelfID),
 		deliver:  deliver,
 		peers:    make(map[uint64]*peer, len(cfg.Peers)),
 		voters:   map[uint64]bool{},
@@ -367,7 +376,7 @@ func (t *Transport) SetMembers(addrs map[uint64]string, voters map[uint64]bool) 
 				t.dynamic--
 			}
 			delete(t.members, id)
-			t.logf("node %d (%s) left the membership or moved: link closed", id, p.addr)
+			t.log.Info(event.PeerLinkRemoved, event.KeyPeer, id, event.KeyAddr, p.addr)
 		}
 	}
 	for id, addr := range addrs {
@@ -376,7 +385,7 @@ func (t *Transport) SetMembers(addrs map[uint64]string, voters map[uint64]bool) 
 		}
 		t.members[id] = true
 		t.addPeer(id, addr)
-		t.logf("node %d (%s) is a member: link added", id, addr)
+		t.log.Info(event.PeerLinkAdded, event.KeyPeer, id, event.KeyAddr, addr)
 	}
 }
 
@@ -400,10 +409,6 @@ func (t *Transport) selfAddress() string {
 		return t.cfg.SelfAddress
 	}
 	return t.cfg.Peers[t.cfg.SelfID]
-}
-
-func (t *Transport) logf(format string, args ...any) {
-	t.cfg.Logf("rpc: node %d: "+format, append([]any{t.cfg.SelfID}, args...)...)
 }
 
 // transportCredentials is the one place that decides how peer connections
@@ -496,7 +501,8 @@ func (t *Transport) Send(m core.Message) {
 	if len(b) > t.cfg.MaxMessageBytes {
 		p.oversized.Add(1)
 		p.dropped.Add(1)
-		t.logf("error: dropped a %s message of %d bytes to node %d: over the %d-byte message limit (a core bound does not match the transport's: check that every node runs with the same --max-entry-bytes)", m.Type, len(b), m.To, t.cfg.MaxMessageBytes)
+		t.log.Error(event.MessageTooLarge, event.KeyPeer, m.To, "type", m.Type.String(), "bytes", len(b), "limit", t.cfg.MaxMessageBytes,
+			event.KeyReason, "a core bound does not match the transport's: check that every node runs with the same --max-entry-bytes")
 		return
 	}
 	select {
@@ -504,7 +510,7 @@ func (t *Transport) Send(m core.Message) {
 	default:
 		p.dropped.Add(1)
 		if p.full.CompareAndSwap(false, true) {
-			t.logf("queue to node %d (%s) is full (%d messages): dropping until it drains", p.id, p.addr, t.cfg.QueueLen)
+			t.log.Warn(event.PeerQueueFull, event.KeyPeer, p.id, event.KeyAddr, p.addr, "messages", t.cfg.QueueLen)
 		}
 	}
 }
@@ -631,7 +637,20 @@ func (t *Transport) runPeer(p *peer) {
 		attempts    int    // failures since the last long-lived stream
 		nextAttempt time.Time
 		failedAt    time.Time
+		linkState   int // 0 not known yet, 1 up, 2 down (OnLink)
 	)
+	link := func(up bool, err error) {
+		state := 2
+		if up {
+			state = 1
+		}
+		if state != linkState {
+			linkState = state
+			if t.cfg.OnLink != nil {
+				t.cfg.OnLink(p.id, p.addr, up, err)
+			}
+		}
+	}
 	defer func() {
 		if ps != nil {
 			ps.end()
@@ -663,18 +682,24 @@ func (t *Transport) runPeer(p *peer) {
 		p.lastErr = msg
 		p.mu.Unlock()
 		if changed {
-			t.logf("link to node %d (%s): %v", p.id, p.addr, err)
+			t.log.Debug(event.PeerLinkError, event.KeyPeer, p.id, event.KeyAddr, p.addr, event.KeyErr, err)
 		}
+		link(false, err)
 		if ie := incarnationRefused(err); ie != nil && ie.Node == t.cfg.SelfID && ie.Peer == p.id {
 			if changed {
-				t.logf("error: %v", ie)
+				t.log.Error(event.IncarnationRefused, event.KeyPeer, p.id, event.KeyErr, ie)
 			}
 			if t.cfg.Refused != nil {
 				t.cfg.Refused(ie)
 			}
 		}
-		if kind, msg, ok := peerRejection(err); ok && t.cfg.Rejected != nil {
-			t.cfg.Rejected(PeerRejection{Peer: p.id, Addr: p.addr, Kind: kind, Message: msg})
+		if kind, msg, ok := peerRejection(err); ok {
+			if changed {
+				t.log.Error(event.RejectedByPeer, event.KeyPeer, p.id, event.KeyAddr, p.addr, "kind", kind, event.KeyErr, msg)
+			}
+			if t.cfg.Rejected != nil {
+				t.cfg.Rejected(PeerRejection{Peer: p.id, Addr: p.addr, Kind: kind, Message: msg})
+			}
 		}
 		failedAt = time.Now()
 		nextAttempt = failedAt.Add(backoffDelay(attempts))
@@ -747,7 +772,7 @@ func (t *Transport) runPeer(p *peer) {
 				continue
 			}
 			p.connected.Store(true)
-			t.logf("link to node %d (%s) open", p.id, p.addr)
+			link(true, nil)
 		}
 		batch, n := t.fill(p.id, first, p.q, &carry)
 		if err := ps.stream.Send(batch); err != nil {
@@ -922,7 +947,7 @@ func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, 
 			if t.cfg.CheckSender != nil {
 				if err := t.cfg.CheckSender(ctx, b.GetFrom()); err != nil {
 					t.rejected.Add(1)
-					t.logf("rejected a batch from node %d: %v", b.GetFrom(), err)
+					t.log.Warn(event.BatchRejected, event.KeyPeer, b.GetFrom(), event.KeyErr, err)
 					return status.Errorf(codes.PermissionDenied, "node %d rejected a batch from node %d: %v", t.cfg.SelfID, b.GetFrom(), err)
 				}
 			}
@@ -949,7 +974,7 @@ func (t *Transport) admitFollower(id uint64, addr string) bool {
 	}
 	t.dynamic++
 	t.addPeer(id, addr)
-	t.logf("follower %d at %s connected", id, addr)
+	t.log.Info(event.FollowerConnected, event.KeyPeer, id, event.KeyAddr, addr)
 	return true
 }
 
@@ -994,7 +1019,7 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 		t.lastRejection = reason
 		t.statMu.Unlock()
 		if changed {
-			t.logf("%s", reason)
+			t.log.Warn(event.BatchRejected, event.KeyPeer, b.GetFrom(), event.KeyReason, reason)
 		}
 		if refused != nil {
 			return api.WithDetails(codes.FailedPrecondition, reason, &paxosdpb.IncarnationRefused{
@@ -1010,7 +1035,8 @@ func (t *Transport) receive(b *paxosdpb.PeerBatch, sum *paxosdpb.PeerSummary) er
 	for _, raw := range b.GetMessages() {
 		if len(raw) > t.cfg.MaxMessageBytes {
 			t.corrupt.Add(1)
-			t.logf("error: dropped a message of %d bytes from node %d: over the %d-byte message limit (does every node run with the same --max-entry-bytes?)", len(raw), b.GetFrom(), t.cfg.MaxMessageBytes)
+			t.log.Error(event.MessageTooLarge, event.KeyPeer, b.GetFrom(), "bytes", len(raw), "limit", t.cfg.MaxMessageBytes,
+				event.KeyReason, "does every node run with the same --max-entry-bytes?")
 			continue
 		}
 		m, err := core.DecodeMessage(raw)

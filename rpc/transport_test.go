@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
@@ -56,23 +59,27 @@ func (c *collector) has(enc []byte) bool {
 	return c.got[string(enc)] > 0
 }
 
-// logBuf captures a transport's log lines.
-type logBuf struct {
+// linkLog records a transport's OnLink calls, as "up 2" or "down 2".
+type linkLog struct {
 	mu    sync.Mutex
-	lines []string
+	links []string
 }
 
-func (l *logBuf) logf(format string, args ...any) {
+func (l *linkLog) onLink(peer uint64, _ string, up bool, _ error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+	l.links = append(l.links, fmt.Sprintf("%s %d", map[bool]string{true: "up", false: "down"}[up], peer))
 }
 
-func (l *logBuf) contains(subs ...string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logged reports whether a record of rec has every one of subs in its
+// message or attribute values.
+func logged(rec *event.Recorder, subs ...string) bool {
 next:
-	for _, line := range l.lines {
+	for _, r := range rec.All() {
+		line := r.Message
+		for _, v := range r.Attrs {
+			line += " " + v.String()
+		}
 		for _, s := range subs {
 			if !strings.Contains(line, s) {
 				continue next
@@ -81,6 +88,15 @@ next:
 		return true
 	}
 	return false
+}
+
+// lines returns rec's records, for failure messages.
+func lines(rec *event.Recorder) []event.Record { return rec.All() }
+
+func (l *linkLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.links)
 }
 
 func listen(t *testing.T) net.Listener {
@@ -102,17 +118,18 @@ func deadAddr(t *testing.T) string {
 
 // testNode is a transport served by its own grpc.Server on lis.
 type testNode struct {
-	id   uint64
-	tr   *Transport
-	got  *collector
-	logs *logBuf
-	stop func() // closes the transport, stops the server; idempotent
+	id    uint64
+	tr    *Transport
+	got   *collector
+	logs  *event.Recorder
+	links *linkLog
+	stop  func() // closes the transport, stops the server; idempotent
 }
 
 func startNode(t *testing.T, cfg TransportConfig, lis net.Listener) *testNode {
 	t.Helper()
-	n := &testNode{id: cfg.SelfID, got: newCollector(), logs: &logBuf{}}
-	cfg.Logf = n.logs.logf
+	n := &testNode{id: cfg.SelfID, got: newCollector(), logs: event.NewRecorder(), links: &linkLog{}}
+	cfg.Logger, cfg.OnLink = slog.New(n.logs), n.links.onLink
 	n.tr = NewTransport(cfg, n.got.deliver)
 	var srv *grpc.Server
 	served := make(chan struct{})
@@ -308,8 +325,10 @@ func TestPeerComesUpLater(t *testing.T) {
 			t.Fatalf("a message sent after the peer came up was lost")
 		}
 	}
-	if !a.logs.contains("link to node 2", "open") {
-		t.Errorf("no log line for the link opening: %q", a.logs.lines)
+	// OnLink: down (the first failure), then up once, however many
+	// attempts failed in between.
+	if got := a.links.get(); !slices.Equal(got, []string{"down 2", "up 2"}) {
+		t.Errorf("OnLink calls %q, want down 2, up 2", got)
 	}
 }
 
@@ -382,11 +401,11 @@ func TestRejectWrongClusterOrNode(t *testing.T) {
 	if st.Rejected == 0 || !strings.Contains(st.LastRejection, "cluster 1") || !strings.Contains(st.LastRejection, "cluster 2") {
 		t.Errorf("receiver stats do not show the rejection: %+v", st)
 	}
-	if !b.logs.contains("cluster 1", "cluster 2") {
-		t.Errorf("receiver did not log the rejection: %q", b.logs.lines)
+	if !logged(b.logs, "cluster 1", "cluster 2") {
+		t.Errorf("receiver did not log the rejection: %q", lines(b.logs))
 	}
-	if !a.logs.contains("node 2", "cluster 1", "cluster 2") {
-		t.Errorf("sender did not log the rejection: %q", a.logs.lines)
+	if !logged(a.logs, event.PeerLinkError, "cluster 1", "cluster 2") {
+		t.Errorf("sender did not log the rejection: %q", lines(a.logs))
 	}
 	if a.tr.Stats().Peers[2].Connected {
 		t.Errorf("a rejected link shows as connected")
@@ -573,8 +592,9 @@ func TestQueueOverflow(t *testing.T) {
 	if ps := a.tr.Stats().Peers[3]; ps.Dropped != 0 || ps.LastError != "" {
 		t.Errorf("untouched peer 3 has stats %+v", ps)
 	}
-	if !a.logs.contains("queue to node 2", "full") {
-		t.Errorf("no log line for the full queue")
+	if full := a.logs.Find(event.PeerQueueFull); len(full) != 1 || full[0].Attrs[event.KeyPeer].Uint64() != 2 ||
+		full[0].Attrs[event.KeyNode].Uint64() != 1 {
+		t.Errorf("logged %+v for the full queue, want one %q for peer 2 from node 1", full, event.PeerQueueFull)
 	}
 	// Unroutable: unknown peer, self, wrong From.
 	a.tr.Send(testMessage(rand.New(rand.NewPCG(1, 1)), 1, 99, 0, 1))

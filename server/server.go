@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"maps"
 	"net"
 	"os"
@@ -37,6 +38,7 @@ import (
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/gossip"
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/instance"
@@ -54,7 +56,14 @@ type Config struct {
 	DataDir       string
 	Cluster       string // cluster name; with the member IDs, the cluster ID
 	MaxEntryBytes int    // default 1 MiB
-	Logf          func(format string, args ...any)
+	// Logger receives the node's events (package event; docs/operations.md,
+	// "Logs and events"): the server, its node, transport and gossip add
+	// the node's ID to every line. Nil discards. The paxosd command builds
+	// it from --log-level and --log-format.
+	Logger *slog.Logger
+	// SlowSyncThreshold: a synced write slower than this is logged
+	// (node.Config; default node.DefaultSlowSyncThreshold).
+	SlowSyncThreshold time.Duration
 	// LearnInterval is how often the node asks its peers how far they are
 	// (default 1 s); CatchupRate bounds the bytes per second of chosen
 	// values it serves to peers catching up (default 64 MB/s; negative: no
@@ -197,6 +206,9 @@ const DefaultCatchupRate = 64 << 20
 // writes new tables before it deletes the old ones.
 const DefaultMinFreeBytes = 256 << 20
 
+// errStopRequested is the cause Stop cancels the node's context with.
+var errStopRequested = errors.New("stop requested")
+
 // maxFollowersPerMember bounds the followers one member pushes to.
 const maxFollowersPerMember = 16
 
@@ -230,7 +242,8 @@ type Server struct {
 	done   chan struct{} // closed when stopped; err is then set
 	cancel context.CancelFunc
 	err    error
-	heard  atomic.Bool // a peer's message has arrived (or did before this start)
+	log    *slog.Logger // cfg.Logger with the node's ID
+	heard  atomic.Bool  // a peer's message has arrived (or did before this start)
 }
 
 // FollowerRejectedError stops a follower whose cluster refuses it for
@@ -337,8 +350,8 @@ func (r *Server) Wait() error {
 
 // Start opens storage, listens, and runs the node until ctx ends or Stop.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if len(cfg.Peers) == 0 {
 		return startJoined(ctx, cfg)
@@ -379,7 +392,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
 	}
-	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{})
+	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{Logf: storageLogf(cfg)})
 	if err != nil {
 		lis.Close()
 		return nil, err
@@ -414,7 +427,7 @@ func startJoined(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w (is another paxosd or program using that port? pick another with --listen)", cfg.Listen, err)
 	}
-	store, err := storage.OpenJoined(cfg.DataDir, cfg.ID, idgen.DefaultK, storage.Options{})
+	store, err := storage.OpenJoined(cfg.DataDir, cfg.ID, idgen.DefaultK, storage.Options{Logf: storageLogf(cfg)})
 	var seeds []string // gossip addresses the join answer listed
 	switch {
 	case errors.Is(err, storage.ErrNoStore) && len(cfg.Join) == 0:
@@ -472,7 +485,8 @@ func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 	defer cl.Close()
 	jctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	cfg.Logf("paxosd node %d: joining the cluster through %v as a follower at %s (incarnation %016x)", cfg.ID, cfg.Join, cfg.Listen, inc)
+	log := cfg.Logger.With(event.KeyNode, cfg.ID)
+	log.Info(event.Joining, "via", cfg.Join, "listen", cfg.Listen, "incarnation", fmt.Sprintf("%016x", inc))
 	resp, err := cl.Join(jctx, cfg.ID, cfg.Listen, inc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining through %v: %w", cfg.Join, err)
@@ -485,7 +499,7 @@ func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 	if cid != resp.ClusterId {
 		return nil, nil, fmt.Errorf("joining through %v: the answer's cluster ID %d does not follow from its name %q and voters %v (a member of another build?)", cfg.Join, resp.ClusterId, rec.Cluster, rec.Genesis)
 	}
-	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{Incarnation: inc, Join: &rec})
+	store, err := storage.Open(cfg.DataDir, storage.Meta{ClusterID: cid, NodeID: cfg.ID, K: idgen.DefaultK}, storage.Options{Incarnation: inc, Join: &rec, Logf: storageLogf(cfg)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -498,7 +512,7 @@ func join(ctx context.Context, cfg Config) (*storage.Store, []string, error) {
 			seeds = append(seeds, m.GossipAddress)
 		}
 	}
-	cfg.Logf("paxosd node %d: joined cluster %q (ID %d) as a follower; promote it with: paxosd members promote %d", cfg.ID, rec.Cluster, cid, cfg.ID)
+	log.Info(event.Joined, "cluster", rec.Cluster, "cluster_id", cid, event.KeyReason, fmt.Sprintf("a follower; promote it with: paxosd members promote %d", cfg.ID))
 	return store, seeds, nil
 }
 
@@ -508,10 +522,11 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	if cfg.MaxEntryBytes == 0 {
 		cfg.MaxEntryBytes = api.DefaultMaxEntryBytes
 	}
-	if cfg.Logf == nil {
-		cfg.Logf = func(string, ...any) {}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{})}
+	r := &Server{cfg: cfg, store: store, lis: lis, done: make(chan struct{}), log: cfg.Logger.With(event.KeyNode, cfg.ID)}
+	links := newLinkLog(r.log, time.Now)
 	var n *node.Node
 	maxFollowers := maxFollowersPerMember
 	var followers []instance.Follower
@@ -535,7 +550,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	// (instance.Config.MaxMessageBytes); the transport must carry it, or a
 	// phase 1 or catch-up could stall for good on a dropped message.
 	ncfg := node.Config{ID: cfg.ID, ClusterID: cid, Members: cfg.Peers, Followers: followers, DataDir: cfg.DataDir, Core: cc,
-		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, RetainBytes: cfg.RetainBytes, RetainAge: cfg.RetainAge, Logf: cfg.Logf,
+		MaxEntryBytes: cfg.MaxEntryBytes, RetainEntries: cfg.RetainEntries, RetainBytes: cfg.RetainBytes, RetainAge: cfg.RetainAge, Logger: cfg.Logger, SlowSyncThreshold: cfg.SlowSyncThreshold,
 		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
 		MinFreeBytes: cfg.MinFreeBytes}
 	nodeMetrics, grpcMetricOpts := r.instrument()
@@ -560,7 +575,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	}
 	// A peer that refuses this node's incarnation stops it with that error.
 	ctx, cancel := context.WithCancelCause(ctx)
-	r.cancel = func() { cancel(nil) }
+	r.cancel = func() { cancel(errStopRequested) } // the node logs it as why it stopped
 	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
 	// isFollower: a static follower, or a directory that joined and is not
 	// (yet) a voter by its own membership. The transport's goroutines may
@@ -587,7 +602,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	_, joined := store.Joined()
 	r.heard.Store(len(known) > 0 || joined)
 	ntls := tlsOptions(cfg.TLS)
-	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logf: cfg.Logf, DialCreds: ntls.peer, CheckSender: ntls.checkSender,
+	r.tr = rpc.NewTransport(rpc.TransportConfig{ClusterID: cid, SelfID: cfg.ID, Peers: cfg.Peers, DialPeers: cfg.DialPeers, Logger: cfg.Logger, OnLink: links.note, DialCreds: ntls.peer, CheckSender: ntls.checkSender,
 		SelfAddress: self, MaxFollowers: maxFollowers, MaxMessageBytes: maxMsg,
 		Incarnation: store.Incarnation(), CheckPeer: r.incs.Check,
 		Refused: func(e *rpc.IncarnationError) {
@@ -598,14 +613,14 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 			// names its incarnation (the core's rule), so a refusal is only
 			// a peer behind: it stops when a removal says so.
 			if _, joined := store.Joined(); joined {
-				cfg.Logf("node %d: peer %d refused this directory (incarnation %016x), which joined the cluster: the peer is behind; carrying on",
-					cfg.ID, e.Peer, store.Incarnation())
+				r.log.Warn(event.IncarnationKept, event.KeyPeer, e.Peer, "incarnation", fmt.Sprintf("%016x", store.Incarnation()),
+					event.KeyReason, "this directory joined the cluster: the peer is behind")
 				return
 			}
 			if n != nil {
 				if m, ok := n.Members().Latest().Get(cfg.ID); ok && m.Incarnation != 0 && m.Incarnation == store.Incarnation() {
-					cfg.Logf("node %d: peer %d refused this directory (incarnation %016x) but has not applied the membership that names it yet; carrying on",
-						cfg.ID, e.Peer, store.Incarnation())
+					r.log.Warn(event.IncarnationKept, event.KeyPeer, e.Peer, "incarnation", fmt.Sprintf("%016x", store.Incarnation()),
+						event.KeyReason, "the peer has not applied the membership that names it yet")
 					return
 				}
 			}
@@ -674,6 +689,11 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.registerDiscovery(ctx, r.grpc) // gRPC health and reflection (health.go)
 	go r.grpc.Serve(lis)
 	gctx, stopGossip := context.WithCancel(ctx)
+	linksDone := make(chan struct{})
+	go func() {
+		defer close(linksDone)
+		links.run(gctx)
+	}()
 	gossipDone := make(chan struct{})
 	if r.gossip != nil {
 		go func() {
@@ -696,9 +716,10 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		// connections. Its Close tells the others this node left.
 		stopGossip()
 		<-gossipDone
+		<-linksDone
 		if r.gossip != nil {
 			if gerr := r.gossip.Close(); gerr != nil {
-				cfg.Logf("paxosd node %d: %v", cfg.ID, gerr)
+				r.log.Warn(event.GossipCloseFailed, event.KeyErr, gerr)
 			}
 		}
 		r.grpc.Stop()
@@ -711,6 +732,15 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		close(r.done)
 	}()
 	return r, nil
+}
+
+// storageLogf turns storage's notices (storage.Options.Logf) into
+// event.StorageNotice lines.
+func storageLogf(cfg Config) func(string, ...any) {
+	log := cfg.Logger.With(event.KeyNode, cfg.ID)
+	return func(format string, args ...any) {
+		log.Warn(event.StorageNotice, "detail", fmt.Sprintf(format, args...))
+	}
 }
 
 // Gossip returns the node's gossip, nil when it runs none.

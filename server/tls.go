@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"sync"
@@ -15,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	grpcpeer "google.golang.org/grpc/peer"
+
+	"github.com/paxosd/paxosd/event"
 )
 
 // TLSFiles are the files of a node's TLS set-up (paxosd server's flags,
@@ -134,21 +137,22 @@ func (s *certSet) load() (*tlsState, error) {
 // fails (a half-written file) keeps the previous state and is logged.
 type TLSHolder struct {
 	files        TLSFiles
-	logf         func(string, ...any)
+	log          *slog.Logger
 	mu           sync.Mutex
 	client, peer *certSet // nil: not configured
 	checked      time.Time
 }
 
-// NewTLSHolder loads the files, or says why it cannot.
-func NewTLSHolder(files TLSFiles, logf func(string, ...any)) (*TLSHolder, error) {
+// NewTLSHolder loads the files, or says why it cannot. Reloads are logged
+// to log (nil: discarded).
+func NewTLSHolder(files TLSFiles, log *slog.Logger) (*TLSHolder, error) {
 	if err := files.Check(); err != nil {
 		return nil, err
 	}
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	h := &TLSHolder{files: files, logf: logf}
+	h := &TLSHolder{files: files, log: log}
 	if files.CertFile != "" {
 		h.client = &certSet{cert: files.CertFile, key: files.KeyFile, ca: files.TrustedCAFile, keyFlags: "--cert-file and --key-file", caFlag: "--trusted-ca-file"}
 	}
@@ -194,12 +198,12 @@ func (h *TLSHolder) reloadLocked(changedOnly bool) error {
 		st, err := s.load()
 		if err != nil {
 			s.failed = stamp
-			h.logf("paxosd: TLS reload failed, keeping the previous certificate: %v", err)
+			h.log.Warn(event.TLSReloadFailed, event.KeyErr, err, event.KeyReason, "keeping the previous certificate")
 			errs = append(errs, err)
 			continue
 		}
 		s.cur = st
-		h.logf("paxosd: TLS certificate and CA reloaded from %s", s.cert)
+		h.log.Info(event.TLSReloaded, "cert", s.cert)
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -50,7 +51,7 @@ func TestTLSHolderReloadsChangedFiles(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
 	writeSelfSigned(t, cert, key, "before")
-	h, err := NewTLSHolder(TLSFiles{CertFile: cert, KeyFile: key}, t.Logf)
+	h, err := NewTLSHolder(TLSFiles{CertFile: cert, KeyFile: key}, slog.New(slog.NewTextHandler(t.Output(), nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

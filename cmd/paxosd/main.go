@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log"
 	"net"
 	"os"
 	"os/signal"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/server"
 )
@@ -144,7 +144,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			&cli.Uint64Flag{Name: "min-free-bytes", Value: server.DefaultMinFreeBytes, Usage: "free space the data directory's file system must keep: below it the master refuses appends (RESOURCE_EXHAUSTED, reason NO_SPACE) and an acceptor declines to vote for them, while reads, tails, trims and lease renewals go on; appends resume once space is back (0: no check)"},
 			// For tests only: the node's free bytes come from this file.
 			&cli.StringFlag{Name: "unsafe-disk-free-file", Hidden: true, Usage: "read the free bytes from this file instead of the file system (tests only)"},
-		}, append(append(securityFlags, bugFlags...), metricsFlags...)...),
+		}, append(append(append(securityFlags, bugFlags...), metricsFlags...), logFlags...)...),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -182,24 +182,34 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			if n := c.Int("max-entry-bytes"); n <= 0 || n > maxEntryLimit {
 				return usageErr(fmt.Errorf("--max-entry-bytes %d: pick 1 to %d", n, maxEntryLimit))
 			}
-			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-			if a := c.String("pprof"); a != "" {
-				if err := servePprof(a, logger.Printf); err != nil {
-					return err
-				}
-			}
-			tlsHolder, auth, security, err := serverSecurity(c, logger.Printf)
+			logger, err := newLogger(c, os.Stderr)
 			if err != nil {
 				return err
+			}
+			log := logger.With(event.KeyNode, c.Uint64("id")) // the server adds it to its own lines
+			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			tlsHolder, auth, security, err := serverSecurity(c, log)
+			if err != nil {
+				return err
+			}
+			log.Info(event.Starting, "listen", c.String("listen"), "peers", c.String("peers"), "join", c.String("join"),
+				"follow", c.Uint64("follow"), "data_dir", c.String("data-dir"), "cluster", c.String("cluster"),
+				"tls", tlsHolder != nil, "auth", auth != nil, "metrics_addr", c.String("metrics-addr"), "gossip_listen", c.String("gossip-listen"),
+				"max_entry_bytes", c.Int("max-entry-bytes"), "min_free_bytes", c.Uint64("min-free-bytes"),
+				"retain_entries", c.Uint64("retain-entries"), "retain_bytes", c.Uint64("retain-bytes"), "retain_age", c.Duration("retain-age"),
+				"log_level", c.String("log-level"), "log_format", c.String("log-format"), "slow_fsync_threshold", slowSync(c), "version", versionLine())
+			if a := c.String("pprof"); a != "" {
+				if err := servePprof(a, log); err != nil {
+					return err
+				}
 			}
 			mon, err := openMonitor(c) // --metrics-addr (metrics.go)
 			if err != nil {
 				return err
 			}
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers, TLS: tlsHolder, Auth: auth,
-				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logf: logger.Printf,
+				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logger: logger, SlowSyncThreshold: slowSync(c),
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
 				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file"), Metrics: mon.registry()})
@@ -207,11 +217,12 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 				mon.close()
 				return err
 			}
-			mon.serve(r, logger.Printf)
-			logger.Printf("paxosd node %d serving on %s (%s), data in %s", c.Uint64("id"), r.Addr(), security, c.String("data-dir"))
+			mon.serve(r, log)
+			log.Info(event.Serving, event.KeyAddr, r.Addr(), "security", security, "data_dir", c.String("data-dir"))
 			select {
 			case <-r.Done():
 			case <-sig.Done():
+				log.Info(event.ShuttingDown, event.KeyReason, context.Cause(sig).Error())
 				// A planned stop: a master hands its lease over first, so
 				// that appends stall a few round trips, not a lease.
 				hctx, cancel := context.WithTimeout(context.Background(), c.Duration("handover-timeout"))
@@ -223,15 +234,13 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 				cancel()
 				switch {
 				case err != nil:
-					logger.Printf("paxosd node %d: handing the master lease over: %v; stopping anyway", c.Uint64("id"), err)
+					log.Warn(event.HandoverOnStop, event.KeyErr, err, event.KeyReason, "stopping anyway")
 				case to != 0:
-					logger.Printf("paxosd node %d: handed the master lease to node %d in %v", c.Uint64("id"), to, time.Since(start).Round(time.Millisecond))
+					log.Info(event.HandoverOnStop, event.KeyTo, to, event.KeyTook, time.Since(start).Round(time.Millisecond))
 				}
 				r.Stop()
 			}
-			err = r.Wait()
-			logger.Printf("paxosd node %d stopped", c.Uint64("id"))
-			return err
+			return r.Wait()
 		},
 	}
 }
@@ -240,13 +249,13 @@ func devCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "dev",
 		Usage: "run a whole local cluster in one process (Ctrl-C stops it)",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of voting members (3 or 5)"},
 			&cli.StringFlag{Name: "data-dir", Usage: "where the nodes keep their data (default: a new temporary directory)"},
 			&cli.IntFlag{Name: "base-port", Value: 7001, Usage: "node i listens on 127.0.0.1:(base-port+i-1)"},
 			&cli.BoolFlag{Name: "metrics", Usage: "serve node i's metrics, /healthz and /readyz (as paxosd server --metrics-addr) on 127.0.0.1:(metrics-base-port+i-1)"},
 			&cli.IntFlag{Name: "metrics-base-port", Value: 9464, Usage: "with --metrics, node i's metrics port is metrics-base-port+i-1"},
-		},
+		}, logFlags...),
 		Description: `Plaintext, every caller served: paxosd server has the TLS and authentication flags.
 Examples:
   paxosd dev                              # 3 nodes on 127.0.0.1:7001-7003, data in a new temporary directory
@@ -255,6 +264,10 @@ Examples:
   paxosd dev --metrics                    # and metrics on http://127.0.0.1:9464-9466/metrics`,
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
+				return err
+			}
+			logger, err := newLogger(c, os.Stderr)
+			if err != nil {
 				return err
 			}
 			nodes, base := c.Int("nodes"), c.Int("base-port")
@@ -313,11 +326,13 @@ Examples:
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 			var running []*server.Server
 			for i := 1; i <= nodes; i++ {
-				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, i),
-					Cluster: "dev", Logf: logger.Printf, Metrics: mons[i-1].registry()})
+				ndir := fmt.Sprintf("%s/node%d", dir, i)
+				logger.Info(event.Starting, event.KeyNode, i, "listen", peers[uint64(i)], "data_dir", ndir, "cluster", "dev",
+					"tls", false, "auth", false, "log_level", c.String("log-level"), "log_format", c.String("log-format"), "slow_fsync_threshold", slowSync(c), "version", versionLine())
+				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: ndir,
+					Cluster: "dev", Logger: logger, SlowSyncThreshold: slowSync(c), Metrics: mons[i-1].registry()})
 				if err != nil {
 					closeMons()
 					for _, r := range running {
@@ -336,7 +351,7 @@ Examples:
 			}
 			metricsLine := ""
 			for i, r := range running {
-				mons[i].serve(r, logger.Printf)
+				mons[i].serve(r, logger.With(event.KeyNode, i+1))
 				if mons[i] != nil {
 					metricsLine += fmt.Sprintf("metrics of node %d: http://%s/metrics\n", i+1, mons[i].lis.Addr())
 				}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
+	"github.com/paxosd/paxosd/event"
 	"github.com/paxosd/paxosd/server"
 )
 
@@ -71,12 +73,12 @@ func (m *monitor) close() {
 }
 
 // serve serves the endpoints for r until the process ends.
-func (m *monitor) serve(r *server.Server, logf func(string, ...any)) {
+func (m *monitor) serve(r *server.Server, log *slog.Logger) {
 	if m == nil {
 		return
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: promLogger(logf)}))
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: promLogger{log}}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok: the process runs")
 	})
@@ -94,12 +96,15 @@ func (m *monitor) serve(r *server.Server, logf func(string, ...any)) {
 	}
 	go func() {
 		if err := http.Serve(m.lis, mux); err != nil {
-			logf("metrics server stopped: %v", err)
+			log.Error(event.MetricsStopped, event.KeyErr, err)
 		}
 	}()
-	logf("metrics on http://%s/metrics (health: /healthz, /readyz)", m.lis.Addr())
+	log.Info(event.MetricsServing, "url", fmt.Sprintf("http://%s/metrics", m.lis.Addr()), "health", "/healthz, /readyz")
 }
 
-type promLogger func(string, ...any)
+// promLogger logs promhttp's errors (a metric that failed to collect).
+type promLogger struct{ log *slog.Logger }
 
-func (l promLogger) Println(v ...any) { l("metrics: %s", fmt.Sprint(v...)) }
+func (l promLogger) Println(v ...any) {
+	l.log.Error(event.MetricsError, event.KeyErr, fmt.Sprint(v...))
+}

@@ -2,15 +2,18 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+
+	"github.com/paxosd/paxosd/event"
 )
 
 // servePprof serves Go's profiles (/debug/pprof/) on addr, for
 // `go tool pprof http://ADDR/debug/pprof/profile`. It returns once the
 // listener is open, so a bad address fails the start.
-func servePprof(addr string, logf func(string, ...any)) error {
+func servePprof(addr string, log *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--pprof: %w", err)
@@ -19,10 +22,10 @@ func servePprof(addr string, logf func(string, ...any)) error {
 	addPprof(mux)
 	go func() {
 		if err := http.Serve(l, mux); err != nil {
-			logf("pprof server stopped: %v", err)
+			log.Error(event.PprofStopped, event.KeyErr, err)
 		}
 	}()
-	logf("pprof on http://%s/debug/pprof/", l.Addr())
+	log.Info(event.PprofServing, "url", fmt.Sprintf("http://%s/debug/pprof/", l.Addr()))
 	return nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -57,7 +58,7 @@ func clientSecurity(c *cli.Context, opt client.Options) (client.Options, error) 
 
 // serverSecurity loads the server's TLS files and tokens file, and reloads
 // the TLS files on SIGHUP. It returns what the start-up line says of them.
-func serverSecurity(c *cli.Context, logf func(string, ...any)) (*server.TLSHolder, *rpc.Auth, string, error) {
+func serverSecurity(c *cli.Context, log *slog.Logger) (*server.TLSHolder, *rpc.Auth, string, error) {
 	files := server.TLSFiles{CertFile: c.String("cert-file"), KeyFile: c.String("key-file"),
 		TrustedCAFile: c.String("trusted-ca-file"), ClientCertAuth: c.Bool("client-cert-auth"),
 		PeerCertFile: c.String("peer-cert-file"), PeerKeyFile: c.String("peer-key-file"), PeerTrustedCAFile: c.String("peer-trusted-ca-file")}
@@ -76,7 +77,7 @@ func serverSecurity(c *cli.Context, logf func(string, ...any)) (*server.TLSHolde
 	if !files.Enabled() {
 		return nil, auth, "plaintext, " + authLine, nil
 	}
-	h, err := server.NewTLSHolder(files, logf)
+	h, err := server.NewTLSHolder(files, log)
 	if err != nil {
 		return nil, nil, "", err
 	}
