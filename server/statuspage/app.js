@@ -22,6 +22,10 @@ function banner(text) {
   b.hidden = !text;
 }
 
+function renderBounds(n) {
+  $("bounds").textContent = n.last_index < 0 ? "empty" : "indexes " + n.first_index + " to " + n.last_index;
+}
+
 function renderStatus(st) {
   if (st.error) {
     banner(st.error);
@@ -29,6 +33,7 @@ function renderStatus(st) {
   }
   banner("");
   const n = st.node;
+  state.node = n;
   document.title = "paxosd node " + n.id;
   $("title").textContent = "paxosd node " + n.id + (n.address ? " (" + n.address + ")" : "");
   $("master").textContent = n.master ? "node " + n.master + (n.master_address ? " (" + n.master_address + ")" : "") : "none known";
@@ -36,7 +41,7 @@ function renderStatus(st) {
   $("self-role").textContent = n.role;
   $("chosen").textContent = n.chosen_instance;
   $("unapplied").textContent = n.chosen_unapplied;
-  $("bounds").textContent = n.last_index < 0 ? "empty" : "indexes " + n.first_index + " to " + n.last_index;
+  renderBounds(n);
   $("self-lag").textContent = n.lag + " instances" + (n.behind ? " (catching up)" : "");
   const body = $("members").tBodies[0];
   body.replaceChildren();
@@ -103,6 +108,17 @@ function chart(svg, lines) {
     path.setAttribute("d", d || "M0 0");
     path.setAttribute("class", l.cls);
     svg.append(path);
+    if (l.dots) {
+      // Latency has gaps (seconds without appends): a dot shows a lone value.
+      for (const p of pts) {
+        const v = p[l.key];
+        if (v === null || v === undefined || now - p.t > span) continue;
+        const c = document.createElementNS(svgNS, "circle");
+        c.setAttribute("cx", x(p.t).toFixed(1)); c.setAttribute("cy", y(v).toFixed(1)); c.setAttribute("r", 2);
+        c.setAttribute("class", l.cls + " dot");
+        svg.append(c);
+      }
+    }
   }
 }
 
@@ -115,7 +131,7 @@ function niceMax(v) {
 
 function renderCharts() {
   chart($("chart-rate"), [{ key: "entries_per_s", cls: "rate" }]);
-  chart($("chart-latency"), [{ key: "latency_mean_ms", cls: "mean" }, { key: "latency_p99_ms", cls: "p99" }]);
+  chart($("chart-latency"), [{ key: "latency_mean_ms", cls: "mean", dots: true }, { key: "latency_p99_ms", cls: "p99", dots: true }]);
   const last = state.series[state.series.length - 1];
   $("rate-now").textContent = last ? fmt(last.entries_per_s) + "/s now" : "";
   $("lat-now").textContent = last && last.latency_mean_ms !== null ? fmt(last.latency_mean_ms) + " / " + fmt(last.latency_p99_ms) + " ms now" : "";
@@ -161,6 +177,11 @@ function addEntries(ents) {
     body.prepend(tr);
   }
   while (body.children.length > state.tailMax) body.lastElementChild.remove();
+  // The log grew since the last status: say so at once.
+  if (state.node && state.lastIndex > state.node.last_index) {
+    state.node.last_index = state.lastIndex;
+    renderBounds(state.node);
+  }
 }
 
 function snapshot(s) {
