@@ -362,7 +362,7 @@ func (p *statusPage) snapshot(ctx context.Context) pageSnapshot {
 	if p.cfg.Tail {
 		p.readTail()
 		p.tailMu.Lock()
-		s.Tail = slices.Clone(p.tail)
+		s.Tail = append(s.Tail, p.tail...)
 		p.tailMu.Unlock()
 	}
 	return s

@@ -159,6 +159,16 @@ func next(t *testing.T, evs <-chan sseEvent, name string, ok func(string) bool) 
 func TestStatusStream(t *testing.T) {
 	ring := NewEventRing(nil, 50)
 	s, url, cl := startPageNode(t, ring)
+	// An empty log is an empty tail, not null.
+	r0, err := http.Get(url + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b0, _ := io.ReadAll(r0.Body)
+	r0.Body.Close()
+	if !strings.Contains(string(b0), `"tail":[]`) || !strings.Contains(string(b0), `"events":[]`) || !strings.Contains(string(b0), `"series":[`) {
+		t.Errorf("/api/status of an empty log: %s", b0)
+	}
 	if _, err := cl.Append(context.Background(), []byte("first")); err != nil {
 		t.Fatal(err)
 	}

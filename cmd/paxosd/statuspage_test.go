@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -103,4 +104,68 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot of node %d's status page: %s (set PAXOSD_TEST_ARTIFACTS=DIR to keep it)", master, p)
+}
+
+// TestStatusPageFlags: the log tail is off by default with
+// --auth-tokens-file (the metrics port has no authentication) and on
+// again with --status-page-tail; --status-page=false serves no page, and
+// the metrics still.
+func TestStatusPageFlags(t *testing.T) {
+	needProcesses(t)
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("s3cr3t admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		flags      []string
+		page, tail bool
+	}{
+		{nil, true, true},
+		{[]string{"--auth-tokens-file", tokens}, true, false},
+		{[]string{"--auth-tokens-file", tokens, "--status-page-tail"}, true, true},
+		{[]string{"--status-page-tail=false"}, true, false},
+		{[]string{"--status-page=false"}, false, false},
+	} {
+		ports := freePorts(t, 2)
+		args := append([]string{"server", "--id", "1", "--peers", "1=" + ports[0], "--gossip-listen", "off",
+			"--data-dir", filepath.Join(dir, fmt.Sprint("data", i)), "--metrics-addr", ports[1]}, tc.flags...)
+		p := startProc(t, filepath.Join(dir, fmt.Sprintf("node%d.log", i)), args...)
+		base := "http://" + ports[1]
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if r, err := http.Get(base + "/healthz"); err == nil {
+				r.Body.Close()
+				break
+			}
+			if p.exited() || time.Now().After(deadline) {
+				t.Fatalf("%v: no /healthz within 20s:\n%s", tc.flags, p.output())
+			}
+		}
+		if code, _ := httpGet(t, base+"/metrics"); code != 200 {
+			t.Errorf("%v: /metrics answered %d", tc.flags, code)
+		}
+		code, body := httpGet(t, base+"/api/status")
+		switch {
+		case !tc.page && code != 404:
+			t.Errorf("%v: /api/status answered %d, want 404", tc.flags, code)
+		case tc.page && code != 200:
+			t.Errorf("%v: /api/status answered %d %q", tc.flags, code, body)
+		case tc.page && !strings.Contains(body, fmt.Sprintf(`"tail_on":%v`, tc.tail)):
+			t.Errorf("%v: /api/status does not say tail_on %v: %s", tc.flags, tc.tail, body)
+		}
+		if code, _ := httpGet(t, base+"/"); (code == 200) != tc.page {
+			t.Errorf("%v: / answered %d", tc.flags, code)
+		}
+		p.stop(t)
+	}
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--status-page-tail"}, "--status-page-tail needs --metrics-addr"},
+		{[]string{"--metrics-addr", "127.0.0.1:0", "--status-page=false", "--status-page-tail"}, "--status-page-tail needs the status page"},
+	} {
+		r := run(t, "", append([]string{"server", "--id", "1", "--peers", "1=127.0.0.1:1", "--data-dir", filepath.Join(dir, "refused")}, tc.flags...)...)
+		refused(t, fmt.Sprint(tc.flags), r, tc.want)
+	}
 }

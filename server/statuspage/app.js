@@ -193,8 +193,8 @@ function snapshot(s) {
   $("events-off").hidden = s.events_on;
   $("tail-off").hidden = s.tail_on;
   $("tail").hidden = !s.tail_on;
-  for (const ev of s.events) addEvent(ev);
-  addEntries(s.tail);
+  for (const ev of s.events || []) addEvent(ev);
+  addEntries(s.tail || []);
 }
 
 function connect() {
