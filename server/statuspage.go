@@ -194,14 +194,21 @@ func (p *statusPage) runTail(ctx context.Context) {
 		if _, err := p.r.node.WaitApplied(ctx, want); err != nil {
 			return
 		}
-		if ents := p.readTail(); len(ents) > 0 {
-			p.hub.publish(frame("entries", ents))
-		}
+		p.refreshTail()
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(tailInterval):
 		}
+	}
+}
+
+// refreshTail reads the entries applied since the last read and sends
+// them to the viewers, whoever asked (the tail loop, or a snapshot: what
+// it read must reach the viewers too).
+func (p *statusPage) refreshTail() {
+	if ents := p.readTail(); len(ents) > 0 && p.hub.count() > 0 {
+		p.hub.publish(frame("entries", ents))
 	}
 }
 
@@ -360,7 +367,7 @@ func (p *statusPage) snapshot(ctx context.Context) pageSnapshot {
 		s.Events = p.cfg.Events.Events()
 	}
 	if p.cfg.Tail {
-		p.readTail()
+		p.refreshTail()
 		p.tailMu.Lock()
 		s.Tail = append(s.Tail, p.tail...)
 		p.tailMu.Unlock()

@@ -185,6 +185,11 @@ function addEntries(ents) {
 }
 
 function snapshot(s) {
+  // A reconnect (perhaps to a restarted node) starts the lists anew.
+  state.lastEventSeq = 0;
+  state.lastIndex = -1;
+  $("events").replaceChildren();
+  $("tail").tBodies[0].replaceChildren();
   state.seriesSeconds = s.limits.series_seconds;
   state.tailMax = s.limits.tail;
   state.series = s.series || [];
