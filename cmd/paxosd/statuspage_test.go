@@ -131,6 +131,7 @@ func TestStatusPageFlags(t *testing.T) {
 		args := append([]string{"server", "--id", "1", "--peers", "1=" + ports[0], "--gossip-listen", "off",
 			"--data-dir", filepath.Join(dir, fmt.Sprint("data", i)), "--metrics-addr", ports[1]}, tc.flags...)
 		p := startProc(t, filepath.Join(dir, fmt.Sprintf("node%d.log", i)), args...)
+		t.Cleanup(func() { p.stop(t) }) // also when the test fails early
 		base := "http://" + ports[1]
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			if r, err := http.Get(base + "/healthz"); err == nil {
