@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
@@ -51,6 +52,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.appendSeconds, m.commitSeconds, m.syncSeconds, m.instanceEntries, m.instanceBytes, m.catchupBytes, m.masterChanges)
 	return m
+}
+
+// LatencySnapshot is a histogram's state: its count and sum of seconds,
+// and cumulative counts up to each upper bound (the last, +Inf, is Count).
+type LatencySnapshot struct {
+	Count  uint64
+	Sum    float64
+	Bounds []float64 // upper bounds in seconds, ascending
+	Counts []uint64  // observations at or below Bounds[i]
+}
+
+// AppendLatency returns paxosd_append_duration_seconds as it stands (the
+// status page charts its differences each second); zero for a nil
+// *Metrics.
+func (m *Metrics) AppendLatency() LatencySnapshot {
+	if m == nil {
+		return LatencySnapshot{}
+	}
+	var d dto.Metric
+	if err := m.appendSeconds.Write(&d); err != nil {
+		return LatencySnapshot{}
+	}
+	h := d.GetHistogram()
+	s := LatencySnapshot{Count: h.GetSampleCount(), Sum: h.GetSampleSum()}
+	for _, b := range h.GetBucket() {
+		s.Bounds = append(s.Bounds, b.GetUpperBound())
+		s.Counts = append(s.Counts, b.GetCumulativeCount())
+	}
+	return s
 }
 
 // initPeers makes the per-peer series of the members exist at zero, so

@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -131,6 +132,11 @@ type Config struct {
 	// Metrics, when set, receives the node's Prometheus metrics (metrics.go;
 	// NewRegistry makes one per node).
 	Metrics prometheus.Registerer
+	// StatusPage, when set, keeps what the live status page shows (a
+	// sample of appends each second, the last entries while someone
+	// watches) and StatusHandler serves it (statuspage.go). Its latency
+	// chart needs Metrics.
+	StatusPage *StatusPage
 }
 
 // ParsePeers parses "1=127.0.0.1:7001,2=127.0.0.1:7002".
@@ -244,6 +250,10 @@ type Server struct {
 	err    error
 	log    *slog.Logger // cfg.Logger with the node's ID
 	heard  atomic.Bool  // a peer's message has arrived (or did before this start)
+	// metrics are the node's (nil without Config.Metrics); page is the
+	// status page's state (nil without Config.StatusPage).
+	metrics *node.Metrics
+	page    *statusPage
 }
 
 // FollowerRejectedError stops a follower whose cluster refuses it for
@@ -554,7 +564,7 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		WallClockOffset: cfg.WallClockOffset, OnMembers: func(h members.History) { r.follow(h) },
 		MinFreeBytes: cfg.MinFreeBytes}
 	nodeMetrics, grpcMetricOpts := r.instrument()
-	ncfg.Metrics = nodeMetrics
+	ncfg.Metrics, r.metrics = nodeMetrics, nodeMetrics
 	if f := cfg.UnsafeDiskFreeFile; f != "" {
 		ncfg.DiskFree = func() (uint64, error) {
 			b, err := os.ReadFile(f)
@@ -688,6 +698,15 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	r.api.Register(r.grpc)
 	r.registerDiscovery(ctx, r.grpc) // gRPC health and reflection (health.go)
 	go r.grpc.Serve(lis)
+	pctx, stopPage := context.WithCancel(ctx)
+	var pageLoops sync.WaitGroup
+	if cfg.StatusPage != nil {
+		r.page = newStatusPage(r, *cfg.StatusPage)
+		pageLoops.Go(func() { r.page.run(pctx) })
+		if cfg.StatusPage.Tail {
+			pageLoops.Go(func() { r.page.runTail(pctx) })
+		}
+	}
 	gctx, stopGossip := context.WithCancel(ctx)
 	linksDone := make(chan struct{})
 	go func() {
@@ -712,8 +731,10 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 		} else if errors.As(context.Cause(ctx), &rejected) {
 			err = rejected
 		}
-		// Gossip first: its loops call the node and the API's
-		// connections. Its Close tells the others this node left.
+		// The page's loops and gossip first: they call the node and
+		// the API. Gossip's Close tells the others this node left.
+		stopPage()
+		pageLoops.Wait()
 		stopGossip()
 		<-gossipDone
 		<-linksDone

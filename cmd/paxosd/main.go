@@ -103,8 +103,9 @@ a few round trips rather than a lease. It also gossips (TCP and UDP) on a port i
 the others through the API (--gossip-listen fixes it, or turns gossip off); paxosd members list
 shows who gossip sees alive, an opinion that safety never depends on.
 
-Monitoring: --metrics-addr 127.0.0.1:9464 serves Prometheus metrics (/metrics), /healthz and
-/readyz; the client port answers gRPC health checks (grpc.health.v1.Health, service
+Monitoring: --metrics-addr 127.0.0.1:9464 serves Prometheus metrics (/metrics), /healthz,
+/readyz and a live status page (/; its log tail is off with --auth-tokens-file unless
+--status-page-tail, since the port is unauthenticated); the client port answers gRPC health checks (grpc.health.v1.Health, service
 paxosd.v1.LogService) and server reflection (grpcurl -plaintext HOST:PORT list).
 
 A new node joins a running cluster as a follower with --join (any members' addresses,
@@ -186,6 +187,11 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			if err != nil {
 				return err
 			}
+			mon, err := openMonitor(c, logger) // --metrics-addr (metrics.go)
+			if err != nil {
+				return err
+			}
+			logger = mon.logger(logger)                       // the status page keeps the recent events
 			log := logger.With(event.KeyNode, c.Uint64("id")) // the server adds it to its own lines
 			sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -204,15 +210,11 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 					return err
 				}
 			}
-			mon, err := openMonitor(c) // --metrics-addr (metrics.go)
-			if err != nil {
-				return err
-			}
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers, TLS: tlsHolder, Auth: auth,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logger: logger, SlowSyncThreshold: slowSync(c),
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
 				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
-				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file"), Metrics: mon.registry()})
+				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file"), Metrics: mon.registry(), StatusPage: mon.statusPage()})
 			if err != nil {
 				mon.close()
 				return err
