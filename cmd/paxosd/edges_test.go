@@ -437,6 +437,29 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// Nodes that answer but refuse (no credentials) make status exit 1, as
+// they do read: the command was refused, the nodes are not unavailable.
+func TestStatusRefusedExitsOne(t *testing.T) {
+	needProcesses(t)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(func(context.Context, any, *grpc.UnaryServerInfo, grpc.UnaryHandler) (any, error) {
+		return nil, status.Error(codes.Unauthenticated, "this node requires a token")
+	}))
+	paxosdpb.RegisterLogServiceServer(srv, &brokenLog{})
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(lis) }()
+	defer func() { srv.Stop(); <-served }()
+	for _, args := range [][]string{{"status"}, {"read", "--from", "0"}} {
+		r := run(t, "", append(args, "--endpoints", lis.Addr().String(), "--timeout", "2s")...)
+		if r.code != exitRefused || !strings.Contains(r.stderr, "requires a token") {
+			t.Errorf("paxosd %v against a node refusing it: want exit %d naming the refusal\n%v", args, exitRefused, r)
+		}
+	}
+}
+
 // exitCode maps each kind of failure to its code.
 func TestExitCodeMapping(t *testing.T) {
 	for _, tc := range []struct {

@@ -686,13 +686,19 @@ Examples:
 				targets = memberAddrs(members)
 			}
 			failed, masterKnown := 0, false
+			var refused error // a node that answered with a refusal (credentials, role, cluster)
 			for _, ep := range targets {
 				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 				st, err := cl.Status(ctx, ep)
 				cancel()
 				if err != nil {
 					failed++
-					fmt.Fprintf(os.Stderr, "%s: unreachable: %v\n", ep, err)
+					if unavailable(err) {
+						fmt.Fprintf(os.Stderr, "%s: unreachable: %v\n", ep, err)
+					} else {
+						refused = err
+						fmt.Fprintf(os.Stderr, "%s: refused: %v\n", ep, err)
+					}
 					continue
 				}
 				masterKnown = masterKnown || st.MasterId != 0
@@ -726,7 +732,10 @@ Examples:
 				}
 			}
 			tw.Flush()
-			if failed == len(targets) {
+			switch {
+			case failed == len(targets) && refused != nil:
+				return refused // exit 1: the nodes answered, and refused
+			case failed == len(targets):
 				return unavailableErr(errors.New("no endpoint answered"))
 			}
 			if format != "json" && (members != nil || listMembers() == nil) {
