@@ -603,9 +603,14 @@ func TestDevMetrics(t *testing.T) {
 	}
 	masters := 0
 	for i := range 3 {
-		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", mbase+i)
-		if want := fmt.Sprintf("metrics of node %d: %s\n", i+1, url); !strings.Contains(p.output(), want) {
+		host := fmt.Sprintf("127.0.0.1:%d", mbase+i)
+		url := "http://" + host + "/metrics"
+		if want := fmt.Sprintf("node %d: status page http://%s/, metrics %s\n", i+1, host, url); !strings.Contains(p.output(), want) {
 			t.Errorf("dev --metrics does not print %q:\n%s", want, p.output())
+		}
+		// Each node's status page, with its own node's events.
+		if body := waitHTTP(t, "http://"+host+"/api/status", http.StatusOK); !strings.Contains(body, fmt.Sprintf(`"node":{"id":%d,`, i+1)) {
+			t.Errorf("node %d's status page /api/status does not name it:\n%.300s", i+1, body)
 		}
 		if body := waitHTTP(t, url, http.StatusOK); !strings.Contains(body, "paxosd_node_up 1") {
 			t.Errorf("%s: no paxosd_node_up 1 in:\n%s", url, body)

@@ -315,6 +315,8 @@ Examples:
 						closeMons()
 						return fmt.Errorf("node %d: metrics address %s: %w; pick %d free ports with --metrics-base-port", i+1, addr, err, nodes)
 					}
+					// Each node's status page keeps its own node's events.
+					m.page = &server.StatusPage{Events: server.NewEventRing(logger.Handler(), statusEvents), Tail: true}
 					mons[i] = m
 				}
 			}
@@ -334,7 +336,7 @@ Examples:
 				logger.Info(event.Starting, event.KeyNode, i, "listen", peers[uint64(i)], "data_dir", ndir, "cluster", "dev",
 					"tls", false, "auth", false, "log_level", c.String("log-level"), "log_format", c.String("log-format"), "slow_fsync_threshold", slowSync(c), "version", versionLine())
 				r, err := server.Start(ctx, server.Config{ID: uint64(i), Peers: peers, DataDir: ndir,
-					Cluster: "dev", Logger: logger, SlowSyncThreshold: slowSync(c), Metrics: mons[i-1].registry()})
+					Cluster: "dev", Logger: mons[i-1].logger(logger), SlowSyncThreshold: slowSync(c), Metrics: mons[i-1].registry(), StatusPage: mons[i-1].statusPage()})
 				if err != nil {
 					closeMons()
 					for _, r := range running {
@@ -355,7 +357,7 @@ Examples:
 			for i, r := range running {
 				mons[i].serve(r, logger.With(event.KeyNode, i+1))
 				if mons[i] != nil {
-					metricsLine += fmt.Sprintf("metrics of node %d: http://%s/metrics\n", i+1, mons[i].lis.Addr())
+					metricsLine += fmt.Sprintf("node %d: status page http://%s/, metrics http://%s/metrics\n", i+1, mons[i].lis.Addr(), mons[i].lis.Addr())
 				}
 			}
 			epList := strings.Join(eps, ",")
