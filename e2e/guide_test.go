@@ -134,7 +134,7 @@ func TestProductionGuideTLS(t *testing.T) {
 		t.Errorf("read without a token: exit %d, want 1 and a message about authentication\n%s%s", code, sout, serr)
 	}
 	for i := range ports {
-		if want := "(TLS, peer mutual TLS, authentication required (3 tokens, 4 certificate names))"; !strings.Contains(logs(i), want) {
+		if want := `security="TLS, peer mutual TLS, authentication required (3 tokens, 4 certificate names)"`; !strings.Contains(logs(i), want) {
 			t.Errorf("node %d's start-up line does not say %q:\n%s", i+1, want, logs(i))
 		}
 	}

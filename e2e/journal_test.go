@@ -33,8 +33,9 @@ func newestJournal(t *testing.T, dir string) string {
 	return filepath.Join(dir, name)
 }
 
-// cutLine is the line storage logs when it cuts a damaged journal tail.
-var cutLine = regexp.MustCompile(`(?m)^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d )?storage: cut.*$`)
+// cutLine is the event the server logs when storage cuts a damaged journal
+// tail (a "storage notice" whose detail begins "storage: cut").
+var cutLine = regexp.MustCompile(`(?m)^.*msg="storage notice".*detail="storage: cut.*$`)
 
 // TestZeroedJournalTail: a node is SIGKILLed and its newest journal gets
 // zero bytes at its end, as a file system can leave after a crash (the
@@ -137,7 +138,7 @@ func zeroedTail(t *testing.T, damage func(t *testing.T, path string), starts boo
 			break
 		}
 		if c.exited(d) || time.Now().After(deadline) {
-			t.Fatalf("node %d did not start, or did not log a line beginning \"storage: cut\":\n%s", d+1, log)
+			t.Fatalf("node %d did not start, or did not log a storage notice \"storage: cut\":\n%s", d+1, log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

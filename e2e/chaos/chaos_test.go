@@ -348,7 +348,7 @@ func TestChaosTLSAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := "(TLS, peer mutual TLS, authentication required"; !strings.Contains(string(b), want) {
+		if want := `security="TLS, peer mutual TLS, authentication required`; !strings.Contains(string(b), want) {
 			t.Errorf("node %d's log has no start-up line with %q", i+1, want)
 		}
 	}
