@@ -11,6 +11,10 @@
 // append is sent again only after an answer that says nothing was applied
 // (not the master, overloaded) or to an endpoint it never reached;
 // otherwise it fails with ErrUnknownOutcome.
+//
+// Appends go over one AppendStream per endpoint, which every caller of a
+// Client shares (stream.go), or as unary Append calls to a node that does
+// not serve the stream.
 package client
 
 import (
