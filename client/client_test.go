@@ -304,3 +304,20 @@ func TestTypedErrors(t *testing.T) {
 		t.Fatalf("append after Close: %v, want ErrClosed", err)
 	}
 }
+
+// A node that forwards a streamed append to the master says where the
+// master is, and the client goes there: once the node it was given is
+// down, its appends still succeed, at the master.
+func TestStreamFollowsTheMaster(t *testing.T) {
+	c := newTestCluster(t, 3)
+	m := c.master(t)
+	other := (m + 1) % 3
+	cl := newClient(t, []string{c.addrs[other]}, client.Options{CallTimeout: 5 * time.Second, Retries: 3})
+	if _, err := cl.Append(context.Background(), []byte("forwarded")); err != nil {
+		t.Fatal(err)
+	}
+	c.servers[other].Stop()
+	if _, err := cl.Append(context.Background(), []byte("at the master")); err != nil {
+		t.Fatalf("with the node it was given down: %v (the client did not learn the master from the forward)", err)
+	}
+}
