@@ -43,9 +43,9 @@ func (l logClient) Append(ctx context.Context, req *paxosdpb.AppendRequest, opts
 		r, err := s.append(ctx, req)
 		if status.Code(err) != codes.Unimplemented {
 			if hint, _ := ctx.Value(masterHint{}).(*string); err == nil && hint != nil {
-				*hint = s.masterHint()
+				*hint = r.master
 			}
-			return r, err
+			return r.resp, err
 		}
 		l.c.mu.Lock()
 		l.c.unary[l.ep] = true
@@ -95,13 +95,13 @@ type appendStream struct {
 	mu      sync.Mutex
 	next    uint64 // the last request ID used
 	pending map[uint64]chan streamResult
-	master  string // the master's address, when the node forwards to it
-	err     error  // why the stream ended; nil while it runs
+	err     error // why the stream ended; nil while it runs
 }
 
 type streamResult struct {
-	resp *paxosdpb.AppendResponse
-	err  error
+	resp   *paxosdpb.AppendResponse
+	master string // the master the node forwarded the append to
+	err    error
 }
 
 func (s *appendStream) ended() error {
@@ -110,18 +110,12 @@ func (s *appendStream) ended() error {
 	return s.err
 }
 
-func (s *appendStream) masterHint() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.master
-}
-
 // append sends req and waits for its answer, ctx's end, or the stream's.
-func (s *appendStream) append(ctx context.Context, req *paxosdpb.AppendRequest) (*paxosdpb.AppendResponse, error) {
+func (s *appendStream) append(ctx context.Context, req *paxosdpb.AppendRequest) (streamResult, error) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("client: %d appends in flight on the stream, the most it carries: %v: %w", streamInFlight, ctx.Err(), errNotConnected)
+		return streamResult{}, fmt.Errorf("client: %d appends in flight on the stream, the most it carries: %v: %w", streamInFlight, ctx.Err(), errNotConnected)
 	}
 	defer func() { <-s.slots }()
 	ch := make(chan streamResult, 1)
@@ -130,9 +124,9 @@ func (s *appendStream) append(ctx context.Context, req *paxosdpb.AppendRequest) 
 		err := s.err
 		s.mu.Unlock()
 		if status.Code(err) == codes.Unimplemented {
-			return nil, err
+			return streamResult{}, err
 		}
-		return nil, fmt.Errorf("client: the append stream ended before the append was sent (%s): %w", status.Convert(err).Message(), errNotConnected)
+		return streamResult{}, fmt.Errorf("client: the append stream ended before the append was sent (%s): %w", status.Convert(err).Message(), errNotConnected)
 	}
 	s.next++
 	id := s.next
@@ -152,19 +146,18 @@ func (s *appendStream) append(ctx context.Context, req *paxosdpb.AppendRequest) 
 	}
 	select {
 	case r := <-ch:
-		return r.resp, r.err
+		return r, r.err
 	case <-ctx.Done():
 		s.mu.Lock()
 		delete(s.pending, id)
 		s.mu.Unlock()
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return streamResult{}, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
 // receive hands every response to its caller until the stream ends, and
 // then fails every append in flight.
 func (s *appendStream) receive() {
-	first := true
 	for {
 		r, err := s.stream.Recv()
 		if err != nil {
@@ -172,19 +165,13 @@ func (s *appendStream) receive() {
 			return
 		}
 		s.mu.Lock()
-		if first {
-			first = false
-			if md, err := s.stream.Header(); err == nil && len(md.Get(api.MasterHeader)) > 0 {
-				s.master = md.Get(api.MasterHeader)[0]
-			}
-		}
 		ch := s.pending[r.Id]
 		delete(s.pending, r.Id)
 		s.mu.Unlock()
 		if ch == nil {
 			continue // its caller gave up
 		}
-		res := streamResult{resp: r.Append}
+		res := streamResult{resp: r.Append, master: r.MasterAddress}
 		if e := r.Error; e != nil {
 			res.err = status.FromProto(&spb.Status{Code: e.Code, Message: e.Message, Details: e.Details}).Err()
 		} else if r.Append == nil {

@@ -7,8 +7,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -105,10 +107,28 @@ func settle(ctx context.Context, req *paxosdpb.AppendStreamRequest,
 	if app == nil {
 		app = &paxosdpb.AppendRequest{}
 	}
-	r, err := appendFn(ctx, app)
+	// The header Append sets when it forwards (api.MasterHeader) goes
+	// into this append's response: the stream's own header is long sent.
+	hdr := &headers{method: paxosdpb.LogService_Append_FullMethodName}
+	r, err := appendFn(grpc.NewContextWithServerTransportStream(ctx, hdr), app)
+	resp := &paxosdpb.AppendStreamResponse{Id: req.Id, Append: r}
+	if v := hdr.md.Get(api.MasterHeader); len(v) > 0 {
+		resp.MasterAddress = v[0]
+	}
 	if err != nil {
 		st := status.Convert(err).Proto()
-		return &paxosdpb.AppendStreamResponse{Id: req.Id, Error: &paxosdpb.AppendError{Code: st.Code, Message: st.Message, Details: st.Details}}
+		resp.Append, resp.Error = nil, &paxosdpb.AppendError{Code: st.Code, Message: st.Message, Details: st.Details}
 	}
-	return &paxosdpb.AppendStreamResponse{Id: req.Id, Append: r}
+	return resp
 }
+
+// headers collects the headers one append of a stream sets.
+type headers struct {
+	method string
+	md     metadata.MD
+}
+
+func (h *headers) Method() string                  { return h.method }
+func (h *headers) SetHeader(md metadata.MD) error  { h.md = metadata.Join(h.md, md); return nil }
+func (h *headers) SendHeader(md metadata.MD) error { return h.SetHeader(md) }
+func (h *headers) SetTrailer(metadata.MD) error    { return nil }

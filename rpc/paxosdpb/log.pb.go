@@ -461,7 +461,11 @@ type AppendStreamResponse struct {
 	// fields (so it converts to one losslessly), with the same code, message
 	// and details (NotMaster, google.rpc.ErrorInfo reasons such as
 	// OUTCOME_UNKNOWN or NO_SPACE, ...).
-	Error         *AppendError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	Error *AppendError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Set when this node forwarded the append to the master: the master's
+	// address, where the client may send its next appends (what Append
+	// says in its paxosd-master response header).
+	MasterAddress string `protobuf:"bytes,4,opt,name=master_address,json=masterAddress,proto3" json:"master_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +519,13 @@ func (x *AppendStreamResponse) GetError() *AppendError {
 		return x.Error
 	}
 	return nil
+}
+
+func (x *AppendStreamResponse) GetMasterAddress() string {
+	if x != nil {
+		return x.MasterAddress
+	}
+	return ""
 }
 
 // AppendError is a failed append's status, laid out as google.rpc.Status.
@@ -2411,11 +2422,12 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
 	"\x06append\x18\x02 \x01(\v2\x18.paxosd.v1.AppendRequestR\x06append\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"\x87\x01\n" +
+	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"\xae\x01\n" +
 	"\x14AppendStreamResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
 	"\x06append\x18\x02 \x01(\v2\x19.paxosd.v1.AppendResponseR\x06append\x12,\n" +
-	"\x05error\x18\x03 \x01(\v2\x16.paxosd.v1.AppendErrorR\x05error\"k\n" +
+	"\x05error\x18\x03 \x01(\v2\x16.paxosd.v1.AppendErrorR\x05error\x12%\n" +
+	"\x0emaster_address\x18\x04 \x01(\tR\rmasterAddress\"k\n" +
 	"\vAppendError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
