@@ -65,7 +65,7 @@ func (f *failingSend) SendMsg(m any) error {
 	return f.ServerStream.SendMsg(m)
 }
 
-// One Client appends from 16 goroutines over its stream, first through a
+// One Client appends from 16 goroutines (each with a client ID of its own) over its stream, first through a
 // node that is not the master (it forwards), while streams keep breaking
 // with appends in flight: every append is acknowledged and is in the log
 // exactly once, and the dedup table answered the appends sent again.
@@ -82,7 +82,10 @@ func TestStreamBrokenMidFlightExactlyOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < each; j++ {
-				if _, err := cl.Append(context.Background(), []byte(fmt.Sprintf("w%d-%d", w, j))); err != nil {
+				// Each worker numbers its own appends (one Client's
+				// 16 outstanding seqs would overtake a retried one by
+				// more than the dedup window: ErrStaleSeq).
+				if _, err := cl.AppendSeq(context.Background(), uint64(1000+w), uint64(j+1), []byte(fmt.Sprintf("w%d-%d", w, j))); err != nil {
 					t.Errorf("w%d-%d: %v", w, j, err)
 				}
 			}
