@@ -86,5 +86,5 @@ var Paxosd = Driver{
 	Open: func(_ context.Context, endpoints []string, timeout time.Duration) (System, error) {
 		return newPaxosd(endpoints, client.Options{}, timeout)
 	},
-	Help: "each value is one entry, a batch one append of that many entries; the read-back reads the log\nlinearizably.",
+	Help: "each value is one entry, a batch one append of that many entries; the clients of one connection\nshare its append stream (AppendStream; unary Append to a node without it); the read-back reads the\nlog linearizably.",
 }

@@ -11,6 +11,10 @@
 // append is sent again only after an answer that says nothing was applied
 // (not the master, overloaded) or to an endpoint it never reached;
 // otherwise it fails with ErrUnknownOutcome.
+//
+// Appends go over one AppendStream per endpoint, which every caller of a
+// Client shares (stream.go), or as unary Append calls to a node that does
+// not serve the stream.
 package client
 
 import (
@@ -155,11 +159,15 @@ type Client struct {
 	endpoints []string
 	opt       Options
 
-	mu     sync.Mutex
-	conns  map[string]*grpc.ClientConn
-	pref   string // the endpoint that last worked (the master, after a redirect)
-	seq    uint64
-	closed bool
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+	// streams carries the appends to each endpoint (stream.go), unless
+	// unary says the endpoint has no AppendStream.
+	streams map[string]*appendStream
+	unary   map[string]bool
+	pref    string // the endpoint that last worked (the master, after a redirect)
+	seq     uint64
+	closed  bool
 }
 
 // New returns a client for the given endpoints (host:port). It connects lazily.
@@ -182,7 +190,8 @@ func New(endpoints []string, opt Options) (*Client, error) {
 	if opt.Retries == 0 {
 		opt.Retries = 10
 	}
-	return &Client{endpoints: endpoints, opt: opt, conns: map[string]*grpc.ClientConn{}, pref: endpoints[0]}, nil
+	return &Client{endpoints: endpoints, opt: opt, conns: map[string]*grpc.ClientConn{},
+		streams: map[string]*appendStream{}, unary: map[string]bool{}, pref: endpoints[0]}, nil
 }
 
 // ID returns the client ID its appends carry.
@@ -193,6 +202,10 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	for _, s := range c.streams {
+		s.cancel()
+	}
+	clear(c.streams)
 	for _, cc := range c.conns {
 		cc.Close()
 	}
@@ -392,7 +405,7 @@ func (c *Client) call(ctx context.Context, app *paxosdpb.AppendRequest, f func(c
 				err = c.ready(actx, ep, cc)
 			}
 			if err == nil {
-				err = f(actx, paxosdpb.NewLogServiceClient(cc))
+				err = f(actx, logClient{paxosdpb.NewLogServiceClient(cc), c, ep, cc})
 				maybeApplied = maybeApplied || (app != nil && err != nil && !definite(err))
 			}
 			cancel()

@@ -33,11 +33,95 @@ func loseReplies() grpc.ServerOption {
 	})
 }
 
+// breakStreams is a server interceptor that breaks one append stream
+// answer in every: the node fails to send it (a broken connection), the
+// stream ends with its other appends in flight, and the client must send
+// them again on a new stream. It counts the streams it broke.
+func breakStreams(every int64, broken *atomic.Int64) grpc.ServerOption {
+	var n atomic.Int64
+	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if !strings.HasSuffix(info.FullMethod, "/AppendStream") {
+			return h(srv, ss)
+		}
+		return h(srv, &failingSend{ServerStream: ss, fail: func() bool {
+			if n.Add(1)%every == 0 {
+				broken.Add(1)
+				return true
+			}
+			return false
+		}})
+	})
+}
+
+type failingSend struct {
+	grpc.ServerStream
+	fail func() bool
+}
+
+func (f *failingSend) SendMsg(m any) error {
+	if f.fail() {
+		return errors.New("test: connection lost")
+	}
+	return f.ServerStream.SendMsg(m)
+}
+
+// One Client appends from 16 goroutines (each with a client ID of its own) over its stream, first through a
+// node that is not the master (it forwards), while streams keep breaking
+// with appends in flight: every append is acknowledged and is in the log
+// exactly once, and the dedup table answered the appends sent again.
+func TestStreamBrokenMidFlightExactlyOnce(t *testing.T) {
+	var broken atomic.Int64
+	c := newTestCluster(t, 3, breakStreams(25, &broken))
+	m := c.master(t)
+	eps := []string{c.addrs[(m+1)%3], c.addrs[(m+2)%3], c.addrs[m]}
+	cl := newClient(t, eps, client.Options{CallTimeout: 5 * time.Second, Retries: 30})
+	const workers, each = 16, 20
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				// Each worker numbers its own appends (one Client's
+				// 16 outstanding seqs would overtake a retried one by
+				// more than the dedup window: ErrStaleSeq).
+				if _, err := cl.AppendSeq(context.Background(), uint64(1000+w), uint64(j+1), []byte(fmt.Sprintf("w%d-%d", w, j))); err != nil {
+					t.Errorf("w%d-%d: %v", w, j, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{}
+	for _, v := range readAll(t, c, m) {
+		got[v]++
+	}
+	for w := 0; w < workers; w++ {
+		for j := 0; j < each; j++ {
+			if v := fmt.Sprintf("w%d-%d", w, j); got[v] != 1 {
+				t.Errorf("%s is in the log %d times", v, got[v])
+			}
+		}
+	}
+	if len(got) != workers*each {
+		t.Errorf("%d distinct values in the log, want %d", len(got), workers*each)
+	}
+	st, err := c.servers[m].Node().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d streams broken, %d dedup hits", broken.Load(), st.DedupHits)
+	if broken.Load() == 0 || st.DedupHits == 0 {
+		t.Fatal("no stream broke with an applied append in flight: the test did not exercise the retry")
+	}
+}
+
 // While 4 clients append with retries, the master is stopped and restarted
 // twice, one peer link is cut, and some replies are lost: no loss, no
 // duplicate, no phantom, and the dedup table answered the retries.
 func TestExactlyOnceThroughMasterChanges(t *testing.T) {
-	c := newTestCluster(t, 3, loseReplies())
+	var broken atomic.Int64
+	c := newTestCluster(t, 3, loseReplies(), breakStreams(40, &broken))
 	c.master(t)
 	var (
 		mu   sync.Mutex
@@ -238,4 +322,21 @@ func TestNewRefusesUnsendableMetadata(t *testing.T) {
 		t.Fatalf("New refused a printable token and cluster name: %v", err)
 	}
 	c.Close()
+}
+
+// A node that forwards a streamed append to the master says where the
+// master is, and the client goes there: once the node it was given is
+// down, its appends still succeed, at the master.
+func TestStreamFollowsTheMaster(t *testing.T) {
+	c := newTestCluster(t, 3)
+	m := c.master(t)
+	other := (m + 1) % 3
+	cl := newClient(t, []string{c.addrs[other]}, client.Options{CallTimeout: 5 * time.Second, Retries: 3})
+	if _, err := cl.Append(context.Background(), []byte("forwarded")); err != nil {
+		t.Fatal(err)
+	}
+	c.servers[other].Stop()
+	if _, err := cl.Append(context.Background(), []byte("at the master")); err != nil {
+		t.Fatalf("with the node it was given down: %v (the client did not learn the master from the forward)", err)
+	}
 }

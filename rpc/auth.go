@@ -48,11 +48,12 @@ const AuthorizationKey = "authorization"
 // methodRoles is the least role of each client API method; a method not
 // listed (a newer one) needs admin.
 var methodRoles = map[string]Role{
-	paxosdpb.LogService_Read_FullMethodName:        RoleReader,
-	paxosdpb.LogService_Tail_FullMethodName:        RoleReader,
-	paxosdpb.LogService_Status_FullMethodName:      RoleReader,
-	paxosdpb.LogService_ListMembers_FullMethodName: RoleReader,
-	paxosdpb.LogService_Append_FullMethodName:      RoleWriter,
+	paxosdpb.LogService_Read_FullMethodName:         RoleReader,
+	paxosdpb.LogService_Tail_FullMethodName:         RoleReader,
+	paxosdpb.LogService_Status_FullMethodName:       RoleReader,
+	paxosdpb.LogService_ListMembers_FullMethodName:  RoleReader,
+	paxosdpb.LogService_Append_FullMethodName:       RoleWriter,
+	paxosdpb.LogService_AppendStream_FullMethodName: RoleWriter,
 }
 
 // Auth is a node's --auth-tokens-file: who may call what.

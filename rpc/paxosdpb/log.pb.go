@@ -64,6 +64,7 @@ package paxosdpb
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -381,6 +382,214 @@ func (x *AppendResponse) GetDuplicate() bool {
 	return false
 }
 
+// AppendStreamRequest is one append on an AppendStream.
+type AppendStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client; the response to this append carries it back.
+	// Unique among the client's appends in flight on the stream.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The append, as Append takes it.
+	Append *AppendRequest `protobuf:"bytes,2,opt,name=append,proto3" json:"append,omitempty"`
+	// How long the node may work on this append before it answers with an
+	// unknown outcome (DEADLINE_EXCEEDED), as a unary call's deadline; 0: no
+	// limit but the stream's.
+	TimeoutMs     uint64 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamRequest) Reset() {
+	*x = AppendStreamRequest{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamRequest) ProtoMessage() {}
+
+func (x *AppendStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamRequest.ProtoReflect.Descriptor instead.
+func (*AppendStreamRequest) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AppendStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AppendStreamRequest) GetAppend() *AppendRequest {
+	if x != nil {
+		return x.Append
+	}
+	return nil
+}
+
+func (x *AppendStreamRequest) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// AppendStreamResponse settles one append of an AppendStream: exactly one
+// of append and error is set.
+type AppendStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's id.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What Append would have answered.
+	Append *AppendResponse `protobuf:"bytes,2,opt,name=append,proto3" json:"append,omitempty"`
+	// The error Append would have returned, as a status: google.rpc.Status's
+	// fields (so it converts to one losslessly), with the same code, message
+	// and details (NotMaster, google.rpc.ErrorInfo reasons such as
+	// OUTCOME_UNKNOWN or NO_SPACE, ...).
+	Error *AppendError `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Set when this node forwarded the append to the master: the master's
+	// address, where the client may send its next appends (what Append
+	// says in its paxosd-master response header).
+	MasterAddress string `protobuf:"bytes,4,opt,name=master_address,json=masterAddress,proto3" json:"master_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendStreamResponse) Reset() {
+	*x = AppendStreamResponse{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendStreamResponse) ProtoMessage() {}
+
+func (x *AppendStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendStreamResponse.ProtoReflect.Descriptor instead.
+func (*AppendStreamResponse) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AppendStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *AppendStreamResponse) GetAppend() *AppendResponse {
+	if x != nil {
+		return x.Append
+	}
+	return nil
+}
+
+func (x *AppendStreamResponse) GetError() *AppendError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *AppendStreamResponse) GetMasterAddress() string {
+	if x != nil {
+		return x.MasterAddress
+	}
+	return ""
+}
+
+// AppendError is a failed append's status, laid out as google.rpc.Status.
+type AppendError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A google.rpc.Code (gRPC status code).
+	Code          int32        `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string       `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*anypb.Any `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendError) Reset() {
+	*x = AppendError{}
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendError) ProtoMessage() {}
+
+func (x *AppendError) ProtoReflect() protoreflect.Message {
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendError.ProtoReflect.Descriptor instead.
+func (*AppendError) Descriptor() ([]byte, []int) {
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AppendError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AppendError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *AppendError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 // ReadRequest asks for entries from an index onwards.
 type ReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -398,7 +607,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[3]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +619,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[3]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +632,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{3}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadRequest) GetFrom() uint64 {
@@ -474,7 +683,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[4]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +695,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[4]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +708,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{4}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadResponse) GetEntries() []*Entry {
@@ -549,7 +758,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[5]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +770,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[5]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +783,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{5}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TailRequest) GetFrom() uint64 {
@@ -596,7 +805,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[6]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +817,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[6]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +830,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{6}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TailResponse) GetEntries() []*Entry {
@@ -642,7 +851,7 @@ type TrimRequest struct {
 
 func (x *TrimRequest) Reset() {
 	*x = TrimRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[7]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +863,7 @@ func (x *TrimRequest) String() string {
 func (*TrimRequest) ProtoMessage() {}
 
 func (x *TrimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[7]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +876,7 @@ func (x *TrimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimRequest.ProtoReflect.Descriptor instead.
 func (*TrimRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{7}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TrimRequest) GetBefore() uint64 {
@@ -688,7 +897,7 @@ type TrimResponse struct {
 
 func (x *TrimResponse) Reset() {
 	*x = TrimResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[8]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +909,7 @@ func (x *TrimResponse) String() string {
 func (*TrimResponse) ProtoMessage() {}
 
 func (x *TrimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[8]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +922,7 @@ func (x *TrimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimResponse.ProtoReflect.Descriptor instead.
 func (*TrimResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{8}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TrimResponse) GetFirstIndex() uint64 {
@@ -735,7 +944,7 @@ type TransferMasterRequest struct {
 
 func (x *TransferMasterRequest) Reset() {
 	*x = TransferMasterRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +956,7 @@ func (x *TransferMasterRequest) String() string {
 func (*TransferMasterRequest) ProtoMessage() {}
 
 func (x *TransferMasterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[9]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +969,7 @@ func (x *TransferMasterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferMasterRequest.ProtoReflect.Descriptor instead.
 func (*TransferMasterRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{9}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransferMasterRequest) GetTo() uint64 {
@@ -780,7 +989,7 @@ type TransferMasterResponse struct {
 
 func (x *TransferMasterResponse) Reset() {
 	*x = TransferMasterResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +1001,7 @@ func (x *TransferMasterResponse) String() string {
 func (*TransferMasterResponse) ProtoMessage() {}
 
 func (x *TransferMasterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[10]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +1014,7 @@ func (x *TransferMasterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferMasterResponse.ProtoReflect.Descriptor instead.
 func (*TransferMasterResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{10}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TransferMasterResponse) GetFrom() uint64 {
@@ -831,7 +1040,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +1052,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[11]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +1065,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{11}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
 }
 
 // Member is one node of the cluster.
@@ -872,7 +1081,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1093,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[12]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1106,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{12}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Member) GetId() uint64 {
@@ -971,7 +1180,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1192,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[13]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1205,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{13}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetNodeId() uint64 {
@@ -1141,7 +1350,7 @@ type ChangeMembersRequest struct {
 
 func (x *ChangeMembersRequest) Reset() {
 	*x = ChangeMembersRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1362,7 @@ func (x *ChangeMembersRequest) String() string {
 func (*ChangeMembersRequest) ProtoMessage() {}
 
 func (x *ChangeMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[14]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1375,7 @@ func (x *ChangeMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMembersRequest.ProtoReflect.Descriptor instead.
 func (*ChangeMembersRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{14}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ChangeMembersRequest) GetKind() ChangeKind {
@@ -1211,7 +1420,7 @@ type ChangeMembersResponse struct {
 
 func (x *ChangeMembersResponse) Reset() {
 	*x = ChangeMembersResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1432,7 @@ func (x *ChangeMembersResponse) String() string {
 func (*ChangeMembersResponse) ProtoMessage() {}
 
 func (x *ChangeMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[15]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1445,7 @@ func (x *ChangeMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeMembersResponse.ProtoReflect.Descriptor instead.
 func (*ChangeMembersResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{15}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ChangeMembersResponse) GetFirstInstance() uint64 {
@@ -1296,7 +1505,7 @@ type MemberInfo struct {
 
 func (x *MemberInfo) Reset() {
 	*x = MemberInfo{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1517,7 @@ func (x *MemberInfo) String() string {
 func (*MemberInfo) ProtoMessage() {}
 
 func (x *MemberInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[16]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1530,7 @@ func (x *MemberInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberInfo.ProtoReflect.Descriptor instead.
 func (*MemberInfo) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{16}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MemberInfo) GetId() uint64 {
@@ -1409,7 +1618,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1630,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[17]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1643,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{17}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{20}
 }
 
 type ListMembersResponse struct {
@@ -1460,7 +1669,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1681,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[18]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1694,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{18}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListMembersResponse) GetNodeId() uint64 {
@@ -1557,7 +1766,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1778,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[19]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1791,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{19}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinRequest) GetId() uint64 {
@@ -1626,7 +1835,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1847,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[20]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1860,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{20}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinResponse) GetCluster() string {
@@ -1701,7 +1910,7 @@ type NotMaster struct {
 
 func (x *NotMaster) Reset() {
 	*x = NotMaster{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1922,7 @@ func (x *NotMaster) String() string {
 func (*NotMaster) ProtoMessage() {}
 
 func (x *NotMaster) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[21]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1935,7 @@ func (x *NotMaster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotMaster.ProtoReflect.Descriptor instead.
 func (*NotMaster) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{21}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NotMaster) GetMasterId() uint64 {
@@ -1754,7 +1963,7 @@ type Trimmed struct {
 
 func (x *Trimmed) Reset() {
 	*x = Trimmed{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1766,7 +1975,7 @@ func (x *Trimmed) String() string {
 func (*Trimmed) ProtoMessage() {}
 
 func (x *Trimmed) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[22]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1779,7 +1988,7 @@ func (x *Trimmed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trimmed.ProtoReflect.Descriptor instead.
 func (*Trimmed) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{22}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Trimmed) GetFirstIndex() uint64 {
@@ -1800,7 +2009,7 @@ type IndexMismatch struct {
 
 func (x *IndexMismatch) Reset() {
 	*x = IndexMismatch{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +2021,7 @@ func (x *IndexMismatch) String() string {
 func (*IndexMismatch) ProtoMessage() {}
 
 func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[23]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2034,7 @@ func (x *IndexMismatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IndexMismatch.ProtoReflect.Descriptor instead.
 func (*IndexMismatch) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{23}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *IndexMismatch) GetEndIndex() uint64 {
@@ -1843,7 +2052,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2064,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[24]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2077,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{24}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{27}
 }
 
 type SnapshotResponse struct {
@@ -1885,7 +2094,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2106,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[25]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2119,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{25}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SnapshotResponse) GetHeader() *SnapshotHeader {
@@ -1958,7 +2167,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2179,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[26]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2192,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{26}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SnapshotHeader) GetCluster() string {
@@ -2070,7 +2279,7 @@ type DedupRow struct {
 
 func (x *DedupRow) Reset() {
 	*x = DedupRow{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2291,7 @@ func (x *DedupRow) String() string {
 func (*DedupRow) ProtoMessage() {}
 
 func (x *DedupRow) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[27]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2304,7 @@ func (x *DedupRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupRow.ProtoReflect.Descriptor instead.
 func (*DedupRow) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{27}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DedupRow) GetClientId() uint64 {
@@ -2133,7 +2342,7 @@ type AppliedSeq struct {
 
 func (x *AppliedSeq) Reset() {
 	*x = AppliedSeq{}
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2354,7 @@ func (x *AppliedSeq) String() string {
 func (*AppliedSeq) ProtoMessage() {}
 
 func (x *AppliedSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_rpc_paxosdpb_log_proto_msgTypes[28]
+	mi := &file_rpc_paxosdpb_log_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2367,7 @@ func (x *AppliedSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedSeq.ProtoReflect.Descriptor instead.
 func (*AppliedSeq) Descriptor() ([]byte, []int) {
-	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{28}
+	return file_rpc_paxosdpb_log_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AppliedSeq) GetSeq() uint64 {
@@ -2193,7 +2402,7 @@ var File_rpc_paxosdpb_log_proto protoreflect.FileDescriptor
 
 const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\n" +
-	"\x16rpc/paxosdpb/log.proto\x12\tpaxosd.v1\"3\n" +
+	"\x16rpc/paxosdpb/log.proto\x12\tpaxosd.v1\x1a\x19google/protobuf/any.proto\"3\n" +
 	"\x05Entry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\x97\x01\n" +
@@ -2208,7 +2417,21 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"firstIndex\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x02 \x01(\x04R\tlastIndex\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\x95\x01\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"v\n" +
+	"\x13AppendStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
+	"\x06append\x18\x02 \x01(\v2\x18.paxosd.v1.AppendRequestR\x06append\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\x04R\ttimeoutMs\"\xae\x01\n" +
+	"\x14AppendStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x121\n" +
+	"\x06append\x18\x02 \x01(\v2\x19.paxosd.v1.AppendResponseR\x06append\x12,\n" +
+	"\x05error\x18\x03 \x01(\v2\x16.paxosd.v1.AppendErrorR\x05error\x12%\n" +
+	"\x0emaster_address\x18\x04 \x01(\tR\rmasterAddress\"k\n" +
+	"\vAppendError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"\x95\x01\n" +
 	"\vReadRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x1b\n" +
 	"\tmax_count\x18\x02 \x01(\rR\bmaxCount\x12\x1b\n" +
@@ -2360,10 +2583,11 @@ const file_rpc_paxosdpb_log_proto_rawDesc = "" +
 	"\fADD_FOLLOWER\x10\x01\x12\v\n" +
 	"\aPROMOTE\x10\x02\x12\n" +
 	"\n" +
-	"\x06REMOVE\x10\x032\xb0\x05\n" +
+	"\x06REMOVE\x10\x032\x85\x06\n" +
 	"\n" +
 	"LogService\x12=\n" +
-	"\x06Append\x12\x18.paxosd.v1.AppendRequest\x1a\x19.paxosd.v1.AppendResponse\x127\n" +
+	"\x06Append\x12\x18.paxosd.v1.AppendRequest\x1a\x19.paxosd.v1.AppendResponse\x12S\n" +
+	"\fAppendStream\x12\x1e.paxosd.v1.AppendStreamRequest\x1a\x1f.paxosd.v1.AppendStreamResponse(\x010\x01\x127\n" +
 	"\x04Read\x12\x16.paxosd.v1.ReadRequest\x1a\x17.paxosd.v1.ReadResponse\x129\n" +
 	"\x04Tail\x12\x16.paxosd.v1.TailRequest\x1a\x17.paxosd.v1.TailResponse0\x01\x127\n" +
 	"\x04Trim\x12\x16.paxosd.v1.TrimRequest\x1a\x17.paxosd.v1.TrimResponse\x12=\n" +
@@ -2387,79 +2611,89 @@ func file_rpc_paxosdpb_log_proto_rawDescGZIP() []byte {
 }
 
 var file_rpc_paxosdpb_log_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_rpc_paxosdpb_log_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_rpc_paxosdpb_log_proto_goTypes = []any{
 	(Consistency)(0),               // 0: paxosd.v1.Consistency
 	(ChangeKind)(0),                // 1: paxosd.v1.ChangeKind
 	(*Entry)(nil),                  // 2: paxosd.v1.Entry
 	(*AppendRequest)(nil),          // 3: paxosd.v1.AppendRequest
 	(*AppendResponse)(nil),         // 4: paxosd.v1.AppendResponse
-	(*ReadRequest)(nil),            // 5: paxosd.v1.ReadRequest
-	(*ReadResponse)(nil),           // 6: paxosd.v1.ReadResponse
-	(*TailRequest)(nil),            // 7: paxosd.v1.TailRequest
-	(*TailResponse)(nil),           // 8: paxosd.v1.TailResponse
-	(*TrimRequest)(nil),            // 9: paxosd.v1.TrimRequest
-	(*TrimResponse)(nil),           // 10: paxosd.v1.TrimResponse
-	(*TransferMasterRequest)(nil),  // 11: paxosd.v1.TransferMasterRequest
-	(*TransferMasterResponse)(nil), // 12: paxosd.v1.TransferMasterResponse
-	(*StatusRequest)(nil),          // 13: paxosd.v1.StatusRequest
-	(*Member)(nil),                 // 14: paxosd.v1.Member
-	(*StatusResponse)(nil),         // 15: paxosd.v1.StatusResponse
-	(*ChangeMembersRequest)(nil),   // 16: paxosd.v1.ChangeMembersRequest
-	(*ChangeMembersResponse)(nil),  // 17: paxosd.v1.ChangeMembersResponse
-	(*MemberInfo)(nil),             // 18: paxosd.v1.MemberInfo
-	(*ListMembersRequest)(nil),     // 19: paxosd.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),    // 20: paxosd.v1.ListMembersResponse
-	(*JoinRequest)(nil),            // 21: paxosd.v1.JoinRequest
-	(*JoinResponse)(nil),           // 22: paxosd.v1.JoinResponse
-	(*NotMaster)(nil),              // 23: paxosd.v1.NotMaster
-	(*Trimmed)(nil),                // 24: paxosd.v1.Trimmed
-	(*IndexMismatch)(nil),          // 25: paxosd.v1.IndexMismatch
-	(*SnapshotRequest)(nil),        // 26: paxosd.v1.SnapshotRequest
-	(*SnapshotResponse)(nil),       // 27: paxosd.v1.SnapshotResponse
-	(*SnapshotHeader)(nil),         // 28: paxosd.v1.SnapshotHeader
-	(*DedupRow)(nil),               // 29: paxosd.v1.DedupRow
-	(*AppliedSeq)(nil),             // 30: paxosd.v1.AppliedSeq
+	(*AppendStreamRequest)(nil),    // 5: paxosd.v1.AppendStreamRequest
+	(*AppendStreamResponse)(nil),   // 6: paxosd.v1.AppendStreamResponse
+	(*AppendError)(nil),            // 7: paxosd.v1.AppendError
+	(*ReadRequest)(nil),            // 8: paxosd.v1.ReadRequest
+	(*ReadResponse)(nil),           // 9: paxosd.v1.ReadResponse
+	(*TailRequest)(nil),            // 10: paxosd.v1.TailRequest
+	(*TailResponse)(nil),           // 11: paxosd.v1.TailResponse
+	(*TrimRequest)(nil),            // 12: paxosd.v1.TrimRequest
+	(*TrimResponse)(nil),           // 13: paxosd.v1.TrimResponse
+	(*TransferMasterRequest)(nil),  // 14: paxosd.v1.TransferMasterRequest
+	(*TransferMasterResponse)(nil), // 15: paxosd.v1.TransferMasterResponse
+	(*StatusRequest)(nil),          // 16: paxosd.v1.StatusRequest
+	(*Member)(nil),                 // 17: paxosd.v1.Member
+	(*StatusResponse)(nil),         // 18: paxosd.v1.StatusResponse
+	(*ChangeMembersRequest)(nil),   // 19: paxosd.v1.ChangeMembersRequest
+	(*ChangeMembersResponse)(nil),  // 20: paxosd.v1.ChangeMembersResponse
+	(*MemberInfo)(nil),             // 21: paxosd.v1.MemberInfo
+	(*ListMembersRequest)(nil),     // 22: paxosd.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),    // 23: paxosd.v1.ListMembersResponse
+	(*JoinRequest)(nil),            // 24: paxosd.v1.JoinRequest
+	(*JoinResponse)(nil),           // 25: paxosd.v1.JoinResponse
+	(*NotMaster)(nil),              // 26: paxosd.v1.NotMaster
+	(*Trimmed)(nil),                // 27: paxosd.v1.Trimmed
+	(*IndexMismatch)(nil),          // 28: paxosd.v1.IndexMismatch
+	(*SnapshotRequest)(nil),        // 29: paxosd.v1.SnapshotRequest
+	(*SnapshotResponse)(nil),       // 30: paxosd.v1.SnapshotResponse
+	(*SnapshotHeader)(nil),         // 31: paxosd.v1.SnapshotHeader
+	(*DedupRow)(nil),               // 32: paxosd.v1.DedupRow
+	(*AppliedSeq)(nil),             // 33: paxosd.v1.AppliedSeq
+	(*anypb.Any)(nil),              // 34: google.protobuf.Any
 }
 var file_rpc_paxosdpb_log_proto_depIdxs = []int32{
-	0,  // 0: paxosd.v1.ReadRequest.consistency:type_name -> paxosd.v1.Consistency
-	2,  // 1: paxosd.v1.ReadResponse.entries:type_name -> paxosd.v1.Entry
-	2,  // 2: paxosd.v1.TailResponse.entries:type_name -> paxosd.v1.Entry
-	14, // 3: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
-	1,  // 4: paxosd.v1.ChangeMembersRequest.kind:type_name -> paxosd.v1.ChangeKind
-	18, // 5: paxosd.v1.ChangeMembersResponse.members:type_name -> paxosd.v1.MemberInfo
-	18, // 6: paxosd.v1.ListMembersResponse.members:type_name -> paxosd.v1.MemberInfo
-	18, // 7: paxosd.v1.ListMembersResponse.pending_members:type_name -> paxosd.v1.MemberInfo
-	14, // 8: paxosd.v1.JoinResponse.genesis:type_name -> paxosd.v1.Member
-	18, // 9: paxosd.v1.JoinResponse.members:type_name -> paxosd.v1.MemberInfo
-	28, // 10: paxosd.v1.SnapshotResponse.header:type_name -> paxosd.v1.SnapshotHeader
-	29, // 11: paxosd.v1.SnapshotResponse.dedup:type_name -> paxosd.v1.DedupRow
-	30, // 12: paxosd.v1.DedupRow.recent:type_name -> paxosd.v1.AppliedSeq
-	3,  // 13: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
-	5,  // 14: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
-	7,  // 15: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
-	9,  // 16: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
-	13, // 17: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
-	11, // 18: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
-	16, // 19: paxosd.v1.LogService.ChangeMembers:input_type -> paxosd.v1.ChangeMembersRequest
-	19, // 20: paxosd.v1.LogService.ListMembers:input_type -> paxosd.v1.ListMembersRequest
-	21, // 21: paxosd.v1.LogService.Join:input_type -> paxosd.v1.JoinRequest
-	26, // 22: paxosd.v1.LogService.Snapshot:input_type -> paxosd.v1.SnapshotRequest
-	4,  // 23: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
-	6,  // 24: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
-	8,  // 25: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
-	10, // 26: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
-	15, // 27: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
-	12, // 28: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
-	17, // 29: paxosd.v1.LogService.ChangeMembers:output_type -> paxosd.v1.ChangeMembersResponse
-	20, // 30: paxosd.v1.LogService.ListMembers:output_type -> paxosd.v1.ListMembersResponse
-	22, // 31: paxosd.v1.LogService.Join:output_type -> paxosd.v1.JoinResponse
-	27, // 32: paxosd.v1.LogService.Snapshot:output_type -> paxosd.v1.SnapshotResponse
-	23, // [23:33] is the sub-list for method output_type
-	13, // [13:23] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	3,  // 0: paxosd.v1.AppendStreamRequest.append:type_name -> paxosd.v1.AppendRequest
+	4,  // 1: paxosd.v1.AppendStreamResponse.append:type_name -> paxosd.v1.AppendResponse
+	7,  // 2: paxosd.v1.AppendStreamResponse.error:type_name -> paxosd.v1.AppendError
+	34, // 3: paxosd.v1.AppendError.details:type_name -> google.protobuf.Any
+	0,  // 4: paxosd.v1.ReadRequest.consistency:type_name -> paxosd.v1.Consistency
+	2,  // 5: paxosd.v1.ReadResponse.entries:type_name -> paxosd.v1.Entry
+	2,  // 6: paxosd.v1.TailResponse.entries:type_name -> paxosd.v1.Entry
+	17, // 7: paxosd.v1.StatusResponse.members:type_name -> paxosd.v1.Member
+	1,  // 8: paxosd.v1.ChangeMembersRequest.kind:type_name -> paxosd.v1.ChangeKind
+	21, // 9: paxosd.v1.ChangeMembersResponse.members:type_name -> paxosd.v1.MemberInfo
+	21, // 10: paxosd.v1.ListMembersResponse.members:type_name -> paxosd.v1.MemberInfo
+	21, // 11: paxosd.v1.ListMembersResponse.pending_members:type_name -> paxosd.v1.MemberInfo
+	17, // 12: paxosd.v1.JoinResponse.genesis:type_name -> paxosd.v1.Member
+	21, // 13: paxosd.v1.JoinResponse.members:type_name -> paxosd.v1.MemberInfo
+	31, // 14: paxosd.v1.SnapshotResponse.header:type_name -> paxosd.v1.SnapshotHeader
+	32, // 15: paxosd.v1.SnapshotResponse.dedup:type_name -> paxosd.v1.DedupRow
+	33, // 16: paxosd.v1.DedupRow.recent:type_name -> paxosd.v1.AppliedSeq
+	3,  // 17: paxosd.v1.LogService.Append:input_type -> paxosd.v1.AppendRequest
+	5,  // 18: paxosd.v1.LogService.AppendStream:input_type -> paxosd.v1.AppendStreamRequest
+	8,  // 19: paxosd.v1.LogService.Read:input_type -> paxosd.v1.ReadRequest
+	10, // 20: paxosd.v1.LogService.Tail:input_type -> paxosd.v1.TailRequest
+	12, // 21: paxosd.v1.LogService.Trim:input_type -> paxosd.v1.TrimRequest
+	16, // 22: paxosd.v1.LogService.Status:input_type -> paxosd.v1.StatusRequest
+	14, // 23: paxosd.v1.LogService.TransferMaster:input_type -> paxosd.v1.TransferMasterRequest
+	19, // 24: paxosd.v1.LogService.ChangeMembers:input_type -> paxosd.v1.ChangeMembersRequest
+	22, // 25: paxosd.v1.LogService.ListMembers:input_type -> paxosd.v1.ListMembersRequest
+	24, // 26: paxosd.v1.LogService.Join:input_type -> paxosd.v1.JoinRequest
+	29, // 27: paxosd.v1.LogService.Snapshot:input_type -> paxosd.v1.SnapshotRequest
+	4,  // 28: paxosd.v1.LogService.Append:output_type -> paxosd.v1.AppendResponse
+	6,  // 29: paxosd.v1.LogService.AppendStream:output_type -> paxosd.v1.AppendStreamResponse
+	9,  // 30: paxosd.v1.LogService.Read:output_type -> paxosd.v1.ReadResponse
+	11, // 31: paxosd.v1.LogService.Tail:output_type -> paxosd.v1.TailResponse
+	13, // 32: paxosd.v1.LogService.Trim:output_type -> paxosd.v1.TrimResponse
+	18, // 33: paxosd.v1.LogService.Status:output_type -> paxosd.v1.StatusResponse
+	15, // 34: paxosd.v1.LogService.TransferMaster:output_type -> paxosd.v1.TransferMasterResponse
+	20, // 35: paxosd.v1.LogService.ChangeMembers:output_type -> paxosd.v1.ChangeMembersResponse
+	23, // 36: paxosd.v1.LogService.ListMembers:output_type -> paxosd.v1.ListMembersResponse
+	25, // 37: paxosd.v1.LogService.Join:output_type -> paxosd.v1.JoinResponse
+	30, // 38: paxosd.v1.LogService.Snapshot:output_type -> paxosd.v1.SnapshotResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_rpc_paxosdpb_log_proto_init() }
@@ -2474,7 +2708,7 @@ func file_rpc_paxosdpb_log_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rpc_paxosdpb_log_proto_rawDesc), len(file_rpc_paxosdpb_log_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -75,6 +75,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	LogService_Append_FullMethodName         = "/paxosd.v1.LogService/Append"
+	LogService_AppendStream_FullMethodName   = "/paxosd.v1.LogService/AppendStream"
 	LogService_Read_FullMethodName           = "/paxosd.v1.LogService/Read"
 	LogService_Tail_FullMethodName           = "/paxosd.v1.LogService/Tail"
 	LogService_Trim_FullMethodName           = "/paxosd.v1.LogService/Trim"
@@ -95,6 +96,19 @@ type LogServiceClient interface {
 	// Append adds entries at the end of the log, in order, at consecutive
 	// indexes, and answers once they are chosen and applied.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
+	// AppendStream carries many appends on one stream, each tagged with a
+	// request ID the client chooses, and answers each once it settles, in
+	// whatever order they settle. Each append means and does exactly what
+	// the same AppendRequest sent to Append does (a node that is not the
+	// master forwards it, exactly-once through client_id and seq, the same
+	// errors), except that a failed append is answered in its response
+	// (AppendStreamResponse.error) and the stream goes on. A node works on at
+	// most 256 appends of one stream at a time and reads the next request
+	// only when one of them has settled: a client that sends more waits (gRPC
+	// flow control). When the stream breaks, every append in flight on it has
+	// an unknown outcome: send it again with the same client_id and seq.
+	// Authorization is that of Append (role writer).
+	AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse], error)
 	// Read returns entries from an index onwards.
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error)
 	// Tail streams the entries from an index onwards and follows the log as it
@@ -158,6 +172,19 @@ func (c *logServiceClient) Append(ctx context.Context, in *AppendRequest, opts .
 	return out, nil
 }
 
+func (c *logServiceClient) AppendStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[0], LogService_AppendStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AppendStreamRequest, AppendStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LogService_AppendStreamClient = grpc.BidiStreamingClient[AppendStreamRequest, AppendStreamResponse]
+
 func (c *logServiceClient) Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (*ReadResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadResponse)
@@ -170,7 +197,7 @@ func (c *logServiceClient) Read(ctx context.Context, in *ReadRequest, opts ...gr
 
 func (c *logServiceClient) Tail(ctx context.Context, in *TailRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TailResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[0], LogService_Tail_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[1], LogService_Tail_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +276,7 @@ func (c *logServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...gr
 
 func (c *logServiceClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[1], LogService_Snapshot_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &LogService_ServiceDesc.Streams[2], LogService_Snapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +302,19 @@ type LogServiceServer interface {
 	// Append adds entries at the end of the log, in order, at consecutive
 	// indexes, and answers once they are chosen and applied.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
+	// AppendStream carries many appends on one stream, each tagged with a
+	// request ID the client chooses, and answers each once it settles, in
+	// whatever order they settle. Each append means and does exactly what
+	// the same AppendRequest sent to Append does (a node that is not the
+	// master forwards it, exactly-once through client_id and seq, the same
+	// errors), except that a failed append is answered in its response
+	// (AppendStreamResponse.error) and the stream goes on. A node works on at
+	// most 256 appends of one stream at a time and reads the next request
+	// only when one of them has settled: a client that sends more waits (gRPC
+	// flow control). When the stream breaks, every append in flight on it has
+	// an unknown outcome: send it again with the same client_id and seq.
+	// Authorization is that of Append (role writer).
+	AppendStream(grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]) error
 	// Read returns entries from an index onwards.
 	Read(context.Context, *ReadRequest) (*ReadResponse, error)
 	// Tail streams the entries from an index onwards and follows the log as it
@@ -330,6 +370,9 @@ type UnimplementedLogServiceServer struct{}
 
 func (UnimplementedLogServiceServer) Append(context.Context, *AppendRequest) (*AppendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Append not implemented")
+}
+func (UnimplementedLogServiceServer) AppendStream(grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method AppendStream not implemented")
 }
 func (UnimplementedLogServiceServer) Read(context.Context, *ReadRequest) (*ReadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Read not implemented")
@@ -396,6 +439,13 @@ func _LogService_Append_Handler(srv interface{}, ctx context.Context, dec func(i
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _LogService_AppendStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LogServiceServer).AppendStream(&grpc.GenericServerStream[AppendStreamRequest, AppendStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type LogService_AppendStreamServer = grpc.BidiStreamingServer[AppendStreamRequest, AppendStreamResponse]
 
 func _LogService_Read_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReadRequest)
@@ -586,6 +636,12 @@ var LogService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "AppendStream",
+			Handler:       _LogService_AppendStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Tail",
 			Handler:       _LogService_Tail_Handler,
