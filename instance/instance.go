@@ -819,9 +819,6 @@ func (n *Node) step(m core.Message) {
 		}
 		if !reply.Reject {
 			n.guard.Accepted(n.now, n.cfg.LeaseTicks, m.Ballot, m.Instance, m.Value)
-			// A lease re-proposed in an instance this node applied is
-			// older than the one it applied since, if another's.
-			n.guard.Decided(n.now, n.cfg.LeaseTicks, n.learn.Applied(), n.learn.State().LeaseHolder)
 			n.lease.Accepted(n.now, m.Instance, m.Ballot, m.Value)
 			if rec != nil { // a first acceptance, not a resend
 				n.heardProposer(m.From)
