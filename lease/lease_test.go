@@ -1,6 +1,7 @@
 package lease_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/paxosd/paxosd/core"
@@ -263,14 +264,7 @@ func TestGuardApplied(t *testing.T) {
 			if planted {
 				want, until = 1, 110
 			}
-			for _, from := range []uint64{1, 2, 3} {
-				if got := g.Refuses(60, from); got != (from != want) {
-					t.Errorf("%s (planted %v): Refuses(%d) = %v, want the guard on %d", tc.name, planted, from, got, want)
-				}
-			}
-			if !g.Refuses(until-1, 3) || g.Refuses(until, 3) {
-				t.Errorf("%s (planted %v): the guard does not end at %d", tc.name, planted, until)
-			}
+			checkGuard(t, fmt.Sprintf("%s (planted %v)", tc.name, planted), &g, want, until)
 		}
 	}
 	var g lease.Guard
@@ -304,6 +298,20 @@ func TestGuardApplied(t *testing.T) {
 	}
 }
 
+// checkGuard checks that at tick 60 g promises only want (of nodes 1-3;
+// lease.Everyone: none) and that it refuses others until until.
+func checkGuard(t *testing.T, name string, g *lease.Guard, want, until uint64) {
+	t.Helper()
+	for _, from := range []uint64{1, 2, 3} {
+		if got := g.Refuses(60, from); got != (from != want) {
+			t.Errorf("%s: Refuses(%d) = %v, want the guard on %d", name, from, got, want)
+		}
+	}
+	if !g.Refuses(until-1, 3) || g.Refuses(until, 3) {
+		t.Errorf("%s: the guard does not end at %d", name, until)
+	}
+}
+
 // Once the guarded lease's instance is applied and the applied state names
 // another holder, the guarded lease was never chosen (or a later one ended
 // it): Decided moves the guard to the applied holder for a full lease. A
@@ -333,14 +341,7 @@ func TestGuardDecided(t *testing.T) {
 			if planted {
 				want, until = 1, 110
 			}
-			for _, from := range []uint64{1, 2, 3} {
-				if got := g.Refuses(60, from); got != (from != want) {
-					t.Errorf("%s (planted %v): Refuses(%d) = %v, want the guard on %d", tc.name, planted, from, got, want)
-				}
-			}
-			if !g.Refuses(until-1, 3) || g.Refuses(until, 3) {
-				t.Errorf("%s (planted %v): the guard does not end at %d", tc.name, planted, until)
-			}
+			checkGuard(t, fmt.Sprintf("%s (planted %v)", tc.name, planted), &g, want, until)
 		}
 	}
 	// A guard refusing everyone (two leases that could not be told apart)

@@ -135,6 +135,29 @@ func finish(t *testing.T, rep *Report, dir string) {
 	}
 }
 
+// runClean runs cfg with its output in the directory named name, logs the
+// summary, and fails the test on any violation, naming the environment
+// that replays the schedule (replay: the variables beyond seed and nodes).
+// It returns the report and the run's directory (the node logs), which a
+// clean run's test keeps until it ends.
+func runClean(t *testing.T, cfg Config, name, replay string) (*Report, string) {
+	t.Helper()
+	cfg.OutDir = outDir(t, name)
+	cfg.KeepOut = os.Getenv("PAXOSD_CHAOS_OUT") != ""
+	cfg.Deadline, _ = t.Deadline()
+	rep, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { finish(t, rep, cfg.OutDir) })
+	t.Log(rep.Summary())
+	if !rep.OK() {
+		t.Fatalf("chaos run %s failed; replay the schedule with PAXOSD_CHAOS_SEED=%d PAXOSD_CHAOS_NODES=%d %s\n%s",
+			name, cfg.Seed, cfg.Nodes, replay, rep.Summary())
+	}
+	return rep, cfg.OutDir
+}
+
 // Defaults of the run in `go test ./...`: 3 nodes, a fixed seed, about two
 // minutes in all.
 const (
@@ -163,19 +186,7 @@ func TestChaos(t *testing.T) {
 	}
 	cfg.Round = min(cfg.Duration, envDuration(t, "PAXOSD_CHAOS_ROUND", maxRound))
 	cfg.Weights = envFaults(t)
-	cfg.OutDir = outDir(t, fmt.Sprintf("seed%d-n%d", cfg.Seed, cfg.Nodes))
-	cfg.KeepOut = os.Getenv("PAXOSD_CHAOS_OUT") != ""
-	cfg.Deadline, _ = t.Deadline()
-	rep, err := Run(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer finish(t, rep, cfg.OutDir)
-	t.Log(rep.Summary())
-	if !rep.OK() {
-		t.Fatalf("chaos run failed; replay the schedule with PAXOSD_CHAOS_SEED=%d PAXOSD_CHAOS_NODES=%d PAXOSD_CHAOS_DURATION=%v\n%s",
-			cfg.Seed, cfg.Nodes, cfg.Duration, rep.Summary())
-	}
+	runClean(t, cfg, fmt.Sprintf("seed%d-n%d", cfg.Seed, cfg.Nodes), fmt.Sprintf("PAXOSD_CHAOS_DURATION=%v", cfg.Duration))
 }
 
 // TestChaosMembership runs the schedule biased toward wipe-replace (a
@@ -197,18 +208,7 @@ func TestChaosMembership(t *testing.T) {
 		Weights:  map[Fault]int{WipeReplace: 3, Kill: 1, KillMaster: 1, IsolateOne: 1},
 	}
 	cfg.Round = min(cfg.Duration, maxRound)
-	cfg.OutDir = outDir(t, fmt.Sprintf("membership-seed%d-n%d", cfg.Seed, cfg.Nodes))
-	cfg.KeepOut = os.Getenv("PAXOSD_CHAOS_OUT") != ""
-	cfg.Deadline, _ = t.Deadline()
-	rep, err := Run(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer finish(t, rep, cfg.OutDir)
-	t.Log(rep.Summary())
-	if !rep.OK() {
-		t.Fatalf("chaos membership run failed; replay the schedule with PAXOSD_CHAOS_SEED=%d PAXOSD_CHAOS_NODES=%d\n%s", cfg.Seed, cfg.Nodes, rep.Summary())
-	}
+	rep, _ := runClean(t, cfg, fmt.Sprintf("membership-seed%d-n%d", cfg.Seed, cfg.Nodes), "")
 	if rep.Faults[string(WipeReplace)] == 0 {
 		t.Fatalf("no node was wiped and replaced: %v", rep.Faults)
 	}
@@ -329,22 +329,10 @@ func TestChaosTLSAuth(t *testing.T) {
 		Logf:     t.Logf,
 	}
 	cfg.Round = cfg.Duration
-	cfg.OutDir = outDir(t, fmt.Sprintf("tls-seed%d-n%d", cfg.Seed, cfg.Nodes))
-	cfg.KeepOut = os.Getenv("PAXOSD_CHAOS_OUT") != ""
-	cfg.Deadline, _ = t.Deadline()
-	rep, err := Run(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer finish(t, rep, cfg.OutDir)
-	t.Log(rep.Summary())
-	if !rep.OK() {
-		t.Fatalf("chaos run with TLS and auth failed; replay the schedule with PAXOSD_CHAOS_SEED=%d PAXOSD_CHAOS_NODES=%d PAXOSD_CHAOS_TLS_DURATION=%v\n%s",
-			cfg.Seed, cfg.Nodes, cfg.Duration, rep.Summary())
-	}
+	_, out := runClean(t, cfg, fmt.Sprintf("tls-seed%d-n%d", cfg.Seed, cfg.Nodes), fmt.Sprintf("PAXOSD_CHAOS_TLS_DURATION=%v", cfg.Duration))
 	// The nodes ran secured: their start-up lines say so.
 	for i := range cfg.Nodes {
-		b, err := os.ReadFile(filepath.Join(cfg.OutDir, fmt.Sprintf("node%d.log", i+1)))
+		b, err := os.ReadFile(filepath.Join(out, fmt.Sprintf("node%d.log", i+1)))
 		if err != nil {
 			t.Fatal(err)
 		}
