@@ -136,6 +136,12 @@ type Config struct {
 	// about 4 intervals in a small cluster). Zero means memberlist's
 	// default, 1 s. Tests use less.
 	ProbeInterval time.Duration
+	// Key, when set, encrypts and authenticates every gossip message and
+	// stream (AES-GCM with memberlist's keyring): 16, 24 or 32 bytes,
+	// the same on every node. A node without it, or with another key,
+	// can neither read the cluster's gossip nor be admitted. Nil: gossip
+	// in the clear (a cluster label still keeps other clusters out).
+	Key []byte
 	// OnDown, if set, is called (outside any lock, from memberlist's
 	// goroutine) with the ID of a peer that memberlist declared dead or
 	// that left. A hint: the node must not shorten a lease or count a
@@ -153,6 +159,11 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := splitIPPort(c.BindAddr); err != nil {
 		return fmt.Errorf("gossip: BindAddr %q: %w", c.BindAddr, err)
+	}
+	switch len(c.Key) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("gossip: Key of %d bytes: give 16, 24 or 32 (AES-128, -192 or -256)", len(c.Key))
 	}
 	if c.AdvertiseAddr != "" {
 		if _, _, err := splitIPPort(c.AdvertiseAddr); err != nil {
@@ -288,6 +299,7 @@ func Start(cfg Config) (*Gossip, error) {
 		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval/2)
 	}
 	mc.Label = clusterLabel(cfg.Cluster)
+	mc.SecretKey = cfg.Key // memberlist then verifies every message and stream, both ways
 	mc.Logger = log.New(logWriter{g}, "", 0)
 	d := &delegate{g: g}
 	mc.Delegate = d

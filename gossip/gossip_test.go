@@ -81,6 +81,12 @@ func apiAddr(id uint64) string { return fmt.Sprintf("127.0.0.1:%d", 7000+id) }
 // closed when the test ends.
 func start(t *testing.T, id, cluster uint64, bind string) *testNode {
 	t.Helper()
+	return startKeyed(t, id, cluster, bind, nil)
+}
+
+// startKeyed is start with a gossip key (nil: none).
+func startKeyed(t *testing.T, id, cluster uint64, bind string, key []byte) *testNode {
+	t.Helper()
 	if bind == "" {
 		bind = "127.0.0.1:0"
 	}
@@ -93,6 +99,7 @@ func start(t *testing.T, id, cluster uint64, bind string) *testNode {
 		Logger:        c.logger(),
 		ProbeInterval: testProbeInterval,
 		OnDown:        c.onDown,
+		Key:           key,
 	})
 	if err != nil {
 		t.Fatalf("start node %d: %v", id, err)
@@ -405,6 +412,32 @@ func TestOtherClusterCannotJoin(t *testing.T) {
 	}
 }
 
+// With a key, only nodes holding the same key gossip together: one
+// without a key, or with another, joins no one and is admitted by no one.
+func TestKeyedGossip(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	n1 := startKeyed(t, 1, testCluster, "", key)
+	n2 := startKeyed(t, 2, testCluster, "", key)
+	if n, err := n2.Join([]string{n1.Addr()}); err != nil || n != 1 {
+		t.Fatalf("a node with the key did not join: %d, %v", n, err)
+	}
+	waitAllSee(t, []*testNode{n1, n2}, []*testNode{n1, n2})
+	plain := start(t, 3, testCluster, "")
+	other := startKeyed(t, 4, testCluster, "", []byte("another key, 32 bytes long......"))
+	for _, n := range []*testNode{plain, other} {
+		if k, err := n.Join([]string{n1.Addr()}); err == nil || k != 0 {
+			t.Errorf("a node without the cluster's key joined: %d, %v", k, err)
+		}
+	}
+	for _, n := range []*testNode{n1, n2} {
+		for _, id := range []uint64{3, 4} {
+			if _, known := n.Alive(id); known {
+				t.Errorf("a keyed node admitted node %d, which has not the key", id)
+			}
+		}
+	}
+}
+
 // bare is a Gossip without memberlist, to drive the delegate directly.
 func bare(c *capture) *Gossip {
 	return &Gossip{
@@ -560,6 +593,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"APIAddr", func(c *Config) { c.APIAddr = "" }},
 		{"APIAddr", func(c *Config) { c.APIAddr = strings.Repeat("a", 300) + ":1" }},
 		{"ProbeInterval", func(c *Config) { c.ProbeInterval = -time.Second }},
+		{"Key", func(c *Config) { c.Key = []byte("short") }},
 	} {
 		cfg := ok
 		tc.edit(&cfg)

@@ -106,7 +106,7 @@ func startGossip(ctx context.Context, cfg Config, self string, cid uint64, onDow
 		return nil, err
 	}
 	g, err := gossip.Start(gossip.Config{NodeID: cfg.ID, BindAddr: bind, AdvertiseAddr: advertise, APIAddr: self,
-		Cluster: cid, Logger: cfg.Logger, ProbeInterval: cfg.GossipProbeInterval, OnDown: onDown})
+		Cluster: cid, Logger: cfg.Logger, ProbeInterval: cfg.GossipProbeInterval, OnDown: onDown, Key: cfg.GossipKey})
 	if err != nil {
 		return nil, fmt.Errorf("%w (pick another address with --gossip-listen, or --gossip-listen %s)", err, GossipOff)
 	}

@@ -162,6 +162,25 @@ func TestGossipMembersAlive(t *testing.T) {
 	}
 }
 
+// With --gossip-key-file, three nodes holding the key gossip together:
+// every member shows alive.
+func TestGossipKeyed(t *testing.T) {
+	_, addrs := threeNodesWith(t, func(c *Config) { c.GossipKey = []byte("0123456789abcdef") })
+	cl, err := client.New(addrs[:1], client.Options{CallTimeout: 5 * time.Second, Retries: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	waitMembers(t, cl, "all alive in encrypted gossip", func(r *paxosdpb.ListMembersResponse) bool {
+		for _, m := range r.Members {
+			if !m.Alive || !m.Known {
+				return false
+			}
+		}
+		return r.Gossip && len(r.Members) == 3
+	})
+}
+
 // Gossip's report that a peer is down reaches the node's core (a hint for
 // catch-up and for the master's view of who is live): with probes every
 // ten minutes, a stopped peer would count as live for half an hour by

@@ -111,6 +111,9 @@ type Config struct {
 	// learn through the API (Status). GossipOff runs no gossip. A host name
 	// is resolved to its first address. Safety never depends on gossip.
 	GossipListen string
+	// GossipKey encrypts and authenticates gossip (gossip.Config.Key): 16,
+	// 24 or 32 bytes, the same on every node. Nil: gossip in the clear.
+	GossipKey []byte
 	// MinFreeBytes is the free space the data directory's file system must
 	// keep (0: no check; paxosd server defaults to DefaultMinFreeBytes).
 	// Below it the master refuses appends with NO_SPACE and an acceptor

@@ -382,6 +382,10 @@ func TestExitCodes(t *testing.T) {
 	for _, l := range held {
 		l.Close()
 	}
+	shortKey := filepath.Join(t.TempDir(), "gossip.key") // 5 bytes, in base64
+	if err := os.WriteFile(shortKey, []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		code int
 		args []string
@@ -399,6 +403,8 @@ func TestExitCodes(t *testing.T) {
 		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--auth-tokens-file", filepath.Join(t.TempDir(), "none")}},
 		{exitUsage, []string{"append", "--endpoints", dead, "--token", "secret\n", "x"}}, // a token read from a file with its newline
 		{exitUsage, []string{"status", "--endpoints", dead, "--cluster-name", "a\tb"}},
+		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--gossip-key-file", filepath.Join(t.TempDir(), "none")}},
+		{exitUsage, []string{"server", "--id", "1", "--peers", "1=" + strings.Split(dead, ",")[0], "--data-dir", t.TempDir(), "--gossip-key-file", shortKey}},
 		{exitUsage, []string{"dev", "--nodes", "4", "--base-port", fmt.Sprint(base), "--data-dir", t.TempDir()}},
 		{exitUnavailable, []string{"append", "--endpoints", dead, "--timeout", "1s", "x"}},
 		{exitUnavailable, []string{"read", "--endpoints", dead, "--timeout", "1s", "--from", "0"}},

@@ -137,6 +137,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			&cli.Uint64Flag{Name: "follow", Usage: "run as a non-voting follower of this member (the follower's --id is not in --peers; give --listen)"},
 			&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles on this HOST:PORT (e.g. 127.0.0.1:6060; then go tool pprof http://127.0.0.1:6060/debug/pprof/profile)"},
 			&cli.DurationFlag{Name: "handover-timeout", Value: 2 * time.Second, Usage: "on SIGTERM or SIGINT, how long a master may take to hand its lease to another voter before it stops (0: stop at once)"},
+			&cli.StringFlag{Name: "gossip-key-file", EnvVars: []string{"PAXOSD_GOSSIP_KEY_FILE"}, Usage: "encrypt and authenticate gossip with the key in this file: 16, 24 or 32 random bytes in base64, the same on every node (make one with: head -c 32 /dev/urandom | base64 > gossip.key); nodes without it are not admitted"},
 			&cli.StringFlag{Name: "gossip-listen", Usage: "IP:PORT to gossip on (TCP and UDP) for discovery and failure detection, shown as alive in members list; nodes find each other's port through the API, so the default (this node's listen host, a port the OS picks) needs no configuration; \"off\" runs no gossip. Safety never depends on gossip"},
 			&cli.StringFlag{Name: "dial-peers", Usage: "dial these addresses for peers instead of their --peers addresses (a proxy or NAT in between), as ID=HOST:PORT, comma-separated; identity checks still use --peers"},
 			// For fault tests only (e2e, e2e/chaos): a node whose wall clock
@@ -199,9 +200,13 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			if err != nil {
 				return err
 			}
+			gossipKey, err := readGossipKey(c.String("gossip-key-file"))
+			if err != nil {
+				return usageErr(err)
+			}
 			log.Info(event.Starting, "listen", c.String("listen"), "peers", c.String("peers"), "join", c.String("join"),
 				"follow", c.Uint64("follow"), "data_dir", c.String("data-dir"), "cluster", c.String("cluster"),
-				"tls", tlsHolder != nil, "auth", auth != nil, "metrics_addr", c.String("metrics-addr"), "gossip_listen", c.String("gossip-listen"),
+				"tls", tlsHolder != nil, "auth", auth != nil, "gossip_encrypted", gossipKey != nil, "metrics_addr", c.String("metrics-addr"), "gossip_listen", c.String("gossip-listen"),
 				"max_entry_bytes", c.Int("max-entry-bytes"), "min_free_bytes", c.Uint64("min-free-bytes"),
 				"retain_entries", c.Uint64("retain-entries"), "retain_bytes", c.Uint64("retain-bytes"), "retain_age", c.Duration("retain-age"),
 				"log_level", c.String("log-level"), "log_format", c.String("log-format"), "slow_fsync_threshold", slowSync(c), "version", versionLine())
@@ -213,7 +218,7 @@ is down waits for it. Until it has heard from its cluster once, it refuses local
 			r, err := server.Start(context.Background(), server.Config{ID: c.Uint64("id"), Listen: c.String("listen"), Peers: peers, TLS: tlsHolder, Auth: auth,
 				DataDir: c.String("data-dir"), Cluster: c.String("cluster"), MaxEntryBytes: c.Int("max-entry-bytes"), Logger: logger, SlowSyncThreshold: slowSync(c),
 				Follow: c.Uint64("follow"), LearnInterval: c.Duration("learn-interval"), CatchupRate: c.Int64("catchup-rate"),
-				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"),
+				RetainEntries: c.Uint64("retain-entries"), RetainBytes: c.Uint64("retain-bytes"), RetainAge: c.Duration("retain-age"), DialPeers: dialPeers, Bug: bug, Join: join, GossipListen: c.String("gossip-listen"), GossipKey: gossipKey,
 				WallClockOffset: c.Duration("unsafe-wall-clock-offset"), MinFreeBytes: c.Uint64("min-free-bytes"), UnsafeDiskFreeFile: c.String("unsafe-disk-free-file"), Metrics: mon.registry(), StatusPage: mon.statusPage()})
 			if err != nil {
 				mon.close()

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -99,4 +101,25 @@ func serverSecurity(c *cli.Context, log *slog.Logger) (*server.TLSHolder, *rpc.A
 		tlsLine += ", peer mutual TLS"
 	}
 	return h, auth, fmt.Sprintf("%s, %s", tlsLine, authLine), nil
+}
+
+// readGossipKey reads --gossip-key-file: 16, 24 or 32 bytes in base64 (nil
+// without the flag).
+func readGossipKey(file string) ([]byte, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key-file %s: not base64: %w (make a key with: head -c 32 /dev/urandom | base64)", file, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("--gossip-key-file %s: a key of %d bytes; give 16, 24 or 32 (make one with: head -c 32 /dev/urandom | base64)", file, len(key))
 }
