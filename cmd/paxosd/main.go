@@ -594,6 +594,12 @@ func withIndexClient(c *cli.Context, flag string, f func(ctx context.Context, cl
 	if err != nil {
 		return err
 	}
+	return withClient(c, func(ctx context.Context, cl *client.Client) error { return f(ctx, cl, index) })
+}
+
+// withClient runs f with a client of the command's flags and a context
+// bounded by --timeout.
+func withClient(c *cli.Context, f func(ctx context.Context, cl *client.Client) error) error {
 	cl, err := newClient(c)
 	if err != nil {
 		return err
@@ -601,7 +607,7 @@ func withIndexClient(c *cli.Context, flag string, f func(ctx context.Context, cl
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
 	defer cancel()
-	return f(ctx, cl, index)
+	return f(ctx, cl)
 }
 
 func masterCommand() *cli.Command {
@@ -625,16 +631,12 @@ Examples:
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				cl, err := newClient(c)
-				if err != nil {
-					return err
-				}
-				defer cl.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-				defer cancel()
 				start := time.Now()
-				from, to, err := cl.TransferMaster(ctx, c.Uint64("to"))
-				if err != nil {
+				var from, to uint64
+				if err := withClient(c, func(ctx context.Context, cl *client.Client) (err error) {
+					from, to, err = cl.TransferMaster(ctx, c.Uint64("to"))
+					return err
+				}); err != nil {
 					return err
 				}
 				took := time.Since(start)

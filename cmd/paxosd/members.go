@@ -147,49 +147,44 @@ func oneID(c *cli.Context) (uint64, error) {
 
 // changeMembers makes one change and prints what it did.
 func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-	defer cancel()
-	resp, err := cl.ChangeMembers(ctx, req)
-	// A follower catching up, or the change before this one taking
-	// effect, is a matter of moments: try again until --timeout.
-	var noted time.Time
-	for reason, ok := api.AsChangeRefused(err); ok && (reason == api.ReasonMemberBehind || reason == api.ReasonChangePending); reason, ok = api.AsChangeRefused(err) {
-		if time.Since(noted) >= 2*time.Second {
-			noted = time.Now()
-			fmt.Fprintf(os.Stderr, "waiting: %s\n", statusMessage(err))
+	return withClient(c, func(ctx context.Context, cl *client.Client) error {
+		resp, err := cl.ChangeMembers(ctx, req)
+		// A follower catching up, or the change before this one taking
+		// effect, is a matter of moments: try again until --timeout.
+		var noted time.Time
+		for reason, ok := api.AsChangeRefused(err); ok && (reason == api.ReasonMemberBehind || reason == api.ReasonChangePending); reason, ok = api.AsChangeRefused(err) {
+			if time.Since(noted) >= 2*time.Second {
+				noted = time.Now()
+				fmt.Fprintf(os.Stderr, "waiting: %s\n", statusMessage(err))
+			}
+			if pause(ctx, 200*time.Millisecond) != nil {
+				break
+			}
+			resp, err = cl.ChangeMembers(ctx, req)
 		}
-		if pause(ctx, 200*time.Millisecond) != nil {
-			break
+		if reason, ok := api.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
+			// A retry after a lost answer, or a change made before: the
+			// configuration is as asked.
+			fmt.Fprintf(os.Stderr, "nothing to do: %s\n", statusMessage(err))
+			if c.String("write-out") == "json" {
+				fmt.Printf(`{"change":%q,"already":true}`+"\n", changeText(req))
+			} else {
+				fmt.Printf("%s already\n", doneText(req))
+			}
+			return nil
 		}
-		resp, err = cl.ChangeMembers(ctx, req)
-	}
-	if reason, ok := api.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
-		// A retry after a lost answer, or a change made before: the
-		// configuration is as asked.
-		fmt.Fprintf(os.Stderr, "nothing to do: %s\n", statusMessage(err))
+		if err != nil {
+			return changeError(req, err)
+		}
 		if c.String("write-out") == "json" {
-			fmt.Printf(`{"change":%q,"already":true}`+"\n", changeText(req))
-		} else {
-			fmt.Printf("%s already\n", doneText(req))
+			b, _ := json.Marshal(map[string]any{"change": changeText(req), "first_instance": resp.FirstInstance, "master": resp.MasterId, "members": jsonMembers(resp.Members)})
+			fmt.Println(string(b))
+			return nil
 		}
+		fmt.Printf("%s: in effect from instance %d (master: node %d)\n", doneText(req), resp.FirstInstance, resp.MasterId)
+		fmt.Printf("members: %s\n", summary(resp.Members))
 		return nil
-	}
-	if err != nil {
-		return changeError(req, err)
-	}
-	if c.String("write-out") == "json" {
-		b, _ := json.Marshal(map[string]any{"change": changeText(req), "first_instance": resp.FirstInstance, "master": resp.MasterId, "members": jsonMembers(resp.Members)})
-		fmt.Println(string(b))
-		return nil
-	}
-	fmt.Printf("%s: in effect from instance %d (master: node %d)\n", doneText(req), resp.FirstInstance, resp.MasterId)
-	fmt.Printf("members: %s\n", summary(resp.Members))
-	return nil
+	})
 }
 
 // alreadyDone reports whether a change refused for reason is in effect
@@ -280,52 +275,47 @@ func membersList(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	cl, err := newClient(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("timeout"))
-	defer cancel()
-	r, err := cl.ListMembers(ctx)
-	if err != nil {
-		return err
-	}
-	switch c.String("write-out") {
-	case "json":
-		out := map[string]any{"node": r.NodeId, "applied": r.Applied, "master": r.MasterId, "gossip": r.Gossip, "members": jsonMembers(r.Members)}
-		if r.Pending != "" {
-			out["pending"] = map[string]any{"change": r.Pending, "from_instance": r.PendingFrom, "members": jsonMembers(r.PendingMembers)}
+	return withClient(c, func(ctx context.Context, cl *client.Client) error {
+		r, err := cl.ListMembers(ctx)
+		if err != nil {
+			return err
 		}
-		b, _ := json.Marshal(out)
-		fmt.Println(string(b))
-	case "table":
-		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tALIVE\tCHOSEN INSTANCE\tLAG\tLIVE\tINCARNATION")
-		for _, m := range r.Members {
-			applied, lag := "?", "?"
-			if m.Known {
-				applied, lag = fmt.Sprint(m.Applied), fmt.Sprint(m.Lag)
+		switch c.String("write-out") {
+		case "json":
+			out := map[string]any{"node": r.NodeId, "applied": r.Applied, "master": r.MasterId, "gossip": r.Gossip, "members": jsonMembers(r.Members)}
+			if r.Pending != "" {
+				out["pending"] = map[string]any{"change": r.Pending, "from_instance": r.PendingFrom, "members": jsonMembers(r.PendingMembers)}
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%s\t%v\t%016x\n", m.Id, m.Address, m.Role, m.Alive, applied, lag, m.Live, m.Incarnation)
+			b, _ := json.Marshal(out)
+			fmt.Println(string(b))
+		case "table":
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tALIVE\tCHOSEN INSTANCE\tLAG\tLIVE\tINCARNATION")
+			for _, m := range r.Members {
+				applied, lag := "?", "?"
+				if m.Known {
+					applied, lag = fmt.Sprint(m.Applied), fmt.Sprint(m.Lag)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\t%s\t%v\t%016x\n", m.Id, m.Address, m.Role, m.Alive, applied, lag, m.Live, m.Incarnation)
+			}
+			tw.Flush()
+		default:
+			for _, m := range r.Members {
+				fmt.Printf("id=%d address=%s role=%s alive=%v applied=%d lag=%d live=%v known=%v incarnation=%016x\n", m.Id, m.Address, m.Role, m.Alive, m.Applied, m.Lag, m.Live, m.Known, m.Incarnation)
+			}
 		}
-		tw.Flush()
-	default:
-		for _, m := range r.Members {
-			fmt.Printf("id=%d address=%s role=%s alive=%v applied=%d lag=%d live=%v known=%v incarnation=%016x\n", m.Id, m.Address, m.Role, m.Alive, m.Applied, m.Lag, m.Live, m.Known, m.Incarnation)
+		if c.String("write-out") != "json" {
+			alive := "alive: as its gossip sees it"
+			if !r.Gossip {
+				alive = "alive: heard from recently (it runs no gossip)"
+			}
+			fmt.Fprintf(os.Stderr, "as node %d knows it (applied %d instances; master: node %d; %s)\n", r.NodeId, r.Applied, r.MasterId, alive)
+			if r.Pending != "" {
+				fmt.Printf("pending: %s, in effect from instance %d\n", r.Pending, r.PendingFrom)
+			}
 		}
-	}
-	if c.String("write-out") != "json" {
-		alive := "alive: as its gossip sees it"
-		if !r.Gossip {
-			alive = "alive: heard from recently (it runs no gossip)"
-		}
-		fmt.Fprintf(os.Stderr, "as node %d knows it (applied %d instances; master: node %d; %s)\n", r.NodeId, r.Applied, r.MasterId, alive)
-		if r.Pending != "" {
-			fmt.Printf("pending: %s, in effect from instance %d\n", r.Pending, r.PendingFrom)
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // membersReplace removes a member (if it still is one), waits for a node
