@@ -72,6 +72,10 @@ type Proposer struct {
 	// Preparing.
 	prepFrom uint64
 	prepSent uint64
+	// timeouts counts the phase 1s abandoned in a row for want of a
+	// quorum of promises (prepareTimeout); a phase 1 that completes
+	// clears it.
+	timeouts int
 	promised map[uint64]bool
 	// pieces: acceptors whose Promise came in pieces -> where the next
 	// piece starts (the After we asked with). Their promise counts once
@@ -223,7 +227,7 @@ func (p *Proposer) OnPromise(now uint64, m core.Message) (PromiseOutcome, []core
 	}
 	// Phase 1 done. Re-propose every open instance up to the highest one any
 	// promiser accepted, filling holes with no-ops, all at our ballot.
-	p.phase, p.next = Leading, p.prepFrom
+	p.phase, p.next, p.timeouts = Leading, p.prepFrom, 0
 	last := p.prepFrom
 	for i := range p.found {
 		last = max(last, i+1)
@@ -372,7 +376,8 @@ func (p *Proposer) ForgetBelow(applied uint64) {
 func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 	switch p.phase {
 	case Preparing:
-		if now-p.prepSent >= p.cfg.PhaseTimeout {
+		if now-p.prepSent >= p.prepareTimeout() {
+			p.timeouts++
 			p.reset()
 			return nil, true
 		}
@@ -392,6 +397,19 @@ func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 		}
 	}
 	return msgs, false
+}
+
+// prepareTimeout is how long phase 1 waits for a quorum of promises (from
+// the Prepare, or from the last piece of a Promise that came in) before it
+// is abandoned: PhaseTimeout, doubling with each phase 1 abandoned in a row
+// up to 8 x PhaseTimeout. A promise is durable before it is sent, and a
+// disk busy with a window of large values can take longer than
+// PhaseTimeout to sync it on every acceptor: with a fixed timeout, each
+// phase 1 was abandoned before its promises came, and each new one asked
+// for another sync, for as long as the disk stayed slow (no master for
+// over 30 s in e2e TestTwoKilledForGoodOfFive, with fsyncs of 0.7-1.9 s).
+func (p *Proposer) prepareTimeout() uint64 {
+	return p.cfg.PhaseTimeout << min(p.timeouts, 3)
 }
 
 // acceptResend is how long an Accept waits for a quorum before it is sent

@@ -416,6 +416,31 @@ func TestTickPreparing(t *testing.T) {
 	}
 }
 
+// Each phase 1 abandoned in a row waits twice as long as the one before
+// (PhaseTimeout 5: 5, 10, 20, then 40 for ever); one that completes starts
+// the count over. With a fixed timeout, acceptors whose promise sync takes
+// longer than PhaseTimeout never let a phase 1 complete.
+func TestPrepareTimeoutBacksOff(t *testing.T) {
+	p := newProposer(config())
+	now := uint64(100)
+	for k, want := range []uint64{5, 10, 20, 40, 40} {
+		p.StartPrepare(now, 0)
+		if _, abandoned := p.Tick(now + want - 1); abandoned {
+			t.Fatalf("phase 1 number %d abandoned before %d ticks", k+1, want)
+		}
+		if _, abandoned := p.Tick(now + want); !abandoned {
+			t.Fatalf("phase 1 number %d not abandoned after %d ticks", k+1, want)
+		}
+		now += want
+	}
+	lead(t, p, now, 0)
+	p.StepDown()
+	p.StartPrepare(now, 0)
+	if _, abandoned := p.Tick(now + 5); !abandoned {
+		t.Error("after a phase 1 that completed, the next one did not wait PhaseTimeout again")
+	}
+}
+
 func TestForgetAndStepDown(t *testing.T) {
 	p := newProposer(config())
 	b := lead(t, p, 0, 0)

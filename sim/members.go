@@ -331,9 +331,12 @@ func (v *invariants) sameConfig(n *node, i uint64) {
 }
 
 // lostVote checks a vote as it is delivered: a node that lost its disk
-// never votes until it is a member again with its new directory.
-func (v *invariants) lostVote(from *node, m core.Message) {
-	if (m.Type == core.MsgPromise || m.Type == core.MsgAccepted) && !m.Reject && from.lost {
+// never votes until it is a member again with its new directory. dir is
+// the directory the vote was sent from: one sent before the wipe, still in
+// flight, was cast with the state the old directory held then (as any vote
+// of a node whose disk is lost later), not with what was lost.
+func (v *invariants) lostVote(from *node, m core.Message, dir uint64) {
+	if (m.Type == core.MsgPromise || m.Type == core.MsgAccepted) && !m.Reject && from.lost && dir == from.incarnation {
 		v.w.fail("node %d's %s for ballot %d was counted: it lost its disk and is not a member with its new one", from.id, m.Type, m.Ballot)
 	}
 }

@@ -277,6 +277,9 @@ type event struct {
 	node uint64 // node index+1
 	inc  int    // node incarnation the event belongs to
 	msg  core.Message
+	// dir (evDeliver): the data directory incarnation the sender had when
+	// it sent msg (a wipe gives it a new one).
+	dir uint64
 	why  string // evDownForGood: why now
 	// about (evHint): the peer reported down; 0 for the periodic event
 	// that draws a random report.
@@ -632,7 +635,7 @@ func (w *world) handle(e *event) {
 		if !n.up || !w.admit(n, w.node(e.msg.From)) {
 			return
 		}
-		w.inv.lostVote(w.node(e.msg.From), e.msg)
+		w.inv.lostVote(w.node(e.msg.From), e.msg, e.dir)
 		before, now := n.core.Promised(), n.core.Now()
 		had, hadOK := n.core.AcceptedAt(e.msg.Instance)
 		if err := n.core.Step(e.msg); err != nil {
@@ -892,7 +895,7 @@ func (w *world) send(from *node, m core.Message) {
 		copies = 2
 	}
 	for i := 0; i < copies; i++ {
-		w.schedule(&event{at: w.now + w.netDelay(), kind: evDeliver, msg: m})
+		w.schedule(&event{at: w.now + w.netDelay(), kind: evDeliver, msg: m, dir: w.node(m.From).incarnation})
 	}
 }
 
