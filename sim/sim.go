@@ -280,7 +280,7 @@ type event struct {
 	// dir (evDeliver): the data directory incarnation the sender had when
 	// it sent msg (a wipe gives it a new one).
 	dir uint64
-	why  string // evDownForGood: why now
+	why string // evDownForGood: why now
 	// about (evHint): the peer reported down; 0 for the periodic event
 	// that draws a random report.
 	about uint64
