@@ -45,18 +45,20 @@ func TestLostDataDirectoryIsRefused(t *testing.T) {
 	}
 	cl := c.client(t)
 	// Every node has heard from every other (and so remembers its
-	// incarnation): B and C have each opened a link to the others, and one
-	// append has reached all three.
+	// incarnation, synced), and one append has reached all three.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, i := range []int{a, b, cc} {
 		for _, j := range []int{a, b, cc} {
-			want := fmt.Sprintf(`msg="peer link up" node=%d peer=%d addr=%s `, i+1, j+1, c.addrs[j])
+			// Node i recorded node j's incarnation (synced): it took a
+			// batch from j's directory. A link up says only that a
+			// stream opened.
+			want := fmt.Sprintf(`msg="peer incarnation recorded" node=%d peer=%d `, i+1, j+1)
 			for i != j {
 				if log, _ := os.ReadFile(c.logPath(i)); strings.Contains(string(log), want) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("node %d never opened its link to node %d", i+1, j+1)
+					t.Fatalf("node %d never recorded node %d's incarnation", i+1, j+1)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

@@ -68,6 +68,9 @@ const (
 	RejectedByPeer     = "rejected by peer"
 	FollowerConnected  = "follower connected"
 	IncarnationRefused = "incarnation refused by peer"
+	// PeerIncarnationRecorded: the first batch from a peer's data
+	// directory, whose incarnation is now synced to disk.
+	PeerIncarnationRecorded = "peer incarnation recorded"
 )
 
 // Attribute keys.

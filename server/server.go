@@ -589,7 +589,13 @@ func run(ctx context.Context, cfg Config, self string, cid uint64, lis net.Liste
 	// A peer that refuses this node's incarnation stops it with that error.
 	ctx, cancel := context.WithCancelCause(ctx)
 	r.cancel = func() { cancel(errStopRequested) } // the node logs it as why it stopped
-	r.incs = rpc.NewIncarnations(known, store.SetPeerIncarnation)
+	r.incs = rpc.NewIncarnations(known, func(id, inc uint64) error {
+		if err := store.SetPeerIncarnation(id, inc); err != nil {
+			return err
+		}
+		r.log.Info(event.PeerIncarnationRecorded, event.KeyPeer, id, "incarnation", fmt.Sprintf("%016x", inc))
+		return nil
+	})
 	// isFollower: a static follower, or a directory that joined and is not
 	// (yet) a voter by its own membership. The transport's goroutines may
 	// call it before node.Open has returned: they read the node through
