@@ -582,6 +582,12 @@ func (n *Node) Propose(p Proposal) error {
 		// messages that no peer accepts.
 		return fmt.Errorf("instance: an append of %d encoded bytes is over MaxCommandBytes %d", c.Size(), n.cfg.MaxCommandBytes)
 	}
+	if r, ok := n.learn.Answered(c); ok {
+		// A retry of an append already applied: answered now, as apply
+		// would, not after the queue (see learner.Answered).
+		n.rd.Results = append(n.rd.Results, Result{Req: p.Req, First: r.First, Last: r.Last, Duplicate: r.Duplicate, Err: r.Err})
+		return nil
+	}
 	n.reqs[p.Req] = true
 	n.prop.Propose(c)
 	return nil

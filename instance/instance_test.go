@@ -532,3 +532,59 @@ func TestResultRoutedToReusedReq(t *testing.T) {
 		t.Errorf("Req 1 acknowledged at [%d, %d], which holds %q; log %v", res.First, res.Last, got, c.stores[1].entries)
 	}
 }
+
+// TestRetryOfAppliedAppendAnsweredAtOnce: a retry of an append that
+// already applied is answered when it is proposed, from the dedup table,
+// not after every proposal queued before it. A client whose call timeout
+// is shorter than that queue (e2e TestTwoKilledForGoodOfFive: a small
+// append behind 32 large ones on slow disks) otherwise never hears that its
+// first attempt applied: each retry waits the whole queue again.
+func TestRetryOfAppliedAppendAnsweredAtOnce(t *testing.T) {
+	c := newCluster(t, 4, instance.BugNone)
+	m := c.elect()
+	n := c.nodes[m]
+	if err := n.Propose(instance.Proposal{Req: 1, Entries: data("a", "b"), ClientID: 10, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	first := c.await(m, 1)[0]
+	if first.Err != nil || first.Duplicate {
+		t.Fatalf("first attempt: %+v", first)
+	}
+	// Nothing is chosen from now on: the queue never drains.
+	c.drop = func(core.Message) bool { return true }
+	for j := range 20 {
+		if err := n.Propose(instance.Proposal{Req: uint64(10 + j), Entries: data("x"), ClientID: 11, Seq: uint64(1 + j)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hits := n.Status().DedupHits
+	for _, p := range []struct {
+		req     uint64
+		entries [][]byte
+		want    instance.Result
+	}{
+		{100, data("a", "b"), instance.Result{Req: 100, First: first.First, Last: first.Last, Duplicate: true}},
+		{101, data("a", "c"), instance.Result{Req: 101, Err: core.ErrSeqReused}},
+	} {
+		if err := n.Propose(instance.Proposal{Req: p.req, Entries: p.entries, ClientID: 10, Seq: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if !n.HasReady() {
+			t.Fatalf("req %d: no Ready after the retry was proposed", p.req)
+		}
+		rd := n.Ready()
+		n.Advance()
+		var got []instance.Result
+		for _, r := range rd.Results {
+			if r.Req == p.req {
+				got = append(got, r)
+			}
+		}
+		if len(got) != 1 || !errors.Is(got[0].Err, p.want.Err) || got[0].First != p.want.First || got[0].Last != p.want.Last || got[0].Duplicate != p.want.Duplicate {
+			t.Errorf("req %d: results at once %+v, want one %+v", p.req, got, p.want)
+		}
+	}
+	if got := n.Status().DedupHits; got != hits+1 {
+		t.Errorf("dedup hits %d, want %d", got, hits+1)
+	}
+}

@@ -327,16 +327,7 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 		sum = core.EntriesSum(c.Entries)
 		known, ok := l.rows[c.ClientID]
 		if ok && !l.skipDedup {
-			for _, s := range known.Recent {
-				if s.Seq != c.Seq {
-					continue
-				}
-				if s.Sum != sum {
-					r.Err = core.ErrSeqReused
-					return r
-				}
-				l.dupHits++
-				r.First, r.Last, r.Duplicate = s.First, s.Last, true
+			if l.answer(known.DedupEntry, c.Seq, sum, &r) {
 				return r
 			}
 			if c.Seq+core.DedupWindow <= known.Seq() {
@@ -363,6 +354,42 @@ func (l *Learner) applyUser(c core.Command, out *Applied) Result {
 		l.remember(c.ClientID, core.SeqIndexes{Seq: c.Seq, First: r.First, Last: r.Last, Sum: sum}, out)
 	}
 	return r
+}
+
+// Answered reports whether the dedup table already answers c, a user
+// command not yet proposed: its (client, seq) pair applied (r then holds
+// where, as Duplicate) or was applied with other entries (r.Err is
+// core.ErrSeqReused). Applying c would give the same answer, so a master
+// may answer a retry at once instead of queueing it behind every append
+// that arrived since: a client whose call timeout is shorter than the
+// queue would otherwise never hear that its first attempt applied.
+func (l *Learner) Answered(c core.Command) (r Result, ok bool) {
+	if c.ClientID == 0 || l.skipDedup {
+		return Result{}, false
+	}
+	known, ok := l.rows[c.ClientID]
+	if !ok {
+		return Result{}, false
+	}
+	r = Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
+	return r, l.answer(known.DedupEntry, c.Seq, core.EntriesSum(c.Entries), &r)
+}
+
+// answer fills r from a client's dedup row if it holds seq.
+func (l *Learner) answer(row core.DedupEntry, seq uint64, sum uint32, r *Result) bool {
+	for _, s := range row.Recent {
+		if s.Seq != seq {
+			continue
+		}
+		if s.Sum != sum {
+			r.Err = core.ErrSeqReused
+			return true
+		}
+		l.dupHits++
+		r.First, r.Last, r.Duplicate = s.First, s.Last, true
+		return true
+	}
+	return false
 }
 
 // roomForNewClient reports whether a new client may get a row: the table is
