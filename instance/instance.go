@@ -177,7 +177,7 @@ type Node struct {
 	followers  map[uint64]uint64 // a member: followers that asked for pushes -> when they last asked
 	now        uint64
 	counters   Counters
-	yieldUntil uint64 // PhaseTimeout after this node last promised or accepted another proposer's ballot
+	yieldUntil uint64 // proposer.PrepareTimeout after this node last promised or accepted another proposer's ballot
 	wall       uint64 // the runtime's wall clock (Unix ms), for lease commands
 	epoch      uint64 // random per incarnation: tells the holder its own lease proposals apart
 	acc        *acceptor.Acceptor
@@ -1056,6 +1056,9 @@ func (n *Node) apply(a learner.Applied) {
 		n.lease.Applied(n.now, a.Instance, lc.Holder, lc.Epoch, lc.Start, lc.OK)
 		if lc.OK {
 			n.guard.Applied(n.now, n.cfg.LeaseTicks, a.Instance, lc.Holder)
+			if lc.Holder != n.id && n.prop != nil {
+				n.prop.OtherLeads()
+			}
 		}
 	}
 	// A lease the guard follows, accepted in this instance for another
@@ -1178,18 +1181,24 @@ func (n *Node) eligible() bool {
 
 // heardProposer notes that this node's acceptor just promised or accepted
 // the ballot of proposer from: that proposer's phase is the newest one here.
+// It yields for as long as its own phase 1 would wait for promises
+// (proposer.PrepareTimeout): PhaseTimeout, longer while phase 1s keep
+// failing on slow disks. Its promise reaches that proposer only after its
+// own sync; a yield of PhaseTimeout, counted from the Prepare, ended
+// before it, and each node's Prepare outbid the phase it had promised, in
+// turn: 12 to 64 s to a master with syncs of 0.6 s (TestSlowDiskElectsMaster).
 func (n *Node) heardProposer(from uint64) {
 	if from != n.id {
-		n.yieldUntil = n.now + n.cfg.PhaseTimeout
+		n.yieldUntil = n.now + n.prop.PrepareTimeout()
 	}
 }
 
 // yielding reports whether another proposer's phase is under way: this
-// node promised or accepted its ballot within PhaseTimeout (every piece of
+// node promised or accepted its ballot lately (heardProposer; every piece of
 // a long phase 1, every Accept of a phase 2 counts). A phase 1 started now
 // would outbid it, and a phase 1 over a window of large values takes
 // longer than the election jitter: the two would outbid each other in
-// turn. Once the other falls silent for PhaseTimeout (it died, or was
+// turn. Once the other falls silent for that long (it died, or was
 // outbid and backs off), the election timer is armed anew.
 func (n *Node) yielding() bool {
 	return n.now < n.yieldUntil && n.learn.State().LeaseHolder != n.id

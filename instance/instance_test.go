@@ -54,6 +54,17 @@ type cluster struct {
 	watch   func(core.Message)      // if set, sees every message sent
 	drop    func(core.Message) bool // if set, the network loses the messages it matches
 	down    map[uint64]bool         // crashed for good: no ticks, no Readies, no messages
+	// syncTicks, if set, is how long each persist takes: a Ready's After
+	// messages leave that many ticks after it (a slow disk).
+	syncTicks uint64
+	ticks     uint64
+	synced    []delayed
+}
+
+// delayed is a Ready's After messages waiting for their persist.
+type delayed struct {
+	at   uint64
+	msgs []core.Message
 }
 
 func config(id uint64, seed uint64, log instance.LogReader, bug instance.Bug) instance.Config {
@@ -129,7 +140,11 @@ func (c *cluster) handle(id uint64, rd instance.Ready) {
 	if rd.State != nil {
 		s.state = *rd.State
 	}
-	c.queue = append(c.queue, rd.After...)
+	if c.syncTicks > 0 && len(rd.After) > 0 {
+		c.synced = append(c.synced, delayed{at: c.ticks + c.syncTicks, msgs: rd.After})
+	} else {
+		c.queue = append(c.queue, rd.After...)
+	}
 	c.results[id] = append(c.results[id], rd.Results...)
 }
 
@@ -174,6 +189,11 @@ func (c *cluster) masters() []uint64 {
 
 // tick advances every clock by one tick, checking invariants.
 func (c *cluster) tick() {
+	c.ticks++
+	for len(c.synced) > 0 && c.synced[0].at <= c.ticks {
+		c.queue = append(c.queue, c.synced[0].msgs...)
+		c.synced = c.synced[1:]
+	}
 	for _, id := range c.ids {
 		if !c.down[id] {
 			c.nodes[id].Tick()

@@ -73,8 +73,8 @@ type Proposer struct {
 	prepFrom uint64
 	prepSent uint64
 	// timeouts counts the phase 1s abandoned in a row for want of a
-	// quorum of promises (prepareTimeout); a phase 1 that completes
-	// clears it.
+	// quorum of promises (PrepareTimeout); a phase 1 that completes, or
+	// another node's lease chosen (OtherLeads), clears it.
 	timeouts int
 	promised map[uint64]bool
 	// pieces: acceptors whose Promise came in pieces -> where the next
@@ -376,7 +376,7 @@ func (p *Proposer) ForgetBelow(applied uint64) {
 func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 	switch p.phase {
 	case Preparing:
-		if now-p.prepSent >= p.prepareTimeout() {
+		if now-p.prepSent >= p.PrepareTimeout() {
 			p.timeouts++
 			p.reset()
 			return nil, true
@@ -399,18 +399,31 @@ func (p *Proposer) Tick(now uint64) (msgs []core.Message, abandoned bool) {
 	return msgs, false
 }
 
-// prepareTimeout is how long phase 1 waits for a quorum of promises (from
+// PrepareTimeout is how long phase 1 waits for a quorum of promises (from
 // the Prepare, or from the last piece of a Promise that came in) before it
 // is abandoned: PhaseTimeout, doubling with each phase 1 abandoned in a row
-// up to 8 x PhaseTimeout. A promise is durable before it is sent, and a
+// up to 32 x PhaseTimeout. A promise is durable before it is sent, and a
 // disk busy with a window of large values can take longer than
 // PhaseTimeout to sync it on every acceptor: with a fixed timeout, each
 // phase 1 was abandoned before its promises came, and each new one asked
 // for another sync, for as long as the disk stayed slow (no master for
 // over 30 s in e2e TestTwoKilledForGoodOfFive, with fsyncs of 0.7-1.9 s).
-func (p *Proposer) prepareTimeout() uint64 {
-	return p.cfg.PhaseTimeout << min(p.timeouts, 3)
+// A phase 1 waits for two syncs in series, the proposer's own promise
+// before its Prepare leaves and then the acceptors': a cap of 8 x
+// PhaseTimeout (1.6 s) let none complete once syncs took over 0.8 s
+// (instance TestSlowDiskElectsMaster); 32 x covers syncs of up to 3.2 s.
+// It is also how long this node yields to another proposer's phase
+// (instance.Node.heardProposer): that phase waits on the same disks.
+func (p *Proposer) PrepareTimeout() uint64 {
+	return p.cfg.PhaseTimeout << min(p.timeouts, 5)
 }
+
+// OtherLeads starts the count of abandoned phase 1s over: another node's
+// lease was chosen, so phase 1s complete at the disks' current speed, and
+// a count left from a slow spell would otherwise stay for good on a node
+// that never leads, making its next phase 1, and its yield to others,
+// wait up to 32 x PhaseTimeout after a master dies.
+func (p *Proposer) OtherLeads() { p.timeouts = 0 }
 
 // acceptResend is how long an Accept waits for a quorum before it is sent
 // again, after tries resends: PhaseTimeout, then twice as long, then

@@ -417,13 +417,13 @@ func TestTickPreparing(t *testing.T) {
 }
 
 // Each phase 1 abandoned in a row waits twice as long as the one before
-// (PhaseTimeout 5: 5, 10, 20, then 40 for ever); one that completes starts
-// the count over. With a fixed timeout, acceptors whose promise sync takes
+// (PhaseTimeout 5: 5, 10, 20, 40, 80, then 160 for ever); one that
+// completes, or another node's lease (OtherLeads), starts the count over. With a fixed timeout, acceptors whose promise sync takes
 // longer than PhaseTimeout never let a phase 1 complete.
 func TestPrepareTimeoutBacksOff(t *testing.T) {
 	p := newProposer(config())
 	now := uint64(100)
-	for k, want := range []uint64{5, 10, 20, 40, 40} {
+	for k, want := range []uint64{5, 10, 20, 40, 80, 160, 160} {
 		p.StartPrepare(now, 0)
 		if _, abandoned := p.Tick(now + want - 1); abandoned {
 			t.Fatalf("phase 1 number %d abandoned before %d ticks", k+1, want)
@@ -438,6 +438,18 @@ func TestPrepareTimeoutBacksOff(t *testing.T) {
 	p.StartPrepare(now, 0)
 	if _, abandoned := p.Tick(now + 5); !abandoned {
 		t.Error("after a phase 1 that completed, the next one did not wait PhaseTimeout again")
+	}
+	for range 3 {
+		p.StartPrepare(now, 0)
+		now += p.PrepareTimeout()
+		p.Tick(now)
+	}
+	if got := p.PrepareTimeout(); got != 80 {
+		t.Fatalf("after 4 phase 1s abandoned: wait %d, want 80", got)
+	}
+	p.OtherLeads()
+	if got := p.PrepareTimeout(); got != 5 {
+		t.Errorf("after another node's lease: wait %d, want PhaseTimeout (5)", got)
 	}
 }
 
