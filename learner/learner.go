@@ -368,8 +368,8 @@ func (l *Learner) Answered(c core.Command) (r Result, ok bool) {
 		return Result{}, false
 	}
 	known, ok := l.rows[c.ClientID]
-	if !ok {
-		return Result{}, false
+	if !ok || !slices.ContainsFunc(known.Recent, func(s core.SeqIndexes) bool { return s.Seq == c.Seq }) {
+		return Result{}, false // a new seq, the common case: no checksum to compute twice
 	}
 	r = Result{Origin: c.Origin, Epoch: c.Epoch, Req: c.Req}
 	return r, l.answer(known.DedupEntry, c.Seq, core.EntriesSum(c.Entries), &r)
