@@ -173,16 +173,11 @@ func (s *Store) PeerIncarnations() (map[uint64]uint64, error) {
 // few cheap points, that the chosen values and user entries the state
 // implies are there.
 func (s *Store) Load() (instance.Durable, error) {
-	done, err := s.enter()
+	snap, release, err := s.view()
 	if err != nil {
 		return instance.Durable{}, err
 	}
-	defer done()
-	snap, err := s.db.GetSnapshot()
-	if err != nil {
-		return instance.Durable{}, s.readError(err)
-	}
-	defer snap.Release()
+	defer release()
 
 	var d instance.Durable
 	if d.State, err = s.getState(snap, metaState); err != nil {

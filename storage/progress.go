@@ -243,16 +243,11 @@ func (s *Store) RetainBytes(keep uint64) (before, held uint64, err error) {
 // applied at log time t or earlier), or 0 when no row in the log is that
 // old. Its precision is one lease renewal (about 750 ms of log time).
 func (s *Store) RetainAge(t uint64) (before uint64, err error) {
-	done, err := s.enter()
+	snap, release, err := s.view()
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	snap, err := s.db.GetSnapshot()
-	if err != nil {
-		return 0, s.readError(err)
-	}
-	defer snap.Release()
+	defer release()
 	st, err := s.getState(snap, metaState)
 	if err != nil {
 		return 0, err

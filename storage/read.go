@@ -62,16 +62,11 @@ func (s *Store) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, err
 // consistent snapshot, so a concurrent Save that trims cannot make it see a
 // hole.
 func (s *Store) Entries(from uint64, maxCount int, maxBytes int) ([]core.Entry, error) {
-	done, err := s.enter()
+	snap, release, err := s.view()
 	if err != nil {
 		return nil, err
 	}
-	defer done()
-	snap, err := s.db.GetSnapshot()
-	if err != nil {
-		return nil, s.readError(err)
-	}
-	defer snap.Release()
+	defer release()
 	st, err := s.getState(snap, metaState)
 	if err != nil {
 		return nil, err
@@ -127,16 +122,11 @@ func (s *Store) Entries(from uint64, maxCount int, maxBytes int) ([]core.Entry, 
 // are all on disk: the first index moves only with a new base, so the trim
 // never reaches them while the base is current; a missing one is corruption.
 func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (core.SnapChunk, error) {
-	done, err := s.enter()
+	snap, release, err := s.view()
 	if err != nil {
 		return core.SnapChunk{}, err
 	}
-	defer done()
-	snap, err := s.db.GetSnapshot()
-	if err != nil {
-		return core.SnapChunk{}, s.readError(err)
-	}
-	defer snap.Release()
+	defer release()
 	var ch core.SnapChunk
 	if ch.State, err = s.getState(snap, metaBase); err != nil {
 		return core.SnapChunk{}, err

@@ -309,6 +309,20 @@ func (s *Store) enter() (func(), error) {
 	return s.life.RUnlock, nil
 }
 
+// view opens one consistent read of the store: a goleveldb snapshot, with
+// the store held open (enter) until release.
+func (s *Store) view() (snap *leveldb.Snapshot, release func(), err error) {
+	done, err := s.enter()
+	if err != nil {
+		return nil, nil, err
+	}
+	if snap, err = s.db.GetSnapshot(); err != nil {
+		done()
+		return nil, nil, s.readError(err)
+	}
+	return snap, func() { snap.Release(); done() }, nil
+}
+
 // Meta returns the identity the store was opened with.
 func (s *Store) Meta() Meta { return s.meta }
 
