@@ -105,30 +105,20 @@ func (s *Store) snapEntries(snap *leveldb.Snapshot, st core.ApplyState, from uin
 		return nil, false, nil
 	}
 	var out []core.Entry
-	it := snap.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, st.NextIndex)}, nil)
-	defer it.Release()
+	c := s.entryCursor(snap, st, from)
 	stopped := false
-	for it.Next() {
-		_, n, _ := parseKey(it.Key())
-		if want := from + uint64(len(out)); n != want {
-			return nil, false, s.missingEntry(want, st)
+	for {
+		e, ok := c.Next()
+		if !ok {
+			break
 		}
-		payload, err := unseal(it.Key(), it.Value())
-		if err != nil {
-			return nil, false, s.recordError(it.Key(), err)
-		}
-		e := core.Entry{Index: n, Data: payload}
 		if stopped = full(len(out), core.SnapEntrySize(e)); stopped {
 			break
 		}
-		e.Data = append([]byte{}, payload...)
 		out = append(out, e)
 	}
-	if err := it.Error(); err != nil {
-		return nil, false, s.readError(err)
-	}
-	if next := from + uint64(len(out)); !stopped && next < st.NextIndex {
-		return nil, false, s.missingEntry(next, st)
+	if err := c.close(); err != nil {
+		return nil, false, err
 	}
 	return out, stopped, nil
 }
@@ -178,8 +168,9 @@ type Restorer struct {
 	st       core.ApplyState
 	next     uint64
 	b        *leveldb.Batch
-	bytes    int
-	total    uint64 // entry bytes written
+	run      []core.Entry // entries not yet in b
+	bytes    int          // entry bytes not yet written
+	total    uint64       // entry bytes written
 }
 
 // Restore starts seeding dir, which must be missing or empty, as the
@@ -219,11 +210,10 @@ func (r *Restorer) Entry(data []byte) error {
 	if r.next >= r.st.NextIndex {
 		return fmt.Errorf("storage: restore: entry %d is past the state's next index %d", r.next, r.st.NextIndex)
 	}
-	k := key(prefixEntry, r.next)
-	r.b.Put(k, seal(k, data))
+	r.run = append(r.run, core.Entry{Index: r.next, Data: append([]byte(nil), data...)})
 	r.next++
 	r.total += uint64(len(data))
-	r.bytes += len(data) + keyLen + 4
+	r.bytes += len(data)
 	if r.bytes >= restoreBatchBytes {
 		return r.flush(false)
 	}
@@ -231,6 +221,8 @@ func (r *Restorer) Entry(data []byte) error {
 }
 
 func (r *Restorer) flush(sync bool) error {
+	putRun(r.b, r.run)
+	r.run = r.run[:0]
 	if err := r.s.write(r.b, sync); err != nil {
 		return fmt.Errorf("storage: restore: write: %w", err)
 	}

@@ -409,6 +409,20 @@ func readPLState(s *Store) (*plState, error) {
 type plGen struct {
 	rng *rand.Rand
 	seq map[uint64]uint64 // client -> last seq
+	// log is the data each log index was ever given: as in the chosen log,
+	// an index holds one entry for ever, whether a Ready applies it, stages
+	// it, or applies it again after a crash lost it (the store does not
+	// write again an index it holds).
+	log map[uint64][]byte
+}
+
+// entry returns the data of log index i: data, unless i has some already.
+func (g *plGen) entry(i uint64, data []byte) []byte {
+	if d, ok := g.log[i]; ok {
+		return d
+	}
+	g.log[i] = data
+	return data
 }
 
 func (g *plGen) data() []byte {
@@ -501,8 +515,9 @@ func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 		rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: v})
 		st.Applied++
 		first := st.NextIndex
-		for _, e := range c.Entries {
-			rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: e})
+		for k, e := range c.Entries {
+			c.Entries[k] = g.entry(st.NextIndex, e)
+			rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: c.Entries[k]})
 			st.NextIndex++
 		}
 		if len(c.Entries) > 0 {
@@ -528,7 +543,7 @@ func (g *plGen) stage(p *plState, rd *instance.Ready, big bool) {
 		if big && i == 0 {
 			data = make([]byte, crashWriteBuffer+g.rng.IntN(1<<10))
 		}
-		rd.Staged = append(rd.Staged, core.Entry{Index: from + uint64(i), Data: data})
+		rd.Staged = append(rd.Staged, core.Entry{Index: from + uint64(i), Data: g.entry(from+uint64(i), data)})
 	}
 }
 
@@ -1072,7 +1087,7 @@ func (r *crashRun) run() error {
 
 func runCrashSeed(seed uint64, cfg crashConfig) (*crashRun, error) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	r := &crashRun{seed: seed, cfg: cfg, rng: rng, gen: &plGen{rng: rng, seq: map[uint64]uint64{}},
+	r := &crashRun{seed: seed, cfg: cfg, rng: rng, gen: &plGen{rng: rng, seq: map[uint64]uint64{}, log: map[uint64][]byte{}},
 		fs: lossyfs.New(fmt.Sprintf("seed%d", seed)), hist: []*plState{newPLState()}}
 	return r, r.run()
 }

@@ -40,6 +40,9 @@ func (s *Store) loadMeta() error {
 	s.trimCursor, s.compactFrom, s.compactTo = cursor, cursor, cursor
 	s.chosenCursor, s.chosenCompactFrom, s.chosenCompactTo = chosenCursor, chosenCursor, chosenCursor
 	s.accLow = st.Applied
+	if err := s.loadEntryEnd(); err != nil {
+		return err
+	}
 	if err := s.loadProgress(); err != nil {
 		return err
 	}
@@ -225,22 +228,24 @@ func (s *Store) Load() (instance.Durable, error) {
 	// last chosen value is only there when it lies at or above the base: a
 	// node that installed a base, or whose last applied instance was the
 	// trim, holds no chosen value below it.
-	var must [][]byte
 	if d.State.Applied > d.Base {
-		must = append(must, key(prefixChosen, d.State.Applied-1))
-	}
-	if d.State.NextIndex > d.State.FirstIndex {
-		must = append(must, key(prefixEntry, d.State.FirstIndex), key(prefixEntry, d.State.NextIndex-1))
-	}
-	for _, k := range must {
+		k := key(prefixChosen, d.State.Applied-1)
 		ok, err := snap.Has(k, nil)
 		if err != nil {
 			return instance.Durable{}, s.readError(err)
 		}
 		if !ok {
 			return instance.Durable{}, s.fail(corruptError(s.dir, "record "+keyName(k),
-				fmt.Errorf("missing, though the apply state (applied %d, base %d, entries [%d,%d)) says it exists",
-					d.State.Applied, d.Base, d.State.FirstIndex, d.State.NextIndex)))
+				fmt.Errorf("missing, though the apply state (applied %d, base %d) says it exists", d.State.Applied, d.Base)))
+		}
+	}
+	if d.State.NextIndex > d.State.FirstIndex {
+		for _, i := range []uint64{d.State.FirstIndex, d.State.NextIndex - 1} {
+			c := s.entryCursor(snap, d.State, i)
+			c.Next()
+			if err := c.close(); err != nil {
+				return instance.Durable{}, err
+			}
 		}
 	}
 	return d, nil

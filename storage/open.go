@@ -179,6 +179,10 @@ func open(dir string, meta Meta, opts Options, existing, adopt bool,
 		}
 		return s, nil
 	}
+	if err := s.upgrade(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.loadMeta(); err != nil {
 		db.Close()
 		return nil, err
@@ -328,9 +332,9 @@ func checkIdentity(dir string, db *leveldb.DB, meta Meta, adopt bool) (empty boo
 	if err != nil {
 		return false, meta, corruptError(dir, "record "+keyName(k), err)
 	}
-	if len(payload) > 0 && payload[0] != formatVersion {
-		return false, meta, fmt.Errorf("storage: data directory %s uses on-disk format %d; this build reads format %d: run a paxosd that reads it",
-			dir, payload[0], formatVersion)
+	if len(payload) > 0 && (payload[0] < oldestFormat || payload[0] > formatVersion) {
+		return false, meta, fmt.Errorf("storage: data directory %s uses on-disk format %d; this build reads formats %d to %d: run a paxosd that reads it",
+			dir, payload[0], oldestFormat, formatVersion)
 	}
 	got, err := decodeIdentity(payload)
 	if err != nil {

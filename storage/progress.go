@@ -79,12 +79,11 @@ func (s *Store) loadProgress() error {
 	if from >= s.state.NextIndex {
 		return nil
 	}
-	et := s.db.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, s.state.NextIndex)}, nil)
-	defer et.Release()
-	for et.Next() {
-		s.prog.bytes += uint64(len(et.Value()) - 4)
+	c := s.entryCursor(s.db, s.state, from)
+	for e, ok := c.Next(); ok; e, ok = c.Next() {
+		s.prog.bytes += uint64(len(e.Data))
 	}
-	return s.readError(et.Error())
+	return c.close()
 }
 
 // saveProgress adds to b, for a Save that leads to state st having written

@@ -4,8 +4,6 @@
 package storage
 
 import (
-	"fmt"
-
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/paxosd/paxosd/core"
@@ -78,31 +76,18 @@ func (s *Store) Entries(from uint64, maxCount int, maxBytes int) ([]core.Entry, 
 		return nil, nil
 	}
 	var out []core.Entry
-	size, full := 0, false
-	it := snap.NewIterator(&util.Range{Start: key(prefixEntry, from), Limit: key(prefixEntry, st.NextIndex)}, nil)
-	defer it.Release()
-	for !full && it.Next() {
-		_, n, _ := parseKey(it.Key())
-		if want := from + uint64(len(out)); n != want {
-			return nil, s.missingEntry(want, st)
-		}
-		payload, err := unseal(it.Key(), it.Value())
-		if err != nil {
-			return nil, s.recordError(it.Key(), err)
-		}
-		if maxBytes > 0 && len(out) > 0 && size+len(payload) > maxBytes {
-			full = true
+	size := 0
+	c := s.entryCursor(snap, st, from)
+	for maxCount <= 0 || len(out) < maxCount {
+		e, ok := c.Next()
+		if !ok || maxBytes > 0 && len(out) > 0 && size+len(e.Data) > maxBytes {
 			break
 		}
-		out = append(out, core.Entry{Index: n, Data: append([]byte{}, payload...)})
-		size += len(payload)
-		full = maxCount > 0 && len(out) >= maxCount
+		out = append(out, e)
+		size += len(e.Data)
 	}
-	if err := it.Error(); err != nil {
-		return nil, s.readError(err)
-	}
-	if next := from + uint64(len(out)); !full && next < st.NextIndex {
-		return nil, s.missingEntry(next, st)
+	if err := c.close(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -159,10 +144,4 @@ func (s *Store) Snapshot(base, index, after uint64, maxCount, maxBytes int) (cor
 	}
 	ch.Done = !more
 	return ch, nil
-}
-
-// missingEntry fails the store: the apply state says entry i exists.
-func (s *Store) missingEntry(i uint64, st core.ApplyState) error {
-	return s.fail(corruptError(s.dir, "record "+keyName(key(prefixEntry, i)),
-		fmt.Errorf("user entry missing, though the apply state says entries [%d,%d) exist", st.FirstIndex, st.NextIndex)))
 }

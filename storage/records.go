@@ -16,7 +16,8 @@ const (
 	prefixMeta     = 'm' // singletons, by metaID
 	prefixAccepted = 'a' // accepted (ballot, value) by instance
 	prefixChosen   = 'c' // chosen value by instance
-	prefixEntry    = 'e' // user entry by log index
+	prefixBlock    = 'l' // a block of user entries by its first index (blocks.go)
+	prefixEntryV2  = 'e' // format 2: one user entry by its index (upgrade.go)
 	prefixDedup    = 'd' // dedup row by client ID
 	prefixBase     = 'b' // the base's dedup row by client ID
 	prefixPeer     = 'p' // a peer's incarnation by node ID
@@ -41,8 +42,12 @@ const (
 // formatVersion is the on-disk format this package writes and reads. 2 added
 // each remembered seq's entries checksum to the dedup rows; a directory of
 // format 1 is refused (its rows lack the checksums, and the apply rules that
-// built its table changed with them).
-const formatVersion = 2
+// built its table changed with them). 3 stores user entries in blocks
+// instead of one record each; Open upgrades a directory of format 2.
+const formatVersion = 3
+
+// oldestFormat is the oldest format Open reads (and upgrades).
+const oldestFormat = 2
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -128,8 +133,8 @@ func decodeIdentity(b []byte) (Meta, error) {
 	if len(b) == 0 {
 		return m, fmt.Errorf("%w: empty identity", errRecord)
 	}
-	if b[0] != formatVersion {
-		return m, fmt.Errorf("%w: format version %d, this build reads version %d", errRecord, b[0], formatVersion)
+	if b[0] < oldestFormat || b[0] > formatVersion {
+		return m, fmt.Errorf("%w: format version %d, this build reads versions %d to %d", errRecord, b[0], oldestFormat, formatVersion)
 	}
 	err := uvarints(b[1:], &m.ClusterID, &m.NodeID, &m.K)
 	return m, err
@@ -206,7 +211,7 @@ func decodeDedup(client uint64, b []byte) (core.DedupEntry, error) {
 }
 
 // decodePayload decodes the payload of the record stored under k (CRC
-// already checked). User entries are raw bytes and always decode.
+// already checked). A format 2 user entry is raw bytes and always decodes.
 func decodePayload(k, payload []byte) (any, error) {
 	prefix, n, ok := parseKey(k)
 	if !ok {
@@ -226,7 +231,9 @@ func decodePayload(k, payload []byte) (any, error) {
 		return decodeAccepted(n, payload)
 	case prefixChosen:
 		return decodeChosen(n, payload)
-	case prefixEntry:
+	case prefixBlock:
+		return decodeBlock(n, payload)
+	case prefixEntryV2:
 		return core.Entry{Index: n, Data: append([]byte{}, payload...)}, nil
 	case prefixDedup, prefixBase:
 		return decodeDedup(n, payload)

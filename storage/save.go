@@ -5,6 +5,7 @@ package storage
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
@@ -38,14 +39,15 @@ func (s *Store) SetPeerIncarnation(id, incarnation uint64) error {
 // Save persists rd's records in one goleveldb batch (synced if
 // rd.MustSync()), in this order: the promise (if non-zero) and the accepted
 // values; for an install, the replacement of the whole dedup table by the
-// installed rows; the chosen values, the user entries (Entries and Staged),
-// the dedup rows and the apply state (if non-nil); the new base (state and
-// dedup rows, replacing the old ones). In the same batch it deletes the
-// accepted values below State.Applied and continues deleting chosen values
-// below the base and user entries below State.FirstIndex (at most trimChunk
-// of each per Save). It returns nil only when the batch is written (and
-// durable if synced). After any write error the store is failed and every
-// later call returns ErrFailed.
+// installed rows; the chosen values, the user entries (Entries and Staged,
+// those not stored yet, in blocks), the dedup rows and the apply state (if
+// non-nil); the new base (state and dedup rows, replacing the old ones). In
+// the same batch it deletes the accepted values below State.Applied and
+// continues deleting chosen values below the base and the blocks of user
+// entries wholly below State.FirstIndex (at most trimChunk of each per
+// Save). It returns nil only when the batch is written (and durable if
+// synced). After any write error the store is failed and every later call
+// returns ErrFailed.
 func (s *Store) Save(rd *instance.Ready) error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
@@ -97,14 +99,13 @@ func (s *Store) Save(rd *instance.Ready) error {
 			put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
 		}
 	}
-	var entryBytes uint64
-	for _, entries := range [][]core.Entry{rd.Entries, rd.Staged} {
-		for _, e := range entries {
-			if e.Index >= st.FirstIndex { // else trimmed by this very Ready
-				put(key(prefixEntry, e.Index), e.Data)
-				entryBytes += uint64(len(e.Data))
-			}
-		}
+	ents := rd.Entries
+	if len(rd.Staged) > 0 {
+		ents = append(slices.Clone(rd.Staged), rd.Entries...)
+	}
+	entryBytes, entryEnd, err := s.putEntries(b, ents, st.FirstIndex)
+	if err != nil {
+		return err
 	}
 	for _, d := range rd.Dedup {
 		if d.Deleted {
@@ -149,9 +150,15 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if chosenCursor != s.chosenCursor {
 		put(key(prefixMeta, metaChosen), encodeUint(chosenCursor))
 	}
-	cursor, err := s.trimRange(b, prefixEntry, s.trimCursor, st.FirstIndex)
-	if err != nil {
-		return err
+	cursor, trimmedTo := s.trimCursor, s.trimmedTo
+	if st.FirstIndex > trimmedTo {
+		var caughtUp bool
+		if cursor, caughtUp, err = s.trimEntries(b, cursor, st.FirstIndex); err != nil {
+			return err
+		}
+		if caughtUp {
+			trimmedTo = st.FirstIndex
+		}
 	}
 	if cursor != s.trimCursor {
 		put(key(prefixMeta, metaTrim), encodeUint(cursor))
@@ -165,6 +172,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 		return s.fail(fmt.Errorf("write of %d records: %w", b.Len(), err))
 	}
 	s.accLow, s.trimCursor, s.chosenCursor, s.baseApplied = accLow, cursor, chosenCursor, baseApplied
+	s.trimmedTo, s.entryEnd = trimmedTo, entryEnd
 	s.prog = prog
 	if writeState {
 		s.stateMu.Lock()
@@ -172,7 +180,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 		s.stateMu.Unlock()
 	}
 	// A deletion that caught up with its target has a range to compact.
-	if cursor == st.FirstIndex {
+	if trimmedTo == st.FirstIndex {
 		s.compactTo = cursor
 	}
 	if chosenCursor == baseApplied {
@@ -234,7 +242,7 @@ func (s *Store) trimRange(b *leveldb.Batch, p byte, from, to uint64) (uint64, er
 func (s *Store) startCompaction() {
 	var rs []util.Range
 	if s.compactTo > s.compactFrom {
-		rs = append(rs, util.Range{Start: key(prefixEntry, s.compactFrom), Limit: key(prefixEntry, s.compactTo)})
+		rs = append(rs, util.Range{Start: key(prefixBlock, s.compactFrom), Limit: key(prefixBlock, s.compactTo)})
 	}
 	if s.chosenCompactTo > s.chosenCompactFrom {
 		rs = append(rs, util.Range{Start: key(prefixChosen, s.chosenCompactFrom), Limit: key(prefixChosen, s.chosenCompactTo)})

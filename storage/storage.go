@@ -230,12 +230,14 @@ type Store struct {
 	failed atomic.Pointer[failedError]
 
 	saveMu       sync.Mutex // serializes Save; guards the fields below
-	trimCursor   uint64     // user entries below it are deleted on disk
+	trimCursor   uint64     // no block of user entries begins below it on disk
+	trimmedTo    uint64     // no block lies wholly below this first index (in memory only: 0 at open)
+	entryEnd     uint64     // one past the highest user entry index stored
 	chosenCursor uint64     // chosen values below it are deleted on disk
 	baseApplied  uint64     // the base's State.Applied: chosen values below it may go
 	accLow       uint64     // no accepted record below it is on disk
 	// The deleted ranges not yet compacted: [compactFrom, compactTo) of user
-	// entries and [chosenCompactFrom, chosenCompactTo) of chosen values. The
+	// entry blocks and [chosenCompactFrom, chosenCompactTo) of chosen values. The
 	// To ends are where a cursor last caught up with its target; the From
 	// ends move when a compaction of the range starts.
 	compactFrom, compactTo             uint64

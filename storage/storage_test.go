@@ -205,7 +205,10 @@ func TestBounds(t *testing.T) {
 		chosen = append(chosen, core.InstanceValue{Instance: i, Value: userValue(fmt.Sprintf("%010d", i))})
 		entries = append(entries, core.Entry{Index: i, Data: []byte(fmt.Sprintf("%010d", i))})
 	}
-	save(t, s, instance.Ready{Chosen: chosen, Entries: entries, State: &core.ApplyState{Applied: 10, NextIndex: 10}})
+	// The entries in three blocks: [0,3), [3,4) and [4,10).
+	save(t, s, instance.Ready{Chosen: chosen, Entries: entries[:3], State: &core.ApplyState{Applied: 10, NextIndex: 3}})
+	save(t, s, instance.Ready{Entries: entries[3:4], State: &core.ApplyState{Applied: 10, NextIndex: 4}})
+	save(t, s, instance.Ready{Entries: entries[4:], State: &core.ApplyState{Applied: 10, NextIndex: 10}})
 	vsize := chosen[0].Value.Size()
 
 	chosenCases := []struct {
@@ -282,10 +285,8 @@ func TestBounds(t *testing.T) {
 	if got, err := s.Entries(4, 0, 0); err != nil || len(got) != 6 || got[0].Index != 4 {
 		t.Errorf("Entries(4) after trim: %d, %v", len(got), err)
 	}
-	for i := uint64(0); i < 4; i++ {
-		if has(t, s, key(prefixEntry, i)) {
-			t.Errorf("entry %d still on disk after trim", i)
-		}
+	if n := entriesOnDisk(t, s, 0, 4); n != 0 {
+		t.Errorf("%d entries below the first index still on disk after the trim", n)
 	}
 }
 
@@ -294,24 +295,16 @@ func TestTrimChunks(t *testing.T) {
 	trimChunk = 5
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
-	var entries []core.Entry
+	// One block per entry: the trim deletes whole blocks.
 	for i := uint64(0); i < 30; i++ {
-		entries = append(entries, core.Entry{Index: i, Data: []byte{byte(i)}})
+		save(t, s, instance.Ready{Entries: []core.Entry{{Index: i, Data: []byte{byte(i)}}}, State: &core.ApplyState{NextIndex: i + 1}})
 	}
-	save(t, s, instance.Ready{Entries: entries, State: &core.ApplyState{NextIndex: 30}})
 	// Trim to 23 in the Ready that also applies entries 30 and 31.
 	save(t, s, instance.Ready{
 		Entries: []core.Entry{{Index: 30, Data: []byte{30}}, {Index: 31, Data: []byte{31}}},
 		State:   &core.ApplyState{NextIndex: 32, FirstIndex: 23},
 	})
-	onDisk := func() (n int) {
-		for i := uint64(0); i < 32; i++ {
-			if has(t, s, key(prefixEntry, i)) {
-				n++
-			}
-		}
-		return n
-	}
+	onDisk := func() int { return entriesOnDisk(t, s, 0, 32) }
 	if got := onDisk(); got != 32-5 {
 		t.Fatalf("after the trimming Save: %d entries on disk, want %d (one chunk deleted)", got, 32-5)
 	}
@@ -673,12 +666,12 @@ func TestCorruptTable(t *testing.T) {
 func TestRecordChecksum(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{})
 	history(t, s)
-	k := key(prefixEntry, 2)
+	k := key(prefixBlock, 0) // entries 0 to 2
 	v, _ := s.db.Get(k, nil)
 	v[len(v)-1] ^= 1
 	s.db.Put(k, v, nil)
 	_, err := s.Entries(0, 0, 0)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "e/2") {
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "l/0") {
 		t.Fatalf("Entries over a damaged record: %v", err)
 	}
 	if _, err := s.Load(); !errors.Is(err, ErrFailed) {
@@ -1028,7 +1021,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixMeta, metaTrim), encodeUint(7)},
 		{key(prefixAccepted, 3), encodeAccepted(core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
-		{key(prefixEntry, 4), []byte("data")},
+		{key(prefixEntryV2, 4), []byte("data")},
+		{key(prefixBlock, 4), sealBlock(key(prefixBlock, 4), []core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})[4:]},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
 		{key(prefixMeta, metaBase), encodeState(st)},
 		{key(prefixMeta, metaChosen), encodeUint(5)},
