@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/paxosd/paxosd/idgen"
 	"github.com/paxosd/paxosd/members"
@@ -49,6 +50,7 @@ func uvarintLen(x uint64) int {
 
 // AppendValue appends the encoding of v to dst.
 func AppendValue(dst []byte, v Value) []byte {
+	dst = slices.Grow(dst, v.Size())
 	dst = append(dst, valueVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(v.Commands)))
 	for _, c := range v.Commands {

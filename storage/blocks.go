@@ -30,17 +30,18 @@ const blockBytes = 1 << 20
 // in one; a block holding the first index may begin below it (the trim
 // deletes whole blocks only).
 func sealBlock(k []byte, ents []core.Entry) []byte {
-	n := 4 + binary.MaxVarintLen64
+	n := binary.MaxVarintLen64
 	for _, e := range ents {
 		n += binary.MaxVarintLen64 + len(e.Data)
 	}
-	v := binary.AppendUvarint(make([]byte, 4, n), uint64(len(ents)))
-	for _, e := range ents {
-		v = binary.AppendUvarint(v, uint64(len(e.Data)))
-		v = append(v, e.Data...)
-	}
-	binary.BigEndian.PutUint32(v, checksum(k, v[4:]))
-	return v
+	return sealAppend(k, n, func(v []byte) []byte {
+		v = binary.AppendUvarint(v, uint64(len(ents)))
+		for _, e := range ents {
+			v = binary.AppendUvarint(v, uint64(len(e.Data)))
+			v = append(v, e.Data...)
+		}
+		return v
+	})
 }
 
 // blockCount returns the number of entries of a block's payload.

@@ -121,7 +121,7 @@ func hashBytes(b []byte) uint64 {
 	return h.Sum64()
 }
 
-func hashAccepted(iv core.InstanceValue) uint64 { return hashBytes(encodeAccepted(iv)) }
+func hashAccepted(iv core.InstanceValue) uint64 { return hashBytes(appendAccepted(nil, iv)) }
 func hashValue(v core.Value) uint64             { return hashBytes(core.AppendValue(nil, v)) }
 func hashDedup(d core.DedupEntry) uint64 {
 	d.ClientID, d.Deleted = 0, false

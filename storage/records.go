@@ -77,9 +77,15 @@ func keyName(k []byte) string {
 // payload, big-endian, then the payload. Covering the key as well catches a
 // record that ends up under the wrong key.
 func seal(k, payload []byte) []byte {
-	v := make([]byte, 4, 4+len(payload))
-	binary.BigEndian.PutUint32(v, checksum(k, payload))
-	return append(v, payload...)
+	return sealAppend(k, len(payload), func(v []byte) []byte { return append(v, payload...) })
+}
+
+// sealAppend is seal of the payload that add appends to its argument
+// (about size bytes): built in place, with no copy of the payload.
+func sealAppend(k []byte, size int, add func([]byte) []byte) []byte {
+	v := add(make([]byte, 4, 4+size))
+	binary.BigEndian.PutUint32(v, checksum(k, v[4:]))
+	return v
 }
 
 func checksum(k, payload []byte) uint32 {
@@ -163,8 +169,8 @@ func decodeState(b []byte) (core.ApplyState, error) {
 	return s, nil
 }
 
-func encodeAccepted(iv core.InstanceValue) []byte {
-	return core.AppendValue(binary.AppendUvarint(nil, uint64(iv.Ballot)), iv.Value)
+func appendAccepted(dst []byte, iv core.InstanceValue) []byte {
+	return core.AppendValue(binary.AppendUvarint(dst, uint64(iv.Ballot)), iv.Value)
 }
 
 func decodeAccepted(instance uint64, b []byte) (core.InstanceValue, error) {

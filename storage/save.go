@@ -4,6 +4,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 
@@ -77,7 +78,8 @@ func (s *Store) Save(rd *instance.Ready) error {
 	}
 	for _, a := range rd.Accepted {
 		if a.Instance >= st.Applied { // else it is applied already: nothing to keep
-			put(key(prefixAccepted, a.Instance), encodeAccepted(a))
+			k := key(prefixAccepted, a.Instance)
+			b.Put(k, sealAppend(k, binary.MaxVarintLen64+a.Value.Size(), func(v []byte) []byte { return appendAccepted(v, a) }))
 		}
 	}
 	if rd.Install != nil {
@@ -96,7 +98,8 @@ func (s *Store) Save(rd *instance.Ready) error {
 		// base) is not kept: the chosen-value deletion below only sees
 		// what earlier Saves wrote, and would pass it by for ever.
 		if c.Instance >= baseApplied {
-			put(key(prefixChosen, c.Instance), core.AppendValue(nil, c.Value))
+			k := key(prefixChosen, c.Instance)
+			b.Put(k, sealAppend(k, c.Value.Size(), func(v []byte) []byte { return core.AppendValue(v, c.Value) }))
 		}
 	}
 	ents := rd.Entries

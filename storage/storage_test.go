@@ -1019,7 +1019,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixMeta, metaPromise), encodeUint(130)},
 		{key(prefixMeta, metaState), encodeState(st)},
 		{key(prefixMeta, metaTrim), encodeUint(7)},
-		{key(prefixAccepted, 3), encodeAccepted(core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
+		{key(prefixAccepted, 3), appendAccepted(nil, core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
 		{key(prefixEntryV2, 4), []byte("data")},
 		{key(prefixBlock, 4), sealBlock(key(prefixBlock, 4), []core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})[4:]},
