@@ -175,7 +175,7 @@ type Meta struct {
 // open-table cache, whatever the length of the log.
 type Options struct {
 	BlockCacheBytes  int // default 8 MiB
-	WriteBufferBytes int // memtable size, default 8 MiB
+	WriteBufferBytes int // memtable size, default 64 MiB
 	// Logf reports the rare events that are not errors but an operator
 	// should know of (an unsynced journal tail cut at Open). Nil: log.Printf.
 	Logf func(format string, args ...any)
