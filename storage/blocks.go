@@ -192,8 +192,9 @@ func (s *Store) missingEntry(i uint64, st core.ApplyState) error {
 
 // putEntries adds to b, in blocks, the entries of ents at or above first
 // that the store does not hold yet; ents need not be sorted, and where two
-// have one index the earlier one is taken. It returns the bytes of entry data it writes and the end of the
-// stored log after b (one past the highest index stored).
+// have one index the earlier one is taken. It returns the bytes of entry
+// data it writes and the end of the stored log after b (one past the
+// highest index stored).
 func (s *Store) putEntries(b *leveldb.Batch, ents []core.Entry, first uint64) (bytes, end uint64, err error) {
 	end = s.entryEnd
 	byIndex := func(a, b core.Entry) int { return cmp.Compare(a.Index, b.Index) }
