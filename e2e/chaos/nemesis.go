@@ -275,6 +275,14 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 	case Loss, Delay:
 		n.weather(f == Loss)
 	case WipeReplace:
+		// A wiped node is down until it is replaced, and its removal needs
+		// a quorum of the others live: with a minority down for good
+		// already, wiping one more leaves a 3-node cluster no quorum for
+		// the rest of the round.
+		if (N-1)/2-n.c.HeldCount() <= 0 {
+			n.log("%s: skipped, a minority is down for good already", f)
+			return
+		}
 		n.wipeReplace(ctx)
 		return
 	case Kill, KillMaster:
