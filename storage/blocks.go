@@ -98,14 +98,15 @@ func (s *Store) blockAt(it iterator.Iterator) (first, count uint64, err error) {
 	return first, count, nil
 }
 
-// seekBlock moves it to the last block starting at or before index i, if
-// there is one.
+// seekBlock moves it to the last block starting at or before index i or,
+// when every block begins after i, to the first one; false when there is no
+// block at all.
 func seekBlock(it iterator.Iterator, i uint64) bool {
 	if it.Seek(key(prefixBlock, i)) {
 		if _, first, _ := parseKey(it.Key()); first == i {
 			return true
 		}
-		return it.Prev()
+		return it.Prev() || it.First()
 	}
 	return it.Last()
 }
