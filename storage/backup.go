@@ -169,7 +169,7 @@ type Restorer struct {
 	next     uint64
 	b        *leveldb.Batch
 	run      []core.Entry // entries not yet in b
-	bytes    int          // entry bytes not yet written
+	bytes    int          // bytes of entries not yet written, with entryOverhead each
 	total    uint64       // entry bytes written
 }
 
@@ -213,7 +213,7 @@ func (r *Restorer) Entry(data []byte) error {
 	r.run = append(r.run, core.Entry{Index: r.next, Data: append([]byte(nil), data...)})
 	r.next++
 	r.total += uint64(len(data))
-	r.bytes += len(data)
+	r.bytes += len(data) + entryOverhead
 	if r.bytes >= restoreBatchBytes {
 		return r.flush(false)
 	}

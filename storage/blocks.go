@@ -7,6 +7,7 @@
 package storage
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -23,6 +24,10 @@ import (
 // has a block of its own), so a read of one entry copies at most about this
 // much.
 const blockBytes = 1 << 20
+
+// entryOverhead is about what an entry costs in memory beside its data
+// (its core.Entry), for bounds on entries held before a write.
+const entryOverhead = 40
 
 // A block's payload: the number of entries (uvarint), then each entry's
 // length (uvarint) and data. Its key is its first entry's index. Blocks
@@ -112,14 +117,16 @@ func seekBlock(it iterator.Iterator, i uint64) bool {
 }
 
 // entryCursor reads the user entries of state st in index order, from an
-// index on. The entries it returns own their data (one copy per block).
+// index on. It decodes a block an entry at a time, in place, and copies
+// only the entries it returns.
 type entryCursor struct {
 	s    *Store
 	it   iterator.Iterator
 	st   core.ApplyState
-	next uint64       // index of the next entry
-	ents []core.Entry // the rest of the current block, from next on
-	read bool         // a block was read
+	next uint64 // index of the next entry
+	end  uint64 // one past the current block's last index
+	blk  []byte // the current block's entries from next on (aliasing the iterator's value)
+	read bool   // a block was read
 	err  error
 }
 
@@ -130,20 +137,39 @@ func (s *Store) entryCursor(r reader, st core.ApplyState, from uint64) *entryCur
 // Next returns the next entry; false at the end of the state's log or on
 // an error (close returns it).
 func (c *entryCursor) Next() (core.Entry, bool) {
-	if c.err != nil || c.next >= c.st.NextIndex {
+	if c.err != nil || c.next >= c.st.NextIndex || c.next >= c.end && !c.load() {
 		return core.Entry{}, false
 	}
-	if len(c.ents) == 0 && !c.load() {
+	data, ok := c.take()
+	if !ok {
 		return core.Entry{}, false
 	}
-	e := c.ents[0]
-	c.ents = c.ents[1:]
+	e := core.Entry{Index: c.next, Data: bytes.Clone(data)}
 	c.next++
+	if c.next == c.end && len(c.blk) != 0 {
+		c.corrupt(fmt.Errorf("%w: %d trailing bytes", errRecord, len(c.blk)))
+	}
 	return e, true
 }
 
-// load reads the block holding c.next: the last one starting at or before
-// it the first time, the next one after.
+// take decodes the next entry's data out of the block.
+func (c *entryCursor) take() ([]byte, bool) {
+	l, k := binary.Uvarint(c.blk)
+	if k <= 0 || l > uint64(len(c.blk)-k) {
+		c.corrupt(fmt.Errorf("%w: entry %d: bad length", errRecord, c.next))
+		return nil, false
+	}
+	data := c.blk[k : k+int(l)]
+	c.blk = c.blk[k+int(l):]
+	return data, true
+}
+
+func (c *entryCursor) corrupt(err error) {
+	c.err = c.s.recordError(append([]byte{}, c.it.Key()...), err)
+}
+
+// load moves to the block holding c.next: the last one starting at or
+// before it the first time, the next one after.
 func (c *entryCursor) load() bool {
 	var ok bool
 	if c.read {
@@ -161,19 +187,25 @@ func (c *entryCursor) load() bool {
 	}
 	_, first, _ := parseKey(c.it.Key())
 	payload, err := unseal(c.it.Key(), c.it.Value())
-	var ents []core.Entry
+	var count uint64
 	if err == nil {
-		ents, err = decodeBlock(first, append([]byte(nil), payload...))
+		count, err = blockCount(payload)
 	}
 	if err != nil {
-		c.err = c.s.recordError(append([]byte{}, c.it.Key()...), err)
+		c.corrupt(err)
 		return false
 	}
-	if first > c.next || first+uint64(len(ents)) <= c.next {
+	if first > c.next || first+count <= c.next {
 		c.err = c.s.missingEntry(c.next, c.st)
 		return false
 	}
-	c.ents = ents[c.next-first:]
+	_, k := binary.Uvarint(payload)
+	c.blk, c.end = payload[k:], first+count
+	for i := first; i < c.next; i++ { // the entries before the one wanted
+		if _, ok := c.take(); !ok {
+			return false
+		}
+	}
 	return true
 }
 

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/syndtr/goleveldb/leveldb"
@@ -182,5 +183,36 @@ func TestBlocksStagedWithNoBlockBefore(t *testing.T) {
 	checkLog(t, s, 0, 10)
 	if n := entriesOnDisk(t, s, 0, 100); n != 10 {
 		t.Fatalf("%d entries on disk, want 10: some stored twice", n)
+	}
+}
+
+// TestReadOneOfABigBlock: a read of one entry of a block of many does not
+// decode or copy the block's entries (reads copy only the entries they
+// return).
+func TestReadOneOfABigBlock(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	const n = 20000
+	save(t, s, instance.Ready{Entries: logEntries(0, n), State: &core.ApplyState{Applied: 1, NextIndex: n}})
+	if c := countKeys(t, s, prefixBlock, 0, n); c != 1 {
+		t.Fatalf("%d blocks, want 1", c)
+	}
+	if _, err := s.Entries(n/2, 1, 0); err != nil { // warm the block cache
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	es, err := s.Entries(n/2, 1, 0)
+	runtime.ReadMemStats(&after)
+	if err != nil || len(es) != 1 || !bytes.Equal(es[0].Data, logEntry(n/2).Data) {
+		t.Fatalf("Entries(%d, 1): %v %v", n/2, es, err)
+	}
+	// goleveldb copies a record it steps back onto (seekBlock's Prev):
+	// that one copy of the block, and no more.
+	v, err := s.db.Get(key(prefixBlock, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(len(v)+64<<10); got > limit {
+		t.Fatalf("reading one entry of a block of %d bytes allocated %d bytes, want at most %d", len(v), got, limit)
 	}
 }
