@@ -143,7 +143,7 @@ func (s *LogServer) removeSelf(ctx context.Context, remote func(context.Context,
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	c, err := s.conn(s.addr(to))
+	c, err := s.forwardConn(ctx, s.addr(to))
 	if err != nil {
 		return api.NotMasterError(to, s.addr(to))
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -39,6 +40,9 @@ const (
 	// forwardedKey marks a request one node forwarded to the master, so that
 	// it is never forwarded twice (no loops while masters change).
 	forwardedKey = "paxosd-forwarded"
+	// redialWait bounds the dial a forward makes at once on a connection
+	// that failed before (redial).
+	redialWait = time.Second
 )
 
 // LogServer serves paxosd.v1.LogService for one node. Appends, trims and
@@ -318,7 +322,7 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 			if forwarded {
 				return api.NotMasterError(nm.Master, addr)
 			}
-			c, err := s.conn(addr)
+			c, err := s.forwardConn(ctx, addr)
 			if err != nil {
 				return api.NotMasterError(nm.Master, addr)
 			}
@@ -334,6 +338,36 @@ func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) er
 		case <-ctx.Done():
 			return s.status(ctx.Err())
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// forwardConn is conn, for a request about to be forwarded on it: a
+// connection that failed before dials again at once (redial).
+func (s *LogServer) forwardConn(ctx context.Context, addr string) (*grpc.ClientConn, error) {
+	c, err := s.conn(addr)
+	if err == nil {
+		redial(ctx, c)
+	}
+	return c, err
+}
+
+// redial makes a connection in transient failure dial again now and waits
+// for that attempt, at most redialWait. gRPC fails every call on such a
+// connection until its backoff ends, with the error of the last dial: a
+// node that asked a peer for its gossip address at start, before the peer
+// listened, then answered its first forwards to that peer, the master long
+// up by then, with "connection refused".
+func redial(ctx context.Context, c *grpc.ClientConn) {
+	if c.GetState() != connectivity.TransientFailure {
+		return
+	}
+	c.ResetConnectBackoff()
+	ctx, cancel := context.WithTimeout(ctx, redialWait)
+	defer cancel()
+	for st := connectivity.TransientFailure; c.WaitForStateChange(ctx, st); {
+		if st = c.GetState(); st != connectivity.Connecting && st != connectivity.Idle {
+			return
 		}
 	}
 }
@@ -356,10 +390,10 @@ func (s *LogServer) conn(addr string) (*grpc.ClientConn, error) {
 	// its backoff ends; gRPC's default backoff grows to two minutes, which
 	// would fail forwards to a master that is up all that time. Reconnect
 	// within a second instead.
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+	c, err := grpc.NewClient(addr, append(api.DialWindow(), grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes), grpc.MaxCallSendMsgSize(api.MaxMessageBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes), grpc.MaxCallSendMsgSize(api.MaxMessageBytes)))...)
 	if err != nil {
 		return nil, err
 	}
