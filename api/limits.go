@@ -1,5 +1,7 @@
 package api
 
+import "google.golang.org/grpc"
+
 // The size limits of the client API, in one place, each derived from the
 // one before it (limits_test.go checks how they relate). Servers, the Go
 // client, the CLI, the snapshot format and the bench driver all take them
@@ -27,3 +29,24 @@ const (
 	// many small entries.
 	MaxMessageBytes = 4 * MaxEntryBytesLimit
 )
+
+// WindowBytes is the HTTP/2 flow-control window, per stream and per
+// connection, of every gRPC connection paxosd makes or serves (client to
+// node, node to node, a node forwarding to the master): one entry at the
+// largest limit flows without waiting for a window update. A window set
+// here also turns off gRPC's bandwidth estimator, which pinged the sender
+// on every burst of data it received, so each message cost a ping and its
+// acknowledgement on top of its own write: with one client appending, the
+// master made 12.7 write syscalls per append with it and 7.2 without
+// (strace -c), and the appends ran about a quarter faster.
+const WindowBytes = MaxEntryBytesLimit
+
+// DialWindow are the dial options that set WindowBytes.
+func DialWindow() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(WindowBytes), grpc.WithInitialConnWindowSize(WindowBytes)}
+}
+
+// ServerWindow are the server options that set WindowBytes.
+func ServerWindow() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.InitialWindowSize(WindowBytes), grpc.InitialConnWindowSize(WindowBytes)}
+}

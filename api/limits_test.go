@@ -15,6 +15,9 @@ func TestLimitsRelate(t *testing.T) {
 		t.Fatalf("want DefaultMaxEntryBytes (%d) <= DefaultMaxAppendBytes (%d) <= MaxEntryBytesLimit (%d)",
 			DefaultMaxEntryBytes, DefaultMaxAppendBytes, MaxEntryBytesLimit)
 	}
+	if WindowBytes < MaxEntryBytesLimit || WindowBytes > 1<<31-1 {
+		t.Fatalf("WindowBytes %d: want at least MaxEntryBytesLimit (%d), so that an entry at the limit flows without a window update, and at most HTTP/2's 2^31-1", WindowBytes, MaxEntryBytesLimit)
+	}
 	if MaxReadBytes < MaxEntryBytesLimit {
 		t.Fatalf("MaxReadBytes %d < MaxEntryBytesLimit %d: a page could not hold one entry at the limit", MaxReadBytes, MaxEntryBytesLimit)
 	}

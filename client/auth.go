@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -56,7 +57,7 @@ func DialOptions(opt Options) []grpc.DialOption {
 	if opt.TLS != nil {
 		creds = credentials.NewTLS(opt.TLS)
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := append(api.DialWindow(), grpc.WithTransportCredentials(creds))
 	if opt.Token != "" || opt.Cluster != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(callCreds{opt.Token, opt.Cluster}))
 	}

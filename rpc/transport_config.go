@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/paxosd/paxosd/api"
 )
 
 // Transport defaults, used for the zero values of TransportConfig.
@@ -164,7 +166,7 @@ func (t *Transport) grpcMessageLimit() int { return t.cfg.MaxMessageBytes + grpc
 // dialOptions are every option the transport dials peer id with.
 func (t *Transport) dialOptions(id uint64) []grpc.DialOption {
 	limit := t.grpcMessageLimit()
-	return []grpc.DialOption{
+	return append(api.DialWindow(),
 		grpc.WithTransportCredentials(t.dialCredentials(id)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(limit), grpc.MaxCallRecvMsgSize(limit)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -181,7 +183,7 @@ func (t *Transport) dialOptions(id uint64) []grpc.DialOption {
 		// A long-lived stream must not be buffered for transparent retries:
 		// loss is the protocol's business, not gRPC's.
 		grpc.WithDisableRetry(),
-	}
+	)
 }
 
 // ServerOptions are the options the grpc.Server that serves this transport
@@ -189,7 +191,7 @@ func (t *Transport) dialOptions(id uint64) []grpc.DialOption {
 // server side and the policy that lets peers' keepalive pings through, and
 // the credentials. They apply to every service of that server.
 func (t *Transport) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	return append(api.ServerWindow(),
 		grpc.Creds(transportCredentials()),
 		grpc.MaxRecvMsgSize(t.grpcMessageLimit()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -200,5 +202,5 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 			MinTime:             min(keepaliveMinTime, t.cfg.KeepaliveTime),
 			PermitWithoutStream: true,
 		}),
-	}
+	)
 }
