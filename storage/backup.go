@@ -3,9 +3,12 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -26,6 +29,10 @@ type Backup struct {
 	State core.ApplyState
 	// Rows is the number of rows in the dedup table.
 	Rows int
+	// The view's dedup deltas (at most about foldRows rows): they go over
+	// the d/ rows as Dedup pages through them.
+	over     map[uint64]core.DedupEntry
+	overKeys []uint64 // over's clients, ascending
 }
 
 // Backup opens a consistent view of the live state. Release it when done.
@@ -44,16 +51,43 @@ func (s *Store) Backup() (*Backup, error) {
 		snap.Release()
 		return nil, err
 	}
-	it := snap.NewIterator(prefixRange(prefixDedup), nil)
+	if b.Rows, err = b.countRows(); err != nil {
+		snap.Release()
+		return nil, err
+	}
+	return b, nil
+}
+
+// countRows reads the view's deltas and counts the rows of its table: the
+// d/ rows, less those a delta deleted, plus the clients a delta added.
+func (b *Backup) countRows() (int, error) {
+	over, _, _, err := b.s.readDeltas(b.snap)
+	if err != nil {
+		return 0, err
+	}
+	b.over, b.overKeys = over, slices.Sorted(maps.Keys(over))
+	n := 0
+	it := b.snap.NewIterator(prefixRange(prefixDedup), nil)
 	for it.Next() {
-		b.Rows++
+		n++
 	}
 	it.Release()
 	if err := it.Error(); err != nil {
-		snap.Release()
-		return nil, s.readError(err)
+		return 0, b.s.readError(err)
 	}
-	return b, nil
+	for _, c := range b.overKeys {
+		in, err := b.snap.Has(key(prefixDedup, c), nil)
+		if err != nil {
+			return 0, b.s.readError(err)
+		}
+		switch {
+		case in && b.over[c].Deleted:
+			n--
+		case !in && !b.over[c].Deleted:
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Release lets goleveldb drop what only the view kept.
@@ -85,14 +119,48 @@ func (b *Backup) Entries(from uint64, maxCount, maxBytes int) ([]core.Entry, err
 
 // Dedup returns the view's dedup rows of clients above after, in client ID
 // order, at most max of them (all when max is not positive), and whether
-// rows are left after them.
+// rows are left after them. The rows are the view's own: a caller may
+// append to the slice but must not change the rows in it.
 func (b *Backup) Dedup(after uint64, max int) (rows []core.DedupEntry, more bool, err error) {
 	done, err := b.s.enter()
 	if err != nil {
 		return nil, false, err
 	}
 	defer done()
-	return b.s.snapRows(b.snap, prefixDedup, after, func(n, _ int) bool { return max > 0 && n >= max })
+	if after == math.MaxUint64 {
+		return nil, false, nil // no client ID lies above
+	}
+	// Merge the d/ rows above after with the deltas' rows, which win.
+	keys := b.overKeys[sort.Search(len(b.overKeys), func(i int) bool { return b.overKeys[i] > after }):]
+	it := b.snap.NewIterator(&util.Range{Start: key(prefixDedup, after+1), Limit: []byte{prefixDedup + 1}}, nil)
+	defer it.Release()
+	stored := it.Next()
+	for stored || len(keys) > 0 {
+		var d core.DedupEntry
+		_, c, _ := parseKey(it.Key())
+		if !stored || len(keys) > 0 && keys[0] <= c {
+			if stored && keys[0] == c {
+				stored = it.Next() // the delta's row replaces the stored one
+			}
+			d, keys = b.over[keys[0]], keys[1:]
+			if d.Deleted {
+				continue
+			}
+		} else {
+			if d, err = decodeDedupKV(it.Key(), it.Value()); err != nil {
+				return nil, false, b.s.recordError(append([]byte{}, it.Key()...), err)
+			}
+			stored = it.Next()
+		}
+		if max > 0 && len(rows) == max {
+			return rows, true, nil
+		}
+		rows = append(rows, d)
+	}
+	if err := it.Error(); err != nil {
+		return nil, false, b.s.readError(err)
+	}
+	return rows, false, nil
 }
 
 // snapEntries reads the user entries from index from below st.NextIndex out

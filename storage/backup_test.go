@@ -49,7 +49,7 @@ func TestBackupAndRestore(t *testing.T) {
 	st := baseRun(t, s, core.ApplyState{}, 40)
 	// A trim at index 30: a base.
 	st.FirstIndex = 30
-	rows, err := s.dedupRows(s.db, prefixDedup)
+	rows, err := s.liveDedup(s.db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestBackupAndRestore(t *testing.T) {
 			t.Fatalf("entry %d: %q", e.Index, e.Data)
 		}
 	}
-	live, err := s.dedupRows(b.snap, prefixDedup)
+	live, err := s.liveDedup(b.snap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,5 +175,31 @@ func TestRestoreRefusesNonEmpty(t *testing.T) {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s after an aborted restore: %v", p, err)
 		}
+	}
+}
+
+// A page of Backup.Dedup is its caller's to append to: the next page is
+// the same after it. It fails when a page shares its spare capacity with
+// the view's table.
+func TestBackupDedupPageAppend(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	var rows []core.DedupEntry
+	for c := uint64(1); c <= 4; c++ {
+		rows = append(rows, core.DedupEntry{ClientID: c, LastUsed: c})
+	}
+	save(t, s, instance.Ready{Dedup: rows})
+	b, err := s.Backup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	page, more, err := b.Dedup(0, 2)
+	if err != nil || !more || len(page) != 2 {
+		t.Fatalf("first page: %+v, more %v, %v", page, more, err)
+	}
+	_ = append(page, core.DedupEntry{ClientID: 99})
+	next, _, err := b.Dedup(2, 2)
+	if err != nil || !same(next, rows[2:]) {
+		t.Fatalf("second page after an append to the first: %+v, %v; want %+v", next, err, rows[2:])
 	}
 }

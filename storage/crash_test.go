@@ -1102,11 +1102,20 @@ func withTrimChunk(n uint64) func() {
 	return func() { trimChunk = old }
 }
 
+// withFoldEvery folds the dedup deltas every n Saves, so that the seeds cut
+// power around folds, not only between deltas.
+func withFoldEvery(n uint64) func() {
+	old := foldEvery
+	foldEvery = n
+	return func() { foldEvery = old }
+}
+
 // TestCrashLossyFS runs the seeds twice: on the store as it is, and on the
 // store made to fsync every Save (not only those that MustSync). When only
 // the first fails, the unsynced Saves are the cause.
 func TestCrashLossyFS(t *testing.T) {
 	defer withTrimChunk(4)()
+	defer withFoldEvery(3)()
 	for _, mode := range []struct {
 		name string
 		cfg  crashConfig
@@ -1166,6 +1175,7 @@ func runCrashSeeds(t *testing.T, mode string, cfg crashConfig) {
 // operation.
 func TestCrashDeterministic(t *testing.T) {
 	defer withTrimChunk(4)()
+	defer withFoldEvery(3)()
 	for seed := uint64(1); seed <= 3; seed++ {
 		a, errA := runCrashSeed(seed, crashConfig{})
 		b, errB := runCrashSeed(seed, crashConfig{})

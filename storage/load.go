@@ -46,6 +46,9 @@ func (s *Store) loadMeta() error {
 	if err := s.loadProgress(); err != nil {
 		return err
 	}
+	if err := s.loadDeltas(); err != nil {
+		return err
+	}
 	// Find the lowest accepted record, should any lie below Applied.
 	it := s.db.NewIterator(prefixRange(prefixAccepted), nil)
 	if it.First() {
@@ -220,7 +223,7 @@ func (s *Store) Load() (instance.Durable, error) {
 		return instance.Durable{}, s.readError(err)
 	}
 
-	if d.Dedup, err = s.dedupRows(snap, prefixDedup); err != nil {
+	if d.Dedup, err = s.liveDedup(snap); err != nil {
 		return instance.Durable{}, err
 	}
 

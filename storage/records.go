@@ -18,7 +18,8 @@ const (
 	prefixChosen   = 'c' // chosen value by instance
 	prefixBlock    = 'l' // a block of user entries by its first index (blocks.go)
 	prefixEntryV2  = 'e' // format 2: one user entry by its index (upgrade.go)
-	prefixDedup    = 'd' // dedup row by client ID
+	prefixDedup    = 'd' // dedup row by client ID, as of the last fold (dedup.go)
+	prefixDelta    = 'y' // dedup rows one Save changed, by a count (dedup.go)
 	prefixBase     = 'b' // the base's dedup row by client ID
 	prefixPeer     = 'p' // a peer's incarnation by node ID
 
@@ -43,8 +44,11 @@ const (
 // each remembered seq's entries checksum to the dedup rows; a directory of
 // format 1 is refused (its rows lack the checksums, and the apply rules that
 // built its table changed with them). 3 stores user entries in blocks
-// instead of one record each; Open upgrades a directory of format 2.
-const formatVersion = 3
+// instead of one record each; Open upgrades a directory of format 2. 4 adds
+// the dedup deltas (dedup.go), which an older build would not apply: a
+// directory of format 3 is format 4 with none, and Open only rewrites its
+// version.
+const formatVersion = 4
 
 // oldestFormat is the oldest format Open reads (and upgrades).
 const oldestFormat = 2
@@ -243,6 +247,8 @@ func decodePayload(k, payload []byte) (any, error) {
 		return core.Entry{Index: n, Data: append([]byte{}, payload...)}, nil
 	case prefixDedup, prefixBase:
 		return decodeDedup(n, payload)
+	case prefixDelta:
+		return decodeDelta(payload)
 	case prefixPeer:
 		return decodeUint(payload)
 	case prefixProgress:

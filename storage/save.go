@@ -40,8 +40,9 @@ func (s *Store) SetPeerIncarnation(id, incarnation uint64) error {
 // Save persists rd's records in one goleveldb batch (synced if
 // rd.MustSync()), in this order: the promise (if non-zero) and the accepted
 // values; for an install, the replacement of the whole dedup table by the
-// installed rows; the chosen values, the user entries (Entries and Staged,
-// those not stored yet, in blocks), the dedup rows and the apply state (if
+// installed rows (dropping the dedup deltas); the chosen values, the user
+// entries (Entries and Staged, those not stored yet, in blocks), the dedup
+// rows (as a delta, or with a fold: dedup.go) and the apply state (if
 // non-nil); the new base (state and dedup rows, replacing the old ones). In
 // the same batch it deletes the accepted values below State.Applied and
 // continues deleting chosen values below the base and the blocks of user
@@ -73,6 +74,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 	}
 	b := new(leveldb.Batch)
 	put := func(k, payload []byte) { b.Put(k, seal(k, payload)) }
+	dd := s.dd
 	if rd.Promised != 0 {
 		put(key(prefixMeta, metaPromise), encodeUint(uint64(rd.Promised)))
 	}
@@ -89,9 +91,13 @@ func (s *Store) Save(rd *instance.Ready) error {
 		if err := s.deleteAll(b, prefixDedup); err != nil {
 			return err
 		}
+		if err := s.deleteAll(b, prefixDelta); err != nil {
+			return err
+		}
 		for _, d := range rd.Install.Dedup {
 			put(key(prefixDedup, d.ClientID), encodeDedup(d))
 		}
+		dd = dedupDeltas{first: dd.next, next: dd.next}
 	}
 	for _, c := range rd.Chosen {
 		// A value below the base (applied in the Ready whose trim made the
@@ -110,13 +116,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range rd.Dedup {
-		if d.Deleted {
-			b.Delete(key(prefixDedup, d.ClientID))
-			continue
-		}
-		put(key(prefixDedup, d.ClientID), encodeDedup(d))
-	}
+	dd = s.putDedup(b, dd, rd.Dedup)
 	if writeState {
 		put(key(prefixMeta, metaState), encodeState(st))
 	}
@@ -176,6 +176,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 	}
 	s.accLow, s.trimCursor, s.chosenCursor, s.baseApplied = accLow, cursor, chosenCursor, baseApplied
 	s.trimmedTo, s.entryEnd = trimmedTo, entryEnd
+	s.dd = dd.commit()
 	s.prog = prog
 	if writeState {
 		s.stateMu.Lock()

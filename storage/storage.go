@@ -39,8 +39,9 @@
 //	a/i  accepted value of open instance i (uvarint ballot, core.AppendValue)
 //	b/id the base's dedup row of client id (as d/id)
 //	c/i  chosen value of applied instance i (core.AppendValue)
-//	e/n  user entry n (raw bytes)
-//	d/id dedup row of client id (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
+//	l/i  a block of user entries from index i on (blocks.go); format 2 had e/n, one raw entry each (upgrade.go)
+//	d/id dedup row of client id as of the last fold (core.AppendDedup: uvarints LastUsed, n, then n × Seq, First, Last and a 4-byte entries checksum)
+//	y/n  dedup delta n: the rows one Save changed, applied over d/ in order on load (dedup.go)
 //	p/id incarnation of peer id (uvarint), as this node first saw it
 //	x/n  progress row (uvarints log time, entry bytes written): the log's end reached n then (progress.go)
 //
@@ -83,8 +84,8 @@
 // after it ends.
 //
 // An install (Ready.Install) replaces the live dedup table whole, in the same
-// batch: every d/ row is deleted and the installed rows are written, then the
-// Ready's own records are applied over them. The user entries of the
+// batch: every d/ row and y/ delta is deleted and the installed rows are
+// written, then the Ready's own records are applied over them. The user entries of the
 // installed base were written before, as Ready.Staged (e/ keys above the
 // live log's end, invisible until the state reaches them).
 //
@@ -229,13 +230,14 @@ type Store struct {
 
 	failed atomic.Pointer[failedError]
 
-	saveMu       sync.Mutex // serializes Save; guards the fields below
-	trimCursor   uint64     // no block of user entries begins below it on disk
-	trimmedTo    uint64     // no block lies wholly below this first index (in memory only: 0 at open)
-	entryEnd     uint64     // one past the highest user entry index stored
-	chosenCursor uint64     // chosen values below it are deleted on disk
-	baseApplied  uint64     // the base's State.Applied: chosen values below it may go
-	accLow       uint64     // no accepted record below it is on disk
+	saveMu       sync.Mutex  // serializes Save; guards the fields below
+	trimCursor   uint64      // no block of user entries begins below it on disk
+	trimmedTo    uint64      // no block lies wholly below this first index (in memory only: 0 at open)
+	entryEnd     uint64      // one past the highest user entry index stored
+	chosenCursor uint64      // chosen values below it are deleted on disk
+	baseApplied  uint64      // the base's State.Applied: chosen values below it may go
+	accLow       uint64      // no accepted record below it is on disk
+	dd           dedupDeltas // the dedup deltas on disk (dedup.go)
 	// The deleted ranges not yet compacted: [compactFrom, compactTo) of user
 	// entry blocks and [chosenCompactFrom, chosenCompactTo) of chosen values. The
 	// To ends are where a cursor last caught up with its target; the From

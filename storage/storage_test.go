@@ -1024,6 +1024,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixEntryV2, 4), []byte("data")},
 		{key(prefixBlock, 4), sealBlock(key(prefixBlock, 4), []core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})[4:]},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
+		{key(prefixDelta, 2), appendDelta(nil, []rowChange{{client: 9, row: encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})}, {client: 4}})},
 		{key(prefixMeta, metaBase), encodeState(st)},
 		{key(prefixMeta, metaChosen), encodeUint(5)},
 		{key(prefixBase, 9), encodeDedup(core.DedupEntry{ClientID: 9, LastUsed: 4, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}, {Seq: 3, First: 5, Last: 5}}})},
@@ -1042,6 +1043,14 @@ func FuzzDecodeRecord(f *testing.F) {
 			// Reach the decoders past the checksum.
 			if _, err := decodeRecord(k, seal(k, v)); err != nil && !errors.Is(err, errRecord) {
 				t.Fatalf("decoder error not wrapping errRecord: %v", err)
+			}
+		}
+		if p, _, ok := parseKey(k); ok && p == prefixDelta {
+			// A delta that decodes encodes back to one that decodes the same.
+			if rows, err := decodeDelta(v); err == nil {
+				if again, err := decodeDelta(appendDelta(nil, changesOf(rows))); err != nil || !reflect.DeepEqual(again, rows) {
+					t.Fatalf("delta %x: decoded %+v, then again %+v, %v", v, rows, again, err)
+				}
 			}
 		}
 		if tail, ok := tornTail(v); ok && (tail.cut < 0 || tail.cut > tail.damage || tail.damage > len(v)) {

@@ -18,7 +18,8 @@ var upgradeBatchEntries uint64 = 100000
 // one record per user entry: they become blocks, a batch at a time, each
 // batch deleting the records it converts in the same write, so a crash
 // leaves records of both kinds, none twice, and the next Open goes on. The
-// last write sets the identity's format to 3.
+// last write sets the identity's format to formatVersion. Format 3 is
+// format 4 without dedup deltas: only the version changes.
 func (s *Store) upgrade() error {
 	k := key(prefixMeta, metaIdentity)
 	v, err := s.db.Get(k, nil)
@@ -47,7 +48,11 @@ func (s *Store) upgrade() error {
 			return fmt.Errorf("storage: %s: upgrading to format %d: %w", s.dir, formatVersion, err)
 		}
 		if done {
-			s.logf("storage: %s upgraded from format %d to %d (%d user entries into blocks)", s.dir, payload[0], formatVersion, converted)
+			if payload[0] == 2 {
+				s.logf("storage: %s upgraded from format %d to %d (%d user entries into blocks)", s.dir, payload[0], formatVersion, converted)
+			} else {
+				s.logf("storage: %s upgraded from format %d to %d", s.dir, payload[0], formatVersion)
+			}
 			return nil
 		}
 	}
