@@ -126,12 +126,22 @@ func (s *Store) putDedup(b *leveldb.Batch, dd dedupDeltas, rows []core.DedupEntr
 	if len(rows) == 0 {
 		return dd
 	}
-	changes := make([]rowChange, len(rows))
+	// A Ready holds a row for each append it applied, so a client that
+	// appended many times in it has many: only its last one is written.
+	last := make(map[uint64]int, len(rows))
 	for i, d := range rows {
-		changes[i].client = d.ClientID
-		if !d.Deleted {
-			changes[i].row = encodeDedup(d)
+		last[d.ClientID] = i
+	}
+	changes := make([]rowChange, 0, len(last))
+	for i, d := range rows {
+		if last[d.ClientID] != i {
+			continue
 		}
+		c := rowChange{client: d.ClientID}
+		if !d.Deleted {
+			c.row = encodeDedup(d)
+		}
+		changes = append(changes, c)
 	}
 	if dd.next-dd.first+1 < foldEvery && len(dd.changed)+len(changes) < foldRows {
 		k := key(prefixDelta, dd.next)

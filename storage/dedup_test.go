@@ -221,3 +221,32 @@ func changesOf(rows []core.DedupEntry) []rowChange {
 	}
 	return changes
 }
+
+// TestDeltaLastRowOfAClient: a Ready holds a row for each append it
+// applied; a client that appended three times in it is written once, with
+// its last row.
+func TestDeltaLastRowOfAClient(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	row := func(client, seq uint64) core.DedupEntry {
+		return core.DedupEntry{ClientID: client, Recent: []core.SeqIndexes{{Seq: seq, First: seq, Last: seq}}}
+	}
+	save(t, s, instance.Ready{Dedup: []core.DedupEntry{row(5, 1), row(6, 1), row(5, 2), row(5, 3)}})
+	v, err := s.db.Get(key(prefixDelta, s.dd.first), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := unseal(key(prefixDelta, s.dd.first), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := decodeDelta(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []core.DedupEntry{row(6, 1), row(5, 3)}; !same(rows, want) {
+		t.Fatalf("the delta holds %+v; want each client once, with its last row: %+v", rows, want)
+	}
+	if got := mustLoad(t, s).Dedup; !same(got, []core.DedupEntry{row(5, 3), row(6, 1)}) {
+		t.Fatalf("Load: %+v", got)
+	}
+}
