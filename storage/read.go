@@ -12,20 +12,29 @@ import (
 // Chosen returns the chosen values of instances in [from, to), in instance
 // order, stopping at the first instance it does not hold and before the
 // encoded values would exceed maxBytes, but returning at least one value when
-// there is one. maxBytes <= 0 means no byte limit. It implements
-// instance.LogReader.
-func (s *Store) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, error) {
-	done, err := s.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
+// there is one. maxBytes <= 0 means no byte limit. It returns none from below
+// the base. It implements instance.LogReader.
+func (s *Store) Chosen(from, to uint64, maxBytes int) (_ []core.InstanceValue, err error) {
 	if from >= to {
 		return nil, nil
 	}
+	snap, release, err := s.view()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if base, err := s.getState(snap, metaBase); err != nil || from < base.Applied {
+		return nil, err // values below the base may be gone, or have their entries trimmed
+	}
 	var out []core.InstanceValue
 	size := 0
-	it := s.db.NewIterator(&util.Range{Start: key(prefixChosen, from), Limit: key(prefixChosen, to)}, nil)
+	fill := logFiller{s: s, snap: snap}
+	defer func() {
+		if cerr := fill.close(); err == nil && cerr != nil {
+			out, err = nil, cerr
+		}
+	}()
+	it := snap.NewIterator(&util.Range{Start: key(prefixChosen, from), Limit: key(prefixChosen, to)}, nil)
 	defer it.Release()
 	for it.Next() {
 		_, n, _ := parseKey(it.Key())
@@ -36,15 +45,19 @@ func (s *Store) Chosen(from, to uint64, maxBytes int) ([]core.InstanceValue, err
 		if err != nil {
 			return nil, s.recordError(it.Key(), err)
 		}
-		if maxBytes > 0 && len(out) > 0 && size+len(payload) > maxBytes {
-			break
-		}
-		iv, err := decodeChosen(n, payload)
+		r, err := decodeChosen(n, payload)
 		if err != nil {
 			return nil, s.recordError(it.Key(), err)
 		}
-		out = append(out, iv)
-		size += len(payload)
+		if err := fill.fill(&r); err != nil {
+			return nil, err
+		}
+		sz := r.iv.Value.Size()
+		if maxBytes > 0 && len(out) > 0 && size+sz > maxBytes {
+			break
+		}
+		out = append(out, r.iv)
+		size += sz
 	}
 	if err := it.Error(); err != nil {
 		return nil, s.readError(err)

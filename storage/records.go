@@ -47,8 +47,11 @@ const (
 // instead of one record each; Open upgrades a directory of format 2. 4 adds
 // the dedup deltas (dedup.go), which an older build would not apply: a
 // directory of format 3 is format 4 with none, and Open only rewrites its
-// version.
-const formatVersion = 4
+// version. 5 writes chosen values without the user entries they put in the
+// log (chosen.go), which an older build would read as corrupt: a directory
+// of format 3 or 4 holds only full chosen values, which format 5 reads, and
+// Open only rewrites its version.
+const formatVersion = 5
 
 // oldestFormat is the oldest format Open reads (and upgrades).
 const oldestFormat = 2
@@ -187,14 +190,6 @@ func decodeAccepted(instance uint64, b []byte) (core.InstanceValue, error) {
 		return core.InstanceValue{}, fmt.Errorf("%w: %w", errRecord, err)
 	}
 	return core.InstanceValue{Instance: instance, Ballot: idgen.Ballot(ballot), Value: v}, nil
-}
-
-func decodeChosen(instance uint64, b []byte) (core.InstanceValue, error) {
-	v, err := core.DecodeValue(b)
-	if err != nil {
-		return core.InstanceValue{}, fmt.Errorf("%w: %w", errRecord, err)
-	}
-	return core.InstanceValue{Instance: instance, Value: v}, nil
 }
 
 // A dedup row (live d/ or base b/) is core.AppendDedup's encoding: LastUsed,

@@ -12,7 +12,6 @@ import (
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
 	"github.com/syndtr/goleveldb/leveldb/util"
 
-	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/instance"
 )
 
@@ -99,13 +98,15 @@ func (s *Store) Save(rd *instance.Ready) error {
 		}
 		dd = dedupDeltas{first: dd.next, next: dd.next}
 	}
+	inLog := logMatcher{ents: rd.Entries, first: st.FirstIndex}
 	for _, c := range rd.Chosen {
+		ref := inLog.match(c.Value) // for every value, to walk the entries in step
 		// A value below the base (applied in the Ready whose trim made the
 		// base) is not kept: the chosen-value deletion below only sees
 		// what earlier Saves wrote, and would pass it by for ever.
 		if c.Instance >= baseApplied {
 			k := key(prefixChosen, c.Instance)
-			b.Put(k, sealAppend(k, c.Value.Size(), func(v []byte) []byte { return core.AppendValue(v, c.Value) }))
+			b.Put(k, sealAppend(k, ref.recordSize(c.Value), func(v []byte) []byte { return appendChosen(v, c.Value, ref) }))
 		}
 	}
 	ents := rd.Entries

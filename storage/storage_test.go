@@ -351,7 +351,7 @@ func TestConcurrentReadsDuringTrim(t *testing.T) {
 				return fmt.Errorf("bad entry %+v", e)
 			}
 		}
-		_, err = s.Chosen(st.Applied/2, st.Applied, 1000)
+		_, err = s.Chosen(st.Applied-min(st.Applied, 2), st.Applied, 1000)
 		return err
 	}, func() {
 		st := core.ApplyState{}
@@ -364,6 +364,7 @@ func TestConcurrentReadsDuringTrim(t *testing.T) {
 			st.Applied = i + 1
 			if i%5 == 4 {
 				st.FirstIndex = st.NextIndex - 6
+				rd.Base = &core.Snapshot{State: st} // as the core sets it with every trim
 			}
 			rd.State = &st
 			save(t, s, rd)
@@ -860,12 +861,16 @@ func crashStep(i uint64, st core.ApplyState) (instance.Ready, core.ApplyState) {
 		case core.CmdTrim:
 			if b := min(c.Before, st.NextIndex); b > st.FirstIndex {
 				st.FirstIndex = b
+				rd.Base = &core.Snapshot{} // its State is set below, as the core sets it with every trim
 			}
 		}
 	}
 	st.Applied = i + 1
 	stCopy := st
 	rd.State = &stCopy
+	if rd.Base != nil {
+		rd.Base.State = st
+	}
 	return rd, st
 }
 
@@ -975,9 +980,12 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatalf("round %d: dedup %+v, want %+v", round, e, dedup[e.ClientID])
 			}
 		}
-		// Chosen values: dense from 0, each the right one.
-		var next uint64
+		// Chosen values: dense from the base, each the right one.
+		next := d.Base
 		replay := core.ApplyState{}
+		for i := uint64(0); i < next; i++ {
+			_, replay = crashStep(i, replay)
+		}
 		for next < st.Applied {
 			got, err := s.Chosen(next, st.Applied, 64<<10)
 			if err != nil || len(got) == 0 {
@@ -1021,6 +1029,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixMeta, metaTrim), encodeUint(7)},
 		{key(prefixAccepted, 3), appendAccepted(nil, core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
+		{key(prefixChosen, 4), appendChosen(nil, userValue("x", "y"), logRef{first: 4, counts: []uint64{2}})},
 		{key(prefixEntryV2, 4), []byte("data")},
 		{key(prefixBlock, 4), sealBlock(key(prefixBlock, 4), []core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})[4:]},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
