@@ -289,7 +289,7 @@ func (r *Restorer) Entry(data []byte) error {
 }
 
 func (r *Restorer) flush(sync bool) error {
-	putRun(r.b, r.run)
+	putRun(r.b, &r.s.sealer, r.run)
 	r.run = r.run[:0]
 	if err := r.s.write(r.b, sync); err != nil {
 		return fmt.Errorf("storage: restore: write: %w", err)

@@ -29,17 +29,18 @@ const blockBytes = 1 << 20
 // (its core.Entry), for bounds on entries held before a write.
 const entryOverhead = 40
 
-// A block's payload: the number of entries (uvarint), then each entry's
+// putBlock adds to b the block of ents under k, sealed with z. A block's
+// payload: the number of entries (uvarint), then each entry's
 // length (uvarint) and data. Its key is its first entry's index. Blocks
 // never overlap, and every index in [State.FirstIndex, State.NextIndex) is
 // in one; a block holding the first index may begin below it (the trim
 // deletes whole blocks only).
-func sealBlock(k []byte, ents []core.Entry) []byte {
+func putBlock(b *leveldb.Batch, z *sealer, k []byte, ents []core.Entry) {
 	n := binary.MaxVarintLen64
 	for _, e := range ents {
 		n += binary.MaxVarintLen64 + len(e.Data)
 	}
-	return sealAppend(k, n, func(v []byte) []byte {
+	z.put(b, k, n, func(v []byte) []byte {
 		v = binary.AppendUvarint(v, uint64(len(ents)))
 		for _, e := range ents {
 			v = binary.AppendUvarint(v, uint64(len(e.Data)))
@@ -264,7 +265,7 @@ func (s *Store) putEntries(b *leveldb.Batch, ents []core.Entry, first uint64) (b
 		for k < len(ents) && ents[k].Index == ents[k-1].Index+1 {
 			k++
 		}
-		putRun(b, ents[:k])
+		putRun(b, &s.sealer, ents[:k])
 		ents = ents[k:]
 	}
 	return bytes, end, nil
@@ -299,8 +300,8 @@ func (s *Store) unstored(ents []core.Entry) ([]core.Entry, error) {
 }
 
 // putRun adds run (consecutive indexes) to b in blocks of at most
-// blockBytes of data and returns its bytes of data.
-func putRun(b *leveldb.Batch, run []core.Entry) uint64 {
+// blockBytes of data, sealed with z, and returns its bytes of data.
+func putRun(b *leveldb.Batch, z *sealer, run []core.Entry) uint64 {
 	var total uint64
 	for len(run) > 0 {
 		k, size := 0, 0
@@ -309,7 +310,7 @@ func putRun(b *leveldb.Batch, run []core.Entry) uint64 {
 			k++
 		}
 		kk := key(prefixBlock, run[0].Index)
-		b.Put(kk, sealBlock(kk, run[:k]))
+		putBlock(b, z, kk, run[:k])
 		total += uint64(size)
 		run = run[k:]
 	}

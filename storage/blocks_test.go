@@ -216,3 +216,32 @@ func TestReadOneOfABigBlock(t *testing.T) {
 		t.Fatalf("reading one entry of a block of %d bytes allocated %d bytes, want at most %d", len(v), got, limit)
 	}
 }
+
+// blockPayload is the payload of the block of ents.
+func blockPayload(ents []core.Entry) []byte {
+	var z sealer
+	putBlock(new(leveldb.Batch), &z, key(prefixBlock, 0), ents)
+	return z.buf[4:]
+}
+
+// TestSaveKeepsSmallBuffers: Save reuses its batch and sealing buffer from
+// one write to the next, but lets go of them after a write of entries
+// larger than reuseBytes.
+func TestSaveKeepsSmallBuffers(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	st := core.ApplyState{Applied: 1, NextIndex: 1}
+	save(t, s, instance.Ready{Entries: logEntries(0, 1), State: &st})
+	if cap(s.batch.Dump()) == 0 || cap(s.sealer.buf) == 0 {
+		t.Fatalf("after a small Save: batch %d, sealer %d bytes kept; want both kept", cap(s.batch.Dump()), cap(s.sealer.buf))
+	}
+	big := bytes.Repeat([]byte("big"), reuseBytes)
+	st = core.ApplyState{Applied: 2, NextIndex: 3}
+	save(t, s, instance.Ready{Entries: []core.Entry{{Index: 1, Data: big}, logEntry(2)}, State: &st})
+	if b, z := cap(s.batch.Dump()), cap(s.sealer.buf); b > reuseBytes || z > reuseBytes {
+		t.Fatalf("after a Save of %d bytes: batch %d, sealer %d bytes kept; want at most %d", len(big), b, z, reuseBytes)
+	}
+	es, err := s.Entries(0, 0, 0)
+	if err != nil || len(es) != 3 || !bytes.Equal(es[0].Data, logEntry(0).Data) || !bytes.Equal(es[1].Data, big) || !bytes.Equal(es[2].Data, logEntry(2).Data) {
+		t.Fatalf("Entries(0): %d entries, %v; want the three saved", len(es), err)
+	}
+}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
+
+	"github.com/syndtr/goleveldb/leveldb"
 
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/idgen"
@@ -90,9 +93,34 @@ func seal(k, payload []byte) []byte {
 // sealAppend is seal of the payload that add appends to its argument
 // (about size bytes): built in place, with no copy of the payload.
 func sealAppend(k []byte, size int, add func([]byte) []byte) []byte {
-	v := add(make([]byte, 4, 4+size))
+	return sealInto(nil, k, size, add)
+}
+
+// sealInto is sealAppend built in buf's array when it has room (what buf
+// held is lost).
+func sealInto(buf, k []byte, size int, add func([]byte) []byte) []byte {
+	v := add(append(slices.Grow(buf[:0], 4+size), 0, 0, 0, 0))
 	binary.BigEndian.PutUint32(v, checksum(k, v[4:]))
 	return v
+}
+
+// A sealer puts sealed records into batches, sealing each in one buffer
+// that it reuses (a batch copies what it is given), so that the records of
+// a write cost no allocation each. The zero sealer is ready to use.
+type sealer struct{ buf []byte }
+
+// put adds to b the record under k whose payload add appends (about size
+// bytes).
+func (z *sealer) put(b *leveldb.Batch, k []byte, size int, add func([]byte) []byte) {
+	z.buf = sealInto(z.buf, k, size, add)
+	b.Put(k, z.buf)
+}
+
+// trim lets go of a buffer grown past keep bytes (by a large record).
+func (z *sealer) trim(keep int) {
+	if cap(z.buf) > keep {
+		z.buf = nil
+	}
 }
 
 func checksum(k, payload []byte) uint32 {

@@ -71,7 +71,15 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if rd.Base != nil {
 		baseApplied = rd.Base.State.Applied
 	}
-	b := new(leveldb.Batch)
+	b, z := &s.batch, &s.sealer
+	b.Reset()
+	defer func() {
+		// A large Save (entries of many MiB) does not pin its buffers.
+		if cap(b.Dump()) > reuseBytes {
+			*b = leveldb.Batch{}
+		}
+		z.trim(reuseBytes)
+	}()
 	put := func(k, payload []byte) { b.Put(k, seal(k, payload)) }
 	dd := s.dd
 	if rd.Promised != 0 {
@@ -80,7 +88,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 	for _, a := range rd.Accepted {
 		if a.Instance >= st.Applied { // else it is applied already: nothing to keep
 			k := key(prefixAccepted, a.Instance)
-			b.Put(k, sealAppend(k, binary.MaxVarintLen64+a.Value.Size(), func(v []byte) []byte { return appendAccepted(v, a) }))
+			z.put(b, k, binary.MaxVarintLen64+a.Value.Size(), func(v []byte) []byte { return appendAccepted(v, a) })
 		}
 	}
 	if rd.Install != nil {
@@ -106,7 +114,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 		// what earlier Saves wrote, and would pass it by for ever.
 		if c.Instance >= baseApplied {
 			k := key(prefixChosen, c.Instance)
-			b.Put(k, sealAppend(k, ref.recordSize(c.Value), func(v []byte) []byte { return appendChosen(v, c.Value, ref) }))
+			z.put(b, k, ref.recordSize(c.Value), func(v []byte) []byte { return appendChosen(v, c.Value, ref) })
 		}
 	}
 	ents := rd.Entries

@@ -200,6 +200,8 @@ const (
 	defaultCache       = 8 << 20
 	defaultWriteBuffer = 64 << 20 // fewer, larger level-0 flushes: the batched append rate rose from about 81-95k to 101-104k entries/s
 	openFilesCache     = 500
+	// reuseBytes bounds the buffers Save keeps from one write to the next.
+	reuseBytes = 4 << 20
 )
 
 // Store serves catch-up from its chosen values and its base.
@@ -230,14 +232,16 @@ type Store struct {
 
 	failed atomic.Pointer[failedError]
 
-	saveMu       sync.Mutex  // serializes Save; guards the fields below
-	trimCursor   uint64      // no block of user entries begins below it on disk
-	trimmedTo    uint64      // no block lies wholly below this first index (in memory only: 0 at open)
-	entryEnd     uint64      // one past the highest user entry index stored
-	chosenCursor uint64      // chosen values below it are deleted on disk
-	baseApplied  uint64      // the base's State.Applied: chosen values below it may go
-	accLow       uint64      // no accepted record below it is on disk
-	dd           dedupDeltas // the dedup deltas on disk (dedup.go)
+	saveMu       sync.Mutex    // serializes Save; guards the fields below
+	trimCursor   uint64        // no block of user entries begins below it on disk
+	trimmedTo    uint64        // no block lies wholly below this first index (in memory only: 0 at open)
+	entryEnd     uint64        // one past the highest user entry index stored
+	chosenCursor uint64        // chosen values below it are deleted on disk
+	baseApplied  uint64        // the base's State.Applied: chosen values below it may go
+	accLow       uint64        // no accepted record below it is on disk
+	dd           dedupDeltas   // the dedup deltas on disk (dedup.go)
+	batch        leveldb.Batch // Save's, reused: it keeps its buffer (up to reuseBytes)
+	sealer       sealer        // seals Save's large records (up to reuseBytes)
 	// The deleted ranges not yet compacted: [compactFrom, compactTo) of user
 	// entry blocks and [chosenCompactFrom, chosenCompactTo) of chosen values. The
 	// To ends are where a cursor last caught up with its target; the From

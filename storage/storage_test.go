@@ -1031,7 +1031,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
 		{key(prefixChosen, 4), appendChosen(nil, userValue("x", "y"), logRef{first: 4, counts: []uint64{2}})},
 		{key(prefixEntryV2, 4), []byte("data")},
-		{key(prefixBlock, 4), sealBlock(key(prefixBlock, 4), []core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})[4:]},
+		{key(prefixBlock, 4), blockPayload([]core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
 		{key(prefixDelta, 2), appendDelta(nil, []rowChange{{client: 9, row: encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})}, {client: 4}})},
 		{key(prefixMeta, metaBase), encodeState(st)},

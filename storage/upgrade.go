@@ -69,7 +69,7 @@ func (s *Store) convertEntries(b *leveldb.Batch) (n uint64, done bool, err error
 	bytes := 0
 	for it.Next() {
 		if n == upgradeBatchEntries || bytes >= restoreBatchBytes {
-			putRun(b, run)
+			putRun(b, &s.sealer, run)
 			return n, false, nil
 		}
 		_, i, _ := parseKey(it.Key())
@@ -78,7 +78,7 @@ func (s *Store) convertEntries(b *leveldb.Batch) (n uint64, done bool, err error
 			return 0, false, s.recordError(append([]byte{}, it.Key()...), err)
 		}
 		if len(run) > 0 && run[len(run)-1].Index+1 != i {
-			putRun(b, run) // a hole (a trim's deletion under way): blocks hold consecutive indexes
+			putRun(b, &s.sealer, run) // a hole (a trim's deletion under way): blocks hold consecutive indexes
 			run = nil
 		}
 		run = append(run, core.Entry{Index: i, Data: append([]byte(nil), payload...)})
@@ -89,6 +89,6 @@ func (s *Store) convertEntries(b *leveldb.Batch) (n uint64, done bool, err error
 	if err := it.Error(); err != nil {
 		return 0, false, s.readError(err)
 	}
-	putRun(b, run)
+	putRun(b, &s.sealer, run)
 	return n, true, nil
 }
