@@ -465,9 +465,10 @@ func (g *plGen) accepts(p *plState, rd *instance.Ready) {
 
 // apply adds to rd the application of 1..3 user instances on top of p (with
 // their entries and dedup rows), maybe the expiry of a dedup row, and maybe
-// a trim: an instance of its own, anywhere among them, that moves the first
-// index and makes the base (the state and whole dedup table right after
-// it; the instances after it apply over it).
+// a trim: an instance of its own (maybe after a user command that applies
+// in it), anywhere among them, that moves the first index and makes the
+// base (the state and whole dedup table right after it; the instances after
+// it apply over it). A value may hold several commands (userCmds).
 func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 	st := p.state
 	rows := maps.Clone(p.rows)
@@ -479,6 +480,27 @@ func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 			rows[d.ClientID] = d
 		}
 	}
+	// run applies the commands of v that apply (the user commands not
+	// marked as applying nothing), as the learner does.
+	run := func(v core.Value, nothing []bool) {
+		for ci := range v.Commands {
+			c := &v.Commands[ci]
+			if c.Kind != core.CmdUser || nothing[ci] {
+				continue
+			}
+			first := st.NextIndex
+			for k, e := range c.Entries {
+				c.Entries[k] = g.entry(st.NextIndex, e)
+				rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: c.Entries[k]})
+				st.NextIndex++
+			}
+			if len(c.Entries) > 0 {
+				g.seq[c.ClientID]++
+				dedup(core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
+					Recent: []core.SeqIndexes{{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}}})
+			}
+		}
+	}
 	n := 1 + g.rng.IntN(3)
 	trimAt, expireAt := -1, -1
 	if g.rng.IntN(4) == 0 {
@@ -487,47 +509,100 @@ func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 	if g.rng.IntN(8) == 0 {
 		expireAt = g.rng.IntN(n + 1)
 	}
+	var uc userCmds
 	for i := 0; i <= n; i++ {
 		if i == expireAt && len(rows) > 0 {
 			clients := slices.Sorted(maps.Keys(rows))
 			dedup(core.DedupEntry{ClientID: clients[g.rng.IntN(len(clients))], Deleted: true})
 		}
-		if i == trimAt && st.NextIndex > st.FirstIndex {
-			before := st.FirstIndex + 1 + g.rng.Uint64N(st.NextIndex-st.FirstIndex)
-			trim := core.Value{Commands: []core.Command{{Kind: core.CmdTrim, Before: before, Origin: 1, Req: g.rng.Uint64()}}}
-			rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: trim})
-			st.Applied++
-			st.FirstIndex = before
-			base := &core.Snapshot{State: st}
-			for _, c := range slices.Sorted(maps.Keys(rows)) {
-				base.Dedup = append(base.Dedup, rows[c])
+		if i == trimAt {
+			var v core.Value
+			if g.rng.IntN(2) == 0 { // a user command applies before the trim, in its instance
+				v.Commands = append(v.Commands, uc.applied(g, 1+g.rng.IntN(3)))
+				run(v, []bool{false})
 			}
-			rd.Base = base
+			if st.NextIndex > st.FirstIndex {
+				before := st.FirstIndex + 1 + g.rng.Uint64N(st.NextIndex-st.FirstIndex)
+				v.Commands = append(v.Commands, core.Command{Kind: core.CmdTrim, Before: before, Origin: 1, Req: g.rng.Uint64()})
+				st.FirstIndex = before
+			}
+			if len(v.Commands) > 0 {
+				rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: v})
+				st.Applied++
+			}
+			if k := len(v.Commands); k > 0 && v.Commands[k-1].Kind == core.CmdTrim {
+				base := &core.Snapshot{State: st}
+				for _, c := range slices.Sorted(maps.Keys(rows)) {
+					base.Dedup = append(base.Dedup, rows[c])
+				}
+				rd.Base = base
+			}
 		}
 		if i == n {
 			break
 		}
-		v := g.value(g.rng.IntN(4))
+		v, nothing := uc.value(g)
 		if big && i == 0 {
 			v.Commands[0].Entries = append(v.Commands[0].Entries, make([]byte, crashWriteBuffer+g.rng.IntN(1<<10)))
 		}
-		c := &v.Commands[0]
 		rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: st.Applied, Value: v})
 		st.Applied++
-		first := st.NextIndex
-		for k, e := range c.Entries {
-			c.Entries[k] = g.entry(st.NextIndex, e)
-			rd.Entries = append(rd.Entries, core.Entry{Index: st.NextIndex, Data: c.Entries[k]})
-			st.NextIndex++
-		}
-		if len(c.Entries) > 0 {
-			g.seq[c.ClientID]++
-			dedup(core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
-				Recent: []core.SeqIndexes{{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}}})
-		}
+		run(v, nothing)
 	}
 	st.LogTime += g.rng.Uint64N(1000)
 	rd.State = &st
+}
+
+// userCmds makes the commands of the values one Ready applies. Most values
+// hold one user command that applies; some hold more commands: user
+// commands that apply (some with no entries), no-ops, and duplicates (a
+// retry the dedup table answers, which applies nothing) whose entries are
+// new ones, those of a command applied before them in the Ready, or those
+// of the next command that applies (the same bytes at the log's next
+// indexes, in the same value or a later one).
+type userCmds struct {
+	last [][]byte // the entries of the last command that applied
+	next [][]byte // the entries the next command that applies takes
+}
+
+// applied returns a user command that applies, with entries new ones or
+// those a duplicate before it gave.
+func (u *userCmds) applied(g *plGen, entries int) core.Command {
+	c := g.value(entries).Commands[0]
+	if u.next != nil {
+		c.Entries, u.next = slices.Clone(u.next), nil
+	}
+	u.last = c.Entries
+	return c
+}
+
+// value returns a value and which of its commands apply nothing.
+func (u *userCmds) value(g *plGen) (core.Value, []bool) {
+	v := core.Value{Commands: []core.Command{u.applied(g, g.rng.IntN(4))}}
+	nothing := []bool{false}
+	if g.rng.IntN(3) != 0 {
+		return v, nothing
+	}
+	for range 1 + g.rng.IntN(3) {
+		c, dup := core.Command{Kind: core.CmdNoop}, false
+		switch r := g.rng.IntN(8); {
+		case r < 2:
+			c = u.applied(g, 1+g.rng.IntN(3))
+		case r < 3:
+			c = u.applied(g, 0)
+		case r < 7:
+			c, dup = g.value(1 + g.rng.IntN(2)).Commands[0], true
+			switch r {
+			case 4:
+				c.Entries = slices.Clone(u.last)
+			case 5, 6:
+				u.next = slices.Clone(c.Entries)
+			}
+		}
+		v.Commands = append(v.Commands, c)
+		nothing = append(nothing, dup)
+	}
+	return v, nothing
 }
 
 // stage adds 1..4 staged entries to rd: the next ones of p's staged run, or
@@ -694,7 +769,11 @@ type crashStats struct {
 	heldCompactions, repairs, zeroRepairs, firstOpenRefused       int
 	tornManifests                                                 int
 	bases, installs, stagings, fetchesCut                         int
-	lostBytes, keptBytes, zeroedBytes                             int64
+	// Chosen records written (at or above the base), those that leave
+	// entries in the log, those that leave out some commands' entries and
+	// keep others', and those of several commands.
+	chosen, chosenRefs, chosenPartial, chosenMulti int
+	lostBytes, keptBytes, zeroedBytes              int64
 }
 
 func (c *crashStats) add(o crashStats) {
@@ -716,6 +795,10 @@ func (c *crashStats) add(o crashStats) {
 	c.installs += o.installs
 	c.stagings += o.stagings
 	c.fetchesCut += o.fetchesCut
+	c.chosen += o.chosen
+	c.chosenRefs += o.chosenRefs
+	c.chosenPartial += o.chosenPartial
+	c.chosenMulti += o.chosenMulti
 	c.lostBytes += o.lostBytes
 	c.keptBytes += o.keptBytes
 	c.zeroedBytes += o.zeroedBytes
@@ -726,11 +809,12 @@ func (c crashStats) String() string {
 		"faults: %d in a Save, %d in an Open, %d in a compaction; %d crashes during a held compaction; "+
 		"%d unsynced journal tails cut (%d of them zeros); %d first opens refused; %d seeds ended by a torn MANIFEST tail (ErrCorrupt); "+
 		"%d unsynced bytes lost (%d of them left as zeros), %d kept; Saves with a new base %d, with an install %d, with staged entries %d; "+
-		"%d staged runs cut off by a crash before their install",
+		"%d staged runs cut off by a crash before their install; "+
+		"%d chosen records (%d of several commands), %d leaving entries in the log (%d of them only some commands' entries)",
 		c.rounds, c.saves, c.syncedSaves, c.crashes, c.powerLosses, c.cleanCloses,
 		c.faultsInSave, c.faultsInOpen, c.faultsInBackground, c.heldCompactions,
 		c.repairs, c.zeroRepairs, c.firstOpenRefused, c.tornManifests, c.lostBytes, c.zeroedBytes, c.keptBytes,
-		c.bases, c.installs, c.stagings, c.fetchesCut)
+		c.bases, c.installs, c.stagings, c.fetchesCut, c.chosen, c.chosenMulti, c.chosenRefs, c.chosenPartial)
 }
 
 // crashRun is one seed's run.
@@ -781,6 +865,38 @@ func (r *crashRun) opts() Options {
 		tune:   tuneDeterministic,
 		noSync: r.cfg.noSync,
 		rand:   onesReader{},
+	}
+}
+
+// countChosen counts the kinds of chosen records rd makes, as Save finds
+// them (s holds the state and base before rd).
+func (r *crashRun) countChosen(rd *instance.Ready, s *Store) {
+	st, base := s.state, s.baseApplied
+	if rd.State != nil {
+		st = *rd.State
+	}
+	if rd.Base != nil {
+		base = rd.Base.State.Applied
+	}
+	m := logMatcher{ents: rd.Entries, first: st.FirstIndex}
+	for _, c := range rd.Chosen {
+		ref := m.match(c.Value)
+		if c.Instance < base {
+			continue
+		}
+		r.stats.chosen++
+		if len(c.Value.Commands) > 1 {
+			r.stats.chosenMulti++
+		}
+		if ref.counts != nil {
+			r.stats.chosenRefs++
+			for i, n := range ref.counts {
+				if n == 0 && c.Value.Commands[i].Kind == core.CmdUser && len(c.Value.Commands[i].Entries) > 0 {
+					r.stats.chosenPartial++
+					break
+				}
+			}
+		}
 	}
 }
 
@@ -976,6 +1092,7 @@ func (r *crashRun) saves(s *Store) error {
 			r.fs.Hold(lstorage.TypeTable)
 		}
 		compactFrom, chosenCompactFrom := s.compactFrom, s.chosenCompactFrom
+		r.countChosen(&rd, s)
 		err := s.Save(&rd)
 		r.stats.saves++
 		if rd.Base != nil {
