@@ -229,3 +229,76 @@ func TestUpgradeFormat4(t *testing.T) {
 		t.Fatalf("Chosen after the upgrade: %+v, %v", got, err)
 	}
 }
+
+// TestChosenRefBadReferences: a sealed chosen record whose reference is
+// wrong (past the log, below its first index, counts near 2^64 or summing
+// past it, more counts than commands) fails the read as corruption, without
+// a panic or an allocation its counts ask for.
+func TestChosenRefBadReferences(t *testing.T) {
+	v := core.Value{Commands: []core.Command{userCmd(1), userCmd(2)}}
+	for _, bad := range []logRef{
+		{first: 1, counts: []uint64{1 << 62, 0}},       // past the log's end
+		{first: 0, counts: []uint64{1, 1}},             // below the first index
+		{first: 1<<64 - 3, counts: []uint64{1, 1}},     // near the last index
+		{first: 1, counts: []uint64{1 << 63, 1 << 63}}, // the total overflows
+		{first: 1, counts: []uint64{1, 1, 1}},          // more counts than commands
+	} {
+		s := openT(t, t.TempDir(), Options{})
+		st := core.ApplyState{Applied: 1, NextIndex: 4, FirstIndex: 1}
+		save(t, s, instance.Ready{Chosen: []core.InstanceValue{{Instance: 0, Value: userValue("a")}}, Entries: logEntries(0, 4), State: &st})
+		rec := appendUvarints([]byte{chosenRef}, bad.first, uint64(len(bad.counts)))
+		rec = appendUvarints(rec, bad.counts...)
+		rec = core.AppendValue(rec, v)
+		k := key(prefixChosen, 1)
+		if err := s.db.Put(k, seal(k, rec), nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Chosen(1, 2, 0); !errors.Is(err, ErrCorrupt) || len(got) != 0 {
+			t.Errorf("Chosen of a record with reference %+v: %d values, %v; want ErrCorrupt", bad, len(got), err)
+		}
+		s.Close()
+	}
+}
+
+// TestChosenRefBigEntries: a value whose entries the log holds in several
+// blocks, one of them an entry larger than a block, is written without
+// them and read back whole; maxBytes counts the whole value.
+func TestChosenRefBigEntries(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	big := func(n int, b byte) string { return string(bytes.Repeat([]byte{b}, n)) }
+	vals := []core.Value{
+		{Commands: []core.Command{
+			userCmd(1, big(600<<10, 'a'), big(600<<10, 'b'), big(600<<10, 'c')), // two blocks
+			userCmd(2, "dup"),                          // applies nothing
+			userCmd(3, big(blockBytes+(500<<10), 'd')), // a block of its own
+		}},
+		{Commands: []core.Command{userCmd(4, "e")}},
+	}
+	var ents []core.Entry
+	for _, c := range []core.Command{vals[0].Commands[0], vals[0].Commands[2], vals[1].Commands[0]} {
+		for _, e := range c.Entries {
+			ents = append(ents, core.Entry{Index: uint64(len(ents)), Data: e})
+		}
+	}
+	st := core.ApplyState{Applied: 2, NextIndex: uint64(len(ents))}
+	save(t, s, instance.Ready{Chosen: []core.InstanceValue{{Instance: 0, Value: vals[0]}, {Instance: 1, Value: vals[1]}}, Entries: ents, State: &st})
+	if n := countKeys(t, s, prefixBlock, 0, 1<<62); n < 3 {
+		t.Fatalf("%d blocks, want the entries over at least 3", n)
+	}
+	if r, err := s.db.Get(key(prefixChosen, 0), nil); err != nil || r[4] != chosenRef || len(r) > 1<<10 {
+		t.Fatalf("c/0: %d bytes, %v; want a small record leaving its entries in the log", len(r), err)
+	}
+	for _, c := range []struct{ maxBytes, want int }{
+		{0, 2}, {vals[0].Size() + vals[1].Size(), 2}, {vals[0].Size() + vals[1].Size() - 1, 1}, {1, 1},
+	} {
+		got, err := s.Chosen(0, 2, c.maxBytes)
+		if err != nil || len(got) != c.want {
+			t.Fatalf("Chosen(0, 2, %d): %d values, %v; want %d", c.maxBytes, len(got), err, c.want)
+		}
+		for i, iv := range got {
+			if !bytes.Equal(core.AppendValue(nil, iv.Value), core.AppendValue(nil, vals[i])) {
+				t.Fatalf("Chosen(0, 2, %d)[%d] is not the value saved", c.maxBytes, i)
+			}
+		}
+	}
+}

@@ -1030,6 +1030,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		{key(prefixAccepted, 3), appendAccepted(nil, core.InstanceValue{Instance: 3, Ballot: 65, Value: userValue("a", "b")})},
 		{key(prefixChosen, 3), core.AppendValue(nil, userValue("x"))},
 		{key(prefixChosen, 4), appendChosen(nil, userValue("x", "y"), logRef{first: 4, counts: []uint64{2}})},
+		{key(prefixChosen, 5), appendChosen(nil, core.Value{Commands: []core.Command{userCmd(1, "a"), {Kind: core.CmdNoop}, userCmd(2, "b", "c")}}, logRef{first: 1<<64 - 4, counts: []uint64{1, 0, 2}})},
+		{key(prefixChosen, 6), append(appendUvarints([]byte{chosenRef}, 1, 2, 1<<63, 1<<63), core.AppendValue(nil, core.Value{Commands: []core.Command{userCmd(1), userCmd(2)}})...)},
 		{key(prefixEntryV2, 4), []byte("data")},
 		{key(prefixBlock, 4), blockPayload([]core.Entry{{Data: []byte("data")}, {}, {Data: []byte("x")}})},
 		{key(prefixDedup, 9), encodeDedup(core.DedupEntry{ClientID: 9, Recent: []core.SeqIndexes{{Seq: 2, First: 3, Last: 4}}})},
