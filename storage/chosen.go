@@ -73,7 +73,7 @@ func (m *logMatcher) match(v core.Value) logRef {
 			continue
 		}
 		at := m.ents[0].Index
-		if at < m.first || taken > 0 && at != r.first+taken {
+		if taken > 0 && at != r.first+taken {
 			continue
 		}
 		same := true
@@ -86,12 +86,15 @@ func (m *logMatcher) match(v core.Value) logRef {
 		if !same {
 			continue
 		}
+		m.ents = m.ents[n:]
+		if at < m.first {
+			continue // trimmed by this Ready: the record keeps them, and the values after it match on
+		}
 		if r.counts == nil {
 			r.first, r.counts = at, make([]uint64, len(v.Commands))
 		}
 		r.counts[i] = uint64(n)
 		taken += uint64(n)
-		m.ents = m.ents[n:]
 	}
 	return r
 }

@@ -302,3 +302,28 @@ func TestChosenRefBigEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestChosenRefAfterTrim: in a Ready that applies values, a trim of their
+// entries and values after it, the values after the trim leave their
+// entries in the log (those before it, below the base, are not written).
+func TestChosenRefAfterTrim(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	vals := []core.Value{
+		{Commands: []core.Command{userCmd(1, "a0", "a1")}},
+		{Commands: []core.Command{userCmd(2, "b2"), {Kind: core.CmdTrim, Before: 3}}},
+		{Commands: []core.Command{userCmd(3, "c3")}},
+	}
+	st := core.ApplyState{Applied: 3, NextIndex: 4, FirstIndex: 3}
+	rd := instance.Ready{Entries: []core.Entry{{Index: 0, Data: []byte("a0")}, {Index: 1, Data: []byte("a1")}, {Index: 2, Data: []byte("b2")}, {Index: 3, Data: []byte("c3")}},
+		State: &st, Base: &core.Snapshot{State: core.ApplyState{Applied: 2, NextIndex: 3, FirstIndex: 3}}}
+	for i, v := range vals {
+		rd.Chosen = append(rd.Chosen, core.InstanceValue{Instance: uint64(i), Value: v})
+	}
+	save(t, s, rd)
+	if r, err := s.db.Get(key(prefixChosen, 2), nil); err != nil || r[4] != chosenRef {
+		t.Fatalf("c/2: %x %v, want a record leaving its entry in the log", r, err)
+	}
+	if got, err := s.Chosen(2, 3, 0); err != nil || len(got) != 1 || !same(got[0].Value, vals[2]) {
+		t.Fatalf("Chosen(2): %+v, %v", got, err)
+	}
+}
