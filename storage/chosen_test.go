@@ -327,3 +327,26 @@ func TestChosenRefAfterTrim(t *testing.T) {
 		t.Fatalf("Chosen(2): %+v, %v", got, err)
 	}
 }
+
+// TestChosenRefStagedEntries: a value applied over entries staged by an
+// earlier Save (a base fetch that stopped) leaves them in the log, where
+// the staged block holds them, and reads back whole.
+func TestChosenRefStagedEntries(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	st := core.ApplyState{Applied: 1, NextIndex: 2}
+	save(t, s, instance.Ready{Chosen: []core.InstanceValue{{Instance: 0, Value: userValue("a", "b")}}, Entries: []core.Entry{{Index: 0, Data: []byte("a")}, {Index: 1, Data: []byte("b")}}, State: &st})
+	save(t, s, instance.Ready{Staged: []core.Entry{{Index: 2, Data: []byte("c")}, {Index: 3, Data: []byte("d")}, {Index: 4, Data: []byte("e")}}})
+	v := core.Value{Commands: []core.Command{userCmd(1, "c"), userCmd(2, "d", "e", "f")}}
+	st2 := core.ApplyState{Applied: 2, NextIndex: 6}
+	save(t, s, instance.Ready{Chosen: []core.InstanceValue{{Instance: 1, Value: v}}, State: &st2,
+		Entries: []core.Entry{{Index: 2, Data: []byte("c")}, {Index: 3, Data: []byte("d")}, {Index: 4, Data: []byte("e")}, {Index: 5, Data: []byte("f")}}})
+	if n := countKeys(t, s, prefixBlock, 2, 6); n != 2 {
+		t.Fatalf("%d blocks over [2,6), want the staged one and one for index 5", n)
+	}
+	if r, err := s.db.Get(key(prefixChosen, 1), nil); err != nil || r[4] != chosenRef {
+		t.Fatalf("c/1: %x %v, want a record leaving its entries in the log", r, err)
+	}
+	if got, err := s.Chosen(0, 2, 0); err != nil || len(got) != 2 || !same(got[1].Value, v) {
+		t.Fatalf("Chosen: %+v, %v", got, err)
+	}
+}
