@@ -210,15 +210,7 @@ func TestUpgradeFormat4(t *testing.T) {
 	if err := s.db.Put(ck, seal(ck, core.AppendValue(nil, old)), nil); err != nil {
 		t.Fatal(err)
 	}
-	k := key(prefixMeta, metaIdentity)
-	if err := s.db.Put(k, seal(k, append([]byte{4}, encodeIdentity(testMeta)[1:]...)), nil); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = openT(t, dir, Options{})
-	if v, err := s.db.Get(k, nil); err != nil || v[4] != formatVersion {
-		t.Fatalf("identity after the upgrade: %x %v", v, err)
-	}
+	s = reopenFromFormat(t, s, dir, 4)
 	v := userValue(string(logEntry(1).Data))
 	st = core.ApplyState{Applied: 2, NextIndex: 2}
 	save(t, s, instance.Ready{Chosen: []core.InstanceValue{{Instance: 1, Value: v}}, Entries: logEntries(1, 2), State: &st})

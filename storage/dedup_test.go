@@ -146,6 +146,23 @@ func TestDedupDeltaGap(t *testing.T) {
 	}
 }
 
+// reopenFromFormat marks the directory of s, at dir, as of the older format
+// version, closes s and opens the directory again, which must bring it to
+// formatVersion.
+func reopenFromFormat(t *testing.T, s *Store, dir string, version byte) *Store {
+	t.Helper()
+	k := key(prefixMeta, metaIdentity)
+	if err := s.db.Put(k, seal(k, append([]byte{version}, encodeIdentity(testMeta)[1:]...)), nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openT(t, dir, Options{})
+	if v, err := s.db.Get(k, nil); err != nil || v[4] != formatVersion {
+		t.Fatalf("identity after the upgrade from format %d: %x %v", version, v, err)
+	}
+	return s
+}
+
 // TestUpgradeFormat3: a directory of format 3 (the dedup table in d/ rows
 // only) opens as format 4 with its table whole, and the deltas the next
 // Saves write go over it.
@@ -161,15 +178,7 @@ func TestUpgradeFormat3(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k := key(prefixMeta, metaIdentity)
-	if err := s.db.Put(k, seal(k, append([]byte{3}, encodeIdentity(testMeta)[1:]...)), nil); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s = openT(t, dir, Options{})
-	if v, err := s.db.Get(k, nil); err != nil || v[4] != formatVersion {
-		t.Fatalf("identity after the upgrade: %x %v", v, err)
-	}
+	s = reopenFromFormat(t, s, dir, 3)
 	if d := mustLoad(t, s); !same(d.Dedup, []core.DedupEntry{row(1, 1), row(2, 2)}) {
 		t.Fatalf("the upgraded table: %+v", d.Dedup)
 	}
