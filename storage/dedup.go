@@ -119,10 +119,10 @@ func decodeDelta(b []byte) ([]core.DedupEntry, error) {
 	return rows, nil
 }
 
-// putDedup adds to b the rows rd.Dedup changed (as a delta, or with a fold)
+// putDedup adds to b the rows rd.Dedup changed (as a delta sealed with z, or with a fold)
 // and returns the deltas as they are once b is written; s.dd stays as it is
 // until then. dd is s.dd, or what an install in the same batch left of it.
-func (s *Store) putDedup(b *leveldb.Batch, dd dedupDeltas, rows []core.DedupEntry) dedupDeltas {
+func (s *Store) putDedup(b *leveldb.Batch, z *sealer, dd dedupDeltas, rows []core.DedupEntry) dedupDeltas {
 	if len(rows) == 0 {
 		return dd
 	}
@@ -145,7 +145,7 @@ func (s *Store) putDedup(b *leveldb.Batch, dd dedupDeltas, rows []core.DedupEntr
 	}
 	if dd.next-dd.first+1 < foldEvery && len(dd.changed)+len(changes) < foldRows {
 		k := key(prefixDelta, dd.next)
-		b.Put(k, sealAppend(k, deltaSize(changes), func(v []byte) []byte { return appendDelta(v, changes) }))
+		z.put(b, k, deltaSize(changes), func(v []byte) []byte { return appendDelta(v, changes) })
 		changed := dd.changed
 		if changed == nil {
 			changed = map[uint64][]byte{}

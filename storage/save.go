@@ -125,7 +125,7 @@ func (s *Store) Save(rd *instance.Ready) error {
 	if err != nil {
 		return err
 	}
-	dd = s.putDedup(b, dd, rd.Dedup)
+	dd = s.putDedup(b, z, dd, rd.Dedup)
 	if writeState {
 		put(key(prefixMeta, metaState), encodeState(st))
 	}
