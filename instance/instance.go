@@ -73,7 +73,7 @@ type Ready struct {
 	Accepted []core.InstanceValue // accepted values of open instances
 	Chosen   []core.InstanceValue // values of newly applied instances, in order
 	Entries  []core.Entry         // user entries of newly applied instances, in index order
-	Dedup    []core.DedupEntry    // dedup rows written
+	Dedup    []core.DedupEntry    // dedup rows written; their Recent slices never change after (storage keeps them)
 	State    *core.ApplyState     // the apply state after this Ready; nil if unchanged
 	// Install, when set, replaces the apply state and the whole dedup table
 	// with a peer's base before the records above are applied over it (they

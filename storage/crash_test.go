@@ -495,9 +495,13 @@ func (g *plGen) apply(p *plState, rd *instance.Ready, big bool) {
 				st.NextIndex++
 			}
 			if len(c.Entries) > 0 {
-				g.seq[c.ClientID]++
-				dedup(core.DedupEntry{ClientID: c.ClientID, LastUsed: st.LogTime,
-					Recent: []core.SeqIndexes{{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}}})
+				// The row keeps the client's last DedupWindow seqs, so the
+				// store writes most rows as patches of the one before. An
+				// installed row may be ahead of the seqs made here.
+				row := rows[c.ClientID]
+				row.ClientID = c.ClientID
+				g.seq[c.ClientID] = max(g.seq[c.ClientID], row.Seq()) + 1
+				dedup(grow(row, core.SeqIndexes{Seq: g.seq[c.ClientID], First: first, Last: st.NextIndex - 1}, st.LogTime))
 			}
 		}
 	}

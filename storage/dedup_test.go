@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"maps"
 	"math"
@@ -16,7 +17,9 @@ import (
 // TestDedupDeltas: the rows of each Save go to disk as one delta, folded
 // into the row table every foldEvery Saves; Load and Backup give the table
 // as it is after the last Save, across reopens at every point of the fold
-// cycle, installs (which drop the deltas) and deleted rows. It fails when
+// cycle, installs (which drop the deltas), deleted rows and rows written
+// as patches of the row an earlier delta holds (seqs out of order, windows
+// dropped whole). It fails when
 // Load ignores the deltas, when a fold loses the rows changed since the
 // last one, or when an install leaves a delta behind.
 func TestDedupDeltas(t *testing.T) {
@@ -25,7 +28,7 @@ func TestDedupDeltas(t *testing.T) {
 		name  string
 		every uint64
 		rows  int
-	}{{"fold by deltas", 4, 1024}, {"fold by rows", 1000, 5}} {
+	}{{"fold by deltas", 4, 1024}, {"fold by rows", 1000, 5}, {"long runs of patches", 64, 1024}} {
 		t.Run(c.name, func(t *testing.T) {
 			foldEvery, foldRows = c.every, c.rows
 			testDedupDeltas(t)
@@ -38,9 +41,23 @@ func testDedupDeltas(t *testing.T) {
 	s := openT(t, dir, Options{})
 	rng := rand.New(rand.NewPCG(1, 2))
 	model := map[uint64]core.DedupEntry{}
-	row := func(client, seq uint64) core.DedupEntry {
-		return core.DedupEntry{ClientID: client, LastUsed: seq * 10,
-			Recent: []core.SeqIndexes{{Seq: seq, First: seq * 3, Last: seq*3 + 1, Sum: uint32(seq)}}}
+	// next is client c's row after its next append, as the learner makes
+	// it: usually past its highest seq (sometimes far past, dropping the
+	// whole window), sometimes a seq it skipped within the window.
+	next := func(c uint64, used uint64) core.DedupEntry {
+		d := model[c]
+		d.ClientID = c
+		high := d.Seq()
+		seq := high + 1 + uint64(rng.IntN(3))
+		switch k := rng.IntN(10); {
+		case k == 0:
+			seq = high + core.DedupWindow + uint64(rng.IntN(5))
+		case k < 4 && high > 2:
+			if s := high - 1 - uint64(rng.IntN(int(min(high-1, core.DedupWindow-1)))); !slices.ContainsFunc(d.Recent, func(r core.SeqIndexes) bool { return r.Seq == s }) {
+				seq = s
+			}
+		}
+		return grow(d, core.SeqIndexes{Seq: seq, First: seq * 3, Last: seq*3 + 1, Sum: uint32(seq)}, used)
 	}
 	check := func(step int) {
 		t.Helper()
@@ -72,14 +89,13 @@ func testDedupDeltas(t *testing.T) {
 			t.Fatalf("step %d: Backup's dedup table (%d rows)\n%+v\nwant\n%+v", step, b.Rows, paged, want)
 		}
 	}
-	seq := uint64(0)
-	for step := 0; step < 60; step++ {
+	for step := 0; step < 300; step++ {
 		var rd instance.Ready
 		switch {
 		case step == 25 || step == 41:
 			// An install replaces the table; rows of the same Ready go over it.
 			st := core.ApplyState{Applied: uint64(100 * step)}
-			snap := core.Snapshot{State: st, Dedup: []core.DedupEntry{row(1, 1000+uint64(step)), row(7, 2000)}}
+			snap := core.Snapshot{State: st, Dedup: []core.DedupEntry{next(1, 1000+uint64(step)), next(7, 2000)}}
 			rd = instance.Ready{Install: &snap, Base: &snap, State: &st}
 			model = map[uint64]core.DedupEntry{}
 			for _, d := range snap.Dedup {
@@ -88,15 +104,14 @@ func testDedupDeltas(t *testing.T) {
 		case step%7 == 3:
 			// A Ready with no dedup rows writes no delta.
 		}
-		for range rng.IntN(4) {
+		for range rng.IntN(6) {
 			c := uint64(rng.IntN(8)) + 1
-			seq++
-			if rng.IntN(5) == 0 {
+			if rng.IntN(12) == 0 {
 				rd.Dedup = append(rd.Dedup, core.DedupEntry{ClientID: c, Deleted: true})
 				delete(model, c)
 				continue
 			}
-			d := row(c, seq)
+			d := next(c, uint64(step))
 			rd.Dedup = append(rd.Dedup, d)
 			model[c] = d
 		}
@@ -105,7 +120,7 @@ func testDedupDeltas(t *testing.T) {
 			t.Fatalf("step %d: %d deltas on disk holding %d rows; want under foldEvery (%d) and foldRows (%d)", step, s.dd.next-s.dd.first, len(s.dd.changed), foldEvery, foldRows)
 		}
 		check(step)
-		if step%3 == 0 {
+		if step%7 == 0 {
 			s.Close()
 			s = openT(t, dir, Options{})
 			check(step)
@@ -190,9 +205,37 @@ func TestUpgradeFormat3(t *testing.T) {
 	}
 }
 
+// TestUpgradeFormat5: a directory of format 5 (its deltas hold whole rows)
+// opens as format 6, and the next Save writes a patch over the row a format
+// 5 delta holds.
+func TestUpgradeFormat5(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	d := grow(core.DedupEntry{ClientID: 3}, core.SeqIndexes{Seq: 1, First: 10, Last: 11}, 1)
+	k := key(prefixDelta, 0)
+	if err := s.db.Put(k, seal(k, appendDelta(nil, changesOf([]core.DedupEntry{d}))), nil); err != nil {
+		t.Fatal(err)
+	}
+	s = reopenFromFormat(t, s, dir, 5)
+	d = grow(d, core.SeqIndexes{Seq: 2, First: 12, Last: 12}, 2)
+	save(t, s, instance.Ready{Dedup: []core.DedupEntry{d}})
+	v, err := s.db.Get(key(prefixDelta, 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := decodeDelta(v[4:]); err != nil || len(rows) != 1 || !rows[0].patch {
+		t.Fatalf("the delta after the upgrade: %+v, %v; want a patch", rows, err)
+	}
+	s.Close()
+	s = openT(t, dir, Options{})
+	if got := mustLoad(t, s).Dedup; !same(got, []core.DedupEntry{d}) {
+		t.Fatalf("Load: %+v\nwant %+v", got, d)
+	}
+}
+
 // TestDeltaEncoding: a delta decodes to the rows it was encoded from
-// (deleted, empty, full, the largest client ID), and every cut of it, or
-// a byte more, is a bad record.
+// (deleted, empty, full, the largest client ID, patches), and every cut of
+// it, or a byte more, is a bad record.
 func TestDeltaEncoding(t *testing.T) {
 	full := core.DedupEntry{ClientID: 5, LastUsed: math.MaxUint64}
 	for i := range uint64(core.DedupWindow) {
@@ -204,10 +247,16 @@ func TestDeltaEncoding(t *testing.T) {
 		full,
 		{ClientID: 9, LastUsed: 2, Recent: []core.SeqIndexes{{Seq: 7, First: 1, Last: 0}}},
 	}
-	b := appendDelta(nil, changesOf(rows))
+	changes := append(changesOf(rows),
+		rowChange{row: core.DedupEntry{ClientID: 5, LastUsed: 3, Recent: full.Recent[:2]}, patch: true, drop: core.DedupWindow},
+		rowChange{row: core.DedupEntry{ClientID: math.MaxUint64}, patch: true})
+	b := appendDelta(nil, changes)
+	if len(b) > deltaSize(changes) {
+		t.Fatalf("%d bytes, deltaSize says at most %d", len(b), deltaSize(changes))
+	}
 	got, err := decodeDelta(b)
-	if err != nil || !same(got, rows) {
-		t.Fatalf("decoded %+v, %v\nwant %+v", got, err, rows)
+	if err != nil || !same(got, changes) {
+		t.Fatalf("decoded %+v, %v\nwant %+v", got, err, changes)
 	}
 	for n := range len(b) {
 		if _, err := decodeDelta(b[:n]); !errors.Is(err, errRecord) {
@@ -219,14 +268,11 @@ func TestDeltaEncoding(t *testing.T) {
 	}
 }
 
-// changesOf is rows as a delta holds them.
+// changesOf is rows as a delta holds them whole.
 func changesOf(rows []core.DedupEntry) []rowChange {
 	changes := make([]rowChange, len(rows))
 	for i, d := range rows {
-		changes[i].client = d.ClientID
-		if !d.Deleted {
-			changes[i].row = encodeDedup(d)
-		}
+		changes[i] = rowChange{row: d}
 	}
 	return changes
 }
@@ -252,10 +298,152 @@ func TestDeltaLastRowOfAClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []core.DedupEntry{row(6, 1), row(5, 3)}; !same(rows, want) {
+	if want := changesOf([]core.DedupEntry{row(6, 1), row(5, 3)}); !same(rows, want) {
 		t.Fatalf("the delta holds %+v; want each client once, with its last row: %+v", rows, want)
 	}
 	if got := mustLoad(t, s).Dedup; !same(got, []core.DedupEntry{row(5, 3), row(6, 1)}) {
 		t.Fatalf("Load: %+v", got)
+	}
+}
+
+// grow is d with seq s applied at log time used, as the learner makes a
+// row: s merged in by seq, the seqs DedupWindow or more below the highest
+// dropped, in a new slice.
+func grow(d core.DedupEntry, s core.SeqIndexes, used uint64) core.DedupEntry {
+	recent := append(slices.Clone(d.Recent), s)
+	slices.SortFunc(recent, func(a, b core.SeqIndexes) int { return cmp.Compare(a.Seq, b.Seq) })
+	high := recent[len(recent)-1].Seq
+	for len(recent) > 0 && recent[0].Seq+core.DedupWindow <= high {
+		recent = recent[1:]
+	}
+	return core.DedupEntry{ClientID: d.ClientID, LastUsed: used, Recent: recent}
+}
+
+// TestDedupPatch: a client whose row an earlier delta holds has its next
+// row written as a patch of it, a few bytes where the row is hundreds, and
+// the store loads the row whole. It fails when every row is written whole.
+func TestDedupPatch(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{})
+	d := core.DedupEntry{ClientID: 5}
+	for seq := uint64(1); seq <= core.DedupWindow; seq++ {
+		d = grow(d, core.SeqIndexes{Seq: seq, First: 1000 * seq, Last: 1000 * seq, Sum: uint32(seq)}, seq)
+	}
+	save(t, s, instance.Ready{Dedup: []core.DedupEntry{d}})
+	d = grow(d, core.SeqIndexes{Seq: 40, First: 40000, Last: 40000, Sum: 40}, 40)
+	save(t, s, instance.Ready{Dedup: []core.DedupEntry{d}})
+	k := key(prefixDelta, s.dd.next-1)
+	v, err := s.db.Get(k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := unseal(k, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole := dedupSize(d); len(payload) > 20 || whole < 200 {
+		t.Fatalf("the delta of one append is %d bytes, the row %d; want a patch of at most 20", len(payload), whole)
+	}
+	s.Close()
+	s = openT(t, dir, Options{})
+	if got := mustLoad(t, s).Dedup; !same(got, []core.DedupEntry{d}) {
+		t.Fatalf("Load: %+v\nwant %+v", got, d)
+	}
+}
+
+// TestPatchRow: patchRow either declines or gives a patch that applyPatch
+// turns back into the row it was made for, over random pairs of rows and
+// over every append as the learner makes rows; it declines a row that
+// changed a kept seq.
+func TestPatchRow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	seqs := func() []core.SeqIndexes {
+		var r []core.SeqIndexes
+		for s := uint64(rng.IntN(4)); len(r) < rng.IntN(core.DedupWindow+1); s += 1 + uint64(rng.IntN(2)) {
+			r = append(r, core.SeqIndexes{Seq: s, First: s, Last: s, Sum: uint32(rng.IntN(2))})
+		}
+		return r
+	}
+	try := func(prev, next core.DedupEntry) bool {
+		t.Helper()
+		c, ok := patchRow(prev, next)
+		if !ok {
+			return false
+		}
+		got, err := applyPatch(prev, c)
+		if err != nil || !same(got, next) {
+			t.Fatalf("patch of %+v\nto %+v\nis %+v, which gives %+v, %v", prev, next, c, got, err)
+		}
+		return true
+	}
+	for range 5000 {
+		try(core.DedupEntry{ClientID: 1, Recent: seqs()}, core.DedupEntry{ClientID: 1, LastUsed: 9, Recent: seqs()})
+	}
+	d := core.DedupEntry{ClientID: 1}
+	for i := range uint64(2000) {
+		seq := d.Seq() + 1 + uint64(rng.IntN(3))
+		if rng.IntN(3) == 0 && d.Seq() > core.DedupWindow {
+			seq = d.Seq() - uint64(rng.IntN(core.DedupWindow))
+		}
+		if slices.ContainsFunc(d.Recent, func(r core.SeqIndexes) bool { return r.Seq == seq }) {
+			continue
+		}
+		next := grow(d, core.SeqIndexes{Seq: seq, First: i, Last: i}, i)
+		if !try(d, next) {
+			t.Fatalf("no patch from %+v\nto %+v", d, next)
+		}
+		d = next
+	}
+	changed := slices.Clone(d.Recent)
+	changed[len(changed)/2].Sum++
+	if try(d, core.DedupEntry{ClientID: 1, Recent: changed}) {
+		t.Fatal("a patch for a row whose kept seq changed")
+	}
+}
+
+// TestDedupBadPatch: a patch that does not fit the row the deltas before
+// it left (of a client no earlier delta holds, or one deleted; dropping more
+// seqs than the row has; adding a seq it has) is damage: Open refuses the
+// directory, naming the delta.
+func TestDedupBadPatch(t *testing.T) {
+	row := core.DedupEntry{ClientID: 5, Recent: []core.SeqIndexes{{Seq: 1}, {Seq: 2}}}
+	patch := func(drop uint64, seqs ...uint64) rowChange {
+		c := rowChange{row: core.DedupEntry{ClientID: 5}, patch: true, drop: drop}
+		for _, s := range seqs {
+			c.row.Recent = append(c.row.Recent, core.SeqIndexes{Seq: s})
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		before []rowChange
+		bad    rowChange
+	}{
+		{"no row before", nil, patch(0, 3)},
+		{"a deleted row", []rowChange{{row: core.DedupEntry{ClientID: 5, Deleted: true}}}, patch(0, 3)},
+		{"dropping more than the row has", []rowChange{{row: row}}, patch(3, 4)},
+		{"adding a seq it has", []rowChange{{row: row}}, patch(0, 2)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openT(t, dir, Options{})
+			for n, rows := range [][]rowChange{c.before, {c.bad}} {
+				if rows == nil {
+					continue
+				}
+				k := key(prefixDelta, uint64(n))
+				if err := s.db.Put(k, seal(k, appendDelta(nil, rows)), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			s2, err := Open(dir, testMeta, Options{})
+			if err == nil {
+				s2.Close()
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "y/1") {
+				t.Fatalf("Open: %v, want ErrCorrupt naming y/1", err)
+			}
+		})
 	}
 }

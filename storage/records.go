@@ -53,8 +53,11 @@ const (
 // version. 5 writes chosen values without the user entries they put in the
 // log (chosen.go), which an older build would read as corrupt: a directory
 // of format 3 or 4 holds only full chosen values, which format 5 reads, and
-// Open only rewrites its version.
-const formatVersion = 5
+// Open only rewrites its version. 6 writes a dedup row an earlier delta
+// holds as a patch of it (dedup.go), which an older build would read as
+// corrupt: a directory of format 3 to 5 holds no patches, and Open only
+// rewrites its version.
+const formatVersion = 6
 
 // oldestFormat is the oldest format Open reads (and upgrades).
 const oldestFormat = 2

@@ -18,9 +18,10 @@ var upgradeBatchEntries uint64 = 100000
 // one record per user entry: they become blocks, a batch at a time, each
 // batch deleting the records it converts in the same write, so a crash
 // leaves records of both kinds, none twice, and the next Open goes on. The
-// last write sets the identity's format to formatVersion. Formats 3 and 4
-// are format 5 without dedup deltas (3) and without chosen values that
-// leave their entries in the log: only the version changes.
+// last write sets the identity's format to formatVersion. Formats 3 to 5
+// are format 6 without dedup deltas (3), without chosen values that leave
+// their entries in the log (3 and 4) and without dedup patches: only the
+// version changes.
 func (s *Store) upgrade() error {
 	k := key(prefixMeta, metaIdentity)
 	v, err := s.db.Get(k, nil)
