@@ -41,8 +41,10 @@ var errClosed = status.Error(codes.Unavailable, "paxosd peer transport closed")
 
 // serve receives batches until the sender ends the stream, the transport
 // closes, or a batch is rejected. A receiver goroutine does the blocking
-// Recv so that Close can end the handler at once; it ends when the handler
-// has returned and gRPC has torn the stream down.
+// Recv and delivers each batch itself, so that a batch wakes one goroutine
+// and not two; the handler only waits, so that Close can end it at once.
+// The receiver ends when the handler has returned and gRPC has torn the
+// stream down.
 func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, paxosdpb.PeerSummary]) error {
 	t.mu.RLock()
 	if t.closed {
@@ -54,46 +56,40 @@ func (t *Transport) serve(stream grpc.ClientStreamingServer[paxosdpb.PeerBatch, 
 	defer t.wg.Done()
 
 	ctx := stream.Context()
-	batches := make(chan *paxosdpb.PeerBatch)
-	recvErr := make(chan error, 1)
+	var sum paxosdpb.PeerSummary // the receiver's until it has sent on ended
+	ended := make(chan error, 1)
 	go func() {
 		defer t.wg.Done()
 		for {
 			b, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
+			if err == nil && t.ctx.Err() != nil {
+				err = errClosed
 			}
-			select {
-			case batches <- b:
-			case <-ctx.Done():
+			if err == nil && t.cfg.CheckSender != nil {
+				if cerr := t.cfg.CheckSender(ctx, b.GetFrom()); cerr != nil {
+					t.rejected.Add(1)
+					t.log.Warn(event.BatchRejected, event.KeyPeer, b.GetFrom(), event.KeyErr, cerr)
+					err = status.Errorf(codes.PermissionDenied, "node %d rejected a batch from node %d: %v", t.cfg.SelfID, b.GetFrom(), cerr)
+				}
+			}
+			if err == nil {
+				err = t.receive(b, &sum)
+			}
+			if err != nil {
+				ended <- err
 				return
 			}
 		}
 	}()
 
-	var sum paxosdpb.PeerSummary
-	for {
-		select {
-		case <-t.ctx.Done():
-			return errClosed
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return stream.SendAndClose(&sum)
-			}
-			return err
-		case b := <-batches:
-			if t.cfg.CheckSender != nil {
-				if err := t.cfg.CheckSender(ctx, b.GetFrom()); err != nil {
-					t.rejected.Add(1)
-					t.log.Warn(event.BatchRejected, event.KeyPeer, b.GetFrom(), event.KeyErr, err)
-					return status.Errorf(codes.PermissionDenied, "node %d rejected a batch from node %d: %v", t.cfg.SelfID, b.GetFrom(), err)
-				}
-			}
-			if err := t.receive(b, &sum); err != nil {
-				return err
-			}
+	select {
+	case <-t.ctx.Done():
+		return errClosed
+	case err := <-ended:
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&sum)
 		}
+		return err
 	}
 }
 
