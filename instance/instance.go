@@ -201,6 +201,7 @@ type Node struct {
 	rd             Ready
 	stateChanged   bool
 	commits        []proposer.Chosen // instances this node saw chosen at its ballot, to announce (Value unused)
+	commitsDue     bool              // a tick came since commits were held: announce them (commitsReady)
 	local          []core.Message
 	readyApplied   uint64
 	durableApplied uint64 // applied frontier as of the last Advance: what Log can serve
@@ -534,6 +535,7 @@ func (n *Node) SetWallClock(unixMillis uint64) { n.wall = unixMillis }
 // Tick advances the node's clock by one tick.
 func (n *Node) Tick() {
 	n.now++
+	n.commitsDue = len(n.commits) > 0 // held for at most a tick
 	n.refillCatchup()
 	if !n.voter && (n.lastFollow == 0 || n.now-n.lastFollow >= n.cfg.LearnInterval) {
 		n.lastFollow = n.now
@@ -1259,8 +1261,14 @@ func (n *Node) stepDown() {
 // HasReady reports whether Ready has anything.
 func (n *Node) HasReady() bool {
 	r := &n.rd
-	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(r.Staged)+len(n.commits) > 0 ||
+	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(r.Staged) > 0 || n.commitsReady() ||
 		r.Promised != 0 || n.stateChanged || n.canFlush()
+}
+
+// commitsReady reports whether the commits held must be announced in the
+// next Ready whatever else it sends (announceCommits).
+func (n *Node) commitsReady() bool {
+	return len(n.commits) > 0 && n.commitsDue
 }
 
 func (n *Node) canFlush() bool {
@@ -1305,7 +1313,7 @@ func (n *Node) Ready() Ready {
 		n.fillToChange()
 		n.settle() // self-accepts
 	}
-	if len(n.commits) > 0 {
+	if len(n.commits) > 0 && (len(n.rd.Messages) > 0 || n.commitsReady()) {
 		n.announceCommits()
 	}
 	if len(n.followers) > 0 {
@@ -1369,6 +1377,13 @@ func (n *Node) Followers() int { return len(n.followers) }
 // our ballot, as ranges of one ballot each. Each carries the ballot it was
 // chosen at, so that what was chosen before a step-down (a handover's lease,
 // the last appends) is announced all the same.
+//
+// They are held until a Ready sends messages anyway, so that they
+// ride in the batch of the next Accept: with one client appending, a commit
+// announced at once costs every peer a batch, a wake-up and a write of its
+// own, on the path of the client's next append. They wait at most a tick
+// (Tick, commitsReady). Only what the other voters serve without the master
+// (local reads, tails) sees the wait: a linearizable read is the master's.
 func (n *Node) announceCommits() {
 	slices.SortFunc(n.commits, func(a, b proposer.Chosen) int { return cmp.Compare(a.Instance, b.Instance) })
 	for len(n.commits) > 0 {
@@ -1383,7 +1398,7 @@ func (n *Node) announceCommits() {
 			n.send(core.Message{Type: core.MsgCommit, To: to, Ballot: b, Instance: start, End: end}, false)
 		}
 	}
-	n.commits = nil
+	n.commits, n.commitsDue = nil, false
 }
 
 // Advance tells the core the last Ready was persisted and sent.

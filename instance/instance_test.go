@@ -349,6 +349,91 @@ func TestReplication(t *testing.T) {
 	}
 }
 
+// TestCommitsRideWithNextAccept: the master holds its commit notices until
+// a Ready that sends messages anyway (the next Accept), or for a tick at
+// most. Its client is answered without them; the other voters learn the
+// instance from the batch of the next Accept, or after the tick.
+func TestCommitsRideWithNextAccept(t *testing.T) {
+	c := newCluster(t, 3, instance.BugNone)
+	m := c.elect()
+	for range 20 {
+		c.tick() // quiet: the election's no-op applied everywhere
+	}
+	var peers []uint64
+	for _, id := range c.ids {
+		if id != m {
+			peers = append(peers, id)
+		}
+	}
+	var sent []core.Message
+	c.watch = func(msg core.Message) { sent = append(sent, msg) }
+	applied := func(id uint64) int { return len(c.stores[id].entries) }
+	// commitsOf counts the commits sent that announce instance i.
+	commitsOf := func(msgs []core.Message, i uint64) int {
+		k := 0
+		for _, msg := range msgs {
+			if msg.Type == core.MsgCommit && msg.Instance <= i && i < msg.End {
+				k++
+			}
+		}
+		return k
+	}
+
+	if err := c.nodes[m].Propose(instance.Proposal{Req: 1, Entries: data("a")}); err != nil {
+		t.Fatal(err)
+	}
+	c.drain()
+	if len(c.results[m]) != 1 || c.results[m][0].Err != nil {
+		t.Fatalf("results %+v, want the append answered without a tick", c.results[m])
+	}
+	var first uint64
+	for _, msg := range sent {
+		if msg.Type == core.MsgAccept && len(msg.Value.Commands) > 0 && msg.Value.Commands[0].Kind == core.CmdUser {
+			first = msg.Instance
+		}
+	}
+	if k := commitsOf(sent, first); k != 0 || c.nodes[m].HasReady() {
+		t.Fatalf("%d commits of instance %d sent, HasReady %v: the commit should wait for the next Accept", k, first, c.nodes[m].HasReady())
+	}
+	for _, id := range peers {
+		if applied(id) != 0 {
+			t.Fatalf("node %d applied %d entries before any commit", id, applied(id))
+		}
+	}
+
+	// The next append: its Ready carries the Accepts and the held commits.
+	if err := c.nodes[m].Propose(instance.Proposal{Req: 2, Entries: data("b")}); err != nil {
+		t.Fatal(err)
+	}
+	rd := c.nodes[m].Ready()
+	kinds := map[core.MsgType]int{}
+	for _, msg := range rd.Messages {
+		kinds[msg.Type]++
+	}
+	if kinds[core.MsgAccept] != len(peers) || commitsOf(rd.Messages, first) != len(peers) {
+		t.Fatalf("the next append's Ready sends %v, want an Accept and a Commit of instance %d to each of %d peers", kinds, first, len(peers))
+	}
+	c.handle(m, rd)
+	c.nodes[m].Advance()
+	c.drain()
+	for _, id := range peers {
+		if applied(id) != 1 {
+			t.Fatalf("node %d applied %d entries, want the first append's, learned from the Commit beside the Accept", id, applied(id))
+		}
+	}
+
+	// No append follows the second: one tick sends its commit.
+	if len(c.results[m]) != 2 || c.nodes[m].HasReady() {
+		t.Fatalf("results %+v, HasReady %v: want the second append answered and its commit held", c.results[m], c.nodes[m].HasReady())
+	}
+	c.tick()
+	for _, id := range peers {
+		if applied(id) != 2 {
+			t.Fatalf("node %d applied %d entries a tick after the last append, want 2", id, applied(id))
+		}
+	}
+}
+
 func TestPersistBeforeReply(t *testing.T) {
 	for _, tc := range []struct {
 		bug       instance.Bug

@@ -329,21 +329,26 @@ var regressions = []struct {
 		"applied a trim past it in the same Ready, taking a new base, which the checker did not record since the Ready also " +
 		"installed; the follower that then fetched that base was reported to install a base no node took", true, true},
 	// The same seeds with each fix's bug planted again: they still reach the fault.
-	{100, 3, instance.BugUnboundedPromise, "no progress", "seed 100 with Promises unbounded", true, true},
+	// Seed 100 stopped reaching it when a master began to hold its commit notices for its next Accept; 21 does.
+	{21, 3, instance.BugUnboundedPromise, "no progress", "seed 21 with Promises unbounded", true, true},
 	// Seed 58 stopped reaching the fault when a master began to wait for
 	// the foreign leases it re-proposed before proposing its own, and 5,
 	// which replaced it, when voters began to yield to a phase in progress
-	// and a leader to wait out the lease it re-proposed; 25 does.
-	{25, 5, instance.BugUnboundedPromise, "no progress", "seed 25 with Promises unbounded", true, true},
+	// and a leader to wait out the lease it re-proposed; 25 did until a
+	// master began to hold its commit notices for its next Accept; 2 does.
+	{2, 5, instance.BugUnboundedPromise, "no progress", "seed 2 with Promises unbounded", true, true},
 	// Seed 70 stopped reaching it with the same change; 27 did until an
 	// applied lease began to arm an empty lease guard; 43 did until phase 1
 	// timeouts began to back off (proposer.prepareTimeout); 45 did until a
 	// voter began to yield to another's phase for as long as its own phase
-	// 1 would wait (proposer.PrepareTimeout); 34 does.
-	{34, 3, instance.BugBehindDeadPeer, "no progress", "seed 34 with dead peers counted", true, true},
+	// 1 would wait (proposer.PrepareTimeout); 34 did until a master began
+	// to hold its commit notices for its next Accept; 18 does.
+	{18, 3, instance.BugBehindDeadPeer, "no progress", "seed 18 with dead peers counted", true, true},
 	// Seed 268 stopped reaching the fault when a master began to announce,
-	// after stepping down, what it saw chosen (for the handover); 34 does.
-	{34, 5, instance.BugBehindDeadPeer, "no progress", "seed 34 with dead peers counted", true, true},
+	// after stepping down, what it saw chosen (for the handover); 34 did
+	// until a master began to hold its commit notices for its next Accept;
+	// 26 does.
+	{26, 5, instance.BugBehindDeadPeer, "no progress", "seed 26 with dead peers counted", true, true},
 	// Seeds 197 and 47 stopped reaching it with the same change, and the
 	// seeds that replaced them when a master began to wait for the foreign
 	// leases it re-proposed; 301 and 868 did until voters began to yield to
@@ -353,12 +358,15 @@ var regressions = []struct {
 	// (catchup.Maybe); 696 and 407 did, 696 until phase 1 timeouts began to
 	// back off (proposer.prepareTimeout); 610 and 407 did, 407 until a voter
 	// began to yield to another's phase for as long as its own phase 1
-	// would wait (proposer.PrepareTimeout); 610 and 9 do.
-	{610, 3, instance.BugGuardOldLease, "while guarding", "seed 610 with old leases moving the guard", true, true},
+	// would wait (proposer.PrepareTimeout); 610 and 9 did, 610 until a
+	// master began to hold its commit notices for its next Accept; 3 and 9
+	// do.
+	{3, 3, instance.BugGuardOldLease, "while guarding", "seed 3 with old leases moving the guard", true, true},
 	{9, 5, instance.BugGuardOldLease, "while guarding", "seed 9 with old leases moving the guard", true, true},
 	{24, 3, instance.BugLogTimeJump, "applied twice", "seed 24 with log time unbounded", true, true},
-	// Seed 23 stopped reaching it with the same change; 27 does.
-	{27, 5, instance.BugLogTimeJump, "applied twice", "seed 27 with log time unbounded", true, true},
+	// Seed 23 stopped reaching it with the same change; 27 did until a
+	// master began to hold its commit notices for its next Accept; 32 does.
+	{32, 5, instance.BugLogTimeJump, "applied twice", "seed 32 with log time unbounded", true, true},
 }
 
 func TestRegressionSeeds(t *testing.T) {
