@@ -12,8 +12,9 @@
 // The contract with the caller, on which safety rests: take a Ready, send its
 // Messages, persist its records in one atomic write — synced when MustSync
 // says so — and only then send its After messages and deliver its Results,
-// and call Advance. Take the next Ready only after Advance. The writes must
-// reach the disk in the order of the Readies (a crash keeps a prefix of
+// and call Advance. The Results of a Ready that need not sync may go before
+// its write (MustSync). Take the next Ready only after Advance. The writes
+// must reach the disk in the order of the Readies (a crash keeps a prefix of
 // them), as a write-ahead journal does.
 package instance
 
@@ -101,6 +102,9 @@ type Ready struct {
 // lives in a quorum's synced accepted records until they have applied it, so
 // a crash that loses the local copy only sends the node back to learn it
 // again. Its write must still be atomic and ordered before later writes.
+// Its Results may be delivered before that write: each outcome rests on
+// values chosen (so on a quorum's synced records) or on nothing durable,
+// never on this write, which a crash may lose all the same.
 func (r *Ready) MustSync() bool {
 	return r.Promised != 0 || len(r.Accepted) > 0 || len(r.After) > 0
 }

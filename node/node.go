@@ -592,6 +592,13 @@ func (n *Node) handleReady() error {
 		for _, m := range rd.Messages {
 			n.tr.Send(m)
 		}
+		// The outcomes of a Ready that need not sync go before its write
+		// (instance.Ready.MustSync): with one client, the write of the
+		// apply is then off the path of its answer.
+		early := !rd.MustSync()
+		if early {
+			n.deliver(rd.Results)
+		}
 		began := time.Now()
 		if err := n.store.Save(&rd); err != nil {
 			n.log.Error(event.StorageFailure, event.KeyInstance, n.core.Applied().Applied, event.KeyErr, err)
@@ -605,14 +612,8 @@ func (n *Node) handleReady() error {
 		for _, m := range rd.After {
 			n.tr.Send(m)
 		}
-		for _, r := range rd.Results {
-			if p, ok := n.waiting[r.Req]; ok {
-				delete(n.waiting, r.Req)
-				if n.cfg.Metrics != nil && r.Err == nil && p.trim == 0 && p.change == nil {
-					n.cfg.Metrics.commitSeconds.Observe(time.Since(p.at).Seconds())
-				}
-				p.result <- r
-			}
+		if !early {
+			n.deliver(rd.Results)
 		}
 		n.core.Advance()
 		if rd.State != nil {
@@ -629,6 +630,19 @@ func (n *Node) handleReady() error {
 		}
 	}
 	return nil
+}
+
+// deliver hands each result to the proposal waiting for it.
+func (n *Node) deliver(results []instance.Result) {
+	for _, r := range results {
+		if p, ok := n.waiting[r.Req]; ok {
+			delete(n.waiting, r.Req)
+			if n.cfg.Metrics != nil && r.Err == nil && p.trim == 0 && p.change == nil {
+				n.cfg.Metrics.commitSeconds.Observe(time.Since(p.at).Seconds())
+			}
+			p.result <- r
+		}
+	}
 }
 
 // publish wakes readers, tails and membership waiters waiting for the
