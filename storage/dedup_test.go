@@ -152,12 +152,18 @@ func TestDedupDeltaGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	s2, err := Open(dir, testMeta, Options{})
+	openRefuses(t, dir, "y/2")
+}
+
+// openRefuses opens dir, which must fail with ErrCorrupt naming the key.
+func openRefuses(t *testing.T, dir, key string) {
+	t.Helper()
+	s, err := Open(dir, testMeta, Options{})
 	if err == nil {
-		s2.Close()
+		s.Close()
 	}
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "y/2") {
-		t.Fatalf("Open with delta 1 of 0..2 missing: %v, want ErrCorrupt naming y/2", err)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("Open: %v, want ErrCorrupt naming %s", err, key)
 	}
 }
 
@@ -437,13 +443,7 @@ func TestDedupBadPatch(t *testing.T) {
 				}
 			}
 			s.Close()
-			s2, err := Open(dir, testMeta, Options{})
-			if err == nil {
-				s2.Close()
-			}
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "y/1") {
-				t.Fatalf("Open: %v, want ErrCorrupt naming y/1", err)
-			}
+			openRefuses(t, dir, "y/1")
 		})
 	}
 }
