@@ -119,8 +119,7 @@ func (a *Auth) Summary() string {
 // role finds the caller's role: its bearer token's, else its verified
 // client certificate's. ok is false when it presented neither.
 func (a *Auth) role(ctx context.Context) (Role, bool, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(AuthorizationKey); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, AuthorizationKey); len(v) > 0 {
 		tok, ok := strings.CutPrefix(v[0], "Bearer ")
 		if !ok {
 			return RoleNone, true, status.Error(codes.Unauthenticated, "the authorization header must be \"Bearer TOKEN\"")
@@ -177,8 +176,7 @@ func checkCluster(ctx context.Context, method, cluster string) error {
 	if strings.HasPrefix(method, "/paxosd.peer.") {
 		return nil // peer batches carry the cluster ID, which the transport checks
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(ClusterKey); len(v) > 0 && v[0] != cluster {
+	if v := metadata.ValueFromIncomingContext(ctx, ClusterKey); len(v) > 0 && v[0] != cluster {
 		return status.Errorf(codes.FailedPrecondition, "this node is in cluster %q, not %q (--cluster-name): nothing was done", cluster, v[0])
 	}
 	return nil
@@ -217,8 +215,7 @@ func ServerOptions(a *Auth, cluster string) []grpc.ServerOption {
 // certificate (--cert-file) the master checks against its tokens file (list
 // the nodes' names there as cert:NAME admin).
 func forwardIdentity(ctx context.Context) context.Context {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(AuthorizationKey); len(v) > 0 {
+	if v := metadata.ValueFromIncomingContext(ctx, AuthorizationKey); len(v) > 0 {
 		ctx = metadata.AppendToOutgoingContext(ctx, AuthorizationKey, v[0])
 	}
 	return ctx

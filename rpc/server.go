@@ -308,8 +308,9 @@ func (s *LogServer) TransferMaster(ctx context.Context, req *paxosdpb.TransferMa
 // request to the master with remote, waiting out an election if none is
 // known yet.
 func (s *LogServer) toMaster(ctx context.Context, local func(context.Context) error, remote func(context.Context, paxosdpb.LogServiceClient) error) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	forwarded := len(md.Get(forwardedKey)) > 0
+	// Not FromIncomingContext, which copies every header: this runs for
+	// every append of a stream.
+	forwarded := len(metadata.ValueFromIncomingContext(ctx, forwardedKey)) > 0
 	deadline := time.Now().Add(noMasterWait)
 	for {
 		err := local(ctx)
