@@ -205,7 +205,7 @@ type Node struct {
 	rd             Ready
 	stateChanged   bool
 	commits        []proposer.Chosen // instances this node saw chosen at its ballot, to announce (Value unused)
-	commitsDue     bool              // a tick came since commits were held: announce them (commitsReady)
+	commitsDue     bool              // commits are held and a tick came since: announce them in the next Ready
 	local          []core.Message
 	readyApplied   uint64
 	durableApplied uint64 // applied frontier as of the last Advance: what Log can serve
@@ -1265,14 +1265,8 @@ func (n *Node) stepDown() {
 // HasReady reports whether Ready has anything.
 func (n *Node) HasReady() bool {
 	r := &n.rd
-	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(r.Staged) > 0 || n.commitsReady() ||
+	return len(r.Messages)+len(r.After)+len(r.Accepted)+len(r.Chosen)+len(r.Results)+len(r.Staged) > 0 || n.commitsDue ||
 		r.Promised != 0 || n.stateChanged || n.canFlush()
-}
-
-// commitsReady reports whether the commits held must be announced in the
-// next Ready whatever else it sends (announceCommits).
-func (n *Node) commitsReady() bool {
-	return len(n.commits) > 0 && n.commitsDue
 }
 
 func (n *Node) canFlush() bool {
@@ -1317,7 +1311,7 @@ func (n *Node) Ready() Ready {
 		n.fillToChange()
 		n.settle() // self-accepts
 	}
-	if len(n.commits) > 0 && (len(n.rd.Messages) > 0 || n.commitsReady()) {
+	if len(n.commits) > 0 && (len(n.rd.Messages) > 0 || n.commitsDue) {
 		n.announceCommits()
 	}
 	if len(n.followers) > 0 {
@@ -1386,7 +1380,7 @@ func (n *Node) Followers() int { return len(n.followers) }
 // ride in the batch of the next Accept: with one client appending, a commit
 // announced at once costs every peer a batch, a wake-up and a write of its
 // own, on the path of the client's next append. They wait at most a tick
-// (Tick, commitsReady). Only what the other voters serve without the master
+// (Tick sets commitsDue). Only what the other voters serve without the master
 // (local reads, tails) sees the wait: a linearizable read is the master's.
 func (n *Node) announceCommits() {
 	slices.SortFunc(n.commits, func(a, b proposer.Chosen) int { return cmp.Compare(a.Instance, b.Instance) })
