@@ -19,6 +19,11 @@ import (
 // Save deletes; a variable so tests can exercise the chunking.
 var trimChunk uint64 = 10000
 
+// acceptedDeletesByKey is the most accepted values one Save deletes by key,
+// without looking for them; more are looked for (a range after a catch-up
+// may hold few or none). A variable so tests can exercise both ways.
+var acceptedDeletesByKey uint64 = 64
+
 // SetPeerIncarnation records the incarnation of peer id, synced: it returns
 // nil only once the record is durable. A failed write fails the store.
 func (s *Store) SetPeerIncarnation(id, incarnation uint64) error {
@@ -139,8 +144,18 @@ func (s *Store) Save(rd *instance.Ready) error {
 		}
 	}
 
-	// Accepted values of instances now applied.
+	// Accepted values of instances now applied: a few (the usual Save, one
+	// instance or a handful) by key, with no walk through goleveldb, since
+	// deleting a key never written only costs a tombstone; a longer range
+	// (a catch-up, an install) by a walk, so that only the keys that exist
+	// are deleted.
 	accLow := s.accLow
+	if st.Applied > accLow && st.Applied-accLow <= acceptedDeletesByKey {
+		for i := accLow; i < st.Applied; i++ {
+			b.Delete(key(prefixAccepted, i))
+		}
+		accLow = st.Applied
+	}
 	if st.Applied > accLow {
 		it := s.db.NewIterator(&util.Range{Start: key(prefixAccepted, accLow), Limit: key(prefixAccepted, st.Applied)}, nil)
 		for it.Next() {

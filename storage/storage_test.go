@@ -106,37 +106,45 @@ var wantDurable = instance.Durable{
 }
 
 func TestSaveLoadRoundTrip(t *testing.T) {
-	s := openT(t, t.TempDir(), Options{})
-	if d := mustLoad(t, s); !same(d, instance.Durable{}) {
-		t.Fatalf("fresh store loads %+v", d)
-	}
-	v0 := userValue("a", "b")
-	save(t, s, instance.Ready{Promised: 65, Accepted: []core.InstanceValue{{Instance: 0, Ballot: 65, Value: v0}, {Instance: 1, Ballot: 65, Value: v0}}})
-	if d := mustLoad(t, s); d.Promised != 65 || len(d.Accepted) != 2 || !same(d.Accepted[0].Value, v0) || d.Accepted[1].Ballot != 65 {
-		t.Fatalf("after accept: %+v", d)
-	}
+	// A Save deletes the accepted values below Applied by key, or by a walk
+	// when there are more than acceptedDeletesByKey: both ways.
+	for _, byKey := range []uint64{acceptedDeletesByKey, 0} {
+		t.Run(fmt.Sprintf("deletes-by-key=%d", byKey), func(t *testing.T) {
+			defer func(n uint64) { acceptedDeletesByKey = n }(acceptedDeletesByKey)
+			acceptedDeletesByKey = byKey
+			s := openT(t, t.TempDir(), Options{})
+			if d := mustLoad(t, s); !same(d, instance.Durable{}) {
+				t.Fatalf("fresh store loads %+v", d)
+			}
+			v0 := userValue("a", "b")
+			save(t, s, instance.Ready{Promised: 65, Accepted: []core.InstanceValue{{Instance: 0, Ballot: 65, Value: v0}, {Instance: 1, Ballot: 65, Value: v0}}})
+			if d := mustLoad(t, s); d.Promised != 65 || len(d.Accepted) != 2 || !same(d.Accepted[0].Value, v0) || d.Accepted[1].Ballot != 65 {
+				t.Fatalf("after accept: %+v", d)
+			}
 
-	s = openT(t, t.TempDir(), Options{})
-	history(t, s)
-	d := mustLoad(t, s)
-	if !same(d, wantDurable) {
-		t.Fatalf("Load:\n got %+v\nwant %+v", d, wantDurable)
-	}
-	if !reflect.DeepEqual(s.State(), wantDurable.State) {
-		t.Fatalf("State %+v", s.State())
-	}
-	for i := uint64(0); i < 4; i++ {
-		if has(t, s, key(prefixAccepted, i)) {
-			t.Fatalf("accepted record %d below Applied still on disk", i)
-		}
-	}
-	ch, err := s.Chosen(0, 100, 0)
-	if err != nil || len(ch) != 4 || !same(ch[0].Value, userValue("a", "b")) || ch[3].Instance != 3 {
-		t.Fatalf("Chosen: %+v %v", ch, err)
-	}
-	es, err := s.Entries(0, 0, 0)
-	if err != nil || len(es) != 4 || string(es[3].Data) != "d" || es[3].Index != 3 {
-		t.Fatalf("Entries: %+v %v", es, err)
+			s = openT(t, t.TempDir(), Options{})
+			history(t, s)
+			d := mustLoad(t, s)
+			if !same(d, wantDurable) {
+				t.Fatalf("Load:\n got %+v\nwant %+v", d, wantDurable)
+			}
+			if !reflect.DeepEqual(s.State(), wantDurable.State) {
+				t.Fatalf("State %+v", s.State())
+			}
+			for i := uint64(0); i < 4; i++ {
+				if has(t, s, key(prefixAccepted, i)) {
+					t.Fatalf("accepted record %d below Applied still on disk", i)
+				}
+			}
+			ch, err := s.Chosen(0, 100, 0)
+			if err != nil || len(ch) != 4 || !same(ch[0].Value, userValue("a", "b")) || ch[3].Instance != 3 {
+				t.Fatalf("Chosen: %+v %v", ch, err)
+			}
+			es, err := s.Entries(0, 0, 0)
+			if err != nil || len(es) != 4 || string(es[3].Data) != "d" || es[3].Index != 3 {
+				t.Fatalf("Entries: %+v %v", es, err)
+			}
+		})
 	}
 }
 
