@@ -5,7 +5,9 @@
 // binary links neither etcd's client nor go-zookeeper), is Command with
 // drivers for etcd and ZooKeeper as well. bench/sidebyside.sh runs the
 // whole comparison with it, and bench/report turns the results into
-// docs/benchmarks.md and an SVG chart.
+// docs/benchmarks.md and an SVG chart. CPUParts splits a node's CPU profile
+// into the parts of what an append costs (fsync, storage, gRPC, the
+// protocol, the runtime...): bench/cpuprofile.sh, with `report cpu`.
 //
 // A run has N clients, each with its own connection (a Target) to the
 // system, each keeping --inflight requests outstanding. In the closed loop a

@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/paxosd/paxosd/bench"
 )
@@ -40,6 +41,8 @@ func main() {
 		err = pick(os.Args[2:])
 	case "check":
 		err = check(os.Args[2:])
+	case "cpu":
+		err = cpu(os.Args[2:])
 	default:
 		usage()
 	}
@@ -55,6 +58,8 @@ func usage() {
   go run ./bench/report write [flags]     write the chart and the section of docs/benchmarks.md
   go run ./bench/report pick [flags]      print the best client configuration of a system's pick runs
   go run ./bench/report check [flags]     print a check record: a driver's run beside an outside tool's
+  go run ./bench/report cpu [flags] NODE=TRACES...
+                                          split nodes' CPU profiles (go tool pprof -traces) per append
 Each takes -h for its flags.`)
 	os.Exit(2)
 }
@@ -227,5 +232,63 @@ func check(args []string) error {
 		return err
 	}
 	fmt.Printf("%s\n", out)
+	return nil
+}
+
+// cpu prints, for each node's CPU profile (given as NAME=FILE, FILE the
+// output of go tool pprof -traces), the CPU per append of every part of
+// bench.CPUPartNames, as a Markdown table: one column per node, one for
+// all of them, and each part's share of the whole.
+func cpu(args []string) error {
+	fs := flag.NewFlagSet("cpu", flag.ExitOnError)
+	appends := fs.Float64("appends", 0, "appends the cluster made while the profiles were taken")
+	procUS := fs.Float64("proc-us", 0, "the servers' CPU per append over the run, from /proc (paxosd bench --server-pids): adds the part the profiles did not see")
+	fs.Parse(args)
+	if *appends <= 0 || fs.NArg() == 0 {
+		return errors.New("cpu: give -appends and at least one NODE=TRACES")
+	}
+	var names []string
+	parts := map[string]map[string]time.Duration{}
+	totals := map[string]time.Duration{}
+	var all time.Duration
+	for _, arg := range fs.Args() {
+		name, file, ok := strings.Cut(arg, "=")
+		if !ok {
+			return fmt.Errorf("cpu: %q is not NODE=TRACES", arg)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		p, total, err := bench.CPUParts(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		names = append(names, name)
+		parts[name], totals[name] = p, total
+		all += total
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds()) / *appends) }
+	fmt.Printf("| part | %s | all nodes | share |\n|---|%s---:|---:|\n", strings.Join(names, " | "), strings.Repeat("---:|", len(names)))
+	for _, part := range bench.CPUPartNames() {
+		var sum time.Duration
+		row := []string{part}
+		for _, n := range names {
+			row = append(row, us(parts[n][part]))
+			sum += parts[n][part]
+		}
+		row = append(row, us(sum), fmt.Sprintf("%.0f%%", 100*float64(sum)/float64(all)))
+		fmt.Printf("| %s |\n", strings.Join(row, " | "))
+	}
+	row := []string{"**all the profiles saw (µs per append)**"}
+	for _, n := range names {
+		row = append(row, "**"+us(totals[n])+"**")
+	}
+	fmt.Printf("| %s | **%s** | 100%% |\n", strings.Join(row, " | "), us(all))
+	if *procUS > 0 {
+		fmt.Printf("\nThe servers' CPU per append from /proc over the whole run: %.1f µs; the profiles saw %s (%.0f%%).\n",
+			*procUS, us(all), 100*float64(all.Microseconds()) / *appends / *procUS)
+	}
 	return nil
 }
