@@ -8,11 +8,13 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/core"
 	"github.com/paxosd/paxosd/node"
+	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
 // The core's refusals map to statuses a client can branch on, by code and
@@ -117,5 +119,42 @@ func TestAppendOutcome(t *testing.T) {
 	}
 	if _, ok := api.AsOverloaded(noSpace); ok || api.AsTooManyClients(noSpace) {
 		t.Errorf("no space taken for another ResourceExhausted: %v", noSpace)
+	}
+}
+
+// A node that is not the master forwards a request to the one it knows,
+// once: a request another node forwarded is refused with the master's
+// address instead, so that two nodes that each believe the other is the
+// master (while a new one is chosen) do not pass it back and forth.
+func TestForwardedOnce(t *testing.T) {
+	const masterAddr = "127.0.0.1:1" // never dialed: the connection is lazy, and remote is a fake
+	s := NewLogServer(nil, 1, 7, map[uint64]string{1: "127.0.0.1:2", 2: masterAddr}, map[uint64]bool{1: true, 2: true})
+	defer s.Close()
+	local := func(context.Context) error { return &core.NotMasterError{Master: 2} }
+	for _, tc := range []struct {
+		name      string
+		ctx       context.Context
+		forwarded bool
+	}{
+		{"from a client", context.Background(), true},
+		{"from a node", metadata.NewIncomingContext(context.Background(), metadata.Pairs(forwardedKey, "3")), false},
+	} {
+		var remotes int
+		err := s.toMaster(tc.ctx, local, func(ctx context.Context, _ paxosdpb.LogServiceClient) error {
+			remotes++
+			if md, _ := metadata.FromOutgoingContext(ctx); len(md.Get(forwardedKey)) == 0 {
+				t.Errorf("%s: forwarded without the mark that stops a second forward", tc.name)
+			}
+			return nil
+		})
+		if tc.forwarded && (err != nil || remotes != 1) {
+			t.Errorf("%s: err %v after %d forwards; want it forwarded once", tc.name, err, remotes)
+		}
+		if !tc.forwarded {
+			id, addr, ok := api.AsNotMaster(err)
+			if remotes != 0 || !ok || id != 2 || addr != masterAddr {
+				t.Errorf("%s: %d forwards, err %v; want none and the master's address", tc.name, remotes, err)
+			}
+		}
 	}
 }
