@@ -237,8 +237,10 @@ var plantedBugs = []struct {
 	// A duplicate needs an append applied just before a master that is
 	// hours ahead takes over and retried just after, so many exactly-once
 	// clients: the master's restart with its clock off leaves some of
-	// their appends applied and unacknowledged.
-	{"log-time-jump", map[Fault]int{ClockJump: 4, KillMaster: 1, BounceMaster: 1}, 0, 90 * time.Second,
+	// their appends applied and unacknowledged. Even so, a master's jump
+	// ahead catches it only now and then (rounds 2 and 6 of seed 1, or
+	// neither: one CI run of 6 rounds caught nothing), so it gets 10.
+	{"log-time-jump", map[Fault]int{ClockJump: 4, KillMaster: 1, BounceMaster: 1}, 0, 150 * time.Second,
 		"a master whose clock is hours ahead (or a correct one after a slow one) moves the log time by hours: every client's dedup row " +
 			"expires and a retried exactly-once append lands twice",
 		[]Role{ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, Plain, Reader}},
