@@ -172,6 +172,10 @@ type applied struct {
 	instance    uint64          // the applied frontier: instances below it are applied
 	members     members.History // the membership as of the same state
 	changed     chan struct{}   // closed when next, first or instance moves
+	// answered is the next index of the last Ready whose answers went
+	// before its write (handleReady): a local read waits until next
+	// reaches it, so that the node that acknowledged an append serves it.
+	answered uint64
 }
 
 // Node is a running node.
@@ -597,6 +601,11 @@ func (n *Node) handleReady() error {
 		// apply is then off the path of its answer.
 		early := !rd.MustSync()
 		if early {
+			if rd.State != nil && len(rd.Results) > 0 {
+				n.mu.Lock()
+				n.app.answered = max(n.app.answered, rd.State.NextIndex)
+				n.mu.Unlock()
+			}
 			n.deliver(rd.Results)
 		}
 		began := time.Now()
@@ -911,7 +920,10 @@ func (n *Node) WaitApplied(ctx context.Context, next uint64) (uint64, error) {
 }
 
 // Read returns durable entries from index from, bounded by count and bytes.
-// Linearizable reads are confirmed by the master first.
+// Linearizable reads are confirmed by the master first. A local read waits
+// only for a write whose answers already went (handleReady answers a Ready
+// that need not sync before its write): the node that acknowledged an
+// append serves it to a local read issued after the answer.
 func (n *Node) Read(ctx context.Context, from uint64, maxCount, maxBytes int, linearizable bool) ([]core.Entry, error) {
 	if linearizable {
 		next, err := n.ReadIndex(ctx)
@@ -919,6 +931,13 @@ func (n *Node) Read(ctx context.Context, from uint64, maxCount, maxBytes int, li
 			return nil, err
 		}
 		if _, err := n.WaitApplied(ctx, next); err != nil {
+			return nil, err
+		}
+	} else {
+		n.mu.Lock()
+		answered := n.app.answered
+		n.mu.Unlock()
+		if _, err := n.WaitApplied(ctx, answered); err != nil {
 			return nil, err
 		}
 	}
