@@ -172,9 +172,10 @@ type applied struct {
 	instance    uint64          // the applied frontier: instances below it are applied
 	members     members.History // the membership as of the same state
 	changed     chan struct{}   // closed when next, first or instance moves
-	// answered is the next index of the last Ready whose answers went
-	// before its write (handleReady): a local read waits until next
-	// reaches it, so that the node that acknowledged an append serves it.
+	// answered is the applied frontier of the last Ready whose answers
+	// went before its write (handleReady): a local read waits until
+	// instance reaches it, so that the node that acknowledged an append
+	// (or a trim) serves what it acknowledged.
 	answered uint64
 }
 
@@ -603,7 +604,7 @@ func (n *Node) handleReady() error {
 		if early {
 			if rd.State != nil && len(rd.Results) > 0 {
 				n.mu.Lock()
-				n.app.answered = max(n.app.answered, rd.State.NextIndex)
+				n.app.answered = max(n.app.answered, rd.State.Applied)
 				n.mu.Unlock()
 			}
 			n.deliver(rd.Results)
@@ -937,7 +938,7 @@ func (n *Node) Read(ctx context.Context, from uint64, maxCount, maxBytes int, li
 		n.mu.Lock()
 		answered := n.app.answered
 		n.mu.Unlock()
-		if _, err := n.WaitApplied(ctx, answered); err != nil {
+		if err := n.waitInstance(ctx, answered); err != nil {
 			return nil, err
 		}
 	}
