@@ -189,15 +189,27 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 
 // alreadyDone reports whether a change refused for reason is in effect
 // already: promote of a voter, remove of a non-member, add of a member at
-// that address with that incarnation.
+// that address with that incarnation. The refusal is the master's; the
+// listing is the view of whichever node answers, which lags the master by
+// up to a tick (its commit notices ride the master's next Accept,
+// docs/protocol.md §6), so a listing that disagrees is asked again for a
+// second before the change counts as not done.
 func alreadyDone(ctx context.Context, cl *client.Client, req *paxosdpb.ChangeMembersRequest, reason string) bool {
 	if reason != api.ReasonNotFollower && reason != api.ReasonUnknownMember && reason != api.ReasonMemberExists {
 		return false
 	}
-	r, err := cl.ListMembers(ctx)
-	if err != nil || r.Pending != "" {
-		return false
+	for deadline := time.Now().Add(time.Second); ; {
+		if r, err := cl.ListMembers(ctx); err == nil && r.Pending == "" && listedAsAsked(r, req) {
+			return true
+		}
+		if time.Now().After(deadline) || pause(ctx, 50*time.Millisecond) != nil {
+			return false
+		}
 	}
+}
+
+// listedAsAsked reports whether the listing r shows req's change made.
+func listedAsAsked(r *paxosdpb.ListMembersResponse, req *paxosdpb.ChangeMembersRequest) bool {
 	var m *paxosdpb.MemberInfo
 	for _, x := range r.Members {
 		if x.Id == req.Id {
