@@ -190,7 +190,7 @@ func TestApplyNext(t *testing.T) {
 				{value(user(5, 2, 1, "a")), learner.Applied{Entries: entries(0, "a"), Results: []learner.Result{res(1, 0, 0)},
 					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0, "a"))}}},
 				{value(user(5, 2, 2, "a")), learner.Applied{Entries: entries(1, "a"), Results: []learner.Result{res(2, 1, 1)},
-					Dedup: []core.DedupEntry{row(5, 0, si(2, 0, 0, "a"), si(2, 1, 1, "a"))}}},
+					Dedup: []core.DedupEntry{row(5, 0, si(2, 1, 1, "a"))}}}, // the row keeps distinct seqs
 			},
 			wantState: core.ApplyState{Applied: 2, NextIndex: 2},
 		},
