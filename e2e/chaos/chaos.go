@@ -261,6 +261,9 @@ func Run(cfg Config) (*Report, error) {
 		}
 		m[[...]string{"ok", "fail", "unknown"}[op.Status]]++
 	}
+	if r := w.Resends(); len(r) > 0 {
+		rep.Ops["append-eo-resend"] = r
+	}
 	rep.Elapsed = time.Since(start)
 	if !rep.OK() || cfg.KeepOut {
 		rep.OutDir = cfg.OutDir

@@ -235,11 +235,12 @@ var plantedBugs = []struct {
 	{"skip-dedup", map[Fault]int{KillMaster: 2, BounceMaster: 1, IsolateMast: 1, Loss: 1}, 0, 60 * time.Second,
 		"an exactly-once append retried after its first attempt landed is applied again: a duplicate in the log", nil},
 	// A duplicate needs an append applied just before a master that is
-	// hours ahead takes over and retried just after, so many exactly-once
-	// clients: the master's restart with its clock off leaves some of
-	// their appends applied and unacknowledged. Even so, a master's jump
-	// ahead catches it only now and then (rounds 2 and 6 of seed 1, or
-	// neither: one CI run of 6 rounds caught nothing), so it gets 10.
+	// hours ahead takes over and sent again just after: the exactly-once
+	// clients re-send their acknowledged appends now and then (resendEO),
+	// so the first master with a clock further ahead than any before is
+	// caught. Before the re-sends, only an append the restart left
+	// unacknowledged could show it, and one CI run of 6 rounds caught
+	// nothing; the budget stays 10 rounds.
 	{"log-time-jump", map[Fault]int{ClockJump: 4, KillMaster: 1, BounceMaster: 1}, 0, 150 * time.Second,
 		"a master whose clock is hours ahead (or a correct one after a slow one) moves the log time by hours: every client's dedup row " +
 			"expires and a retried exactly-once append lands twice",

@@ -73,6 +73,8 @@ type Nemesis struct {
 	start   time.Time
 	// minHold, when set, is the least time partitions and pauses are held.
 	minHold time.Duration
+	// ahead is the furthest a clock-jump has set a wall clock ahead so far.
+	ahead time.Duration
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -425,7 +427,11 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 	case ClockJump:
 		// A node's wall clock goes in lease commands when it is master,
 		// where it ages idle clients' dedup rows: mostly the master, then,
-		// which restarted at once usually takes its lease back.
+		// which restarted at once usually takes its lease back. A clock
+		// ahead goes past the furthest one so far: log time keeps the
+		// largest wall clock it has taken, so a master less far ahead than
+		// an earlier one would not move it, and the fault would test
+		// nothing a second time.
 		i, isMaster := n.rng.IntN(N), false
 		if n.rng.IntN(4) > 0 {
 			i, isMaster = n.targetWithin(ctx, 5*time.Second)
@@ -433,6 +439,9 @@ func (n *Nemesis) step(ctx context.Context, f Fault) {
 		off := n.between(time.Hour, 6*time.Hour).Round(time.Minute)
 		if n.rng.IntN(2) == 0 {
 			off = -off
+		} else {
+			off += n.ahead
+			n.ahead = off
 		}
 		n.c.SetClockOffset(i, off)
 		n.c.Kill(i)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -108,7 +109,9 @@ const (
 	// ExactlyOnce appends through the Go client over every endpoint: a
 	// (client_id, seq) on every append, retried on any node until it
 	// lands or the op's deadline passes (then its outcome is unknown).
-	// Now and then it reads linearizably through the same client.
+	// Now and then it reads linearizably through the same client, or
+	// sends one of its last acknowledged appends again, as a client that
+	// lost the answer would (resendEO).
 	ExactlyOnce Role = iota
 	// Plain sends each append once, without client_id, to a random node,
 	// and reads (linearizable and local) from random nodes.
@@ -183,11 +186,12 @@ type Workload struct {
 
 	mu       sync.Mutex
 	problems []string
+	resends  map[string]int // re-sent appends by outcome: ok, fail, unknown
 }
 
 // NewWorkload prepares clients with the given roles.
 func NewWorkload(c *Cluster, rec *Recorder, roles []Role, seed uint64) (*Workload, error) {
-	w := &Workload{c: c, rec: rec, gate: newGate(), roles: roles, seed: seed}
+	w := &Workload{c: c, rec: rec, gate: newGate(), roles: roles, seed: seed, resends: map[string]int{}}
 	for _, a := range c.Addrs {
 		cc, err := grpc.NewClient(a, append(c.dialOptions(),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxResponseBytes)))...) // reads of large values
@@ -286,14 +290,18 @@ func (w *Workload) value(k int) string {
 
 func (w *Workload) runClient(ctx context.Context, k int, role Role, rng *rand.Rand, eo *client.Client) {
 	defer w.wg.Done()
+	var mine eoAppends
 	for ctx.Err() == nil {
 		w.gate.enter()
 		switch role {
 		case ExactlyOnce:
-			if rng.IntN(6) == 0 {
+			switch x := rng.IntN(6); {
+			case x == 0:
 				w.readVia(k, rng, eo)
-			} else {
-				w.appendEO(k, eo)
+			case x == 1 && len(mine.acked) > 0:
+				w.resendEO(k, rng, eo, &mine)
+			default:
+				w.appendEO(k, eo, &mine)
 			}
 		case Plain:
 			switch x := rng.IntN(10); {
@@ -323,23 +331,85 @@ func (w *Workload) runClient(ctx context.Context, k int, role Role, rng *rand.Ra
 	}
 }
 
+// eoAppends is what an exactly-once client remembers of its appends: the
+// last sequence number it used and its last few acknowledged appends.
+type eoAppends struct {
+	seq   uint64
+	acked []ackedAppend
+}
+
+type ackedAppend struct {
+	seq   uint64
+	value string
+	index uint64
+}
+
+// resendFrom is how many of its last acknowledged appends a client picks a
+// re-send from; well inside core.DedupWindow, so every one must be
+// answered from the dedup table.
+const resendFrom = 8
+
 // appendEO appends one value exactly-once through the Go client.
-func (w *Workload) appendEO(k int, cl *client.Client) {
+func (w *Workload) appendEO(k int, cl *client.Client, mine *eoAppends) {
 	v := w.value(k)
+	mine.seq++
 	op := checker.Op{Client: k, Kind: checker.Append, Value: v, Invoke: w.rec.Now()}
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
-	res, err := cl.Append(ctx, []byte(v))
+	res, err := cl.AppendSeq(ctx, cl.ID(), mine.seq, []byte(v))
 	cancel()
 	op.Complete = w.rec.Now()
 	if err == nil {
 		op.Status, op.Index = checker.OK, res.First
 		w.seen(res.First + 1)
+		if len(mine.acked) == resendFrom {
+			mine.acked = mine.acked[1:]
+		}
+		mine.acked = append(mine.acked, ackedAppend{seq: mine.seq, value: v, index: res.First})
 	} else {
 		// The client retried with the same (client_id, seq) on any node: an
 		// earlier attempt may still land. Never a definite failure.
 		op.Status = checker.Unknown
 	}
 	w.rec.add("append-eo", -1, op)
+}
+
+// resendEO sends one of the client's last acknowledged appends again, with
+// its (client_id, seq) and value, as an application that lost the answer
+// (or crashed before it wrote it down) does. It must be answered as a
+// Duplicate at the index first given and never be applied again, whatever
+// happened to masters and clocks in between: a re-send right after a new
+// master's first lease is how a log time that jumped (expiring every dedup
+// row) shows. It is no operation of the history (the value is the
+// original's); a wrong answer is a problem, and a second copy of the value
+// in the log the checker's "duplicated".
+func (w *Workload) resendEO(k int, rng *rand.Rand, cl *client.Client, mine *eoAppends) {
+	a := mine.acked[rng.IntN(len(mine.acked))]
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	res, err := cl.AppendSeq(ctx, cl.ID(), a.seq, []byte(a.value))
+	cancel()
+	outcome := "ok"
+	switch {
+	case err == nil && (!res.Duplicate || res.First != a.index):
+		outcome = "fail"
+		w.problem("client %d re-sent seq %d (%q, acknowledged at index %d): answered at index %d, duplicate %v; want a duplicate at %d",
+			k, a.seq, a.value, a.index, res.First, res.Duplicate, a.index)
+	case errors.Is(err, client.ErrStaleSeq) || errors.Is(err, client.ErrSeqReused):
+		outcome = "fail"
+		w.problem("client %d re-sent seq %d (%q, acknowledged at index %d): %v", k, a.seq, a.value, a.index, err)
+	case err != nil:
+		outcome = "unknown" // nothing is learned: the append stays where it was
+	}
+	w.mu.Lock()
+	w.resends[outcome]++
+	w.mu.Unlock()
+}
+
+// Resends counts the re-sent appends by outcome: ok (a duplicate at its
+// index), fail (any other answer: each is a problem) and unknown.
+func (w *Workload) Resends() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.resends)
 }
 
 // appendLarge appends one large value exactly-once through the Go client.
