@@ -162,7 +162,7 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 			}
 			resp, err = cl.ChangeMembers(ctx, req)
 		}
-		if reason, ok := api.AsChangeRefused(err); ok && alreadyDone(ctx, cl, req, reason) {
+		if reason, ok := api.AsChangeRefused(err); ok && alreadyDone(ctx, cl.ListMembers, req, reason) {
 			// A retry after a lost answer, or a change made before: the
 			// configuration is as asked.
 			fmt.Fprintf(os.Stderr, "nothing to do: %s\n", statusMessage(err))
@@ -194,12 +194,12 @@ func changeMembers(c *cli.Context, req *paxosdpb.ChangeMembersRequest) error {
 // up to a tick (its commit notices ride the master's next Accept,
 // docs/protocol.md §6), so a listing that disagrees is asked again for a
 // second before the change counts as not done.
-func alreadyDone(ctx context.Context, cl *client.Client, req *paxosdpb.ChangeMembersRequest, reason string) bool {
+func alreadyDone(ctx context.Context, list func(context.Context) (*paxosdpb.ListMembersResponse, error), req *paxosdpb.ChangeMembersRequest, reason string) bool {
 	if reason != api.ReasonNotFollower && reason != api.ReasonUnknownMember && reason != api.ReasonMemberExists {
 		return false
 	}
 	for deadline := time.Now().Add(time.Second); ; {
-		if r, err := cl.ListMembers(ctx); err == nil && r.Pending == "" && listedAsAsked(r, req) {
+		if r, err := list(ctx); err == nil && r.Pending == "" && listedAsAsked(r, req) {
 			return true
 		}
 		if time.Now().After(deadline) || pause(ctx, 50*time.Millisecond) != nil {
