@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/server"
 )
 
@@ -293,19 +293,7 @@ type testCluster struct {
 
 func startTestCluster(t *testing.T) *testCluster {
 	t.Helper()
-	var ls []net.Listener
-	c := &testCluster{}
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		c.addrs = append(c.addrs, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
+	c := &testCluster{addrs: testports.Addrs(t, 3)}
 	peers := map[uint64]string{}
 	for i, a := range c.addrs {
 		peers[uint64(i+1)] = a

@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/server"
 )
 
@@ -22,37 +22,20 @@ type testCluster struct {
 	gossip  []string
 	servers []*server.Server
 	opts    []grpc.ServerOption
-}
-
-func freeAddrs(n int) ([]string, error) {
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
+	release func() // gives back the reserved ports
 }
 
 // startCluster starts n servers in dir; the caller stops them.
 func startCluster(dir string, n int, opts ...grpc.ServerOption) (*testCluster, error) {
 	// Gossip ports from the same batch: an OS-picked one could take a
-	// port picked for a node that has not started yet.
-	ports, err := freeAddrs(2 * n)
+	// port picked for a node that has not started yet. They stay reserved
+	// until stop, so a restarted server finds its port again.
+	ports, release, err := testports.Reserve(2 * n)
 	if err != nil {
 		return nil, err
 	}
 	addrs := ports[:n:n]
-	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, gossip: ports[n:], servers: make([]*server.Server, n), opts: opts}
+	c := &testCluster{dir: dir, peers: map[uint64]string{}, addrs: addrs, gossip: ports[n:], servers: make([]*server.Server, n), opts: opts, release: release}
 	for i, a := range addrs {
 		c.peers[uint64(i+1)] = a
 	}
@@ -78,6 +61,7 @@ func (c *testCluster) stop() {
 			s.Stop()
 		}
 	}
+	c.release()
 }
 
 // master waits for a node that says it is master.

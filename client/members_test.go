@@ -11,6 +11,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/node"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"github.com/paxosd/paxosd/server"
@@ -59,10 +60,7 @@ func TestJoinPromoteRemoveMaster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addr4, err := freeAddrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr4 := testports.Addrs(t, 1)
 	// Added ahead, with no incarnation: the node that joins at its address
 	// takes the entry's place.
 	if _, err := cl.ChangeMembers(ctx, &paxosdpb.ChangeMembersRequest{Kind: paxosdpb.ChangeKind_ADD_FOLLOWER, Id: 4, Address: addr4[0]}); err != nil {
@@ -140,10 +138,7 @@ func TestJoinPromoteRemoveMaster(t *testing.T) {
 	}
 
 	// Another directory for ID 4 is refused, naming members replace.
-	other4, err := freeAddrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other4 := testports.Addrs(t, 1)
 	dirY := t.TempDir() + "/y"
 	_, err = server.Start(context.Background(), server.Config{ID: 4, Listen: other4[0], DataDir: dirY, Join: rest[:1], JoinTimeout: 10 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "members replace 4") {

@@ -21,6 +21,7 @@ import (
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/checker"
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 var binary string
@@ -71,23 +72,6 @@ type cluster struct {
 	joins   map[int]bool
 }
 
-func freePorts(t testing.TB, n int) []string {
-	var ls []net.Listener
-	var out []string
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
-}
-
 func newCluster(t testing.TB, n int, extra ...string) *cluster {
 	c := newStoppedCluster(t, n, extra...)
 	for i := range c.addrs {
@@ -101,7 +85,7 @@ func newStoppedCluster(t testing.TB, n int, extra ...string) *cluster {
 	// Gossip ports come from the same batch as the API ports: a node's
 	// OS-picked gossip port could otherwise take a port picked (and freed)
 	// for another node that has not started yet.
-	ports := freePorts(t, 2*n)
+	ports := testports.Addrs(t, 2*n)
 	c := &cluster{t: t, dir: t.TempDir(), addrs: ports[:n:n], gossip: ports[n:], procs: make([]*exec.Cmd, n), done: make([]chan struct{}, n),
 		logs: make([]*os.File, n), extra: extra, flags: map[int][]string{}, genesis: n, joins: map[int]bool{}}
 	var parts []string
@@ -141,7 +125,7 @@ func (c *cluster) args(i int) []string {
 // starting it, and returns its index (its ID is the index plus one).
 func (c *cluster) addNode() int {
 	i := len(c.addrs)
-	ports := freePorts(c.t, 2)
+	ports := testports.Addrs(c.t, 2)
 	c.addrs, c.gossip = append(c.addrs, ports[0]), append(c.gossip, ports[1])
 	c.procs, c.done, c.logs = append(c.procs, nil), append(c.done, nil), append(c.logs, nil)
 	c.joins[i] = true
@@ -481,7 +465,7 @@ func TestFollower(t *testing.T) {
 	c := newCluster(t, 3)
 	c.master(t)
 	cl := c.client(t)
-	followerAddr := freePorts(t, 1)[0]
+	followerAddr := testports.Addrs(t, 1)[0]
 	mirrors := func(want int) { waitValues(t, followerAddr, want) }
 	appendValues(t, cl, 0, 1000)
 	f := c.startFollower(t, 10, 1, followerAddr)
@@ -566,7 +550,7 @@ func TestFollowerAfterTrim(t *testing.T) {
 	if first, err := cl.Trim(context.Background(), 1500); err != nil || first != 1500 {
 		t.Fatalf("Trim(1500): %d, %v", first, err)
 	}
-	addr := freePorts(t, 1)[0]
+	addr := testports.Addrs(t, 1)[0]
 	c.startFollower(t, 10, 1, addr)
 	fc, err := client.New([]string{addr}, client.Options{})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/paxosd/paxosd/api"
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 // follower is a `paxosd server --follow` process started by a test.
@@ -83,7 +84,7 @@ func TestFollowerRejectedExits(t *testing.T) {
 	appendValues(t, c.client(t), 0, 100)
 
 	t.Run("wrong cluster", func(t *testing.T) {
-		f := c.startFollowerWith(t, 10, 1, freePorts(t, 1)[0], c.peers, "--cluster", "another")
+		f := c.startFollowerWith(t, 10, 1, testports.Addrs(t, 1)[0], c.peers, "--cluster", "another")
 		code := f.waitExit(t)
 		out := f.output(t)
 		if code != 1 || !strings.Contains(out, "wrong cluster") || !strings.Contains(out, "--cluster") || !strings.Contains(out, "is in cluster") {
@@ -94,7 +95,7 @@ func TestFollowerRejectedExits(t *testing.T) {
 	t.Run("unknown member", func(t *testing.T) {
 		// Nodes 1 and 2 swapped: the follower reaches node 2 as node 1.
 		peers := fmt.Sprintf("1=%s,2=%s,3=%s", c.addrs[1], c.addrs[0], c.addrs[2])
-		f := c.startFollowerWith(t, 11, 1, freePorts(t, 1)[0], peers)
+		f := c.startFollowerWith(t, 11, 1, testports.Addrs(t, 1)[0], peers)
 		code := f.waitExit(t)
 		out := f.output(t)
 		if code != 1 || !strings.Contains(out, "unknown member") || !strings.Contains(out, "this is node 2") {
@@ -119,7 +120,7 @@ func TestFollowerWaitsForItsMember(t *testing.T) {
 		c.stop(i)
 	}
 
-	addr := freePorts(t, 1)[0]
+	addr := testports.Addrs(t, 1)[0]
 	f := c.startFollowerWith(t, 10, 1, addr, c.peers)
 	// Wait until it has tried its member at least once and serves reads.
 	deadline := time.Now().Add(30 * time.Second)

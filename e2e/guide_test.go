@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 // docBlock returns the fenced code block that follows the marker
@@ -55,7 +56,7 @@ func TestProductionGuideTLS(t *testing.T) {
 		t.Skip("no openssl: the guide's procedure uses it")
 	}
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
+	ports := testports.Addrs(t, 3)
 	var nodes, peers []string
 	for i, a := range ports {
 		nodes = append(nodes, fmt.Sprintf("%d=127.0.0.1", i+1))

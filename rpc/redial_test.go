@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 // A forward connection that failed while its peer was not listening yet
@@ -17,12 +19,7 @@ import (
 // as soon as a forward needs it, not when gRPC's backoff ends: with a
 // minute of backoff, the connection is ready within the redial.
 func TestRedialAfterAFailedDial(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testports.Addrs(t, 1)[0]
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: time.Minute, Multiplier: 1, MaxDelay: time.Minute}, MinConnectTimeout: time.Second}))
 	if err != nil {
@@ -37,7 +34,7 @@ func TestRedialAfterAFailedDial(t *testing.T) {
 			t.Fatalf("the dial of %s, where nothing listens, did not fail: %v", addr, st)
 		}
 	}
-	l, err = net.Listen("tcp", addr)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("%s was taken in between: %v", addr, err)
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -57,16 +57,10 @@ func threeNodes(t *testing.T, gossipListen string) ([]*Server, []string) {
 // threeNodesWith starts three nodes whose config tune changes first.
 func threeNodesWith(t *testing.T, tune func(*Config)) ([]*Server, []string) {
 	t.Helper()
-	var addrs []string
+	addrs := testports.Addrs(t, 3)
 	peers := map[uint64]string{}
-	for i := range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs = append(addrs, l.Addr().String())
-		peers[uint64(i+1)] = l.Addr().String()
-		l.Close()
+	for i, a := range addrs {
+		peers[uint64(i+1)] = a
 	}
 	dir := t.TempDir()
 	servers := make([]*Server, 3)
@@ -287,12 +281,7 @@ func TestGossipOff(t *testing.T) {
 // Join answer lists, and shows as an alive follower.
 func TestGossipJoinedNode(t *testing.T) {
 	_, addrs := threeNodes(t, "")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr4 := l.Addr().String()
-	l.Close()
+	addr4 := testports.Addrs(t, 1)[0]
 	start := time.Now()
 	s4, err := Start(context.Background(), Config{ID: 4, Listen: addr4, DataDir: t.TempDir() + "/node4", Join: addrs[:1],
 		JoinTimeout: 20 * time.Second, GossipProbeInterval: 100 * time.Millisecond})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/paxosd/paxosd/client"
 	"github.com/paxosd/paxosd/core"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/node"
 )
 
@@ -82,12 +83,7 @@ func TestTailEntry(t *testing.T) {
 // page's base URL and a client.
 func startPageNode(t *testing.T, ring *EventRing) (*Server, string, *client.Client) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testports.Addrs(t, 1)[0]
 	s, err := Start(context.Background(), Config{ID: 1, Peers: map[uint64]string{1: addr}, DataDir: t.TempDir() + "/node1", Cluster: "test",
 		Metrics: NewRegistry(), StatusPage: &StatusPage{Events: ring, Tail: true}})
 	if err != nil {

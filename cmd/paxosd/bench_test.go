@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 func TestBenchHelp(t *testing.T) {
@@ -29,7 +31,7 @@ func TestBenchHelp(t *testing.T) {
 // that names the flag. The endpoint is a closed port: a refusal that tried
 // to connect would say so instead.
 func TestBenchBadFlags(t *testing.T) {
-	ep := freePorts(t, 1)[0]
+	ep := testports.Addrs(t, 1)[0]
 	for _, tc := range []struct {
 		args []string
 		want []string

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 var binary string
@@ -125,24 +126,6 @@ func ok(t *testing.T, what string, r result) {
 	if r.code != 0 {
 		t.Fatalf("%s: failed\n%v", what, r)
 	}
-}
-
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
 }
 
 // consecutivePorts finds n consecutive free ports and returns the first; it
@@ -273,7 +256,7 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 	needProcesses(t)
 	root := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		ports := freePorts(t, 6) // gossip ports from the same batch as the API's
+		ports := testports.Addrs(t, 6) // gossip ports from the same batch as the API's
 		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: ports[:3:3]}
 		if err := os.MkdirAll(c.dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -581,7 +564,7 @@ func TestUnknownFlagAndCommand(t *testing.T) {
 		{"tail", "--endpoints", c.eps, "--bogus-flag", "--from", "0"},
 		{"trim", "--endpoints", c.eps, "--bogus-flag", "--before", "2"},
 		{"status", "--endpoints", c.eps, "--bogus-flag"},
-		{"server", "--id", "1", "--peers", "1=" + freePorts(t, 1)[0], "--data-dir", filepath.Join(tmp, "server"), "--bogus-flag"},
+		{"server", "--id", "1", "--peers", "1=" + testports.Addrs(t, 1)[0], "--data-dir", filepath.Join(tmp, "server"), "--bogus-flag"},
 		{"dev", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(tmp, "dev"), "--bogus-flag"},
 		{"--bogus-flag", "status", "--endpoints", c.eps},
 	} {
@@ -626,7 +609,7 @@ func TestUnknownFlagAndCommand(t *testing.T) {
 func TestServerBadPeers(t *testing.T) {
 	needProcesses(t)
 	tmp := t.TempDir()
-	a := freePorts(t, 3)
+	a := testports.Addrs(t, 3)
 	good := fmt.Sprintf("1=%s,2=%s,3=%s", a[0], a[1], a[2])
 	for _, tc := range []struct {
 		name  string
@@ -659,7 +642,7 @@ func TestServerBadPeers(t *testing.T) {
 		extra []string
 		want  []string
 	}{
-		{"--listen elsewhere than its --peers address", []string{"--listen", freePorts(t, 1)[0]}, []string{"--listen", a[0]}},
+		{"--listen elsewhere than its --peers address", []string{"--listen", testports.Addrs(t, 1)[0]}, []string{"--listen", a[0]}},
 		{"--max-entry-bytes 0", []string{"--max-entry-bytes", "0"}, []string{"--max-entry-bytes"}},
 		{"--max-entry-bytes -1", []string{"--max-entry-bytes=-1"}, []string{"--max-entry-bytes"}},
 		{"--max-entry-bytes 1 GiB", []string{"--max-entry-bytes", "1073741824"}, []string{"--max-entry-bytes"}},
@@ -681,7 +664,7 @@ func TestDuplicateNodeID(t *testing.T) {
 	tmp := t.TempDir()
 
 	// Inside one --peers list a duplicate ID is refused.
-	dupPeers := fmt.Sprintf("1=%s,1=%s,2=%s", c.addrs[0], freePorts(t, 1)[0], c.addrs[1])
+	dupPeers := fmt.Sprintf("1=%s,1=%s,2=%s", c.addrs[0], testports.Addrs(t, 1)[0], c.addrs[1])
 	refused(t, "--peers with ID 1 twice", run(t, "", "server", "--id", "1", "--peers", dupPeers, "--data-dir", filepath.Join(tmp, "dup")), "appears twice")
 
 	// Node 1 started a second time with the same --peers: it must listen at
@@ -697,7 +680,7 @@ func TestDuplicateNodeID(t *testing.T) {
 	// host). The cluster ID matches (cluster name and member IDs); the peers
 	// refuse it because they know node 1 at its real address. The real
 	// cluster keeps working and stays consistent.
-	impAddr := freePorts(t, 1)[0]
+	impAddr := testports.Addrs(t, 1)[0]
 	impPeers := fmt.Sprintf("1=%s,2=%s,3=%s", impAddr, c.addrs[1], c.addrs[2])
 	imp := startProc(t, filepath.Join(tmp, "impostor.log"), "server", "--id", "1", "--peers", impPeers,
 		"--data-dir", filepath.Join(tmp, "impostor"))
@@ -774,7 +757,7 @@ func TestDuplicateNodeID(t *testing.T) {
 func TestDataDirOfAnotherCluster(t *testing.T) {
 	needProcesses(t)
 	tmp := t.TempDir()
-	a := freePorts(t, 3)
+	a := testports.Addrs(t, 3)
 	peers := fmt.Sprintf("1=%s,2=%s,3=%s", a[0], a[1], a[2])
 	dir := filepath.Join(tmp, "node1")
 
@@ -813,7 +796,7 @@ func TestPortInUse(t *testing.T) {
 	}
 	defer held.Close()
 	busy := held.Addr().String()
-	a := freePorts(t, 3)
+	a := testports.Addrs(t, 3)
 
 	// The node's own address in --peers is taken.
 	peers := fmt.Sprintf("1=%s,2=%s,3=%s", busy, a[1], a[2])
@@ -846,7 +829,7 @@ func TestPortInUse(t *testing.T) {
 
 func TestDeadEndpoints(t *testing.T) {
 	c := startCluster(t)
-	dead := freePorts(t, 2) // closed again: nothing listens there
+	dead := testports.Addrs(t, 2) // closed again: nothing listens there
 	withDead := dead[0] + "," + c.eps
 
 	t.Run("dead endpoint first", func(t *testing.T) {
@@ -1133,7 +1116,7 @@ func TestMembers(t *testing.T) {
 	if strings.Count(r.stdout, "alive=true") != 3 || !strings.Contains(r.stderr, "as its gossip sees it") {
 		t.Errorf("members list:\n%v", r)
 	}
-	dead := freePorts(t, 1)[0]
+	dead := testports.Addrs(t, 1)[0]
 	r = run(t, "", "members", "add", "--endpoints", c.eps, "--incarnation", "99", "9", dead)
 	ok(t, "members add", r)
 	if !strings.Contains(r.stdout, "added node 9 at "+dead+" as a follower") || !strings.Contains(r.stdout, "9=follower") {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 )
 
@@ -375,7 +376,7 @@ func TestStatusExitsNonZero(t *testing.T) {
 // Every exit code, with real processes where one can be provoked.
 func TestExitCodes(t *testing.T) {
 	needProcesses(t)
-	dead := strings.Join(freePorts(t, 2), ",") // closed again: nothing listens there
+	dead := strings.Join(testports.Addrs(t, 2), ",") // closed again: nothing listens there
 	// dev's flags are checked before it binds anything; should that break,
 	// it must not bind the default ports.
 	base, held := consecutivePorts(t, 5)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paxosd/paxosd/event"
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 // jsonLines parses a node's log: every line must be one JSON object with
@@ -97,7 +98,7 @@ func TestJSONLogs(t *testing.T) {
 func TestBadLogFlags(t *testing.T) {
 	needProcesses(t)
 	dir := filepath.Join(t.TempDir(), "data")
-	peers := "1=" + freePorts(t, 1)[0]
+	peers := "1=" + testports.Addrs(t, 1)[0]
 	for _, tc := range []struct {
 		args []string
 		env  string

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 // tool finds an external tool for the monitoring tests: on PATH or in Go's
@@ -57,7 +59,7 @@ const (
 func monitoredCluster(t *testing.T) (*cluster, []string) {
 	t.Helper()
 	needProcesses(t)
-	ports := freePorts(t, 9)
+	ports := testports.Addrs(t, 9)
 	c := &cluster{dir: t.TempDir(), addrs: ports[:3:3]}
 	var parts []string
 	for i, a := range c.addrs {
@@ -286,7 +288,7 @@ func TestMonitoring(t *testing.T) {
 // node creates its data directory.
 func TestMetricsAddrInUse(t *testing.T) {
 	needProcesses(t)
-	ports := freePorts(t, 1)
+	ports := testports.Addrs(t, 1)
 	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

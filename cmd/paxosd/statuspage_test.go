@@ -14,6 +14,8 @@ import (
 	// Test-only: drives headless Chromium over the DevTools protocol. The
 	// paxosd binary does not link it (TestLinksNoEtcdOrZooKeeper checks).
 	"github.com/chromedp/chromedp"
+
+	"github.com/paxosd/paxosd/internal/testports"
 )
 
 const installChromium = "apt-get install chromium (Debian)"
@@ -130,7 +132,7 @@ func TestStatusPageFlags(t *testing.T) {
 		{[]string{"--status-page-tail=false"}, true, false},
 		{[]string{"--status-page=false"}, false, false},
 	} {
-		ports := freePorts(t, 2)
+		ports := testports.Addrs(t, 2)
 		args := append([]string{"server", "--id", "1", "--peers", "1=" + ports[0], "--gossip-listen", "off",
 			"--data-dir", filepath.Join(dir, fmt.Sprint("data", i)), "--metrics-addr", ports[1]}, tc.flags...)
 		p := startProc(t, filepath.Join(dir, fmt.Sprintf("node%d.log", i)), args...)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/paxosd/paxosd/client"
+	"github.com/paxosd/paxosd/internal/testports"
 	"github.com/paxosd/paxosd/rpc/paxosdpb"
 	"google.golang.org/grpc"
 )
@@ -54,6 +54,8 @@ type Cluster struct {
 	// Exits lists processes that ended without the harness stopping them.
 	exits []string
 	api   map[string]*client.Client // one single-endpoint client per node, for status
+	// release gives back the reserved node and gossip ports.
+	release func()
 }
 
 // proc is one run of one node's process.
@@ -78,34 +80,15 @@ type ClusterOptions struct {
 	Logf     func(format string, args ...any)
 }
 
-// freeAddrs returns n addresses on 127.0.0.1 that were free a moment ago.
-func freeAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
 // NewCluster starts the proxies and every node.
 func NewCluster(opt ClusterOptions) (*Cluster, error) {
 	if opt.Logf == nil {
 		opt.Logf = func(string, ...any) {}
 	}
 	// Gossip ports from the same batch: an OS-picked one could take a
-	// port picked for a node that has not started yet.
-	ports, err := freeAddrs(2 * opt.Nodes)
+	// port picked for a node that has not started yet. They stay reserved
+	// while a node is down, so it finds its port again when it restarts.
+	ports, release, err := testports.Reserve(2 * opt.Nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +96,7 @@ func NewCluster(opt ClusterOptions) (*Cluster, error) {
 	c := &Cluster{binary: opt.Binary, dir: opt.Dir, bug: opt.Bug, sec: opt.Security, logf: opt.Logf, Addrs: addrs,
 		procs: make([]*proc, opt.Nodes), starts: make([]int, opt.Nodes), held: make([]bool, opt.Nodes), joined: make([]bool, opt.Nodes),
 		slots: make([]int, opt.Nodes), wipes: make([]int, opt.Nodes),
-		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}, gossip: ports[opt.Nodes:]}
+		offsets: make([]time.Duration, opt.Nodes), api: map[string]*client.Client{}, gossip: ports[opt.Nodes:], release: release}
 	for i := range c.slots {
 		c.slots[i] = i
 	}
@@ -588,6 +571,7 @@ func (c *Cluster) Close() error {
 	}
 	clear(c.api)
 	c.mu.Unlock()
+	c.release()
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
