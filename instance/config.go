@@ -68,11 +68,12 @@ const (
 	BugSlotReuse              // a promoted follower takes the lowest slot no voter holds now, not a new one
 	BugWipedVotes             // the simulator's transport skips the runtime's incarnation check: a wiped node votes with what it lost
 	BugHintEndsLease          // a failure detector's report that the lease holder is down ends its lease on the node told
+	BugDedupLatestOnly        // the dedup table answers only a client's highest seq: an older one sent again is applied again
 )
 
 var bugNames = [...]string{"none", "reply-before-persist", "ballot-reuse", "ignore-accepted", "accept-below-promise", "skip-dedup", "stale-read", "base-without-dedup",
 	"unbounded-promise", "behind-dead-peer", "guard-old-lease", "log-time-jump", "reproposed-lease", "handover-keeps-lease",
-	"change-at-once", "slot-reuse", "wiped-votes", "hint-ends-lease"}
+	"change-at-once", "slot-reuse", "wiped-votes", "hint-ends-lease", "dedup-latest-only"}
 
 func (b Bug) String() string { return bugNames[b] }
 
@@ -80,7 +81,7 @@ func (b Bug) String() string { return bugNames[b] }
 func Bugs() []Bug {
 	return []Bug{BugReplyBeforePersist, BugBallotReuse, BugIgnoreAccepted, BugAcceptBelowPromise, BugSkipDedup, BugStaleRead, BugBaseWithoutDedup,
 		BugUnboundedPromise, BugBehindDeadPeer, BugGuardOldLease, BugLogTimeJump, BugReproposedLease, BugHandoverKeepsLease,
-		BugChangeAtOnce, BugSlotReuse, BugWipedVotes, BugHintEndsLease}
+		BugChangeAtOnce, BugSlotReuse, BugWipedVotes, BugHintEndsLease, BugDedupLatestOnly}
 }
 
 // Config configures one node's core. Durations are in ticks; the runtime

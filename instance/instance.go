@@ -253,6 +253,9 @@ func New(cfg Config, d Durable) (*Node, error) {
 	if cfg.Bug == BugLogTimeJump {
 		n.learn.PlantLogTimeJump()
 	}
+	if cfg.Bug == BugDedupLatestOnly {
+		n.learn.PlantDedupLatestOnly()
+	}
 	n.acc = acceptor.New(d.Promised, d.Accepted, cfg.MaxAhead)
 	if cfg.Bug == BugAcceptBelowPromise {
 		n.acc.PlantAcceptBelowPromise()

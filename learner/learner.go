@@ -76,6 +76,7 @@ type Learner struct {
 	rules       members.Rules
 	skipDedup   bool // planted bug: apply ignores the dedup table
 	logTimeJump bool // planted bug: log time takes a lease's wall clock unbounded
+	latestOnly  bool // planted bug: the dedup table answers only a client's highest seq
 	dupHits     uint64
 }
 
@@ -168,6 +169,11 @@ func (l *Learner) PlantSkipDedup() { l.skipDedup = true }
 // runs an hour ahead expires every client at once. Only for tests that prove
 // the simulator catches it.
 func (l *Learner) PlantLogTimeJump() { l.logTimeJump = true }
+
+// PlantDedupLatestOnly makes the dedup table answer only a client's highest
+// seq, as a table keeping one seq per client would: an older seq sent again
+// is applied again. Only for tests that prove the simulator catches it.
+func (l *Learner) PlantDedupLatestOnly() { l.latestOnly = true }
 
 // State returns the applied state.
 func (l *Learner) State() core.ApplyState { return l.state }
@@ -378,7 +384,7 @@ func (l *Learner) Answered(c core.Command) (r Result, ok bool) {
 // answer fills r from a client's dedup row if it holds seq.
 func (l *Learner) answer(row core.DedupEntry, seq uint64, sum uint32, r *Result) bool {
 	for _, s := range row.Recent {
-		if s.Seq != seq {
+		if s.Seq != seq || l.latestOnly && seq != row.Seq() {
 			continue
 		}
 		if s.Sum != sum {

@@ -14,22 +14,37 @@ import (
 // client is one simulated client: one operation at a time. Clients with a
 // client ID (cid) append exactly-once: they retry an append with the same
 // (cid, seq) until it is acknowledged, on any node. The others give up on a
-// timeout (outcome unknown) and move on.
+// timeout (outcome unknown) and move on. With Options.Resends, an
+// exactly-once client also sends acknowledged appends again.
 type client struct {
 	n          int
 	cid        uint64
-	seq        uint64
+	seq        uint64 // the highest seq sent
 	target     uint64
 	cur        *op
 	values     int
 	ackedIndex int64 // the probe's acknowledged index; -1 until then
+	acked      []ackedAppend
 }
 
+// ackedAppend is an exactly-once append and the index it was acknowledged
+// at: a client keeps its last resendWindow, to send one again.
+type ackedAppend struct {
+	seq   uint64
+	value string
+	index uint64
+}
+
+const resendWindow = 8
+
 type op struct {
-	hist    int
+	hist    int // the op's place in w.hist; -1 for a re-send, which the checker does not see
+	invoke  int64
 	kind    checker.Kind
 	linear  bool
 	value   string
+	seq     uint64 // an append's seq (exactly-once clients)
+	resend  *ackedAppend
 	attempt uint64
 	node    uint64
 }
@@ -58,7 +73,7 @@ func (w *world) handleClient(e *event) {
 			return
 		}
 		w.tracef("client %d timeout req %d", c.n, e.req)
-		if c.cid != 0 && c.cur.kind == checker.Append && w.now-w.hist[c.cur.hist].Invoke < w.giveUpAfter(c) {
+		if c.cid != 0 && c.cur.kind == checker.Append && w.now-c.cur.invoke < w.giveUpAfter(c) {
 			c.target = w.randomVoter()
 			w.attempt(c)
 			return
@@ -70,7 +85,14 @@ func (w *world) handleClient(e *event) {
 func (w *world) randomVoter() uint64 { return uint64(1 + w.rng.IntN(w.voters)) }
 
 func (w *world) startOp(c *client) {
-	o := &op{kind: checker.Append}
+	if a, ok := w.pickResend(c); ok {
+		w.tracef("client %d re-sends seq %d, acknowledged at %d", c.n, a.seq, a.index)
+		w.faults["resend"]++
+		c.cur = &op{hist: -1, invoke: w.now, kind: checker.Append, value: a.value, seq: a.seq, resend: &a}
+		w.attempt(c)
+		return
+	}
+	o := &op{kind: checker.Append, invoke: w.now}
 	if c == w.probe {
 		c.ackedIndex = -1
 	} else if w.rng.IntN(5) == 0 {
@@ -81,6 +103,7 @@ func (w *world) startOp(c *client) {
 		o.value = fmt.Sprintf("c%d-%d", c.n, c.values)
 		if c.cid != 0 {
 			c.seq++
+			o.seq = c.seq
 		}
 		if w.opt.LargeValues && c != w.probe && w.rng.IntN(4) > 0 {
 			o.value = w.largeValue(c, o.value)
@@ -90,6 +113,22 @@ func (w *world) startOp(c *client) {
 	o.hist = len(w.hist) - 1
 	c.cur = o
 	w.attempt(c)
+}
+
+// pickResend draws, one append in six, an acknowledged append for an
+// exactly-once client to send again: one still in its dedup window, which
+// keeps the DedupWindow highest seqs of a client, so that the answer must be
+// a Duplicate. It draws nothing without Options.Resends, so that seeds
+// without them keep their schedules.
+func (w *world) pickResend(c *client) (ackedAppend, bool) {
+	if !w.opt.Resends || c.cid == 0 || c == w.probe || len(c.acked) == 0 || w.rng.IntN(6) != 0 {
+		return ackedAppend{}, false
+	}
+	a := c.acked[w.rng.IntN(len(c.acked))]
+	if a.seq+core.DedupWindow <= c.seq {
+		return ackedAppend{}, false
+	}
+	return a, true
 }
 
 // giveUpAfter is how long an exactly-once client retries an append. The
@@ -159,7 +198,7 @@ func (w *world) arrive(c *client, e *event) {
 	res := reply{}
 	switch {
 	case o.kind == checker.Append:
-		err := n.core.Propose(instance.Proposal{Req: e.req, Entries: [][]byte{[]byte(o.value)}, ClientID: c.cid, Seq: c.seq})
+		err := n.core.Propose(instance.Proposal{Req: e.req, Entries: [][]byte{[]byte(o.value)}, ClientID: c.cid, Seq: o.seq})
 		if err == nil {
 			n.reqs[e.req] = c.n
 			w.pump(n)
@@ -209,14 +248,23 @@ func (w *world) serveRead(n *node) reply {
 
 func (w *world) onReply(c *client, r reply) {
 	o := c.cur
-	h := &w.hist[o.hist]
 	w.tracef("client %d reply req %d err=%v first=%d dup=%v", c.n, o.attempt, r.err, r.first, r.duplicate)
+	if o.resend != nil {
+		w.onResendReply(c, r)
+		return
+	}
+	h := &w.hist[o.hist]
 	if r.err == nil {
 		if o.kind == checker.Append {
 			h.Index = r.first
 			w.inv.acked(r.first, o.value)
 			if c == w.probe {
 				c.ackedIndex = int64(r.first)
+			} else if c.cid != 0 {
+				if len(c.acked) == resendWindow {
+					c.acked = c.acked[1:]
+				}
+				c.acked = append(c.acked, ackedAppend{seq: o.seq, value: o.value, index: r.first})
 			}
 		} else {
 			h.From, h.Entries, h.LastIndex = r.from, r.entries, r.lastIndex
@@ -224,17 +272,13 @@ func (w *world) onReply(c *client, r reply) {
 		w.complete(c, checker.OK)
 		return
 	}
-	if r.hint != 0 {
-		c.target = r.hint
-	} else {
-		c.target = w.randomVoter()
-	}
+	w.retarget(c, r)
 	// Every error here but ErrUnknownOutcome is definite for this attempt:
 	// nothing of it was or will be applied. An exactly-once client retries,
 	// since an earlier attempt of the same seq may still land; the others
 	// fail the op, or leave it unknown.
 	if c.cid != 0 && o.kind == checker.Append {
-		if w.now-h.Invoke >= w.giveUpAfter(c) {
+		if w.now-o.invoke >= w.giveUpAfter(c) {
 			w.complete(c, checker.Unknown)
 			return
 		}
@@ -248,6 +292,35 @@ func (w *world) onReply(c *client, r reply) {
 	w.complete(c, checker.Fail)
 }
 
+// onResendReply checks the answer to an acknowledged append sent again: a
+// Duplicate at the index first acknowledged, or an error that says nothing
+// was decided (the client retries as for any append). An answer from the
+// dedup table other than the Duplicate, or a new index, lost the row.
+func (w *world) onResendReply(c *client, r reply) {
+	a := c.cur.resend
+	switch {
+	case r.err == nil && (!r.duplicate || r.first != a.index):
+		w.fail("client %d seq %d, acknowledged at %d, sent again: answered at %d (duplicate %v), not as a duplicate at %d",
+			c.cid, a.seq, a.index, r.first, r.duplicate, a.index)
+	case errors.Is(r.err, core.ErrStaleSeq), errors.Is(r.err, core.ErrSeqReused):
+		w.fail("client %d seq %d, acknowledged at %d, sent again: %v", c.cid, a.seq, a.index, r.err)
+	case r.err != nil && w.now-c.cur.invoke < w.giveUpAfter(c):
+		w.retarget(c, r)
+		w.retryLater(c)
+		return
+	}
+	w.complete(c, checker.OK)
+}
+
+// retarget points c at the master a refusal named, else at a random voter.
+func (w *world) retarget(c *client, r reply) {
+	if r.hint != 0 {
+		c.target = r.hint
+	} else {
+		c.target = w.randomVoter()
+	}
+}
+
 // retryLater re-sends the current op after a short backoff.
 func (w *world) retryLater(c *client) {
 	w.nextReq++
@@ -256,8 +329,10 @@ func (w *world) retryLater(c *client) {
 }
 
 func (w *world) complete(c *client, s checker.Status) {
-	h := &w.hist[c.cur.hist]
-	h.Status, h.Complete = s, w.now
+	if c.cur.hist >= 0 {
+		h := &w.hist[c.cur.hist]
+		h.Status, h.Complete = s, w.now
+	}
 	c.cur = nil
 	if c != w.probe {
 		w.schedule(&event{at: w.now + w.rng.Int64N(20*ms), kind: evClientNext, cl: c.n})

@@ -97,6 +97,11 @@ type Options struct {
 	// 50 ms-1.5 s later (one report in four lost), and every 50-500 ms a
 	// random node is told a random peer is down, true or not.
 	Hints bool
+	// Resends makes exactly-once clients send, one append in six, one of
+	// their last 8 acknowledged appends again (same seq and value), as an
+	// application that lost the answer does. The answer must be a
+	// Duplicate at the index first given.
+	Resends bool
 	// Trace, if set, receives one line per event.
 	Trace func(string)
 }
@@ -119,6 +124,7 @@ func DefaultOptions(seed uint64, nodes int) Options {
 	// too, which could leave no quorum to replace it with.
 	o.Wipes = o.Membership && o.DownForGood == 0 && r.IntN(wipesShare) == 0
 	o.Hints = r.IntN(hintsShare) == 0
+	o.Resends = r.IntN(resendsShare) == 0
 	return o
 }
 
@@ -132,16 +138,24 @@ const (
 	membershipShare   = 2
 	wipesShare        = 2
 	hintsShare        = 2
+	resendsShare      = 2
 )
 
 func (o Options) lateFaults() bool {
-	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers || o.Membership || o.Hints
+	return o.DownForGood > 0 || o.WallHours || o.LargeValues || o.LeaseCrashes || o.Transfers || o.Membership || o.Hints || o.Resends
 }
 
 // WithoutLateFaults turns off the faults DefaultOptions draws beyond the
 // first model, so that a seed older than them replays as it did.
 func (o Options) WithoutLateFaults() Options {
-	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers, o.Membership, o.Wipes, o.Hints = 0, false, false, false, false, false, false, false
+	o.DownForGood, o.WallHours, o.LargeValues, o.LeaseCrashes, o.Transfers, o.Membership, o.Wipes, o.Hints, o.Resends = 0, false, false, false, false, false, false, false, false
+	return o
+}
+
+// WithoutResends turns off re-sends of acknowledged appends, so that a seed
+// older than them replays as it did.
+func (o Options) WithoutResends() Options {
+	o.Resends = false
 	return o
 }
 
@@ -206,6 +220,9 @@ func (r Report) Replay() string {
 		}
 		if !r.Opt.Hints && def.Hints {
 			bug += " PAXOSD_SIM_HINTS=0"
+		}
+		if !r.Opt.Resends && def.Resends {
+			bug += " PAXOSD_SIM_RESENDS=0"
 		}
 	}
 	return fmt.Sprintf("PAXOSD_SIM_SEED=%d PAXOSD_SIM_NODES=%d%s go test ./sim -run TestReplay -v", r.Opt.Seed, r.Opt.Nodes, bug)

@@ -81,7 +81,7 @@ func TestSeeds(t *testing.T) {
 	for _, nodes := range []int{3, 5} {
 		t.Run(fmt.Sprintf("nodes=%d", nodes), func(t *testing.T) {
 			start := time.Now()
-			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize, transfers, withTransfers atomic.Int64
+			var installs, withInstall, withDead, withHours, withLarge, oversize, withOversize, transfers, withTransfers, resends, withResends atomic.Int64
 			var peakMu sync.Mutex
 			var peaks []int
 			fails, ran := runSeeds(first, count, func(s uint64) Options { return DefaultOptions(s, nodes) }, false, func(r Report) {
@@ -91,19 +91,22 @@ func TestSeeds(t *testing.T) {
 				installs.Add(int64(r.Installs))
 				oversize.Add(int64(r.Oversize))
 				transfers.Add(int64(r.Faults["transfer"]))
+				resends.Add(int64(r.Faults["resend"]))
 				for _, c := range []struct {
 					n  *atomic.Int64
 					on bool
-				}{{&withInstall, r.Installs > 0}, {&withDead, r.Dead > 0}, {&withHours, r.Opt.WallHours}, {&withLarge, r.Opt.LargeValues}, {&withOversize, r.Oversize > 0}, {&withTransfers, r.Faults["transfer"] > 0}} {
+				}{{&withInstall, r.Installs > 0}, {&withDead, r.Dead > 0}, {&withHours, r.Opt.WallHours}, {&withLarge, r.Opt.LargeValues}, {&withOversize, r.Oversize > 0}, {&withTransfers, r.Faults["transfer"] > 0}, {&withResends, r.Faults["resend"] > 0}} {
 					if c.on {
 						c.n.Add(1)
 					}
 				}
 			})
 			t.Logf("%d seeds from %d, %d nodes: %d failed in %v; %d installed a base (%d installs); %d had voters down for good, "+
-				"%d wall clocks off by hours, %d large values, %d master handovers (%d handovers); %d dropped messages over the size limit (%d drops)",
+				"%d wall clocks off by hours, %d large values, %d master handovers (%d handovers), %d re-sent acknowledged appends (%d re-sends); "+
+				"%d dropped messages over the size limit (%d drops)",
 				ran, first, nodes, len(fails), time.Since(start).Round(time.Millisecond), withInstall.Load(), installs.Load(),
-				withDead.Load(), withHours.Load(), withLarge.Load(), withTransfers.Load(), transfers.Load(), withOversize.Load(), oversize.Load())
+				withDead.Load(), withHours.Load(), withLarge.Load(), withTransfers.Load(), transfers.Load(), withResends.Load(), resends.Load(),
+				withOversize.Load(), oversize.Load())
 			if len(peaks) > 0 {
 				slices.Sort(peaks)
 				t.Logf("events pending at once, the run's peak: median %d, 99th percentile %d, highest %d (a storm fails at %d)",
@@ -122,9 +125,9 @@ func TestSeeds(t *testing.T) {
 
 // TestReplay replays one seed, printing its trace with PAXOSD_SIM_TRACE=1.
 // PAXOSD_SIM_TRIM=0, PAXOSD_SIM_LATE=0, PAXOSD_SIM_TRANSFERS=0,
-// PAXOSD_SIM_MEMBERSHIP=0 and PAXOSD_SIM_HINTS=0 turn off trims, the late
-// faults, master handovers, membership changes (with wipes) and failure
-// detector reports.
+// PAXOSD_SIM_MEMBERSHIP=0, PAXOSD_SIM_HINTS=0 and PAXOSD_SIM_RESENDS=0 turn
+// off trims, the late faults, master handovers, membership changes (with
+// wipes), failure detector reports and re-sends of acknowledged appends.
 func TestReplay(t *testing.T) {
 	seed := envInt(t, "PAXOSD_SIM_SEED", 0)
 	if seed == 0 {
@@ -149,6 +152,9 @@ func TestReplay(t *testing.T) {
 	}
 	if os.Getenv("PAXOSD_SIM_MEMBERSHIP") == "0" {
 		opt = opt.WithoutMembership()
+	}
+	if os.Getenv("PAXOSD_SIM_RESENDS") == "0" {
+		opt = opt.WithoutResends()
 	}
 	if os.Getenv("PAXOSD_SIM_TRACE") != "" {
 		opt.Trace = func(s string) { fmt.Println(s) }
@@ -231,8 +237,8 @@ func TestPlantedBugsCaught(t *testing.T) {
 			}
 			fails, ran := runSeeds(1, max(all, bugBudget), func(s uint64) Options {
 				// The table in docs/protocol.md §8 was measured before
-				// failure detector reports.
-				o := DefaultOptions(s, 3+2*int(s%2)).WithoutHints()
+				// failure detector reports and re-sends.
+				o := DefaultOptions(s, 3+2*int(s%2)).WithoutHints().WithoutResends()
 				o.Bug = bug
 				switch bug {
 				case instance.BugChangeAtOnce, instance.BugSlotReuse:
@@ -241,6 +247,11 @@ func TestPlantedBugsCaught(t *testing.T) {
 					o.Membership, o.Wipes = true, o.DownForGood == 0 // and wipes this one
 				case instance.BugHintEndsLease:
 					o.Hints = true // only failure detector reports reach it
+				case instance.BugDedupLatestOnly:
+					// Only re-sends of acknowledged appends reach it: a
+					// client retries only its highest seq.
+					o = o.WithoutMembership()
+					o.Resends = true
 				default:
 					// The others were measured before membership changes,
 					// which send a seed elsewhere: behind-dead-peer is then
@@ -377,7 +388,7 @@ func TestRegressionSeeds(t *testing.T) {
 		}
 		o.Bug = r.bug
 		o.Trim = r.trim
-		o = o.WithoutTransfers().WithoutMembership().WithoutHints() // every regression seed is older than them
+		o = o.WithoutTransfers().WithoutMembership().WithoutHints().WithoutResends() // every regression seed is older than them
 		rep := Run(o)
 		switch {
 		case r.want == "" && rep.Err != nil, r.want != "" && (rep.Err == nil || !strings.Contains(rep.Err.Error(), r.want)):
@@ -387,7 +398,7 @@ func TestRegressionSeeds(t *testing.T) {
 }
 
 // membershipRegressions are seeds that once failed with membership changes
-// on; they replay with today's DefaultOptions.
+// on; they replay with today's DefaultOptions, less the faults added since.
 var membershipRegressions = []struct {
 	seed  uint64
 	nodes int
@@ -410,7 +421,7 @@ var membershipRegressions = []struct {
 
 func TestMembershipRegressionSeeds(t *testing.T) {
 	for _, r := range membershipRegressions {
-		if rep := Run(DefaultOptions(r.seed, r.nodes).WithoutHints()); rep.Err != nil {
+		if rep := Run(DefaultOptions(r.seed, r.nodes).WithoutHints().WithoutResends()); rep.Err != nil {
 			t.Errorf("seed %d (%d nodes), once: %s\nnow: %v\nreplay: %s", r.seed, r.nodes, r.why, rep.Err, rep.Replay())
 		}
 	}
