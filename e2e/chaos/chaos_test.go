@@ -245,6 +245,10 @@ var plantedBugs = []struct {
 		"a master whose clock is hours ahead (or a correct one after a slow one) moves the log time by hours: every client's dedup row " +
 			"expires and a retried exactly-once append lands twice",
 		[]Role{ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, ExactlyOnce, Plain, Reader}},
+	// Retries reach only a client's highest seq; the workload's re-sends of
+	// acknowledged appends reach the older ones, with or without faults.
+	{"dedup-latest-only", map[Fault]int{Loss: 1, KillMaster: 1}, 0, 30 * time.Second,
+		"the dedup table answers only a client's highest seq: an acknowledged append sent again after a later one is applied again", nil},
 }
 
 // TestChaosPlantedBugs runs the chaos schedule against a binary with one
