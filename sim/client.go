@@ -38,13 +38,13 @@ type ackedAppend struct {
 const resendWindow = 8
 
 type op struct {
-	hist    int // the op's place in w.hist; -1 for a re-send, which the checker does not see
+	hist    int // the op's place in w.hist; none for a re-send, which the checker does not see
 	invoke  int64
 	kind    checker.Kind
 	linear  bool
 	value   string
-	seq     uint64 // an append's seq (exactly-once clients)
-	resend  *ackedAppend
+	seq     uint64       // an append's seq (exactly-once clients)
+	resend  *ackedAppend // the acknowledged append sent again; nil for a new op
 	attempt uint64
 	node    uint64
 }
@@ -88,7 +88,7 @@ func (w *world) startOp(c *client) {
 	if a, ok := w.pickResend(c); ok {
 		w.tracef("client %d re-sends seq %d, acknowledged at %d", c.n, a.seq, a.index)
 		w.faults["resend"]++
-		c.cur = &op{hist: -1, invoke: w.now, kind: checker.Append, value: a.value, seq: a.seq, resend: &a}
+		c.cur = &op{invoke: w.now, kind: checker.Append, value: a.value, seq: a.seq, resend: &a}
 		w.attempt(c)
 		return
 	}
@@ -329,7 +329,7 @@ func (w *world) retryLater(c *client) {
 }
 
 func (w *world) complete(c *client, s checker.Status) {
-	if c.cur.hist >= 0 {
+	if c.cur.resend == nil {
 		h := &w.hist[c.cur.hist]
 		h.Status, h.Complete = s, w.now
 	}

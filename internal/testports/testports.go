@@ -17,7 +17,6 @@
 package testports
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -124,11 +124,24 @@ func bindable(port int) bool {
 	return true
 }
 
-// lockDir holds one lock file per port, shared by every test process.
-func lockDir() (string, error) {
+// lock takes port's lock file, one per port in a directory every test
+// process shares, without waiting. flock's lock belongs to the open file, so
+// it also keeps this process's other Reserve calls off the port, and the
+// kernel drops it when the process exits. (paxosd builds on Unix only.)
+func lock(port int) (*os.File, bool) {
 	d := filepath.Join(os.TempDir(), "paxosd-test-ports")
-	if err := os.MkdirAll(d, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", err
+	if err := os.MkdirAll(d, 0o777); err != nil {
+		return nil, false
 	}
-	return d, nil
+	f, err := os.OpenFile(filepath.Join(d, strconv.Itoa(port)), os.O_RDWR|os.O_CREATE, 0o666)
+	if err != nil {
+		return nil, false
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return f, true
 }
+
+func unlock(f *os.File) { f.Close() }
