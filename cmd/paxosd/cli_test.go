@@ -254,36 +254,23 @@ type cluster struct {
 func startCluster(t *testing.T, extra ...string) *cluster {
 	t.Helper()
 	needProcesses(t)
-	root := t.TempDir()
-	for attempt := 1; ; attempt++ {
-		ports := testports.Addrs(t, 6) // gossip ports from the same batch as the API's
-		c := &cluster{dir: filepath.Join(root, fmt.Sprint(attempt)), addrs: ports[:3:3]}
-		if err := os.MkdirAll(c.dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var parts []string
-		for i, a := range c.addrs {
-			parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
-		}
-		c.peers, c.eps = strings.Join(parts, ","), strings.Join(c.addrs, ",")
-		for i := range c.addrs {
-			args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--gossip-listen", ports[3+i],
-				"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}, extra...)
-			c.procs = append(c.procs, startProc(t, filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)), args...))
-		}
-		err := c.waitMaster()
-		if err == nil {
-			t.Cleanup(func() { c.stop(t) })
-			return c
-		}
-		c.stop(t)
-		logs := c.logs()
-		if attempt < 3 && strings.Contains(logs, "address already in use") {
-			t.Logf("a port was taken before the cluster bound it; retrying with other ports")
-			continue
-		}
-		t.Fatalf("cluster did not start: %v\n%s", err, logs)
+	ports := testports.Addrs(t, 6) // gossip ports from the same batch as the API's
+	c := &cluster{dir: t.TempDir(), addrs: ports[:3:3]}
+	var parts []string
+	for i, a := range c.addrs {
+		parts = append(parts, fmt.Sprintf("%d=%s", i+1, a))
 	}
+	c.peers, c.eps = strings.Join(parts, ","), strings.Join(c.addrs, ",")
+	for i := range c.addrs {
+		args := append([]string{"server", "--id", fmt.Sprint(i + 1), "--peers", c.peers, "--gossip-listen", ports[3+i],
+			"--data-dir", filepath.Join(c.dir, fmt.Sprintf("data%d", i+1))}, extra...)
+		c.procs = append(c.procs, startProc(t, filepath.Join(c.dir, fmt.Sprintf("node%d.log", i+1)), args...))
+	}
+	t.Cleanup(func() { c.stop(t) })
+	if err := c.waitMaster(); err != nil {
+		t.Fatalf("cluster did not start: %v\n%s", err, c.logs())
+	}
+	return c
 }
 
 func (c *cluster) waitMaster() error {
